@@ -1,0 +1,96 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage: lbaws [--config FILE] [--daemon [--pid-file PATH]]   run the server
+       lbaws --inetd [--config FILE]                        serve one inherited connection
+       lbaws check [--config FILE]   (or: lbaws -t)         validate the configuration
+       lbaws --help | --version
+
+Without --config, lbaws reads /etc/lbaws/config.toml, or if that does not exist
+serves a built-in \"Hello, World!\" page on http://127.0.0.1:8080/.";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode {
+    Run,
+    Check,
+    Inetd,
+    Help,
+    Version,
+}
+
+#[derive(Debug)]
+pub struct Args {
+    pub mode: Mode,
+    pub config: Option<PathBuf>,
+    pub daemon: bool,
+    pub pid_file: Option<PathBuf>,
+}
+
+pub fn parse() -> Result<Args, String> {
+    parse_from(lexopt::Parser::from_env())
+}
+
+fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        mode: Mode::Run,
+        config: None,
+        daemon: false,
+        pid_file: None,
+    };
+    let set_mode = |a: &mut Args, m: Mode| -> Result<(), String> {
+        if a.mode != Mode::Run {
+            return Err("conflicting modes (check, --inetd, -t)".into());
+        }
+        a.mode = m;
+        Ok(())
+    };
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('c') | Long("config") => {
+                a.config = Some(p.value().map_err(|e| e.to_string())?.into())
+            }
+            Short('t') | Long("test") => set_mode(&mut a, Mode::Check)?,
+            Long("inetd") => set_mode(&mut a, Mode::Inetd)?,
+            Long("daemon") | Short('d') => a.daemon = true,
+            Long("pid-file") => a.pid_file = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Short('h') | Long("help") => a.mode = Mode::Help,
+            Short('V') | Long("version") => a.mode = Mode::Version,
+            Value(v) if v == "check" => set_mode(&mut a, Mode::Check)?,
+            Value(v) if v == "run" => {}
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if a.pid_file.is_some() && !a.daemon {
+        return Err("--pid-file goes with --daemon".into());
+    }
+    if a.daemon && a.mode != Mode::Run {
+        return Err("--daemon only applies to running the server".into());
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Args, String> {
+        parse_from(lexopt::Parser::from_args(args.iter()))
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(p(&[]).unwrap().mode, Mode::Run);
+        assert_eq!(p(&["check", "--config", "x"]).unwrap().mode, Mode::Check);
+        assert_eq!(
+            p(&["-t", "-c", "x"]).unwrap().config.unwrap(),
+            PathBuf::from("x")
+        );
+        assert_eq!(p(&["--inetd"]).unwrap().mode, Mode::Inetd);
+        assert!(p(&["--bogus"]).is_err());
+        assert!(p(&["--pid-file", "x"]).is_err());
+        assert!(p(&["check", "--inetd"]).is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! The HTTP side: everything a worker does with the connection it owns.
+//!
+//! A worker is a forked child that serves exactly one connection and exits
+//! (invariant 2). Its exit codes are part of the interface, documented in the
+//! README and logged by the supervisor when they are not 0:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0  | connection served and closed, whatever the client did (bad requests get their 4xx) |
+//! | 70 | internal error (a bug: a panic) |
+//! | 71 | post-fork set-up failed (signal reset) |
+//! | 74 | I/O error on the connection other than the client going away |
+
+pub mod request;
+pub mod response;
+pub mod worker;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_SOFTWARE: i32 = 70;
+pub const EXIT_OSERR: i32 = 71;
+pub const EXIT_IOERR: i32 = 74;

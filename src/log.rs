@@ -1,0 +1,235 @@
+//! The error log: stderr (plain, or with journald `<N>` priority prefixes when
+//! stderr is the journal) or syslog.
+//!
+//! One `write(2)` per line, formatted into a stack buffer: no allocation on the
+//! stderr path, so the supervisor may log from its loop without growing. Lines
+//! longer than the buffer are cut and end in `...`. Never called from a signal
+//! handler (lbaws has none: signals arrive through a signalfd).
+
+use crate::config::{Level, LogTarget};
+use std::fmt::{self, Write as _};
+use std::sync::Mutex;
+
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+enum Sink {
+    Stderr { journal: bool },
+    Syslog(Syslog),
+}
+
+struct State {
+    level: Level,
+    sink: Sink,
+}
+
+// lbaws is single-threaded: the lock is never contended, and never held across
+// fork (the supervisor does not log while forking).
+static STATE: Mutex<State> = Mutex::new(State {
+    level: Level::Info,
+    sink: Sink::Stderr { journal: false },
+});
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Is stderr the journal? systemd sets `JOURNAL_STREAM=dev:ino` of the stream it
+/// connected; compare with what fd 2 really is (it may have been redirected).
+fn stderr_is_journal() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(st) => dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino),
+        Err(_) => false,
+    }
+}
+
+/// Apply `[log]` (at start-up and after a reload). `force_syslog` is set in
+/// `--daemon` mode, where stderr is /dev/null.
+pub fn configure(level: Level, target: LogTarget, force_syslog: bool) {
+    let want_syslog = force_syslog || target == LogTarget::Syslog;
+    let mut st = state();
+    st.level = level;
+    if want_syslog {
+        if !matches!(st.sink, Sink::Syslog(_)) {
+            match open_syslog() {
+                Ok(l) => st.sink = Sink::Syslog(l),
+                Err(e) => {
+                    drop(st);
+                    write(
+                        Level::Error,
+                        format_args!("cannot open syslog, logging to stderr: {e}"),
+                    );
+                }
+            }
+        }
+    } else {
+        let journal = match target {
+            LogTarget::Auto => stderr_is_journal(),
+            _ => false,
+        };
+        st.sink = Sink::Stderr { journal };
+    }
+}
+
+fn open_syslog() -> Result<Syslog, syslog::Error> {
+    syslog::unix(syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "lbaws".into(),
+        pid: std::process::id(),
+    })
+}
+
+/// SIGUSR1: reconnect to syslog (log files arrive with the access log).
+pub fn reopen() {
+    let mut st = state();
+    if let Sink::Syslog(_) = st.sink {
+        if let Ok(l) = open_syslog() {
+            st.sink = Sink::Syslog(l);
+        }
+    }
+}
+
+/// A fixed buffer that silently truncates.
+struct LineBuf {
+    buf: [u8; 2048],
+    len: usize,
+    cut: bool,
+}
+
+impl fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.len() - 4 - self.len; // keep space for "...\n"
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        if n < s.len() {
+            self.cut = true;
+        }
+        Ok(())
+    }
+}
+
+pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    let mut st = state();
+    if level > st.level {
+        return;
+    }
+    match &mut st.sink {
+        Sink::Syslog(l) => {
+            let _ = match level {
+                Level::Error => l.err(args),
+                Level::Warn => l.warning(args),
+                Level::Info => l.info(args),
+                Level::Debug => l.debug(args),
+            };
+        }
+        Sink::Stderr { journal } => {
+            let mut b = LineBuf {
+                buf: [0; 2048],
+                len: 0,
+                cut: false,
+            };
+            let name = match level {
+                Level::Error => "error",
+                Level::Warn => "warn",
+                Level::Info => "info",
+                Level::Debug => "debug",
+            };
+            if *journal {
+                let prio = match level {
+                    Level::Error => 3,
+                    Level::Warn => 4,
+                    Level::Info => 6,
+                    Level::Debug => 7,
+                };
+                let _ = write!(b, "<{prio}>{name}: {args}");
+            } else {
+                let _ = write!(
+                    b,
+                    "{} lbaws[{}]: {name}: {args}",
+                    Utc::now(),
+                    std::process::id()
+                );
+            }
+            if b.cut {
+                b.buf[b.len..b.len + 3].copy_from_slice(b"...");
+                b.len += 3;
+            }
+            b.buf[b.len] = b'\n';
+            b.len += 1;
+            // One write: lines from concurrent workers never interleave mid-line.
+            let _ = nix::unistd::write(std::io::stderr(), &b.buf[..b.len]);
+        }
+    }
+}
+
+/// RFC 3339 UTC time, second precision, without allocating.
+struct Utc(i64);
+
+impl Utc {
+    fn now() -> Utc {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Utc(secs)
+    }
+}
+
+impl fmt::Display for Utc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Days to civil date (Howard Hinnant's algorithm).
+        let days = self.0.div_euclid(86_400);
+        let sod = self.0.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
+        )
+    }
+}
+
+#[macro_export]
+macro_rules! error {
+    ($($t:tt)*) => { $crate::log::write($crate::config::Level::Error, format_args!($($t)*)) };
+}
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { $crate::log::write($crate::config::Level::Warn, format_args!($($t)*)) };
+}
+#[macro_export]
+macro_rules! info {
+    ($($t:tt)*) => { $crate::log::write($crate::config::Level::Info, format_args!($($t)*)) };
+}
+#[macro_export]
+macro_rules! debug {
+    ($($t:tt)*) => { $crate::log::write($crate::config::Level::Debug, format_args!($($t)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats() {
+        assert_eq!(Utc(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Utc(1_795_960_800).to_string(), "2026-11-29T14:00:00Z");
+        assert_eq!(Utc(951_782_400).to_string(), "2000-02-29T00:00:00Z");
+    }
+}

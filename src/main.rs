@@ -1,0 +1,220 @@
+//! lbaws: a socket-activated, fork-per-connection HTTP/1.1 server.
+//!
+//! Start-up order, which the invariants depend on:
+//! 1. block the handled signals (before any fork or descriptor exists);
+//! 2. parse and validate the whole configuration (invariant 4);
+//! 3. take the listeners from systemd, or bind them all (a failure exits
+//!    before READY, naming the address and errno);
+//! 4. `--daemon`: detach; then drop privileges (`setgroups`, `setgid`, `setuid`);
+//! 5. open the signalfd and hand everything to the supervisor, which sends
+//!    READY=1 (invariant 5).
+//!
+//! Layering (imports point down): `main` -> `supervisor` -> `child` ->
+//! `http::{worker, request, response}` -> leaves `config`, `listen`, `signals`,
+//! `notify`, `log`, `cli`.
+//!
+//! Exit codes of the `lbaws` process: 0 stopped normally or `check` passed;
+//! 64 usage error; 71 cannot set up (bind, socket, signals, privileges, daemon);
+//! 78 configuration error. Workers have their own, listed in [`http`].
+
+mod child;
+mod cli;
+mod config;
+mod http;
+mod listen;
+mod log;
+mod notify;
+mod signals;
+mod supervisor;
+
+use config::Config;
+use std::path::Path;
+use std::process::ExitCode;
+
+const EX_USAGE: u8 = 64;
+const EX_OSERR: u8 = 71;
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    if let Err(e) = signals::block() {
+        eprintln!("lbaws: cannot block signals: {e}");
+        return ExitCode::from(EX_OSERR);
+    }
+    let args = match cli::parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lbaws: {e}\n{}", cli::USAGE);
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match args.mode {
+        cli::Mode::Help => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        cli::Mode::Version => {
+            println!("lbaws {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let path = config::choose_path(args.config.as_deref());
+    let cfg = match config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match args.mode {
+        cli::Mode::Check => {
+            println!("configuration OK ({})", cfg.source);
+            ExitCode::SUCCESS
+        }
+        cli::Mode::Inetd => inetd(cfg),
+        _ => run(cfg, path, args.daemon, args.pid_file.as_deref()),
+    }
+}
+
+fn run(
+    cfg: Config,
+    path: Option<std::path::PathBuf>,
+    daemon: bool,
+    pid_file: Option<&Path>,
+) -> ExitCode {
+    log::configure(cfg.log.level, cfg.log.target, false);
+    if path.is_none() {
+        info!(
+            "no --config and no {}: using the built-in configuration, \"Hello, World!\" on http://127.0.0.1:8080/",
+            config::DEFAULT_PATH
+        );
+    }
+    let notifier = notify::Notifier::from_env();
+    let listeners = match listen::from_systemd(&cfg.listen) {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            error!("{e}");
+            return ExitCode::from(EX_OSERR);
+        }
+        None => {
+            if cfg.listen.is_empty() {
+                error!(
+                    "{}: no [[listen]] entry and no socket from systemd: nothing to serve",
+                    cfg.source
+                );
+                return ExitCode::from(EX_CONFIG);
+            }
+            let mut v = Vec::with_capacity(cfg.listen.len());
+            for spec in &cfg.listen {
+                match listen::bind(spec) {
+                    Ok(l) => v.push(l),
+                    Err(e) => {
+                        error!("{e}");
+                        for l in v {
+                            l.close();
+                        }
+                        return ExitCode::from(EX_OSERR);
+                    }
+                }
+            }
+            v
+        }
+    };
+    if daemon {
+        let mut d = daemonize::Daemonize::new()
+            .working_directory("/")
+            .umask(0o022);
+        if let Some(p) = pid_file {
+            d = d.pid_file(p);
+        }
+        if let Err(e) = d.start() {
+            error!("cannot daemonize: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+        log::configure(cfg.log.level, cfg.log.target, true);
+    }
+    if let Err(e) = drop_privileges(&cfg) {
+        error!("{e}; refusing to serve as root");
+        return ExitCode::from(EX_OSERR);
+    }
+    let signal_fd = match signals::open() {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!("cannot open signalfd: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    let sup = supervisor::Supervisor::new(cfg, path, daemon, listeners, signal_fd, notifier);
+    ExitCode::from(sup.run() as u8)
+}
+
+/// `[server] user`/`group`: after the listeners exist, become that user for
+/// good. Only root can; a non-root start keeps its identity (with a warning
+/// unless it already is that user).
+fn drop_privileges(cfg: &Config) -> Result<(), String> {
+    use nix::unistd::{getegid, geteuid, setgid, setgroups, setuid, Gid, Uid};
+    let (user, group) = (&cfg.server.user, &cfg.server.group);
+    if user.is_none() && group.is_none() {
+        return Ok(());
+    }
+    if !geteuid().is_root() {
+        let same_user = user
+            .as_ref()
+            .is_none_or(|(_, uid, _)| geteuid().as_raw() == *uid);
+        let same_group = group
+            .as_ref()
+            .is_none_or(|(_, gid)| getegid().as_raw() == *gid);
+        if !(same_user && same_group) {
+            warn!("[server] user/group ignored: not started as root");
+        }
+        return Ok(());
+    }
+    let gid = group
+        .as_ref()
+        .map(|g| g.1)
+        .or(user.as_ref().map(|u| u.2))
+        .map(Gid::from_raw);
+    if let Some(gid) = gid {
+        setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+        setgid(gid).map_err(|e| format!("setgid({gid}): {e}"))?;
+    }
+    if let Some((name, uid, _)) = user {
+        setuid(Uid::from_raw(*uid)).map_err(|e| format!("setuid({name}): {e}"))?;
+        // Paranoia: regaining root must be impossible now.
+        if setuid(Uid::from_raw(0)).is_ok() {
+            return Err(format!("setuid({name}) did not drop root"));
+        }
+        info!("running as user {name} (uid {uid}, gid {})", getegid());
+    }
+    Ok(())
+}
+
+/// `--inetd`: serve the one inherited connection, as a worker would, and exit.
+fn inetd(cfg: Config) -> ExitCode {
+    // Under inetd (or StandardInput=socket), stderr may be the connection itself:
+    // then log to syslog rather than into the client's response.
+    let stderr_is_conn = match (
+        nix::sys::stat::fstat(std::io::stdin()),
+        nix::sys::stat::fstat(std::io::stderr()),
+    ) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    };
+    log::configure(cfg.log.level, cfg.log.target, stderr_is_conn);
+    let conn = match listen::inherited_connection() {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    if let Err(e) = drop_privileges(&cfg) {
+        error!("{e}; refusing to serve as root");
+        return ExitCode::from(EX_OSERR);
+    }
+    let _ = signals::reset_in_child();
+    let peer = listen::Peer::of(&conn);
+    let code = http::worker::serve(&conn, peer, &cfg);
+    drop(conn);
+    child::exit(code)
+}

@@ -1,0 +1,90 @@
+//! The service manager's notification socket (sd_notify(3)), via `sd-notify`.
+//!
+//! Only the supervisor notifies (systemd's default `NotifyAccess=main`): the
+//! variables are read once here and then removed from the environment, so no
+//! worker or CGI script inherits them. Nothing is sent when `NOTIFY_SOCKET` was
+//! unset. `sd-notify` connects to a path; an abstract socket (`@name`) is
+//! handled here, since the crate passes the `@` on as a file name.
+
+use sd_notify::NotifyState;
+use std::ffi::OsString;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+pub struct Notifier {
+    socket: Option<OsString>,
+    /// How often to send WATCHDOG=1 (half of `WATCHDOG_USEC`), if asked to.
+    pub watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// Take `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID` from the environment.
+    pub fn from_env() -> Notifier {
+        let socket = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty());
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        // SAFETY: single-threaded (the supervisor never starts a thread).
+        unsafe {
+            std::env::remove_var("NOTIFY_SOCKET");
+            std::env::remove_var("WATCHDOG_USEC");
+            std::env::remove_var("WATCHDOG_PID");
+        }
+        Notifier {
+            socket,
+            watchdog: watchdog.filter(|d| !d.is_zero()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    fn send(&self, states: &[NotifyState<'_>]) {
+        let Some(path) = &self.socket else { return };
+        let result = if let Some(name) = path.as_encoded_bytes().strip_prefix(b"@") {
+            send_abstract(name, states)
+        } else {
+            // The crate reads the variable itself; hand it back for the call.
+            // SAFETY: single-threaded, see above.
+            unsafe { std::env::set_var("NOTIFY_SOCKET", path) };
+            let r = sd_notify::notify(states);
+            unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+            r
+        };
+        if let Err(e) = result {
+            crate::debug!("sd_notify: {e}");
+        }
+    }
+
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+
+    pub fn stopping(&self, status: &str) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    }
+
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+}
+
+fn send_abstract(name: &[u8], states: &[NotifyState<'_>]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    let sock = UnixDatagram::unbound()?;
+    sock.connect_addr(&addr)?;
+    let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
+    sock.send(msg.as_bytes())?;
+    Ok(())
+}
