@@ -194,8 +194,7 @@ pub fn inherited_connection() -> Result<OwnedFd, String> {
 
 /// Bind and listen per one `[[listen]]` entry. The error names the address and errno.
 pub fn bind(spec: &ListenSpec) -> Result<Listener, String> {
-    let fail =
-        |what: &str, e: Errno| format!("cannot {what} {}: {} ({})", spec.address, e.desc(), e);
+    let fail = |what: &str, e: Errno| format!("cannot {what} {}: {e}", spec.address);
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
     let fd = match &spec.address {
         ListenAddr::Tcp(addr) => {

@@ -300,9 +300,8 @@ impl Supervisor {
                 e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
                     if !self.accept_error_logged {
                         crate::error!(
-                            "accept on {}: {} ({e}); pausing accepts, {} workers live",
+                            "accept on {}: {e}; pausing accepts, {} workers live",
                             self.listeners[idx].local,
-                            e.desc(),
                             self.workers.len()
                         );
                         self.accept_error_logged = true;
@@ -350,8 +349,7 @@ impl Supervisor {
                 self.status_dirty = true;
                 if !self.fork_error_logged {
                     crate::error!(
-                        "fork: {} ({e}); answering 503, {} workers live",
-                        e.desc(),
+                        "fork: {e}; answering 503, {} workers live",
                         self.workers.len()
                     );
                     self.fork_error_logged = true;

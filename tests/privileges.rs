@@ -1,0 +1,96 @@
+//! Privilege drop and fork failure (RLIMIT_NPROC). Root is exempt from
+//! RLIMIT_NPROC, so the daemon drops to `nobody`, which also shows that the
+//! drop works: workers run as that user. Needs root; skipped otherwise.
+
+mod util;
+
+use std::io::Write;
+use std::net::TcpStream;
+use util::*;
+
+fn processes_of(uid: u32) -> u64 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                s.lines().any(|l| {
+                    l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string())
+                })
+            })
+        })
+        .count() as u64
+}
+
+#[test]
+fn fork_failure_answers_503_and_recovers_as_unprivileged_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root (to drop privileges to nobody)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody")
+        .uid
+        .as_raw();
+    // Room for the supervisor and two workers, no more.
+    let limit = processes_of(nobody) + 3;
+    let mut d = Daemon::with_config(&format!(
+        "[server]\nuser = \"nobody\"\n[limits]\nheader_timeout = \"60s\"\n{}",
+        hello_routes()
+    ))
+    .nproc(limit)
+    .start();
+    let addr = d.addr();
+    assert_eq!(uid_of(d.pid), nobody, "supervisor runs as nobody");
+    d.wait_log("running as user nobody");
+
+    let held: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+    d.wait_children(2);
+    for (pid, _) in d.children() {
+        assert_eq!(uid_of(pid), nobody, "worker {pid} runs as nobody");
+    }
+    // No process left for a third worker: 503, or at worst a clean close.
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw).ok();
+    if !raw.is_empty() {
+        assert_eq!(parse_response(&raw).status, 503);
+    }
+    d.wait_log("fork: ");
+    assert!(d.alive());
+
+    drop(held);
+    assert!(
+        wait_for(DEADLINE, || d.children().is_empty()),
+        "{:?}",
+        d.children()
+    );
+    assert_eq!(get(addr, "/").status, 200);
+    assert!(d.alive());
+}
+
+#[test]
+fn unknown_user_is_a_config_error() {
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"[server]\nuser = \"no-such-user-lbaws\"\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "/dev/stdin:2:8: unknown user \"no-such-user-lbaws\""
+    );
+}

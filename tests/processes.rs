@@ -1,0 +1,228 @@
+//! The failures the fork-per-connection article demonstrates, each as a test:
+//! zombies, lost SIGCHLDs, EINTR, leaked duplicate descriptors, EMFILE, fork
+//! failing with EAGAIN; plus the concurrency cap and abnormal-exit logging.
+
+mod util;
+
+use nix::sys::signal::Signal;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use util::*;
+
+#[test]
+fn many_simultaneous_clients_leave_no_zombie() {
+    let d = Daemon::hello("");
+    let addr = d.addr();
+    let n = 128;
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                b.wait(); // all connected: the daemon now has 128 to accept at once
+                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                read_response(&mut s)
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body_str(), "Hello, World!\n");
+    }
+    // Every worker is reaped: no child left, zombie or not.
+    assert!(
+        wait_for(DEADLINE, || d.children().is_empty()),
+        "children left (Z = zombie): {:?}",
+        d.children()
+    );
+}
+
+#[test]
+fn sequential_connections_leak_no_descriptor_and_close_promptly() {
+    let d = Daemon::hello("");
+    let addr = d.addr();
+    let before = d.fd_count();
+    for _ in 0..1000 {
+        // read_response reads to EOF with a timeout: a copy of the connection
+        // left open in the supervisor would hold the client here until it fails.
+        let r = get(addr, "/");
+        assert_eq!(r.status, 200);
+    }
+    assert!(
+        wait_for(DEADLINE, || d.children().is_empty()),
+        "{:?}",
+        d.children()
+    );
+    assert_eq!(
+        d.fd_count(),
+        before,
+        "descriptors: before {before}, after {}",
+        d.fd_count()
+    );
+}
+
+#[test]
+fn sigchld_storm_is_harmless() {
+    let mut d = Daemon::hello("");
+    let addr = d.addr();
+    // Signals while the supervisor sleeps in poll, and while it is busy accepting.
+    for round in 0..20 {
+        for _ in 0..100 {
+            d.signal(Signal::SIGCHLD);
+        }
+        assert_eq!(get(addr, "/").status, 200, "round {round}");
+    }
+    assert!(d.alive(), "log:\n{}", d.logs());
+    assert!(!d.logs().contains("error:"), "log:\n{}", d.logs());
+    assert!(wait_for(DEADLINE, || d.children().is_empty()));
+}
+
+#[test]
+fn low_nofile_limit_with_many_held_connections() {
+    // 300 held connections against a 256-descriptor limit: the supervisor
+    // keeps no copy of any connection, so it never runs out.
+    let mut d = Daemon::with_config(&format!(
+        "[limits]\nheader_timeout = \"60s\"\n{}",
+        hello_routes()
+    ))
+    .nofile(256)
+    .start();
+    let addr = d.addr();
+    let held: Vec<TcpStream> = (0..300).map(|_| connect(addr)).collect();
+    d.wait_children(300);
+    assert!(d.alive());
+    drop(held);
+    assert!(
+        wait_for(DEADLINE, || d.children().is_empty()),
+        "{:?}",
+        d.children()
+    );
+    assert_eq!(get(addr, "/").status, 200);
+    assert!(d.alive());
+}
+
+#[test]
+fn emfile_on_accept_backs_off_and_recovers() {
+    let mut d = Daemon::hello("");
+    let addr = d.addr();
+    // The limit at the lowest free descriptor number: the next accept fails with EMFILE.
+    let used: Vec<i32> = d.fd_flags().iter().map(|f| f.0).collect();
+    let lowest_free = (0..).find(|n| !used.contains(n)).unwrap();
+    set_nofile(d.pid, lowest_free as u64);
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    d.wait_log("pausing accepts");
+    assert!(d.alive());
+    set_nofile(d.pid, 1024);
+    // The connection waited in the backlog and is served now.
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        d.count_log("pausing accepts"),
+        1,
+        "logged once per burst:\n{}",
+        d.logs()
+    );
+}
+
+fn set_nofile(pid: i32, n: u64) {
+    let r = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: 4096,
+    };
+    // SAFETY: plain syscall with valid pointers.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &r, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn max_connections_caps_live_workers() {
+    let d = Daemon::hello("[server]\nmax_connections = 4\n[limits]\nheader_timeout = \"60s\"");
+    let addr = d.addr();
+    let mut clients: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+    d.wait_children(4);
+    // The other four wait in the backlog; they must not get a worker.
+    for _ in 0..200 {
+        let n = d.children().len();
+        assert!(n <= 4, "{n} workers with max_connections = 4");
+    }
+    // Complete all eight requests: each gets its answer as a slot frees.
+    for c in &mut clients {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    }
+    let handles: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| std::thread::spawn(move || read_response(&mut c).status))
+        .collect();
+    let mut max_seen = 0;
+    while handles.iter().any(|h| !h.is_finished()) {
+        max_seen = max_seen.max(d.children().len());
+    }
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert!(max_seen <= 4, "saw {max_seen} workers");
+}
+
+#[test]
+fn abnormal_worker_end_is_logged() {
+    let mut d = Daemon::hello("[limits]\nheader_timeout = \"60s\"");
+    let addr = d.addr();
+    let _held = connect(addr);
+    d.wait_children(1);
+    let (pid, _) = d.children()[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    d.wait_log(&format!("worker {pid} (peer 127.0.0.1:"));
+    d.wait_log("killed by signal 9 (SIGKILL)");
+    assert!(wait_for(DEADLINE, || d.children().is_empty()));
+    assert_eq!(get(addr, "/").status, 200);
+}
+
+#[test]
+fn bad_requests_get_4xx_and_a_clean_close() {
+    let d = Daemon::hello("[limits]\nmax_header_bytes = 1024");
+    let addr = d.addr();
+    assert_eq!(exchange(addr, b"GARBAGE\r\n\r\n").status, 400);
+    assert_eq!(
+        exchange(addr, b"GET / HTTP/1.1\r\n\r\n").status,
+        400,
+        "HTTP/1.1 without Host"
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(2000)
+    );
+    assert_eq!(exchange(addr, big.as_bytes()).status, 431);
+    assert_eq!(
+        exchange(addr, b"GET / HTTP/2.0\r\nHost: t\r\n\r\n").status,
+        505
+    );
+    let head = exchange(addr, b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(head.header("content-length").as_deref(), Some("14"));
+    let out = curl(&["-i", &format!("http://{addr}/")]);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(
+        out.contains("\r\nDate: ") && out.contains("\r\nConnection: close\r\n"),
+        "{out}"
+    );
+    assert!(out.ends_with("\r\n\r\nHello, World!\n"), "{out}");
+}
+
+#[test]
+fn header_timeout_answers_408() {
+    let d = Daemon::hello("[limits]\nheader_timeout = \"300ms\"");
+    let mut s = connect(d.addr());
+    s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    assert_eq!(read_response(&mut s).status, 408);
+    // A connection that never sends a byte is closed quietly.
+    let mut quiet = connect(d.addr());
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut quiet, &mut buf).unwrap();
+    assert!(buf.is_empty());
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,466 @@
+//! Test harness: runs the real `lbaws` binary in a fresh temporary directory,
+//! collects its log, and dumps everything it knows when a test fails.
+//!
+//! Nothing here sleeps as synchronisation: every wait polls a condition
+//! against a deadline and fails with the daemon's log when it runs out.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lbaws");
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Poll `cond` until it is true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A running lbaws and its temporary directory.
+pub struct Daemon {
+    pub child: Child,
+    pub pid: i32,
+    pub dir: tempfile::TempDir,
+    logs: Arc<Mutex<String>>,
+    exited: Option<ExitStatus>,
+}
+
+pub struct Builder {
+    config: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    nofile: Option<u64>,
+    nproc: Option<u64>,
+    wrapper: Vec<String>,
+    wait_ready: bool,
+}
+
+impl Builder {
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+    pub fn nproc(mut self, n: u64) -> Self {
+        self.nproc = Some(n);
+        self
+    }
+    /// Run lbaws under another program, e.g. `systemd-socket-activate -l ...`.
+    pub fn wrapper(mut self, w: &[&str]) -> Self {
+        self.wrapper = w.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn no_wait(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    /// Write the config (with `{dir}` replaced by the temp dir) and start lbaws.
+    pub fn start(self) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("lbaws-test-")
+            .tempdir()
+            .unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            self.config.replace("{dir}", dir.path().to_str().unwrap()),
+        )
+        .unwrap();
+        let mut cmd = if self.wrapper.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(BIN);
+            c
+        };
+        cmd.arg("--config").arg(&cfg).args(&self.args);
+        for (k, v) in &self.envs {
+            cmd.env(k, v.replace("{dir}", dir.path().to_str().unwrap()));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.process_group(0);
+        let (nofile, nproc) = (self.nofile, self.nproc);
+        // SAFETY: setrlimit is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(n) = nofile {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+                }
+                if let Some(n) = nproc {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    libc::setrlimit(libc::RLIMIT_NPROC, &r);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn lbaws");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let pid = child.id() as i32;
+        let mut d = Daemon {
+            child,
+            pid,
+            dir,
+            logs,
+            exited: None,
+        };
+        if self.wait_ready {
+            d.wait_log("info: ready:");
+        }
+        d
+    }
+}
+
+impl Daemon {
+    pub fn with_config(config: &str) -> Builder {
+        Builder {
+            config: config.to_string(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            nofile: None,
+            nproc: None,
+            wrapper: Vec::new(),
+            wait_ready: true,
+        }
+    }
+
+    /// A daemon with one listener on an ephemeral loopback port and a fixed body.
+    pub fn hello(extra: &str) -> Daemon {
+        Daemon::with_config(&format!("{extra}\n{}", hello_routes())).start()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Wait for a log line containing `needle`; panics with the log if none comes.
+    pub fn wait_log(&mut self, needle: &str) {
+        let logs = self.logs.clone();
+        let found = wait_for(DEADLINE, || {
+            logs.lock().unwrap().contains(needle) || self.has_exited()
+        });
+        if !found || !self.logs().contains(needle) {
+            panic!(
+                "no log line with {needle:?}; exit: {:?}; log:\n{}",
+                self.exited,
+                self.logs()
+            );
+        }
+    }
+
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.logs().matches(needle).count()
+    }
+
+    /// The listening addresses lbaws logged, in order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.logs()
+            .lines()
+            .filter_map(|l| l.split("listening on ").nth(1))
+            .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        *self
+            .addrs()
+            .last()
+            .unwrap_or_else(|| panic!("no TCP listener in log:\n{}", self.logs()))
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig).unwrap();
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().unwrap();
+        }
+        self.exited.is_some()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        !self.has_exited()
+    }
+
+    /// Wait for the process to exit; panics with the log if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if !wait_for(timeout, || self.has_exited()) {
+            panic!(
+                "lbaws did not exit within {timeout:?}; log:\n{}",
+                self.logs()
+            );
+        }
+        self.exited.unwrap()
+    }
+
+    /// Direct children of the daemon: (pid, state letter).
+    pub fn children(&self) -> Vec<(i32, char)> {
+        children_of(self.pid)
+    }
+
+    pub fn wait_children(&self, n: usize) {
+        if !wait_for(DEADLINE, || self.children().len() == n) {
+            panic!(
+                "expected {n} workers, have {:?}; log:\n{}",
+                self.children(),
+                self.logs()
+            );
+        }
+    }
+
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .unwrap()
+            .count()
+    }
+
+    /// Descriptors of the daemon (fd, flags from fdinfo).
+    pub fn fd_flags(&self) -> Vec<(i32, u32)> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(format!("/proc/{}/fdinfo", self.pid)).unwrap() {
+            let e = e.unwrap();
+            let fd: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+            let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap_or(0);
+            v.push((fd, flags));
+        }
+        v
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            // The whole process group: the daemon and any workers.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- lbaws log (pid {}, dir {}) ----\n{}",
+                self.pid,
+                self.dir.path().display(),
+                self.logs()
+            );
+            eprintln!(
+                "---- config ----\n{}",
+                std::fs::read_to_string(self.path("config.toml")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub fn hello_routes() -> &'static str {
+    r#"
+[[listen]]
+address = "127.0.0.1:0"
+name = "http"
+
+[[route]]
+prefix = "/"
+respond = { status = 200, body = "Hello, World!\n", content_type = "text/plain" }
+"#
+}
+
+/// Children of `pid` from /proc/*/stat: (pid, state).
+pub fn children_of(pid: i32) -> Vec<(i32, char)> {
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Ok(p) = e.file_name().to_str().unwrap_or("").parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may contain spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == pid {
+            v.push((p, state));
+        }
+    }
+    v
+}
+
+/// The real uid of a process.
+pub fn uid_of(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// A raw HTTP client
+
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// Read a whole response up to EOF (the server closes; a hang is a failure).
+pub fn read_response(s: &mut impl Read) -> Response {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .expect("read to EOF: the server must close after its response");
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> Response {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head in {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        });
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Response {
+        status,
+        head,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+/// Send raw bytes, read the response to EOF.
+pub fn exchange(addr: SocketAddr, req: &[u8]) -> Response {
+    let mut s = connect(addr);
+    s.write_all(req).unwrap();
+    read_response(&mut s)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// `curl -sS -i URL`, the real client.
+pub fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "15"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free TCP port on 127.0.0.1 (for programs that need a port number up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn write_config(path: &Path, text: &str) {
+    // Write and rename, so lbaws never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
