@@ -567,7 +567,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         });
     }
     // Longest prefix first: a stable sort keeps file order among equals (none: duplicates refused).
-    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
 
     let limits = Limits {
         header_timeout: raw

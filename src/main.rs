@@ -121,6 +121,7 @@ fn run(
         }
     };
     if daemon {
+        info!("detaching (--daemon); logging to syslog from now on");
         let mut d = daemonize::Daemonize::new()
             .working_directory("/")
             .umask(0o022);
@@ -145,7 +146,11 @@ fn run(
         }
     };
     let sup = supervisor::Supervisor::new(cfg, path, daemon, listeners, signal_fd, notifier);
-    ExitCode::from(sup.run() as u8)
+    let code = sup.run();
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    ExitCode::from(code as u8)
 }
 
 /// `[server] user`/`group`: after the listeners exist, become that user for

@@ -1,0 +1,125 @@
+//! `lbaws check` / `lbaws -t`: "configuration OK", or FILE:LINE:COLUMN and exit 78.
+//! The same validation runs at start-up.
+
+mod util;
+
+use std::process::Command;
+use util::BIN;
+
+fn check(text: &str) -> (Option<i32>, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace(path.to_str().unwrap(), "FILE"),
+        path.display().to_string(),
+    )
+}
+
+#[test]
+fn shipped_example_config_is_ok() {
+    for args in [
+        &["check", "--config", "config/config.toml"][..],
+        &["-t", "-c", "config/config.toml"][..],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("configuration OK"));
+    }
+}
+
+#[test]
+fn bad_configs_are_located() {
+    let cases: &[(&str, &str)] = &[
+        // unknown key
+        (
+            "[server]\nmax_connections = 4\nmax_conection = 5\n",
+            "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `shutdown_timeout`",
+        ),
+        // unknown table
+        ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`"),
+        // bad duration
+        (
+            "[server]\nshutdown_timeout = \"10 seconds\"\n",
+            "FILE:2:20: bad duration \"10 seconds\": expected a number and a unit (ms, s, m, h), e.g. \"10s\"",
+        ),
+        // bad address
+        (
+            "[[listen]]\naddress = \"localhost:80\"\n",
+            "FILE:2:11: bad address \"localhost:80\": expected IPv4:PORT, [IPv6]:PORT or unix:/absolute/path",
+        ),
+        // duplicate listener names
+        (
+            "[[listen]]\naddress = \"127.0.0.1:1\"\nname = \"a\"\n\n[[listen]]\naddress = \"127.0.0.1:2\"\nname = \"a\"\n",
+            "FILE:7:8: duplicate listener name \"a\"",
+        ),
+        // zero limit
+        ("[server]\nmax_connections = 0\n", "FILE:2:19: must be a positive integer, not 0"),
+        ("[limits]\nheader_timeout = \"0s\"\n", "FILE:2:18: duration \"0s\" must be greater than zero"),
+        // bad size
+        ("[limits]\nmax_header_bytes = \"16 parsecs\"\n", "FILE:2:20: bad size \"16 parsecs\": expected bytes or a number with a unit, e.g. \"16KiB\""),
+        // bad enum value
+        ("[log]\nlevel = \"loud\"\n", "FILE:2:9: unknown level \"loud\": expected error, warn, info or debug"),
+        // bad status
+        (
+            "[[route]]\nprefix = \"/\"\nrespond = { status = 99 }\n",
+            "FILE:3:22: status 99 out of range 200-599",
+        ),
+        // TOML syntax
+        ("[server\n", "FILE:1:8: invalid table header expected `.`, `]`"),
+        // unix-only key on TCP
+        ("[[listen]]\naddress = \"127.0.0.1:1\"\nmode = \"0600\"\n", "FILE:3:8: mode applies to unix sockets only"),
+    ];
+    for (text, want) in cases {
+        let (code, stdout, stderr, _) = check(text);
+        assert_eq!(code, Some(78), "{text:?}: {stderr}");
+        assert!(stdout.is_empty());
+        assert_eq!(&stderr, want, "for config {text:?}");
+    }
+}
+
+#[test]
+fn startup_refuses_a_bad_config_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[log]\ntarget = \"printer\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{}:2:10: unknown log target \"printer\": expected auto, stderr or syslog",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn missing_file_and_usage_errors() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/lbaws.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/lbaws.toml: cannot read"));
+    let out = Command::new(BIN).arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -1,0 +1,309 @@
+//! The contract with the service manager and the operator: sd_notify messages,
+//! reload on SIGHUP (good and broken configs), graceful and immediate stop.
+
+mod util;
+
+use nix::sys::signal::Signal;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+use util::*;
+
+/// The notification socket a service manager would own.
+struct Manager {
+    sock: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Manager {
+    fn bind(path: &std::path::Path) -> Manager {
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Manager {
+            sock,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a datagram containing every one of `keys`; returns it.
+    fn expect(&mut self, keys: &[&str]) -> String {
+        let mut buf = [0u8; 4096];
+        let found = wait_for(DEADLINE, || {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            self.seen
+                .iter()
+                .any(|m| keys.iter().all(|k| m.lines().any(|l| l.starts_with(k))))
+        });
+        assert!(found, "no notification with {keys:?}; got {:?}", self.seen);
+        let i = self
+            .seen
+            .iter()
+            .position(|m| keys.iter().all(|k| m.lines().any(|l| l.starts_with(k))))
+            .unwrap();
+        // Later expectations only look at what came after this one.
+        let m = self.seen[i].clone();
+        self.seen.drain(..=i);
+        m
+    }
+}
+
+#[test]
+fn notify_ready_status_reloading_stopping_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let mut mgr = Manager::bind(&path);
+    let mut d = Daemon::with_config(hello_routes())
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .env("WATCHDOG_USEC", "400000")
+        .start();
+    let ready = mgr.expect(&["READY=1", "STATUS="]);
+    assert!(
+        ready.contains("0 active, 0 served, 0 refused; listening on 127.0.0.1:"),
+        "{ready}"
+    );
+    mgr.expect(&["WATCHDOG=1"]);
+
+    assert_eq!(get(d.addr(), "/").status, 200);
+    let status = mgr.expect(&["STATUS=0 active, 1 served"]);
+    assert!(!status.contains("READY=1"));
+
+    d.signal(Signal::SIGHUP);
+    let reloading = mgr.expect(&["RELOADING=1", "MONOTONIC_USEC="]);
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    mgr.expect(&["READY=1"]);
+
+    d.signal(Signal::SIGTERM);
+    mgr.expect(&["STOPPING=1"]);
+    assert!(d.wait_exit(DEADLINE).success());
+}
+
+#[test]
+fn notify_to_abstract_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("lbaws-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let sock = UnixDatagram::bind_addr(&addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut mgr = Manager {
+        sock,
+        seen: Vec::new(),
+    };
+    let _d = Daemon::with_config(hello_routes())
+        .env("NOTIFY_SOCKET", &format!("@{name}"))
+        .start();
+    mgr.expect(&["READY=1"]);
+}
+
+#[test]
+fn nothing_sent_without_notify_socket() {
+    // Runs, serves and stops normally with no NOTIFY_SOCKET at all.
+    let mut d = Daemon::hello("");
+    assert_eq!(get(d.addr(), "/").status, 200);
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(DEADLINE).success());
+    assert!(!d.logs().contains("sd_notify"));
+}
+
+fn respond_config(body: &str, extra: &str) -> String {
+    format!(
+        "{extra}\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nprefix = \"/\"\nrespond = {{ status = 200, body = \"{body}\" }}\n"
+    )
+}
+
+#[test]
+fn reload_applies_good_config_and_keeps_old_on_error() {
+    let mut d =
+        Daemon::with_config(&respond_config("one", "[limits]\nheader_timeout = \"60s\"")).start();
+    let addr = d.addr();
+    let cfg = d.path("config.toml");
+    assert_eq!(get(addr, "/").body_str(), "one");
+
+    // A connection in flight while the config changes finishes on the old one.
+    let mut inflight = connect(addr);
+    d.wait_children(1);
+
+    write_config(
+        &cfg,
+        &respond_config("two", "[limits]\nheader_timeout = \"60s\""),
+    );
+    d.signal(Signal::SIGHUP);
+    d.wait_log("reloaded configuration");
+    assert_eq!(get(addr, "/").body_str(), "two");
+    inflight
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut inflight).body_str(), "one");
+
+    // Broken: an unknown key on line 3. The old config keeps serving.
+    write_config(&cfg, "[server]\nmax_connections = 8\nmax_conections = 9\n");
+    d.signal(Signal::SIGHUP);
+    d.wait_log("reload failed");
+    assert!(
+        d.logs().contains(&format!("reload failed, keeping the running configuration: {}:3:1: unknown field `max_conections`", cfg.display())),
+        "{}",
+        d.logs()
+    );
+    assert!(d.alive());
+    assert_eq!(get(addr, "/").body_str(), "two");
+
+    // Syntax error: same.
+    write_config(&cfg, "[server\n");
+    d.signal(Signal::SIGHUP);
+    assert!(wait_for(DEADLINE, || d.count_log("reload failed") == 2));
+    assert_eq!(get(addr, "/").body_str(), "two");
+}
+
+#[test]
+fn reload_adds_and_removes_listeners() {
+    let mut d = Daemon::with_config(&respond_config("x", "")).start();
+    let addr = d.addr();
+    let cfg = d.path("config.toml");
+    let sock = d.path("extra.sock");
+    let with_unix = format!(
+        "{}\n[[listen]]\naddress = \"unix:{}\"\n",
+        respond_config("x", ""),
+        sock.display()
+    );
+    write_config(&cfg, &with_unix);
+    d.signal(Signal::SIGHUP);
+    d.wait_log("reloaded configuration");
+    d.wait_log(&format!("listening on unix:{}", sock.display()));
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).status, 200);
+    // The TCP listener was kept, not re-bound: same port.
+    assert_eq!(get(addr, "/").status, 200);
+
+    write_config(&cfg, &respond_config("x", ""));
+    d.signal(Signal::SIGHUP);
+    d.wait_log("no longer listening on unix:");
+    assert!(wait_for(DEADLINE, || !sock.exists()));
+    assert_eq!(get(addr, "/").status, 200);
+}
+
+#[test]
+fn graceful_stop_finishes_requests_in_flight() {
+    let mut d = Daemon::with_config(&respond_config(
+        "bye",
+        "[server]\nshutdown_timeout = \"30s\"",
+    ))
+    .start();
+    let addr = d.addr();
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\n").unwrap(); // half a request
+    d.wait_children(1);
+    d.signal(Signal::SIGTERM);
+    d.wait_log("stopping gracefully, 1 connection(s) in flight");
+    // Self-bound listeners are closed at once: new clients are refused.
+    assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_err()));
+    assert!(d.alive());
+    s.write_all(b"Host: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).body_str(), "bye");
+    let status = d.wait_exit(DEADLINE);
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn stop_timeout_terminates_stuck_workers() {
+    let mut d = Daemon::with_config(&respond_config(
+        "x",
+        "[server]\nshutdown_timeout = \"200ms\"\n[limits]\nheader_timeout = \"60s\"",
+    ))
+    .start();
+    let _idle = connect(d.addr());
+    d.wait_children(1);
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(DEADLINE);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        d.logs()
+            .contains("shutdown_timeout reached: terminating 1 worker(s)"),
+        "{}",
+        d.logs()
+    );
+    assert!(d.logs().contains("at shutdown"), "{}", d.logs());
+}
+
+#[test]
+fn sigquit_stops_now() {
+    let mut d = Daemon::with_config(&respond_config(
+        "x",
+        "[server]\nshutdown_timeout = \"1h\"\n[limits]\nheader_timeout = \"60s\"",
+    ))
+    .start();
+    let _idle = connect(d.addr());
+    d.wait_children(1);
+    let worker = d.children()[0].0;
+    d.signal(Signal::SIGQUIT);
+    assert_eq!(d.wait_exit(DEADLINE).code(), Some(0));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{worker}")).exists() || children_of(d.pid).is_empty()
+    );
+}
+
+#[test]
+fn sigusr1_reopens_logs_and_keeps_serving() {
+    let mut d = Daemon::hello("");
+    d.signal(Signal::SIGUSR1);
+    d.wait_log("SIGUSR1: log files reopened");
+    assert_eq!(get(d.addr(), "/").status, 200);
+}
+
+#[test]
+fn daemon_mode_detaches_and_keeps_a_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("config.toml");
+    let pid_file = dir.path().join("lbaws.pid");
+    std::fs::write(
+        &cfg,
+        respond_config("daemon", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--daemon", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    // The launcher returns at once; the daemon lives on.
+    assert!(out.status.success(), "{out:?}");
+    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&pid_file)
+        .is_ok_and(|s| s.trim().parse::<i32>().is_ok())));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let guard = KillOnDrop(pid);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
+    assert_eq!(get(addr, "/").body_str(), "daemon");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    // Gone, or a zombie waiting for init to reap it.
+    let ended = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    };
+    assert!(wait_for(DEADLINE, ended));
+    assert!(!pid_file.exists(), "pid file left behind");
+    drop(guard);
+}
+
+struct KillOnDrop(i32);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
