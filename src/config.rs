@@ -103,12 +103,24 @@ pub struct Server {
     pub group: Option<(String, u32)>,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Send `Server: lbaws`.
+    pub server_header: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub level: Level,
     pub target: LogTarget,
+    pub access: AccessLog,
+}
+
+/// `[log] access`: where workers write one Combined Log Format line per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stderr,
+    Syslog,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +128,11 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
+    pub keepalive_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_requests_per_connection: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +142,22 @@ pub enum Action {
         body: String,
         content_type: String,
     },
+    Static(StaticRoute),
+    Redirect {
+        to: String,
+        status: u16,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticRoute {
+    pub root: PathBuf,
+    pub index: Vec<String>,
+    pub autoindex: bool,
+    /// Serve names starting with '.' (refused by default).
+    pub dotfiles: bool,
+    /// Serve `FILE.br` / `FILE.gz` when present and accepted.
+    pub precompressed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +265,7 @@ struct RawServer {
     group: Option<Spanned<String>>,
     max_connections: Option<Count>,
     shutdown_timeout: Option<Dur>,
+    server_header: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +286,7 @@ struct RawListen {
 struct RawLog {
     level: Option<LevelName>,
     target: Option<TargetName>,
+    access: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,6 +295,11 @@ struct RawLimits {
     header_timeout: Option<Dur>,
     max_header_bytes: Option<Size>,
     max_headers: Option<Count>,
+    max_uri_bytes: Option<Size>,
+    max_body_bytes: Option<Size>,
+    keepalive_timeout: Option<Dur>,
+    body_timeout: Option<Dur>,
+    max_requests_per_connection: Option<Count>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +307,29 @@ struct RawLimits {
 struct RawRoute {
     prefix: Spanned<String>,
     respond: Option<Spanned<RawRespond>>,
+    #[serde(rename = "static")]
+    static_: Option<Spanned<RawStatic>>,
+    redirect: Option<Spanned<RawRedirect>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatic {
+    root: Spanned<String>,
+    index: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    autoindex: bool,
+    #[serde(default)]
+    dotfiles: bool,
+    #[serde(default)]
+    precompressed: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedirect {
+    to: Spanned<String>,
+    status: Option<Spanned<u16>>,
 }
 
 #[derive(Deserialize)]
@@ -540,6 +603,50 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                 format!("duplicate route prefix {prefix:?}"),
             ));
         }
+        let actions = [
+            r.respond.is_some(),
+            r.static_.is_some(),
+            r.redirect.is_some(),
+        ];
+        if actions.iter().filter(|a| **a).count() > 1 {
+            return Err((
+                span,
+                "a route has one action: respond, static or redirect".into(),
+            ));
+        }
+        if let Some(st) = &r.static_ {
+            routes.push(Route {
+                prefix: prefix.clone(),
+                action: Action::Static(static_route(st.get_ref())?),
+            });
+            continue;
+        }
+        if let Some(rd) = &r.redirect {
+            let v = rd.get_ref();
+            let status = v.status.as_ref().map_or(Ok(301), |s| match *s.get_ref() {
+                n @ (301 | 302 | 303 | 307 | 308) => Ok(n),
+                n => Err((
+                    s.span(),
+                    format!("redirect status {n} is not one of 301, 302, 303, 307, 308"),
+                )),
+            })?;
+            let to = v.to.get_ref();
+            if to.is_empty() || to.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err((
+                    v.to.span(),
+                    "redirect target must be a non-empty URL without spaces or control characters"
+                        .into(),
+                ));
+            }
+            routes.push(Route {
+                prefix: prefix.clone(),
+                action: Action::Redirect {
+                    to: to.clone(),
+                    status,
+                },
+            });
+            continue;
+        }
         let action = match &r.respond {
             Some(resp) => {
                 let v = resp.get_ref();
@@ -559,7 +666,12 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                         .unwrap_or_else(|| "text/plain".into()),
                 }
             }
-            None => return Err((span, "route needs an action: respond = { ... }".into())),
+            None => {
+                return Err((
+                    span,
+                    "route needs an action: respond, static or redirect".into(),
+                ))
+            }
         };
         routes.push(Route {
             prefix: prefix.clone(),
@@ -579,6 +691,29 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             .max_header_bytes
             .map_or(16 << 10, |s| s.0 as usize),
         max_headers: raw.limits.max_headers.map_or(100, |c| c.0 as usize),
+        max_uri_bytes: raw.limits.max_uri_bytes.map_or(8 << 10, |s| s.0 as usize),
+        max_body_bytes: raw.limits.max_body_bytes.map_or(10 << 20, |s| s.0),
+        keepalive_timeout: raw
+            .limits
+            .keepalive_timeout
+            .map_or(Duration::from_secs(5), |d| d.0),
+        body_timeout: raw
+            .limits
+            .body_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
+        max_requests_per_connection: raw.limits.max_requests_per_connection.map_or(1000, |c| c.0),
+    };
+    let access = match &raw.log.access {
+        None => AccessLog::Off,
+        Some(a) => match a.get_ref().as_str() {
+            "off" => AccessLog::Off,
+            "stderr" => AccessLog::Stderr,
+            "syslog" => AccessLog::Syslog,
+            p if p.starts_with('/') => AccessLog::File(PathBuf::from(p)),
+            other => {
+                return Err((a.span(), format!("access log {other:?}: expected \"off\", \"stderr\", \"syslog\" or an absolute path")))
+            }
+        },
     };
 
     Ok(Config {
@@ -591,14 +726,50 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                 .server
                 .shutdown_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
+            server_header: raw.server.server_header.unwrap_or(true),
         },
         listen,
         log: LogConfig {
             level: raw.log.level.map_or(Level::Info, |l| l.0),
             target: raw.log.target.map_or(LogTarget::Auto, |t| t.0),
+            access,
         },
         limits,
         routes,
+    })
+}
+
+fn static_route(st: &RawStatic) -> Result<StaticRoute, Invalid> {
+    let root = st.root.get_ref();
+    if !root.starts_with('/') {
+        return Err((
+            st.root.span(),
+            format!("static root {root:?} must be an absolute path"),
+        ));
+    }
+    let index = match &st.index {
+        None => vec!["index.html".to_string()],
+        Some(list) => {
+            let mut v = Vec::new();
+            for i in list {
+                let name = i.get_ref();
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    return Err((
+                        i.span(),
+                        format!("index {name:?} must be a plain file name"),
+                    ));
+                }
+                v.push(name.clone());
+            }
+            v
+        }
+    };
+    Ok(StaticRoute {
+        root: PathBuf::from(root),
+        index,
+        autoindex: st.autoindex,
+        dotfiles: st.dotfiles,
+        precompressed: st.precompressed,
     })
 }
 
@@ -629,7 +800,7 @@ mod tests {
     fn errors_carry_line_and_column() {
         assert_eq!(
             err("[server]\nmax_connection = 3\n"),
-            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `shutdown_timeout`"
+            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `shutdown_timeout`, `server_header`"
         );
         assert!(err("[server]\nshutdown_timeout = \"10 parsecs\"\n")
             .starts_with("t.toml:2:20: bad duration"));

@@ -6,8 +6,9 @@
 //! longer than the buffer are cut and end in `...`. Never called from a signal
 //! handler (lbaws has none: signals arrive through a signalfd).
 
-use crate::config::{Level, LogTarget};
+use crate::config::{AccessLog, Level, LogTarget};
 use std::fmt::{self, Write as _};
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
@@ -92,6 +93,114 @@ pub fn reopen() {
         if let Ok(l) = open_syslog() {
             st.sink = Sink::Syslog(l);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The access log: one line per request, written by the worker that served it
+// with a single write(2), to a file the supervisor opened with O_APPEND (so
+// lines from concurrent workers never interleave), to stderr, or to syslog.
+
+enum AccessSink {
+    Off,
+    Stderr,
+    Syslog(Syslog),
+    File(OwnedFd),
+}
+
+static ACCESS: Mutex<(AccessLog, AccessSink)> = Mutex::new((AccessLog::Off, AccessSink::Off));
+
+fn open_access(target: &AccessLog) -> Result<AccessSink, String> {
+    Ok(match target {
+        AccessLog::Off => AccessSink::Off,
+        AccessLog::Stderr => AccessSink::Stderr,
+        AccessLog::Syslog => {
+            AccessSink::Syslog(open_syslog().map_err(|e| format!("access log: syslog: {e}"))?)
+        }
+        AccessLog::File(p) => {
+            use nix::fcntl::OFlag;
+            let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC;
+            let mode = nix::sys::stat::Mode::from_bits_truncate(0o640);
+            let fd = nix::fcntl::open(p, flags, mode)
+                .map_err(|e| format!("access log {}: {e}", p.display()))?;
+            AccessSink::File(fd)
+        }
+    })
+}
+
+/// Open the access log named by `[log] access` (at start-up, before privileges
+/// are dropped, and on reload). On error the previous log stays in use.
+pub fn configure_access(target: &AccessLog) -> Result<(), String> {
+    let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
+    if a.0 == *target && !matches!(a.1, AccessSink::Off) {
+        return Ok(());
+    }
+    a.1 = open_access(target)?;
+    a.0 = target.clone();
+    Ok(())
+}
+
+/// SIGUSR1: reopen the access log file (after logrotate moved it).
+pub fn reopen_access() -> Result<(), String> {
+    let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
+    if matches!(a.0, AccessLog::File(_) | AccessLog::Syslog) {
+        let sink = open_access(&a.0.clone())?;
+        a.1 = sink;
+    }
+    Ok(())
+}
+
+pub fn access_enabled() -> bool {
+    !matches!(
+        ACCESS.lock().unwrap_or_else(|e| e.into_inner()).1,
+        AccessSink::Off
+    )
+}
+
+/// Write one access line (`line` ends without a newline).
+pub fn access(line: &str) {
+    let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let journal = matches!(state().sink, Sink::Stderr { journal: true });
+    match &mut a.1 {
+        AccessSink::Off => {}
+        AccessSink::Syslog(l) => {
+            let _ = l.info(line);
+        }
+        AccessSink::Stderr => {
+            let mut out = String::with_capacity(line.len() + 4);
+            if journal {
+                out.push_str("<6>");
+            }
+            out.push_str(line);
+            out.push('\n');
+            let _ = nix::unistd::write(std::io::stderr(), out.as_bytes());
+        }
+        AccessSink::File(fd) => {
+            let mut out = String::with_capacity(line.len() + 1);
+            out.push_str(line);
+            out.push('\n');
+            let _ = nix::unistd::write(&*fd, out.as_bytes());
+        }
+    }
+}
+
+/// Common Log Format time: `29/Nov/2026:11:48:02 +0000`.
+pub struct ClfTime(pub i64);
+
+impl fmt::Display for ClfTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let (y, m, d, sod) = civil(self.0);
+        write!(
+            f,
+            "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
+            MONTHS[(m - 1) as usize],
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
+        )
     }
 }
 
@@ -181,20 +290,26 @@ impl Utc {
     }
 }
 
+/// Seconds since the epoch to (year, month, day, second of day), UTC
+/// (the days-to-civil algorithm published by Howard Hinnant).
+fn civil(t: i64) -> (i64, i64, i64, i64) {
+    let days = t.div_euclid(86_400);
+    let sod = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, sod)
+}
+
 impl fmt::Display for Utc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Days to civil date (Howard Hinnant's algorithm).
-        let days = self.0.div_euclid(86_400);
-        let sod = self.0.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
+        let (y, m, d, sod) = civil(self.0);
         write!(
             f,
             "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
@@ -231,5 +346,9 @@ mod tests {
         assert_eq!(Utc(0).to_string(), "1970-01-01T00:00:00Z");
         assert_eq!(Utc(1_795_960_800).to_string(), "2026-11-29T14:00:00Z");
         assert_eq!(Utc(951_782_400).to_string(), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            ClfTime(1_795_960_800).to_string(),
+            "29/Nov/2026:14:00:00 +0000"
+        );
     }
 }

@@ -134,6 +134,10 @@ fn run(
         }
         log::configure(cfg.log.level, cfg.log.target, true);
     }
+    if let Err(e) = log::configure_access(&cfg.log.access) {
+        error!("{e}");
+        return ExitCode::from(EX_OSERR);
+    }
     if let Err(e) = drop_privileges(&cfg) {
         error!("{e}; refusing to serve as root");
         return ExitCode::from(EX_OSERR);
@@ -206,6 +210,10 @@ fn inetd(cfg: Config) -> ExitCode {
         _ => false,
     };
     log::configure(cfg.log.level, cfg.log.target, stderr_is_conn);
+    if let Err(e) = log::configure_access(&cfg.log.access) {
+        error!("{e}");
+        return ExitCode::from(EX_OSERR);
+    }
     let conn = match listen::inherited_connection() {
         Ok(c) => c,
         Err(e) => {
@@ -219,7 +227,7 @@ fn inetd(cfg: Config) -> ExitCode {
     }
     let _ = signals::reset_in_child();
     let peer = listen::Peer::of(&conn);
-    let code = http::worker::serve(&conn, peer, &cfg);
+    let code = http::worker::serve(&conn, peer, &cfg, None);
     drop(conn);
     child::exit(code)
 }

@@ -77,6 +77,10 @@ pub struct Supervisor {
     daemon: bool,
     listeners: Vec<Listener>,
     signal_fd: SignalFd,
+    /// The stop pipe: workers watch the read end while idle; dropping the
+    /// write end (graceful stop) tells idle keep-alive workers to close.
+    stop_reader: OwnedFd,
+    stop_writer: Option<OwnedFd>,
     notifier: Notifier,
     workers: Vec<Worker>,
     pollfds: Vec<libc::pollfd>,
@@ -102,7 +106,11 @@ impl Supervisor {
         notifier: Notifier,
     ) -> Supervisor {
         let max = cfg.server.max_connections;
+        let (stop_reader, stop_writer) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
         Supervisor {
+            stop_reader,
+            stop_writer: Some(stop_writer),
             cfg,
             cfg_path,
             daemon,
@@ -252,7 +260,10 @@ impl Supervisor {
                 }
                 Signal::SIGUSR1 => {
                     crate::log::reopen();
-                    crate::info!("SIGUSR1: log files reopened");
+                    match crate::log::reopen_access() {
+                        Ok(()) => crate::info!("SIGUSR1: log files reopened"),
+                        Err(e) => crate::error!("SIGUSR1: {e}"),
+                    }
                 }
                 other => crate::debug!("{other} ignored"),
             }
@@ -321,13 +332,15 @@ impl Supervisor {
     fn new_connection(&mut self, conn: OwnedFd, peer: Peer) {
         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => child::run(
-                conn,
-                peer,
-                &self.cfg,
-                &self.listeners,
-                self.signal_fd.as_raw_fd(),
-            ),
+            Ok(ForkResult::Child) => {
+                let inherited = child::Inherited {
+                    listeners: &self.listeners,
+                    signal_fd: self.signal_fd.as_raw_fd(),
+                    stop_writer: self.stop_writer.as_ref().map(|w| w.as_raw_fd()),
+                    stop_reader: self.stop_reader.as_raw_fd(),
+                };
+                child::run(conn, peer, &self.cfg, inherited)
+            }
             Ok(ForkResult::Parent { child }) => {
                 drop(conn); // the worker has its own copy
                 self.fork_error_logged = false;
@@ -418,6 +431,8 @@ impl Supervisor {
 
     fn begin_stop(&mut self, immediate: bool, sig: Signal) {
         if self.stop.is_none() {
+            // Idle keep-alive workers see the stop pipe hang up and close.
+            self.stop_writer = None;
             // Self-bound listeners close now, so new clients are refused at once
             // rather than left waiting in a backlog nobody will accept from.
             // Sockets from systemd stay open: systemd queues for the next start.
@@ -543,6 +558,9 @@ impl Supervisor {
                     crate::warn!("[server] user/group changes take effect at the next restart");
                 }
                 crate::log::configure(new.log.level, new.log.target, self.daemon);
+                if let Err(e) = crate::log::configure_access(&new.log.access) {
+                    crate::error!("{e}; keeping the previous access log");
+                }
                 let max = new.server.max_connections;
                 self.workers.reserve(max.saturating_sub(self.workers.len()));
                 self.cfg = new;

@@ -130,6 +130,7 @@ fn reload_applies_good_config_and_keeps_old_on_error() {
     assert_eq!(get(addr, "/").body_str(), "one");
 
     // A connection in flight while the config changes finishes on the old one.
+    assert!(wait_for(DEADLINE, || d.children().is_empty()));
     let mut inflight = connect(addr);
     d.wait_children(1);
 
@@ -141,7 +142,7 @@ fn reload_applies_good_config_and_keeps_old_on_error() {
     d.wait_log("reloaded configuration");
     assert_eq!(get(addr, "/").body_str(), "two");
     inflight
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut inflight).body_str(), "one");
 
@@ -180,7 +181,7 @@ fn reload_adds_and_removes_listeners() {
     d.wait_log("reloaded configuration");
     d.wait_log(&format!("listening on unix:{}", sock.display()));
     let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s).status, 200);
     // The TCP listener was kept, not re-bound: same port.
     assert_eq!(get(addr, "/").status, 200);
@@ -221,7 +222,9 @@ fn stop_timeout_terminates_stuck_workers() {
         "[server]\nshutdown_timeout = \"200ms\"\n[limits]\nheader_timeout = \"60s\"",
     ))
     .start();
-    let _idle = connect(d.addr());
+    // Half a request: the worker is busy, not idle, so it does not stop by itself.
+    let mut busy = connect(d.addr());
+    busy.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     d.wait_children(1);
     d.signal(Signal::SIGTERM);
     let status = d.wait_exit(DEADLINE);

@@ -1,5 +1,9 @@
 //! The HTTP side: everything a worker does with the connection it owns.
 //!
+//! `worker` (the keep-alive loop) uses `request` (the head parser), `body`
+//! (request bodies), `static_file` (the resolver and file responses) and
+//! `response`, all over `conn` (the socket with its buffer and deadlines).
+//!
 //! A worker is a forked child that serves exactly one connection and exits
 //! (invariant 2). Its exit codes are part of the interface, documented in the
 //! README and logged by the supervisor when they are not 0:
@@ -11,8 +15,11 @@
 //! | 71 | post-fork set-up failed (signal reset) |
 //! | 74 | I/O error on the connection other than the client going away |
 
+pub mod body;
+pub mod conn;
 pub mod request;
 pub mod response;
+pub mod static_file;
 pub mod worker;
 
 pub const EXIT_OK: i32 = 0;

@@ -1,109 +1,246 @@
-//! The worker: what a forked child does with its one connection.
+//! The worker's keep-alive loop: one forked process owns one connection for
+//! its whole life and answers its requests in order.
 //!
-//! For now one request per connection (`Connection: close`); persistent
-//! connections come with the full HTTP/1.1 worker.
+//! ```text
+//!   loop: wait for a request (header_timeout for the first, keepalive_timeout
+//!         between requests, or until the supervisor stops) -> read the head ->
+//!         refuse it (4xx/5xx, Connection: close, close) or: read/discard its
+//!         body -> route (longest prefix) -> respond -> access log line ->
+//!         close, or go round again
+//! ```
 
-use super::request::{read_head, ReadError};
-use super::response::{self, send_all};
+use super::body;
+use super::conn::Conn;
+use super::request::{self, Framing, Refusal, Request};
+use super::response::{self, Head, Persist, Sent};
+use super::static_file::{self, Ctx};
 use super::{EXIT_IOERR, EXIT_OK};
-use crate::config::{Action, Config};
+use crate::config::{Action, Config, Route};
 use crate::listen::Peer;
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recv, shutdown, MsgFlags, Shutdown};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::fmt::Write as _;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Instant;
 
 /// Serve the connection; the result is the worker's exit code.
-pub fn serve(conn: &OwnedFd, peer: Peer, cfg: &Config) -> i32 {
-    let deadline = Instant::now() + cfg.limits.header_timeout;
-    let mut buf = Vec::with_capacity(4096);
-    let head = match read_head(
-        conn,
-        &mut buf,
-        cfg.limits.max_header_bytes,
-        cfg.limits.max_headers,
-        deadline,
-    ) {
-        Ok(h) => h,
-        Err(ReadError::Closed { .. }) | Err(ReadError::Timeout { started: false }) => {
-            return EXIT_OK
-        }
-        Err(ReadError::Io(e)) => return io_exit(e),
-        Err(e) => {
-            let status = match e {
-                ReadError::Timeout { .. } => 408,
-                ReadError::TooLarge | ReadError::TooManyHeaders => 431,
-                ReadError::BadVersion => 505,
-                _ => 400,
-            };
-            crate::debug!("{peer}: bad request: {e:?} -> {status}");
-            return finish(conn, &response::error(status, false), true);
-        }
-    };
-    let head_only = head.method == "HEAD";
-    let has_body = buf.len() > head.len
-        || head.header("transfer-encoding").is_some()
-        || head.header("content-length").is_some_and(|v| v != b"0");
+pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>>) -> i32 {
+    // A client that stops reading cannot hold a worker for ever.
+    let t = cfg.limits.body_timeout;
+    let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, t.subsec_micros() as i64);
+    let _ = nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::SendTimeout, &tv);
 
-    // RFC 9112 3.2: a 1.1 request carries exactly one Host.
-    if head.version == 1 && head.count("host") != 1 {
-        return finish(conn, &response::error(400, head_only), has_body);
+    let mut conn = Conn::new(fd, stop);
+    let started = Instant::now();
+    let limits = &cfg.limits;
+    let mut served: u64 = 0;
+    loop {
+        // Wait for the first byte: the first request has header_timeout from
+        // the connection's start, later ones keepalive_timeout of idleness.
+        let idle_deadline = if served == 0 {
+            started + limits.header_timeout
+        } else {
+            Instant::now() + limits.keepalive_timeout
+        };
+        if conn.wait_readable(idle_deadline, true).is_err() {
+            return EXIT_OK; // idle timeout, stop, or closed: close quietly
+        }
+        let head_deadline =
+            if served == 0 { started } else { Instant::now() } + limits.header_timeout;
+        let req = match request::read(&mut conn, limits, head_deadline) {
+            Ok(r) => r,
+            Err(Refusal::Quiet) | Err(Refusal::Stopping) => return EXIT_OK,
+            Err(Refusal::Io(e)) => return io_exit(e),
+            Err(Refusal::Status(status)) => {
+                crate::debug!("{peer}: request refused with {status}");
+                let sent = response::error(
+                    &conn,
+                    status,
+                    cfg.server.server_header,
+                    false,
+                    Persist::Close,
+                );
+                log_access(peer, None, sent.unwrap_or_default());
+                conn.close_gracefully();
+                return EXIT_OK;
+            }
+        };
+        conn.consume(req.head_len);
+        served += 1;
+
+        // Body first: it must be off the connection before the next request.
+        if req.framing != Framing::None {
+            if req.expect_continue {
+                if let Err(e) = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", false) {
+                    return io_exit(e);
+                }
+            }
+            let deadline = Instant::now() + limits.body_timeout;
+            if let Err(e) = body::read(
+                &mut conn,
+                req.framing,
+                limits.max_body_bytes,
+                deadline,
+                &mut |_| true,
+            ) {
+                let Some(status) = e.status() else {
+                    return EXIT_OK;
+                };
+                let sent = response::error(
+                    &conn,
+                    status,
+                    cfg.server.server_header,
+                    req.is_head(),
+                    Persist::Close,
+                );
+                log_access(peer, Some(&req), sent.unwrap_or_default());
+                conn.close_gracefully();
+                return EXIT_OK;
+            }
+        }
+
+        let keep = req.keep_alive && !conn.stopping && served < limits.max_requests_per_connection;
+        let persist = if keep {
+            Persist::KeepAlive {
+                http10: req.version == 0,
+            }
+        } else {
+            Persist::Close
+        };
+        let result = respond(&conn, &req, cfg, persist);
+        match result {
+            Ok(sent) => log_access(peer, Some(&req), sent),
+            Err(e) => return io_exit(e),
+        }
+        if !keep {
+            if conn.has_pending_input() {
+                conn.close_gracefully();
+            }
+            return EXIT_OK;
+        }
     }
-    if !head.target.starts_with('/') {
-        return finish(conn, &response::error(400, head_only), has_body);
+}
+
+/// Answer one request whose body has been read.
+fn respond(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist) -> Result<Sent, Errno> {
+    let sh = cfg.server.server_header;
+    if req.path == "*" {
+        // OPTIONS *: what the server supports in general.
+        let mut h = Head::new(204, sh);
+        h.header("Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
+        return response::send(conn, h, "", b"", true, persist);
     }
-    let out = match cfg.route(head.path()) {
-        Some(route) => match &route.action {
-            Action::Respond {
-                status,
-                body,
+    let Some(route) = cfg.route(&req.path) else {
+        return response::error(conn, 404, sh, req.is_head(), persist);
+    };
+    match &route.action {
+        Action::Respond {
+            status,
+            body,
+            content_type,
+        } => {
+            if matches!(req.method.as_str(), "CONNECT" | "TRACE") {
+                return method_not_allowed(
+                    conn,
+                    req,
+                    sh,
+                    persist,
+                    "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH",
+                );
+            }
+            response::send(
+                conn,
+                Head::new(*status, sh),
                 content_type,
-            } => response::build(*status, content_type, body.as_bytes(), head_only),
-        },
-        None => response::error(404, head_only),
+                body.as_bytes(),
+                req.is_head(),
+                persist,
+            )
+        }
+        Action::Redirect { to, status } => {
+            let mut h = Head::new(*status, sh);
+            h.header("Location", to);
+            response::error_with(conn, h, req.is_head(), persist)
+        }
+        Action::Static(st) => {
+            let cx = Ctx {
+                conn,
+                req,
+                server_header: sh,
+                persist,
+            };
+            static_file::serve(&cx, st, below_prefix(route, &req.path))
+        }
+    }
+}
+
+/// The part of `path` below the route's prefix, without a leading '/'.
+fn below_prefix<'p>(route: &Route, path: &'p str) -> &'p str {
+    path[route.prefix.len().min(path.len())..].trim_start_matches('/')
+}
+
+fn method_not_allowed(
+    conn: &Conn<'_>,
+    req: &Request,
+    sh: bool,
+    persist: Persist,
+    allow: &str,
+) -> Result<Sent, Errno> {
+    let mut h = Head::new(405, sh);
+    h.header("Allow", allow);
+    response::error_with(conn, h, req.is_head(), persist)
+}
+
+/// One Combined Log Format line:
+/// `peer - - [time] "request line" status bytes "referer" "user-agent"`.
+fn log_access(peer: Peer, req: Option<&Request>, sent: Sent) {
+    if !crate::log::access_enabled() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let host = match peer {
+        Peer::Inet(a) => a.ip().to_string(),
+        Peer::Unix => "unix".to_string(),
     };
-    crate::debug!("{peer}: {} {}", head.method, head.target);
-    finish(conn, &out, has_body)
+    let mut line = String::with_capacity(200);
+    let _ = write!(line, "{host} - - [{}] \"", crate::log::ClfTime(now));
+    match req {
+        Some(r) => {
+            escape_into(&mut line, r.method.as_bytes());
+            line.push(' ');
+            escape_into(&mut line, r.target.as_bytes());
+            let _ = write!(line, " HTTP/1.{}", r.version);
+        }
+        None => line.push('-'),
+    }
+    let _ = write!(line, "\" {} ", sent.status);
+    if sent.body_bytes == 0 {
+        line.push('-');
+    } else {
+        let _ = write!(line, "{}", sent.body_bytes);
+    }
+    for name in ["referer", "user-agent"] {
+        line.push_str(" \"");
+        match req.and_then(|r| r.header(name)) {
+            Some(v) => escape_into(&mut line, v),
+            None => line.push('-'),
+        }
+        line.push('"');
+    }
+    crate::log::access(&line);
 }
 
-/// Send the response and close. With request bytes still unread, close
-/// gracefully: half-close, then read and drop what the client still sends for
-/// a moment, so that the kernel does not answer them with a reset that could
-/// destroy the response before the client reads it.
-fn finish(conn: &OwnedFd, out: &[u8], unread: bool) -> i32 {
-    if let Err(e) = send_all(conn, out) {
-        return io_exit(e);
-    }
-    if unread {
-        let _ = shutdown(conn.as_raw_fd(), Shutdown::Write);
-        linger(conn, Duration::from_secs(2), 1 << 20);
-    }
-    EXIT_OK
-}
-
-fn linger(conn: &OwnedFd, max_time: Duration, max_bytes: usize) {
-    let until = Instant::now() + max_time;
-    let mut sink = [0u8; 4096];
-    let mut total = 0;
-    while total < max_bytes {
-        let now = Instant::now();
-        if now >= until {
-            return;
-        }
-        let ms = (until - now).as_millis().clamp(1, 60_000) as u16;
-        let mut pfd = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut pfd, PollTimeout::from(ms)) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(_) => return,
-        }
-        match recv(conn.as_raw_fd(), &mut sink, MsgFlags::empty()) {
-            Ok(0) => return,
-            Ok(n) => total += n,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return,
+/// Quote-safe: `"` and `\` escaped, control and non-ASCII bytes as `\xNN`.
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
         }
     }
 }
@@ -111,7 +248,7 @@ fn linger(conn: &OwnedFd, max_time: Duration, max_bytes: usize) {
 /// The client going away is a normal end; anything else is an I/O error.
 fn io_exit(e: Errno) -> i32 {
     match e {
-        Errno::EPIPE | Errno::ECONNRESET | Errno::ETIMEDOUT => EXIT_OK,
+        Errno::EPIPE | Errno::ECONNRESET | Errno::ETIMEDOUT | Errno::EAGAIN => EXIT_OK,
         _ => EXIT_IOERR,
     }
 }

@@ -1,0 +1,221 @@
+//! The worker's side of one connection: a read buffer with deadlines, writes
+//! that never raise SIGPIPE, `sendfile`, and the graceful close.
+//!
+//! Every wait is a `poll` with the time left until a deadline, so a slow or
+//! silent client costs a worker at most the configured timeout. While idle
+//! between requests the worker also watches the supervisor's *stop pipe*: the
+//! supervisor closes its end when it begins a graceful stop, the read end then
+//! reports a hang-up, and idle keep-alive workers close at once instead of
+//! holding the stop up. No signal handler is involved (invariant 1).
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, send, shutdown, MsgFlags, Shutdown};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Why reading stopped.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ReadErr {
+    /// The peer closed or reset the connection.
+    Closed,
+    Timeout,
+    /// The supervisor is stopping (only reported while idle).
+    Stopping,
+    Io(Errno),
+}
+
+pub struct Conn<'a> {
+    fd: &'a OwnedFd,
+    stop: Option<BorrowedFd<'a>>,
+    buf: Vec<u8>,
+    /// Unconsumed data is `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// The stop pipe has hung up: finish the current request, then close.
+    pub stopping: bool,
+}
+
+const READ_CHUNK: usize = 4096;
+
+impl<'a> Conn<'a> {
+    pub fn new(fd: &'a OwnedFd, stop: Option<BorrowedFd<'a>>) -> Conn<'a> {
+        Conn {
+            fd,
+            stop,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            stopping: false,
+        }
+    }
+
+    /// Received and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Wait until the connection is readable (or has buffered data). While
+    /// idle, a stop of the supervisor ends the wait.
+    pub fn wait_readable(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadErr> {
+        if self.start < self.end {
+            return Ok(());
+        }
+        self.poll_in(deadline, idle)
+    }
+
+    /// Wait for the socket itself to become readable.
+    fn poll_in(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadErr> {
+        loop {
+            let ms = millis_until(deadline).ok_or(ReadErr::Timeout)?;
+            let mut fds = [
+                PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.stop.unwrap_or(self.fd.as_fd()), PollFlags::POLLIN),
+            ];
+            let n = if self.stop.is_some() && !self.stopping {
+                2
+            } else {
+                1
+            };
+            match poll(&mut fds[..n], ms) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(ReadErr::Io(e)),
+            }
+            if n == 2 && fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                self.stopping = true;
+                if idle
+                    && !fds[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(PollFlags::POLLIN))
+                {
+                    return Err(ReadErr::Stopping);
+                }
+            }
+            if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Read more bytes (appending to the buffer, which may grow to `max`).
+    /// Returns how many arrived; `Err(Closed)` on EOF.
+    pub fn fill(&mut self, deadline: Instant, max: usize) -> Result<usize, ReadErr> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < max {
+                let n = (self.buf.len() * 2).min(max.max(READ_CHUNK));
+                self.buf.resize(n, 0);
+            }
+        }
+        if self.end == self.buf.len() {
+            return Ok(0); // full: the caller's limit decides
+        }
+        loop {
+            self.poll_in(deadline, false)?;
+            match recv(
+                self.fd.as_raw_fd(),
+                &mut self.buf[self.end..],
+                MsgFlags::empty(),
+            ) {
+                Ok(0) => return Err(ReadErr::Closed),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+                Err(Errno::ECONNRESET) => return Err(ReadErr::Closed),
+                Err(e) => return Err(ReadErr::Io(e)),
+            }
+        }
+    }
+
+    /// Write all of `data`; `more` tells the kernel a body follows at once
+    /// (`MSG_MORE`), so head and body leave in full packets.
+    pub fn write_all(&self, mut data: &[u8], more: bool) -> Result<(), Errno> {
+        let mut flags = MsgFlags::MSG_NOSIGNAL;
+        if more {
+            flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
+        }
+        while !data.is_empty() {
+            match send(self.fd.as_raw_fd(), data, flags) {
+                Ok(n) => data = &data[n..],
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `len` bytes of `file` from `offset` with sendfile(2): the file's
+    /// pages go to the socket without passing through the worker's memory.
+    pub fn sendfile(&self, file: &OwnedFd, mut offset: i64, mut len: u64) -> Result<(), Errno> {
+        while len > 0 {
+            let chunk = len.min(1 << 30) as usize;
+            match nix::sys::sendfile::sendfile64(self.fd, file, Some(&mut offset), chunk) {
+                Ok(0) => return Err(Errno::EIO), // the file shrank under us
+                Ok(n) => len -= n as u64,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Close gracefully: half-close, then read and drop what the client still
+    /// sends for a moment, so the kernel does not answer unread data with a
+    /// reset that could destroy the response before the client reads it.
+    pub fn close_gracefully(&mut self) {
+        let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Write);
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut total = self.end - self.start;
+        self.start = 0;
+        self.end = 0;
+        while total < (1 << 20) {
+            let Some(ms) = millis_until(until) else {
+                return;
+            };
+            let mut pfd = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut pfd, ms) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return,
+                Ok(n) => total += n,
+                Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether unread request bytes are waiting in the kernel (without blocking).
+    pub fn has_pending_input(&self) -> bool {
+        let mut pfd = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        self.start < self.end || matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+}
+
+/// Time left until `deadline` for poll, rounded up; `None` once it has passed.
+fn millis_until(deadline: Instant) -> Option<PollTimeout> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    if left.is_zero() {
+        return None;
+    }
+    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    Some(PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
+}

@@ -1,0 +1,121 @@
+#!/bin/bash
+# Package checks for lbaws (issue 5): build the .deb with cargo-deb, then
+#   - lintian: no error and no warning (each accepted tag is overridden, with
+#     its reason, in packaging/lintian-overrides);
+#   - the shipped /etc/lbaws/config.toml passes `lbaws check`;
+#   - `systemd-analyze verify` is clean on the four units;
+#   - `systemd-analyze security --offline=true` exposure of lbaws.service
+#     (and lbaws-accept@.service) is at most 2.0.
+# Installs what it needs (cargo-deb, lintian) itself. Run from anywhere:
+#   bash tests/package-checks.sh
+# Prints the path of the .deb it built on the line "deb: PATH".
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+MAX_EXPOSURE=2.0
+
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok:   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+apt_install() {
+	local missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -q "${missing[@]}" >/dev/null ||
+		{ apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+}
+
+apt_install lintian systemd man-db
+if ! command -v cargo-deb >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
+	echo "installing: cargo-deb"
+	cargo install cargo-deb --locked --quiet
+fi
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# --- build -------------------------------------------------------------------
+echo "== cargo deb"
+cargo deb 2>&1 | tee "$work/cargo-deb.log" | tail -n 3
+deb=$(tail -n 1 "$work/cargo-deb.log")
+if [ -f "$deb" ]; then ok "built $deb"; else bad "cargo deb produced no package"; exit 1; fi
+dpkg-deb -x "$deb" "$work/root"
+dpkg-deb -e "$deb" "$work/control"
+
+# --- lintian -----------------------------------------------------------------
+echo "== lintian"
+if lintian --allow-root --display-info --fail-on error,warning "$deb" >"$work/lintian.log" 2>&1; then
+	ok "lintian: no error, no warning"
+else
+	bad "lintian"
+fi
+sed 's/^/   /' "$work/lintian.log"
+
+# --- contents ----------------------------------------------------------------
+echo "== contents"
+for f in usr/sbin/lbaws etc/lbaws/config.toml usr/share/lbaws/www/index.html \
+	usr/lib/systemd/system/lbaws.socket usr/lib/systemd/system/lbaws.service \
+	usr/lib/systemd/system/lbaws-accept.socket usr/lib/systemd/system/lbaws-accept@.service \
+	usr/share/man/man8/lbaws.8.gz usr/share/man/man5/lbaws.toml.5.gz \
+	usr/share/doc/lbaws/copyright usr/share/doc/lbaws/changelog.Debian.gz \
+	usr/share/lintian/overrides/lbaws; do
+	if [ -f "$work/root/$f" ]; then ok "ships /$f"; else bad "missing /$f"; fi
+done
+if grep -qx /etc/lbaws/config.toml "$work/control/conffiles"; then
+	ok "/etc/lbaws/config.toml is a conffile"
+else
+	bad "/etc/lbaws/config.toml is not a conffile"
+fi
+if [ -e "$work/root/var/www" ]; then bad "package ships files under /var/www"; else ok "nothing under /var/www"; fi
+if out=$("$work/root/usr/sbin/lbaws" check --config "$work/root/etc/lbaws/config.toml" 2>&1); then
+	ok "shipped config: $out"
+else
+	bad "shipped config does not validate: $out"
+fi
+
+# --- systemd-analyze verify ----------------------------------------------------
+# verify checks that ExecStart= exists and that Documentation= man pages open:
+# point both at the unpacked package (nothing is installed on this machine).
+echo "== systemd-analyze verify"
+mkdir "$work/units"
+cp "$work/root/usr/lib/systemd/system/"* "$work/units/"
+sed -i "s|/usr/sbin/lbaws|$work/root/usr/sbin/lbaws|" "$work/units/"*.service
+if MANPATH="$work/root/usr/share/man" systemd-analyze verify \
+	"$work/units/lbaws.socket" "$work/units/lbaws.service" \
+	"$work/units/lbaws-accept.socket" "$work/units/lbaws-accept@.service" \
+	>"$work/verify.log" 2>&1 && [ ! -s "$work/verify.log" ]; then
+	ok "systemd-analyze verify: clean"
+else
+	bad "systemd-analyze verify:"
+	sed 's/^/   /' "$work/verify.log"
+fi
+
+# --- systemd-analyze security ---------------------------------------------------
+echo "== systemd-analyze security --offline=true"
+for unit in lbaws.service lbaws-accept@.service; do
+	systemd-analyze security --offline=true "$work/root/usr/lib/systemd/system/$unit" \
+		>"$work/security.log" 2>&1 || true
+	line=$(grep 'Overall exposure level' "$work/security.log" || true)
+	level=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' <<<"$line")
+	if [ -z "$level" ]; then
+		bad "$unit: no exposure level in the output"
+		sed 's/^/   /' "$work/security.log"
+	elif awk -v l="$level" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(l <= m) }'; then
+		ok "$unit exposure $level <= $MAX_EXPOSURE"
+		echo "exposure: $unit $level"
+	else
+		bad "$unit exposure $level > $MAX_EXPOSURE"
+		grep '✗' "$work/security.log" | sed 's/^/   /'
+	fi
+done
+
+echo "deb: $(realpath "$deb")"
+echo "package-checks: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
