@@ -105,7 +105,8 @@ fn unix_socket_listener_replaces_stale_file_and_cleans_up() {
     );
     let mut s = UnixStream::connect(&sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut s);
     assert_eq!((r.status, r.body_str().as_str()), (200, "over unix\n"));
     // A second server on the same live socket is refused, not allowed to steal it.
@@ -189,7 +190,8 @@ fn inetd_mode_on_stdin() {
     let addr = listener.local_addr().unwrap();
     let client = std::thread::spawn(move || {
         let mut s = connect(addr);
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
         read_response(&mut s)
     });
     let (conn, _) = listener.accept().unwrap();
@@ -231,11 +233,13 @@ fn inetd_mode_under_systemd_accept() {
         // One instance per connection: two connections, two answers.
         let up = wait_for(DEADLINE, || {
             std::net::TcpStream::connect(addr).is_ok_and(|mut s| {
-                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_ok() && {
-                    let mut b = Vec::new();
-                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                    s.read_to_end(&mut b).is_ok() && parse_response(&b).body == b"accepted"
-                }
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .is_ok()
+                    && {
+                        let mut b = Vec::new();
+                        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        s.read_to_end(&mut b).is_ok() && parse_response(&b).body == b"accepted"
+                    }
             })
         });
         ok = up;

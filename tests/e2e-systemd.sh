@@ -86,6 +86,35 @@ wait_for() {
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, nspawn, nsenter)"
 
+work=
+cg_dirs=()
+NSPAWN_PID=
+CPID=
+# nspawn is our child: once it has exited it stays a zombie until waited for.
+nspawn_gone() {
+	! kill -0 "$NSPAWN_PID" 2>/dev/null || grep -q '^[0-9]* (.*) Z' "/proc/$NSPAWN_PID/stat" 2>/dev/null
+}
+cleanup() {
+	local rc=$?
+	if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+		if [ "${LBAWS_E2E_KEEP:-0}" = 1 ]; then
+			say "LBAWS_E2E_KEEP=1: container left running, PID 1 = $CPID, nspawn = $NSPAWN_PID"
+			return
+		fi
+		[ -n "$CPID" ] && timeout 10 nsenter -t "$CPID" -a systemctl poweroff >/dev/null 2>&1
+		wait_for 20 nspawn_gone || kill -KILL "$NSPAWN_PID" 2>/dev/null
+		wait "$NSPAWN_PID" 2>/dev/null
+	fi
+	local d
+	for d in "${cg_dirs[@]}"; do
+		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+	done
+	[ -n "$work" ] && rm -rf "$work"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
 # --- tools ---------------------------------------------------------------------
 apt_install() {
 	local missing=() p
@@ -149,6 +178,7 @@ apt_mirror() {
 	done
 }
 
+mkdir -p "$CACHE"
 (
 	flock 9
 	if [ "$(cat "$ROOTFS/.lbaws-e2e-rootfs" 2>/dev/null)" != "$STAMP_TEXT" ]; then
@@ -156,7 +186,6 @@ apt_mirror() {
 		[ -n "$mirror" ] || { say "no '$SUITE' mirror in /etc/apt/sources.list{,.d}"; exit 1; }
 		say "== debootstrap $SUITE from $mirror into $ROOTFS (cached for later runs)"
 		rm -rf "$ROOTFS" "$ROOTFS.tmp"
-		mkdir -p "$CACHE"
 		t0=$SECONDS
 		debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOTFS.tmp" "$mirror" \
 			>"$CACHE/debootstrap.log" 2>&1 || { tail -n 30 "$CACHE/debootstrap.log"; exit 1; }
@@ -166,13 +195,12 @@ apt_mirror() {
 	else
 		say "rootfs: $ROOTFS (cached)"
 	fi
-) 9>"$CACHE.lock" || die "debootstrap failed"
+) 9>"$CACHE/lock" || die "debootstrap failed"
 
 # --- boot ---------------------------------------------------------------------------
 # nspawn gets a cgroup of its own, so that the container's cgroups are not
 # created in the root cgroup of this machine.
 cg_name=lbaws-e2e.$$
-cg_dirs=()
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
 	cg_dirs+=("/sys/fs/cgroup/$cg_name")
 else
@@ -181,32 +209,6 @@ else
 	done
 fi
 
-NSPAWN_PID=
-CPID=
-# nspawn is our child: once it has exited it stays a zombie until waited for.
-nspawn_gone() {
-	! kill -0 "$NSPAWN_PID" 2>/dev/null || grep -q '^[0-9]* (.*) Z' "/proc/$NSPAWN_PID/stat" 2>/dev/null
-}
-cleanup() {
-	local rc=$?
-	if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
-		if [ "${LBAWS_E2E_KEEP:-0}" = 1 ]; then
-			say "LBAWS_E2E_KEEP=1: container left running, PID 1 = $CPID, nspawn = $NSPAWN_PID"
-			return
-		fi
-		[ -n "$CPID" ] && timeout 10 nsenter -t "$CPID" -a systemctl poweroff >/dev/null 2>&1
-		wait_for 20 nspawn_gone || kill -KILL "$NSPAWN_PID" 2>/dev/null
-		wait "$NSPAWN_PID" 2>/dev/null
-	fi
-	local d
-	for d in "${cg_dirs[@]}"; do
-		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-	done
-	rm -rf "$work"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
 say "== boot: systemd-nspawn --boot (private network)"
 t_boot=$SECONDS

@@ -181,7 +181,8 @@ fn reload_adds_and_removes_listeners() {
     d.wait_log("reloaded configuration");
     d.wait_log(&format!("listening on unix:{}", sock.display()));
     let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
     assert_eq!(read_response(&mut s).status, 200);
     // The TCP listener was kept, not re-bound: same port.
     assert_eq!(get(addr, "/").status, 200);

@@ -53,7 +53,8 @@ fn fork_failure_answers_503_and_recovers_as_unprivileged_user() {
     }
     // No process left for a third worker: 503, or at worst a clean close.
     let mut s = connect(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut s, &mut raw).ok();
     if !raw.is_empty() {

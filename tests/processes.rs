@@ -23,7 +23,8 @@ fn many_simultaneous_clients_leave_no_zombie() {
             std::thread::spawn(move || {
                 let mut s = connect(addr);
                 b.wait(); // all connected: the daemon now has 128 to accept at once
-                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .unwrap();
                 read_response(&mut s)
             })
         })
@@ -114,7 +115,8 @@ fn emfile_on_accept_backs_off_and_recovers() {
     let lowest_free = (0..).find(|n| !used.contains(n)).unwrap();
     set_nofile(d.pid, lowest_free as u64);
     let mut s = connect(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
     d.wait_log("pausing accepts");
     assert!(d.alive());
     set_nofile(d.pid, 1024);
@@ -152,7 +154,8 @@ fn max_connections_caps_live_workers() {
     }
     // Complete all eight requests: each gets its answer as a slot frees.
     for c in &mut clients {
-        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
     }
     let handles: Vec<_> = clients
         .into_iter()
@@ -201,7 +204,10 @@ fn bad_requests_get_4xx_and_a_clean_close() {
         exchange(addr, b"GET / HTTP/2.0\r\nHost: t\r\n\r\n").status,
         505
     );
-    let head = exchange(addr, b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let head = exchange(
+        addr,
+        b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!((head.status, head.body.len()), (200, 0));
     assert_eq!(head.header("content-length").as_deref(), Some("14"));
     let out = curl(&["-i", &format!("http://{addr}/")]);

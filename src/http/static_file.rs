@@ -507,6 +507,42 @@ mod tests {
         assert!(etag_list_matches("*", "\"x\"", true));
     }
 
+    /// The fallback for kernels without openat2 refuses what openat2 would.
+    #[test]
+    fn checked_open_stays_beneath() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("in.txt"), "in").unwrap();
+        std::fs::write(dir.path().join("out.txt"), "out").unwrap();
+        std::os::unix::fs::symlink("../out.txt", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("in.txt", root.join("alias")).unwrap();
+        let fd =
+            nix::fcntl::open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let flags = OFlag::O_RDONLY;
+        assert!(open_checked(&fd, "in.txt", flags).is_ok());
+        assert!(open_checked(&fd, "alias", flags).is_ok());
+        assert_eq!(open_checked(&fd, "up", flags).unwrap_err(), Errno::EXDEV);
+        assert_eq!(
+            open_checked(&fd, "etc/passwd", flags).unwrap_err(),
+            Errno::EXDEV
+        );
+        assert_eq!(
+            open_checked(&fd, "../out.txt", flags).unwrap_err(),
+            Errno::EXDEV
+        );
+        assert_eq!(
+            open_checked(&fd, "/etc/passwd", flags).unwrap_err(),
+            Errno::EXDEV
+        );
+        // And openat2 itself, where the kernel has it.
+        assert!(matches!(
+            open_beneath(&fd, "up"),
+            Err(Errno::EXDEV) | Err(Errno::ELOOP)
+        ));
+    }
+
     #[test]
     fn encoding() {
         assert_eq!(encode_path("/a b/%/ü"), "/a%20b/%25/%C3%BC");

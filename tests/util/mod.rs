@@ -464,3 +464,72 @@ pub fn write_config(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// A keep-alive client: reads exactly one response at a time.
+
+pub struct Client {
+    pub reader: std::io::BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client {
+            reader: std::io::BufReader::new(connect(addr)),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.reader.get_mut().write_all(raw).unwrap();
+    }
+
+    /// Read one response; `head_only` for HEAD and 304s (no body whatever the length says).
+    pub fn read(&mut self, head_only: bool) -> Response {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .expect("read response head");
+            assert!(
+                n > 0,
+                "connection closed before a response; got so far: {head:?}"
+            );
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut r = Response {
+            status: head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            head,
+            body: Vec::new(),
+        };
+        if !head_only && r.status != 304 && r.status != 204 && r.status >= 200 {
+            let len: usize = r
+                .header("content-length")
+                .expect("Content-Length")
+                .parse()
+                .unwrap();
+            r.body = vec![0; len];
+            self.reader.read_exact(&mut r.body).unwrap();
+        }
+        r
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.read(false)
+    }
+
+    /// True if the server closed the connection (EOF) without sending anything.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0))
+    }
+}
