@@ -9,6 +9,7 @@
 use crate::config::{AccessLog, Level, LogTarget};
 use std::fmt::{self, Write as _};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
@@ -29,6 +30,11 @@ static STATE: Mutex<State> = Mutex::new(State {
     level: Level::Info,
     sink: Sink::Stderr { journal: false },
 });
+
+// Read without locking, so that a worker that logs nothing never writes to
+// (and so never copies) the page these statics live on.
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static ACCESS_ON: AtomicBool = AtomicBool::new(false);
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
@@ -55,6 +61,7 @@ pub fn configure(level: Level, target: LogTarget, force_syslog: bool) {
     let want_syslog = force_syslog || target == LogTarget::Syslog;
     let mut st = state();
     st.level = level;
+    LEVEL.store(level as u8, Ordering::Relaxed);
     if want_syslog {
         if !matches!(st.sink, Sink::Syslog(_)) {
             match open_syslog() {
@@ -137,6 +144,7 @@ pub fn configure_access(target: &AccessLog) -> Result<(), String> {
     }
     a.1 = open_access(target)?;
     a.0 = target.clone();
+    ACCESS_ON.store(!matches!(a.1, AccessSink::Off), Ordering::Relaxed);
     Ok(())
 }
 
@@ -151,10 +159,7 @@ pub fn reopen_access() -> Result<(), String> {
 }
 
 pub fn access_enabled() -> bool {
-    !matches!(
-        ACCESS.lock().unwrap_or_else(|e| e.into_inner()).1,
-        AccessSink::Off
-    )
+    ACCESS_ON.load(Ordering::Relaxed)
 }
 
 /// Write one access line (`line` ends without a newline).
@@ -225,6 +230,9 @@ impl fmt::Write for LineBuf {
 }
 
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    if level as u8 > LEVEL.load(Ordering::Relaxed) {
+        return;
+    }
     let mut st = state();
     if level > st.level {
         return;

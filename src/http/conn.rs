@@ -36,14 +36,15 @@ pub struct Conn<'a> {
     pub stopping: bool,
 }
 
-const READ_CHUNK: usize = 4096;
+/// The read buffer's first size; it grows (up to the head limit) as needed.
+const READ_CHUNK: usize = 2048;
 
 impl<'a> Conn<'a> {
     pub fn new(fd: &'a OwnedFd, stop: Option<BorrowedFd<'a>>) -> Conn<'a> {
         Conn {
             fd,
             stop,
-            buf: vec![0; READ_CHUNK],
+            buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             end: 0,
             stopping: false,
@@ -60,6 +61,7 @@ impl<'a> Conn<'a> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.buf.clear();
         }
     }
 
@@ -109,35 +111,50 @@ impl<'a> Conn<'a> {
 
     /// Read more bytes (appending to the buffer, which may grow to `max`).
     /// Returns how many arrived; `Err(Closed)` on EOF.
+    ///
+    /// The buffer is never zero-filled: received bytes are the only ones
+    /// written, so a worker dirties (copies) only the pages data lands in.
     pub fn fill(&mut self, deadline: Instant, max: usize) -> Result<usize, ReadErr> {
-        if self.end == self.buf.len() {
+        if self.end == self.buf.capacity() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
+                self.buf.truncate(self.end);
                 self.start = 0;
-            } else if self.buf.len() < max {
-                let n = (self.buf.len() * 2).min(max.max(READ_CHUNK));
-                self.buf.resize(n, 0);
+            } else if self.buf.capacity() < max {
+                let want = (self.buf.capacity() * 2).min(max.max(READ_CHUNK));
+                self.buf.reserve_exact(want - self.buf.len());
             }
         }
-        if self.end == self.buf.len() {
+        if self.buf.capacity() == self.end {
             return Ok(0); // full: the caller's limit decides
         }
         loop {
             self.poll_in(deadline, false)?;
-            match recv(
-                self.fd.as_raw_fd(),
-                &mut self.buf[self.end..],
-                MsgFlags::empty(),
-            ) {
-                Ok(0) => return Err(ReadErr::Closed),
-                Ok(n) => {
+            let spare = self.buf.spare_capacity_mut();
+            // SAFETY: recv writes at most spare.len() bytes into the spare
+            // capacity; only the bytes it reports are marked initialised.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    0,
+                )
+            };
+            match n {
+                0 => return Err(ReadErr::Closed),
+                n if n > 0 => {
+                    let n = n as usize;
+                    unsafe { self.buf.set_len(self.end + n) };
                     self.end += n;
                     return Ok(n);
                 }
-                Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
-                Err(Errno::ECONNRESET) => return Err(ReadErr::Closed),
-                Err(e) => return Err(ReadErr::Io(e)),
+                _ => match Errno::last() {
+                    Errno::EINTR | Errno::EAGAIN => continue,
+                    Errno::ECONNRESET => return Err(ReadErr::Closed),
+                    e => return Err(ReadErr::Io(e)),
+                },
             }
         }
     }
@@ -183,6 +200,8 @@ impl<'a> Conn<'a> {
         let mut total = self.end - self.start;
         self.start = 0;
         self.end = 0;
+        self.buf.clear();
+        let mut sink = [0u8; 1024];
         while total < (1 << 20) {
             let Some(ms) = millis_until(until) else {
                 return;
@@ -194,7 +213,7 @@ impl<'a> Conn<'a> {
                 Err(Errno::EINTR) => continue,
                 Err(_) => return,
             }
-            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+            match recv(self.fd.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return,
                 Ok(n) => total += n,
                 Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,

@@ -200,7 +200,7 @@ fn log_access(peer: Peer, req: Option<&Request>, sent: Sent) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let host = match peer {
-        Peer::Inet(a) => a.ip().to_string(),
+        Peer::Inet(a) => a.ip().to_canonical().to_string(),
         Peer::Unix => "unix".to_string(),
     };
     let mut line = String::with_capacity(200);
