@@ -143,10 +143,30 @@ pub enum Action {
         content_type: String,
     },
     Static(StaticRoute),
+    Cgi(CgiRoute),
     Redirect {
         to: String,
         status: u16,
     },
+}
+
+/// `cgi = { dir = ... }` (scripts in a directory) or `{ script = ... }` (one
+/// program for a whole subtree).
+#[derive(Debug, Clone)]
+pub struct CgiRoute {
+    pub target: CgiTarget,
+    /// How long a script may take to send its response header.
+    pub timeout: Duration,
+    /// Interpreters by file extension (".py" -> "/usr/bin/python3").
+    pub interpreters: Vec<(String, PathBuf)>,
+    /// Extra environment for every script (PATH defaults to a standard one).
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CgiTarget {
+    Dir(PathBuf),
+    Script(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +330,19 @@ struct RawRoute {
     #[serde(rename = "static")]
     static_: Option<Spanned<RawStatic>>,
     redirect: Option<Spanned<RawRedirect>>,
+    cgi: Option<Spanned<RawCgi>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCgi {
+    dir: Option<Spanned<String>>,
+    script: Option<Spanned<String>>,
+    timeout: Option<Dur>,
+    #[serde(default)]
+    interpreters: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -607,12 +640,20 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             r.respond.is_some(),
             r.static_.is_some(),
             r.redirect.is_some(),
+            r.cgi.is_some(),
         ];
         if actions.iter().filter(|a| **a).count() > 1 {
             return Err((
                 span,
-                "a route has one action: respond, static or redirect".into(),
+                "a route has one action: respond, static, redirect or cgi".into(),
             ));
+        }
+        if let Some(c) = &r.cgi {
+            routes.push(Route {
+                prefix: prefix.clone(),
+                action: Action::Cgi(cgi_route(c)?),
+            });
+            continue;
         }
         if let Some(st) = &r.static_ {
             routes.push(Route {
@@ -669,7 +710,7 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             None => {
                 return Err((
                     span,
-                    "route needs an action: respond, static or redirect".into(),
+                    "route needs an action: respond, static, redirect or cgi".into(),
                 ))
             }
         };
@@ -736,6 +777,54 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         },
         limits,
         routes,
+    })
+}
+
+fn cgi_route(c: &Spanned<RawCgi>) -> Result<CgiRoute, Invalid> {
+    let raw = c.get_ref();
+    let absolute = |v: &Spanned<String>, what: &str| -> Result<PathBuf, Invalid> {
+        if v.get_ref().starts_with('/') {
+            Ok(PathBuf::from(v.get_ref()))
+        } else {
+            Err((
+                v.span(),
+                format!("cgi {what} {:?} must be an absolute path", v.get_ref()),
+            ))
+        }
+    };
+    let target = match (&raw.dir, &raw.script) {
+        (Some(d), None) => CgiTarget::Dir(absolute(d, "dir")?),
+        (None, Some(s)) => CgiTarget::Script(absolute(s, "script")?),
+        _ => return Err((c.span(), "cgi needs exactly one of dir or script".into())),
+    };
+    let mut interpreters = Vec::new();
+    for (ext, path) in &raw.interpreters {
+        if !ext.starts_with('.') || ext.len() < 2 || ext[1..].contains('.') {
+            return Err((
+                path.span(),
+                format!("interpreter key {ext:?} must be an extension like \".py\""),
+            ));
+        }
+        interpreters.push((ext.clone(), absolute(path, "interpreter")?));
+    }
+    let mut env = Vec::new();
+    for (k, v) in &raw.env {
+        let valid = !k.is_empty()
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid || v.get_ref().contains('\0') {
+            return Err((v.span(), format!("bad environment variable {k:?}")));
+        }
+        env.push((k.clone(), v.get_ref().clone()));
+    }
+    Ok(CgiRoute {
+        target,
+        timeout: raw
+            .timeout
+            .as_ref()
+            .map_or(Duration::from_secs(30), |d| d.0),
+        interpreters,
+        env,
     })
 }
 

@@ -63,7 +63,8 @@ pub fn next(fd: &SignalFd) -> Option<Signal> {
 
 /// In a freshly forked child: default dispositions everywhere, nothing blocked.
 /// Ignored signals would otherwise stay ignored across `exec` (SIGPIPE, which
-/// the Rust runtime ignores, is the classic case).
+/// the Rust runtime ignores, is the classic case; an ignored real-time signal
+/// inherited from whoever started lbaws is another).
 pub fn reset_in_child() -> nix::Result<()> {
     for s in Signal::iterator() {
         if s == Signal::SIGKILL || s == Signal::SIGSTOP {
@@ -71,6 +72,22 @@ pub fn reset_in_child() -> nix::Result<()> {
         }
         // SAFETY: installing SIG_DFL runs no code of ours.
         unsafe { signal::signal(s, SigHandler::SigDfl) }?;
+    }
+    // The real-time signals, including the two glibc keeps for itself (its
+    // wrapper refuses them): straight to the kernel. SIG_DFL is an all-zero
+    // kernel sigaction.
+    let dfl = [0u64; 4];
+    for sig in 32..=libc::SIGRTMAX() {
+        // SAFETY: a valid, zeroed kernel sigaction; no handler is installed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
     }
     signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }

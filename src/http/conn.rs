@@ -51,6 +51,10 @@ impl<'a> Conn<'a> {
         }
     }
 
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
     /// Received and not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.start..self.end]

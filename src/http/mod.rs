@@ -2,7 +2,7 @@
 //!
 //! `worker` (the keep-alive loop) uses `request` (the head parser), `body`
 //! (request bodies), `static_file` (the resolver and file responses) and
-//! `response`, all over `conn` (the socket with its buffer and deadlines).
+//! `response`, and `cgi` (CGI/1.1 scripts), all over `conn` (the socket with its buffer and deadlines).
 //!
 //! A worker is a forked child that serves exactly one connection and exits
 //! (invariant 2). Its exit codes are part of the interface, documented in the
@@ -16,6 +16,7 @@
 //! | 74 | I/O error on the connection other than the client going away |
 
 pub mod body;
+pub mod cgi;
 pub mod conn;
 pub mod request;
 pub mod response;

@@ -10,6 +10,7 @@
 //! ```
 
 use super::body;
+use super::cgi::{self, CgiRequest, Outcome};
 use super::conn::Conn;
 use super::request::{self, Framing, Refusal, Request};
 use super::response::{self, Head, Persist, Sent};
@@ -68,6 +69,12 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
         served += 1;
 
         // Body first: it must be off the connection before the next request.
+        // A CGI script gets it (decoded) in a memfd; anything else drops it.
+        let for_cgi = matches!(
+            cfg.route(&req.path).map(|r| &r.action),
+            Some(Action::Cgi(_))
+        );
+        let mut body_fd: Option<(OwnedFd, u64)> = None;
         if req.framing != Framing::None {
             if req.expect_continue {
                 if let Err(e) = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", false) {
@@ -75,14 +82,37 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
                 }
             }
             let deadline = Instant::now() + limits.body_timeout;
-            if let Err(e) = body::read(
+            let store = if for_cgi {
+                match nix::sys::memfd::memfd_create(
+                    c"lbaws-body",
+                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                ) {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        crate::error!("memfd_create: {e}");
+                        return EXIT_IOERR;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut sink = |data: &[u8]| match &store {
+                Some(fd) => write_fully(fd, data),
+                None => true,
+            };
+            let read = body::read(
                 &mut conn,
                 req.framing,
                 limits.max_body_bytes,
                 deadline,
-                &mut |_| true,
-            ) {
-                let Some(status) = e.status() else {
+                &mut sink,
+            );
+            if let (Ok(len), Some(fd)) = (&read, store) {
+                let _ = nix::unistd::lseek(&fd, 0, nix::unistd::Whence::SeekSet);
+                body_fd = Some((fd, *len));
+            }
+            if let Err(e) = read {
+                let Some(status) = e.status().or((e == body::BodyErr::Sink).then_some(500)) else {
                     return EXIT_OK;
                 };
                 let sent = response::error(
@@ -106,12 +136,15 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
         } else {
             Persist::Close
         };
-        let result = respond(&conn, &req, cfg, persist);
-        match result {
-            Ok(sent) => log_access(peer, Some(&req), sent),
+        let result = respond(&conn, &req, cfg, persist, peer, body_fd);
+        let close = match result {
+            Ok((sent, close)) => {
+                log_access(peer, Some(&req), sent);
+                close
+            }
             Err(e) => return io_exit(e),
-        }
-        if !keep {
+        };
+        if !keep || close {
             if conn.has_pending_input() {
                 conn.close_gracefully();
             }
@@ -120,8 +153,104 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
     }
 }
 
-/// Answer one request whose body has been read.
-fn respond(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist) -> Result<Sent, Errno> {
+/// Answer one request whose body has been read, following CGI local
+/// redirects (at most 10). The flag says the connection must close.
+fn respond(
+    conn: &Conn<'_>,
+    req: &Request,
+    cfg: &Config,
+    persist: Persist,
+    peer: Peer,
+    body: Option<(OwnedFd, u64)>,
+) -> Result<(Sent, bool), Errno> {
+    let mut body = body;
+    let mut redirected: Option<Request> = None;
+    for _ in 0..10 {
+        let r = redirected.as_ref().unwrap_or(req);
+        if let Some(Route {
+            prefix,
+            action: Action::Cgi(cgi_route),
+        }) = cfg.route(&r.path)
+        {
+            let cx = CgiRequest {
+                req: r,
+                prefix,
+                peer,
+                body: body.take(),
+            };
+            match cgi::serve(conn, cx, cgi_route, cfg, persist)? {
+                Outcome::Sent { sent, close } => return Ok((sent, close)),
+                Outcome::Redirect(location) => {
+                    match local_request(req, &location) {
+                        Some(next) => redirected = Some(next),
+                        None => {
+                            return response::error(
+                                conn,
+                                500,
+                                cfg.server.server_header,
+                                req.is_head(),
+                                persist,
+                            )
+                            .map(|s| (s, false))
+                        }
+                    }
+                    continue;
+                }
+            }
+        }
+        return answer(conn, r, cfg, persist).map(|s| (s, false));
+    }
+    crate::error!("{}: more than 10 CGI local redirects", req.target);
+    response::error(conn, 500, cfg.server.server_header, req.is_head(), persist).map(|s| (s, false))
+}
+
+/// The GET a CGI `Location: /path?query` asks the server to serve instead.
+fn local_request(orig: &Request, location: &str) -> Option<Request> {
+    let (path, query) = match location.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (location, None),
+    };
+    let path = request::normalize_path(path).ok()?;
+    let headers = orig
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            !n.eq_ignore_ascii_case("content-length") && !n.eq_ignore_ascii_case("content-type")
+        })
+        .cloned()
+        .collect();
+    Some(Request {
+        method: if orig.is_head() {
+            "HEAD".into()
+        } else {
+            "GET".into()
+        },
+        target: location.to_string(),
+        path,
+        query,
+        version: orig.version,
+        headers,
+        host: orig.host.clone(),
+        framing: Framing::None,
+        keep_alive: orig.keep_alive,
+        expect_continue: false,
+        head_len: 0,
+    })
+}
+
+fn write_fully(fd: &OwnedFd, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Answer a request with a route other than CGI.
+fn answer(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist) -> Result<Sent, Errno> {
     let sh = cfg.server.server_header;
     if req.path == "*" {
         // OPTIONS *: what the server supports in general.
@@ -170,6 +299,7 @@ fn respond(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist) -> Re
             };
             static_file::serve(&cx, st, below_prefix(route, &req.path))
         }
+        Action::Cgi(_) => unreachable!("CGI routes are answered by respond()"),
     }
 }
 

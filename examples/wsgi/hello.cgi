@@ -1,0 +1,13 @@
+#!/usr/bin/env python3
+# Serve the WSGI application in app.py through CGI, with the standard
+# library's wsgiref. lbaws runs this file once per request, in its directory.
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from wsgiref.handlers import CGIHandler  # noqa: E402
+
+from app import application  # noqa: E402
+
+CGIHandler().run(application)

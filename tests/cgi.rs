@@ -1,0 +1,541 @@
+//! CGI/1.1: meta-variables, stdin, descriptors and signals of the script, the
+//! response (Status, Location, framing, nph-), every failure, no zombie and
+//! no stray process, and a WSGI application through wsgiref's CGIHandler.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use util::*;
+
+/// Prints its environment, stdin and working directory as `KEY=VALUE` lines.
+const ENV_PY: &str = r#"#!/usr/bin/env python3
+import os, sys
+data = sys.stdin.buffer.read()
+out = ["%s=%s" % (k, v) for k, v in sorted(os.environ.items())]
+out.append("STDIN=" + data.decode("utf-8", "replace"))
+out.append("CWD=" + os.getcwd())
+body = ("\n".join(out) + "\n").encode()
+sys.stdout.buffer.write(b"Content-Type: text/plain\r\nX-Reflector: yes\r\n\r\n" + body)
+"#;
+
+/// The shell's own descriptors and signal state.
+/// The shell reports its own signal state, then execs Python to list the
+/// descriptors an exec'd program has (the shell keeps its script open on a
+/// close-on-exec fd of its own, so it cannot list them itself).
+const FDS_SH: &str = r#"#!/bin/sh
+printf 'Content-Type: text/plain\n\n'
+grep -E '^Sig(Blk|Ign):' /proc/$$/status
+exec /usr/bin/python3 -c '
+import os
+fds = [f for f in os.listdir("/proc/self/fd") if os.path.exists("/proc/self/fd/" + f)]
+print("fds", " ".join(sorted(fds, key=int)))'
+"#;
+
+fn script(dir: &Path, name: &str, body: &str, mode: u32) {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn daemon(extra: &str) -> Daemon {
+    let config = format!(
+        r#"
+[[listen]]
+address = "127.0.0.1:0"
+
+[log]
+level = "info"
+
+[limits]
+keepalive_timeout = "30s"
+
+[[route]]
+prefix = "/"
+static = {{ root = "{{dir}}/www" }}
+
+[[route]]
+prefix = "/cgi-bin/"
+cgi = {{ dir = "{{dir}}/cgi", timeout = "1s", env = {{ APP_ENV = "prod" }} }}
+
+[[route]]
+prefix = "/app"
+cgi = {{ script = "{{dir}}/cgi/env.py" }}
+
+[[route]]
+prefix = "/fixed"
+respond = {{ status = 200, body = "fixed route\n" }}
+{extra}
+"#
+    );
+    let d = Daemon::with_config(&config)
+        .env("LBAWS_TEST_SECRET", "must-not-leak")
+        .start();
+    let cgi = d.path("cgi");
+    std::fs::create_dir_all(&cgi).unwrap();
+    std::fs::create_dir_all(d.path("www")).unwrap();
+    script(&cgi, "env.py", ENV_PY, 0o755);
+    script(&cgi, "fds.sh", FDS_SH, 0o755);
+    script(&cgi, "noexec.py", ENV_PY, 0o644);
+    script(&cgi, "badinterp.cgi", "#!/nonexistent/interpreter\n", 0o755);
+    script(
+        &cgi,
+        "exit3.sh",
+        "#!/bin/sh\necho 'about to fail' >&2\nexit 3\n",
+        0o755,
+    );
+    script(&cgi, "crash.sh", "#!/bin/sh\nkill -SEGV $$\n", 0o755);
+    script(
+        &cgi,
+        "garbage.sh",
+        "#!/bin/sh\nprintf 'this is not a header\\n\\nbody'\n",
+        0o755,
+    );
+    script(&cgi, "slow.sh", "#!/bin/sh\nexec sleep 60\n", 0o755);
+    script(&cgi, "status.sh", "#!/bin/sh\nprintf 'Status: 201 Created\\nContent-Type: text/plain\\nX-Custom: yes\\nContent-Length: 3\\n\\nnew'\n", 0o755);
+    script(
+        &cgi,
+        "stream.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho one\necho two\n",
+        0o755,
+    );
+    script(
+        &cgi,
+        "local.sh",
+        "#!/bin/sh\nprintf 'Location: /fixed\\n\\n'\n",
+        0o755,
+    );
+    script(
+        &cgi,
+        "away.sh",
+        "#!/bin/sh\nprintf 'Location: https://example.org/\\n\\n'\n",
+        0o755,
+    );
+    script(
+        &cgi,
+        "nph-raw.sh",
+        "#!/bin/sh\nprintf 'HTTP/1.1 299 Raw\\r\\nContent-Type: text/plain\\r\\n\\r\\nraw body'\n",
+        0o755,
+    );
+    script(&cgi, "forever.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nwhile :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\n", 0o755);
+    script(&cgi, "logs.sh", "#!/bin/sh\necho 'first stderr line' >&2\necho 'second stderr line' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n", 0o755);
+    d
+}
+
+/// GET (or another method) through the keep-alive client; returns the reflector's variables.
+fn vars(r: &Response) -> BTreeMap<String, String> {
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body_str());
+    let mut m = BTreeMap::new();
+    let text = r.body_str();
+    let (env, rest) = text.split_once("STDIN=").unwrap();
+    for line in env.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            m.insert(k.to_string(), v.to_string());
+        }
+    }
+    let (stdin, cwd) = rest.rsplit_once("\nCWD=").unwrap();
+    m.insert("STDIN".into(), stdin.to_string());
+    m.insert("CWD".into(), cwd.trim_end().to_string());
+    m
+}
+
+/// Read one response whose body may be chunked.
+fn read_any(c: &mut Client) -> Response {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut c.reader, &mut line).unwrap();
+        assert!(!line.is_empty(), "closed; head so far {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut r = Response {
+        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        head,
+        body: Vec::new(),
+    };
+    if r.header("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            std::io::BufRead::read_line(&mut c.reader, &mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            c.reader.read_exact(&mut chunk).unwrap();
+            assert_eq!(&chunk[n..], b"\r\n");
+            if n == 0 {
+                break;
+            }
+            r.body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(len) = r.header("content-length") {
+        r.body = vec![0; len.parse().unwrap()];
+        c.reader.read_exact(&mut r.body).unwrap();
+    } else {
+        c.reader.read_to_end(&mut r.body).unwrap();
+    }
+    r
+}
+
+fn request(c: &mut Client, raw: &str) -> Response {
+    c.send(raw.as_bytes());
+    read_any(c)
+}
+
+#[test]
+fn meta_variables_for_a_plain_get() {
+    let d = daemon("");
+    let port = d.addr().port();
+    let mut c = Client::new(d.addr());
+    let v = vars(&request(
+        &mut c,
+        &format!(
+            "GET /cgi-bin/env.py HTTP/1.1\r\nHost: localhost:{port}\r\nUser-Agent: t/1\r\n\r\n"
+        ),
+    ));
+    let want = [
+        ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
+        ("SERVER_NAME", "localhost".to_string()),
+        ("SERVER_PORT", port.to_string()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".to_string()),
+        ("REQUEST_METHOD", "GET".to_string()),
+        ("SCRIPT_NAME", "/cgi-bin/env.py".to_string()),
+        (
+            "SCRIPT_FILENAME",
+            d.path("cgi/env.py").display().to_string(),
+        ),
+        ("QUERY_STRING", String::new()),
+        ("REQUEST_URI", "/cgi-bin/env.py".to_string()),
+        ("REMOTE_ADDR", "127.0.0.1".to_string()),
+        ("DOCUMENT_ROOT", d.path("www").display().to_string()),
+        ("HTTP_HOST", format!("localhost:{port}")),
+        ("HTTP_USER_AGENT", "t/1".to_string()),
+        ("APP_ENV", "prod".to_string()),
+        ("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()),
+        ("CWD", d.path("cgi").display().to_string()),
+        ("STDIN", String::new()),
+    ];
+    for (k, val) in want {
+        assert_eq!(v.get(k), Some(&val), "{k} in {v:#?}");
+    }
+    assert!(v["SERVER_SOFTWARE"].starts_with("lbaws/"));
+    assert!(v["REMOTE_PORT"].parse::<u16>().is_ok());
+    for absent in [
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "LBAWS_TEST_SECRET",
+        "LISTEN_FDS",
+        "NOTIFY_SOCKET",
+        "HOME",
+    ] {
+        assert!(!v.contains_key(absent), "{absent} must not be set: {v:#?}");
+    }
+    // Only the meta-variables, HTTP_*, PATH and the configured env: nothing else leaks.
+    let python_adds = ["LC_CTYPE"];
+    for k in v.keys() {
+        let known = k.starts_with("HTTP_")
+            || [
+                "GATEWAY_INTERFACE",
+                "SERVER_SOFTWARE",
+                "SERVER_NAME",
+                "SERVER_PORT",
+                "SERVER_PROTOCOL",
+                "REQUEST_METHOD",
+                "REQUEST_URI",
+                "QUERY_STRING",
+                "SCRIPT_NAME",
+                "SCRIPT_FILENAME",
+                "DOCUMENT_ROOT",
+                "REMOTE_ADDR",
+                "REMOTE_PORT",
+                "PATH",
+                "APP_ENV",
+                "STDIN",
+                "CWD",
+            ]
+            .contains(&k.as_str())
+            || python_adds.contains(&k.as_str());
+        assert!(known, "unexpected variable {k}");
+    }
+    // The custom header from the script came through, on a kept-alive connection.
+    let again = request(
+        &mut c,
+        "GET /cgi-bin/env.py?a=1&b=%20x HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_eq!(again.header("x-reflector").as_deref(), Some("yes"));
+    assert_eq!(vars(&again)["QUERY_STRING"], "a=1&b=%20x");
+    assert_eq!(vars(&again)["SERVER_NAME"], "h");
+}
+
+#[test]
+fn path_info_below_a_script() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let v = vars(&request(
+        &mut c,
+        "GET /cgi-bin/env.py/extra/p%20ath HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    assert_eq!(v["SCRIPT_NAME"], "/cgi-bin/env.py");
+    assert_eq!(v["PATH_INFO"], "/extra/p ath");
+    assert_eq!(
+        v["PATH_TRANSLATED"],
+        format!("{}/extra/p ath", d.path("www").display())
+    );
+    // One script for a subtree.
+    let v = vars(&request(&mut c, "GET /app/x/y HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert_eq!(
+        (v["SCRIPT_NAME"].as_str(), v["PATH_INFO"].as_str()),
+        ("/app", "/x/y")
+    );
+    let v = vars(&request(&mut c, "GET /app HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert_eq!(v["SCRIPT_NAME"], "/app");
+    assert!(!v.contains_key("PATH_INFO"));
+    assert_eq!(
+        request(&mut c, "GET /apples HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        404
+    );
+}
+
+#[test]
+fn request_bodies_headers_and_methods() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let v = vars(&request(&mut c, "POST /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\n\r\nhello=world"));
+    assert_eq!(
+        (v["CONTENT_LENGTH"].as_str(), v["STDIN"].as_str()),
+        ("11", "hello=world")
+    );
+    assert_eq!(v["CONTENT_TYPE"], "application/x-www-form-urlencoded");
+    let v = vars(&request(&mut c, "POST /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"));
+    assert_eq!(
+        (v["CONTENT_LENGTH"].as_str(), v["STDIN"].as_str()),
+        ("7", "abcdefg")
+    );
+    assert!(!v.contains_key("HTTP_TRANSFER_ENCODING"));
+    let v = vars(&request(&mut c, "GET /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nX-Dup: a\r\nX-Dup: b\r\nCookie: a=1\r\nCookie: b=2\r\nProxy: http://evil.example/\r\n\r\n"));
+    assert_eq!(v["HTTP_X_DUP"], "a, b");
+    assert_eq!(v["HTTP_COOKIE"], "a=1; b=2");
+    assert!(!v.contains_key("HTTP_PROXY"), "httpoxy");
+    for m in ["PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let v = vars(&request(
+            &mut c,
+            &format!("{m} /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\n\r\n"),
+        ));
+        assert_eq!(v["REQUEST_METHOD"], m);
+    }
+    // HEAD: the script runs, the body is dropped.
+    c.send(b"HEAD /cgi-bin/stream.sh HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read(true);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        c.get("/fixed").body_str(),
+        "fixed route\n",
+        "connection still in step after HEAD"
+    );
+}
+
+#[test]
+fn script_sees_only_fds_0_to_2_and_default_signals() {
+    let d = daemon("");
+    let r = get(d.addr(), "/cgi-bin/fds.sh");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let text = r.body_str();
+    assert!(text.contains("fds 0 1 2\n"), "{text}");
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+}
+
+#[test]
+fn responses_status_location_framing_nph() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let r = request(&mut c, "GET /cgi-bin/status.sh HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.status, r.body_str().as_str()), (201, "new"));
+    assert_eq!(r.header("x-custom").as_deref(), Some("yes"));
+    assert_eq!(r.header("content-length").as_deref(), Some("3"));
+    // No length from the script: chunked on a persistent 1.1 connection.
+    let r = request(&mut c, "GET /cgi-bin/stream.sh HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(r.body_str(), "one\ntwo\n");
+    // Local Location: served internally; absolute: a 302 to the client.
+    let r = request(&mut c, "GET /cgi-bin/local.sh HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "fixed route\n"));
+    let r = request(&mut c, "GET /cgi-bin/away.sh HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        (r.status, r.header("location").as_deref()),
+        (302, Some("https://example.org/"))
+    );
+    // HTTP/1.0: close-delimited.
+    let r = exchange(d.addr(), b"GET /cgi-bin/stream.sh HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        (r.body_str().as_str(), r.header("connection").as_deref()),
+        ("one\ntwo\n", Some("close"))
+    );
+    // nph-: passed through as the script wrote it.
+    let mut s = connect(d.addr());
+    s.write_all(b"GET /cgi-bin/nph-raw.sh HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert_eq!(
+        raw,
+        "HTTP/1.1 299 Raw\r\nContent-Type: text/plain\r\n\r\nraw body"
+    );
+}
+
+#[test]
+fn failures_each_with_their_status() {
+    let mut d = daemon("");
+    let cases = [
+        ("/cgi-bin/missing.py", 404),
+        ("/cgi-bin/", 403),
+        ("/cgi-bin/noexec.py", 403),
+        ("/cgi-bin/.hidden", 403),
+        ("/cgi-bin/badinterp.cgi", 500),
+        ("/cgi-bin/exit3.sh", 502),
+        ("/cgi-bin/crash.sh", 502),
+        ("/cgi-bin/garbage.sh", 502),
+        ("/cgi-bin/slow.sh", 504),
+    ];
+    for (path, status) in cases {
+        let r = get(d.addr(), path);
+        assert_eq!(r.status, status, "{path}: {}", r.body_str());
+    }
+    d.wait_log("exit3.sh");
+    let logs = d.logs();
+    assert!(
+        logs.contains("exit3.sh")
+            && logs.contains("exited with code 3 before a complete response header"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("about to fail"),
+        "stderr of the script is logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("crash.sh") && logs.contains("killed by SIGSEGV"),
+        "{logs}"
+    );
+    assert!(logs.contains("malformed response header"), "{logs}");
+    assert!(logs.contains("no response header within"), "{logs}");
+    assert!(logs.contains("badinterp.cgi: exec: ENOENT"), "{logs}");
+    // The slow script was terminated, not left behind.
+    let slow = d.path("cgi/slow.sh").display().to_string();
+    assert!(
+        wait_for(DEADLINE, || !process_with(&slow)),
+        "slow.sh still running"
+    );
+}
+
+#[test]
+fn stderr_lines_are_logged_with_script_and_pid() {
+    let mut d = daemon("");
+    assert_eq!(get(d.addr(), "/cgi-bin/logs.sh").body_str(), "ok");
+    d.wait_log("second stderr line");
+    let line = d
+        .logs()
+        .lines()
+        .find(|l| l.contains("first stderr line"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains(&format!("cgi {}[", d.path("cgi/logs.sh").display())),
+        "{line}"
+    );
+}
+
+/// Is any process running whose command line contains `marker`?
+fn process_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+            && !zombie
+            || (zombie && stat.contains(marker))
+    })
+}
+
+#[test]
+fn client_disconnect_kills_and_reaps_the_script() {
+    let d = daemon("");
+    let mut s = connect(d.addr());
+    s.write_all(b"GET /cgi-bin/forever.sh HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let mut some = [0u8; 4096];
+    s.read_exact(&mut some).unwrap();
+    let marker = d.path("cgi/forever.sh").display().to_string();
+    assert!(
+        process_with(&marker),
+        "the script is running while it streams"
+    );
+    drop(s);
+    assert!(
+        wait_for(DEADLINE, || !process_with(&marker)),
+        "script left running"
+    );
+    assert!(
+        wait_for(DEADLINE, || d.children().is_empty()),
+        "worker left: {:?}",
+        d.children()
+    );
+}
+
+#[test]
+fn two_hundred_concurrent_cgi_requests_leave_nothing_behind() {
+    let d = daemon("");
+    let addr = d.addr();
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = get(addr, &format!("/cgi-bin/stream.sh?{i}"));
+                (r.status, r.body_str())
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), (200, "one\ntwo\n".to_string()));
+    }
+    assert!(
+        wait_for(DEADLINE, || d.children().is_empty()),
+        "workers left: {:?}",
+        d.children()
+    );
+    // No zombie and no orphan: nothing whose parent was a worker survives, and
+    // no stream.sh is running anywhere.
+    assert!(!process_with(
+        &d.path("cgi/stream.sh").display().to_string()
+    ));
+}
+
+#[test]
+fn wsgi_application_through_cgihandler() {
+    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wsgi/hello.cgi");
+    let d = daemon(&format!(
+        "[[route]]\nprefix = \"/hello\"\ncgi = {{ script = \"{}\" }}\n",
+        wrapper.display()
+    ));
+    let mut c = Client::new(d.addr());
+    let r = request(&mut c, "GET /hello/lbaws HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "Hello lbaws from a simple WSGI application!\n"),
+        "{}",
+        d.logs()
+    );
+    let r = request(&mut c, "POST /hello HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 20\r\n\r\nname=Ada&lang=Python");
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "You posted:\nlang=Python\nname=Ada\n")
+    );
+    // And through the real curl.
+    let out = curl(&["-s", "--data", "x=1", &format!("http://{}/hello", d.addr())]);
+    assert_eq!(out, "You posted:\nx=1\n");
+}
