@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         eprintln!("lbaws: cannot block signals: {e}");
         return ExitCode::from(EX_OSERR);
     }
+    signals::scan_dispositions();
     let args = match cli::parse() {
         Ok(a) => a,
         Err(e) => {
@@ -149,6 +150,7 @@ fn run(
             return ExitCode::from(EX_OSERR);
         }
     };
+    http::warm_up(&cfg);
     let sup = supervisor::Supervisor::new(cfg, path, daemon, listeners, signal_fd, notifier);
     let code = sup.run();
     if let Some(p) = pid_file {

@@ -10,8 +10,9 @@
 //! Invariant 2, the other half: [`reset_in_child`] gives a forked worker the
 //! default disposition of every signal and an empty mask.
 
-use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The signals the supervisor acts on.
 pub const HANDLED: [Signal; 7] = [
@@ -61,32 +62,49 @@ pub fn next(fd: &SignalFd) -> Option<Signal> {
     }
 }
 
-/// In a freshly forked child: default dispositions everywhere, nothing blocked.
-/// Ignored signals would otherwise stay ignored across `exec` (SIGPIPE, which
-/// the Rust runtime ignores, is the classic case; an ignored real-time signal
-/// inherited from whoever started lbaws is another).
-pub fn reset_in_child() -> nix::Result<()> {
-    for s in Signal::iterator() {
-        if s == Signal::SIGKILL || s == Signal::SIGSTOP {
-            continue;
+/// Signals whose disposition is not the default in this process, as a bit
+/// per signal (bit n-1 for signal n). Until [`scan_dispositions`] has run,
+/// every signal counts as changed.
+static NOT_DEFAULT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// A kernel `struct sigaction` (x86_64 and aarch64 layout): handler, flags,
+/// restorer, mask. All zero is SIG_DFL.
+type KernelSigaction = [u64; 4];
+
+fn rt_sigaction(sig: i32, new: Option<&KernelSigaction>, old: Option<&mut KernelSigaction>) -> i64 {
+    let new = new.map_or(std::ptr::null(), |n| n.as_ptr());
+    let old = old.map_or(std::ptr::null_mut(), |o| o.as_mut_ptr());
+    // SAFETY: valid pointers to kernel sigaction structs or null; installing
+    // SIG_DFL (the only change made) runs no code of ours.
+    unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, new, old, 8usize) }
+}
+
+/// Note which signals are not at their default (start-up, before any fork):
+/// SIGPIPE, which the Rust runtime ignores, and whatever was inherited
+/// ignored. A worker then resets just those, in a few system calls rather
+/// than one per signal on every connection. lbaws itself installs no handler.
+pub fn scan_dispositions() {
+    let mut bits = 0u64;
+    for sig in 1..=libc::SIGRTMAX().min(64) {
+        let mut old: KernelSigaction = [0; 4];
+        if rt_sigaction(sig, None, Some(&mut old)) == 0 && old[0] != 0 {
+            bits |= 1 << (sig - 1);
         }
-        // SAFETY: installing SIG_DFL runs no code of ours.
-        unsafe { signal::signal(s, SigHandler::SigDfl) }?;
     }
-    // The real-time signals, including the two glibc keeps for itself (its
-    // wrapper refuses them): straight to the kernel. SIG_DFL is an all-zero
-    // kernel sigaction.
-    let dfl = [0u64; 4];
-    for sig in 32..=libc::SIGRTMAX() {
-        // SAFETY: a valid, zeroed kernel sigaction; no handler is installed.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                dfl.as_ptr(),
-                std::ptr::null_mut::<u64>(),
-                8usize,
-            );
+    NOT_DEFAULT.store(bits, Ordering::Relaxed);
+}
+
+/// In a freshly forked child: default dispositions everywhere, nothing blocked.
+/// Ignored signals would otherwise stay ignored across `exec` (SIGPIPE is the
+/// classic case; an ignored real-time signal inherited from whoever started
+/// lbaws is another). Straight to the kernel, since glibc's wrapper refuses
+/// the two real-time signals it keeps for itself.
+pub fn reset_in_child() -> nix::Result<()> {
+    let bits = NOT_DEFAULT.load(Ordering::Relaxed);
+    let dfl: KernelSigaction = [0; 4];
+    for sig in 1..=libc::SIGRTMAX().min(64) {
+        if bits & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            rt_sigaction(sig, Some(&dfl), None);
         }
     }
     signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)

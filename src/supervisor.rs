@@ -245,9 +245,10 @@ impl Supervisor {
     // Signals
 
     fn handle_signals(&mut self) {
+        let mut chld = false;
         while let Some(sig) = signals::next(&self.signal_fd) {
             match sig {
-                Signal::SIGCHLD => self.reap_workers(),
+                Signal::SIGCHLD => chld = true,
                 Signal::SIGTERM | Signal::SIGINT => {
                     let again = self.stop.is_some();
                     self.begin_stop(again, sig);
@@ -268,8 +269,10 @@ impl Supervisor {
                 other => crate::debug!("{other} ignored"),
             }
         }
-        // SIGCHLDs merge: reap whatever has ended, even without one pending.
-        self.reap_workers();
+        // SIGCHLDs merge: one pass reaps every child that has ended.
+        if chld {
+            self.reap_workers();
+        }
     }
 
     // -----------------------------------------------------------------------

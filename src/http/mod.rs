@@ -27,3 +27,14 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_SOFTWARE: i32 = 70;
 pub const EXIT_OSERR: i32 = 71;
 pub const EXIT_IOERR: i32 = 74;
+
+/// Run, once in the supervisor, what would otherwise be done again in every
+/// worker: the CPU feature detection behind httparse's SIMD parser is cached
+/// in a static on first use, and a forked child inherits the cache (the check
+/// costs several microseconds, more under a hypervisor that traps cpuid).
+pub fn warm_up(cfg: &crate::config::Config) {
+    let _ = request::parse(
+        b"GET /warm-up HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
+        &cfg.limits,
+    );
+}

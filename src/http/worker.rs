@@ -42,8 +42,18 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
         } else {
             Instant::now() + limits.keepalive_timeout
         };
-        if conn.wait_readable(idle_deadline, true).is_err() {
-            return EXIT_OK; // idle timeout, stop, or closed: close quietly
+        let arrived = match conn.buffered().is_empty() {
+            true => conn.read_available(),
+            false => Ok(1),
+        };
+        match arrived {
+            Ok(0) => {
+                if conn.wait_readable(idle_deadline, true).is_err() {
+                    return EXIT_OK; // idle timeout, stop, or closed: close quietly
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return EXIT_OK,
         }
         let head_deadline =
             if served == 0 { started } else { Instant::now() } + limits.header_timeout;
