@@ -39,6 +39,9 @@ pub fn run(conn: OwnedFd, peer: Peer, cfg: &Config, inherited: Inherited<'_>) ->
     if crate::signals::reset_in_child().is_err() {
         exit(http::EXIT_OSERR);
     }
+    // From here on, allocations come from a fresh arena, not from the
+    // supervisor's (copy-on-write) heap.
+    crate::alloc::enter_worker();
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         worker::serve(&conn, peer, cfg, Some(stop))
     }))

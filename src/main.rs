@@ -11,12 +11,13 @@
 //!
 //! Layering (imports point down): `main` -> `supervisor` -> `child` ->
 //! `http::{worker, request, response}` -> leaves `config`, `listen`, `signals`,
-//! `notify`, `log`, `cli`.
+//! `notify`, `log`, `cli`, `alloc`.
 //!
 //! Exit codes of the `lbaws` process: 0 stopped normally or `check` passed;
 //! 64 usage error; 71 cannot set up (bind, socket, signals, privileges, daemon);
 //! 78 configuration error. Workers have their own, listed in [`http`].
 
+mod alloc;
 mod child;
 mod cli;
 mod config;
@@ -30,6 +31,10 @@ mod supervisor;
 use config::Config;
 use std::path::Path;
 use std::process::ExitCode;
+
+/// malloc in the supervisor, a bump arena in each worker (see `alloc`).
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 const EX_USAGE: u8 = 64;
 const EX_OSERR: u8 = 71;

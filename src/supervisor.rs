@@ -27,6 +27,7 @@
 //! accepting briefly (logged once per burst); a failed fork answers that one
 //! connection with a short 503 written without blocking, and serving goes on.
 
+use crate::alloc::SupervisorTable;
 use crate::child;
 use crate::config::{self, Config};
 use crate::listen::{self, Listener, Peer};
@@ -56,6 +57,7 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 24\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable\n";
 
+#[derive(Clone, Copy)]
 struct Worker {
     pid: Pid,
     peer: Peer,
@@ -82,8 +84,9 @@ pub struct Supervisor {
     stop_reader: OwnedFd,
     stop_writer: Option<OwnedFd>,
     notifier: Notifier,
-    workers: Vec<Worker>,
-    pollfds: Vec<libc::pollfd>,
+    /// Both in memory the workers do not inherit (see `alloc::SupervisorTable`).
+    workers: SupervisorTable<Worker>,
+    pollfds: SupervisorTable<libc::pollfd>,
     served: u64,
     refused: u64,
     accept_paused_until: Option<Instant>,
@@ -114,11 +117,11 @@ impl Supervisor {
             cfg,
             cfg_path,
             daemon,
-            pollfds: Vec::with_capacity(listeners.len() + 1),
+            pollfds: SupervisorTable::with_capacity(listeners.len() + 1),
             listeners,
             signal_fd,
             notifier,
-            workers: Vec::with_capacity(max),
+            workers: SupervisorTable::with_capacity(max),
             served: 0,
             refused: 0,
             accept_paused_until: None,
@@ -154,6 +157,9 @@ impl Supervisor {
                 break;
             }
             let accepting = self.accepting();
+            if self.pollfds.capacity() < self.listeners.len() + 1 {
+                self.pollfds = SupervisorTable::with_capacity(self.listeners.len() + 1);
+            }
             self.pollfds.clear();
             self.pollfds.push(pollfd(self.signal_fd.as_raw_fd()));
             if accepting {
@@ -165,7 +171,7 @@ impl Supervisor {
             // SAFETY: pollfds is a valid array of pollfd of the given length.
             let n = unsafe {
                 libc::poll(
-                    self.pollfds.as_mut_ptr(),
+                    self.pollfds.as_mut_slice().as_mut_ptr(),
                     self.pollfds.len() as libc::nfds_t,
                     timeout,
                 )
@@ -177,12 +183,12 @@ impl Supervisor {
                 }
                 continue;
             }
-            if self.pollfds[0].revents != 0 {
+            if self.pollfds.as_slice()[0].revents != 0 {
                 self.handle_signals();
             }
             if accepting && self.stop.is_none() {
                 for i in 0..self.listeners.len() {
-                    match self.pollfds.get(i + 1) {
+                    match self.pollfds.as_slice().get(i + 1) {
                         Some(p) if p.revents != 0 => self.accept_burst(i),
                         _ => {}
                     }
@@ -347,6 +353,7 @@ impl Supervisor {
             Ok(ForkResult::Parent { child }) => {
                 drop(conn); // the worker has its own copy
                 self.fork_error_logged = false;
+                // Cannot be full: accept stops at max_connections.
                 self.workers.push(Worker {
                     pid: child,
                     peer,
@@ -396,7 +403,7 @@ impl Supervisor {
     }
 
     fn end_connection(&mut self, pid: Pid, code: i32, signal: Option<(Signal, bool)>) {
-        let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+        let Some(i) = self.workers.as_slice().iter().position(|w| w.pid == pid) else {
             // Not a worker (e.g. a daemonize helper): nothing to account.
             return;
         };
@@ -470,7 +477,7 @@ impl Supervisor {
     }
 
     fn signal_workers(&self, sig: Signal) {
-        for w in &self.workers {
+        for w in self.workers.as_slice() {
             let _ = kill(w.pid, sig);
         }
     }
@@ -565,7 +572,13 @@ impl Supervisor {
                     crate::error!("{e}; keeping the previous access log");
                 }
                 let max = new.server.max_connections;
-                self.workers.reserve(max.saturating_sub(self.workers.len()));
+                if self.workers.capacity() < max {
+                    let mut bigger = SupervisorTable::with_capacity(max);
+                    for w in self.workers.as_slice() {
+                        bigger.push(*w);
+                    }
+                    self.workers = bigger;
+                }
                 self.cfg = new;
                 self.reload_error = None;
                 crate::info!(

@@ -86,9 +86,6 @@ pub enum Refusal {
     Io(nix::errno::Errno),
 }
 
-/// Header slots kept on the stack (more come from the heap).
-const STACK_HEADERS: usize = 128;
-
 /// Methods lbaws knows (RFC 9110 9 and PATCH); others get 501.
 pub const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -131,16 +128,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Refusal> {
         .count();
     // Uninitialised slots: only the headers present are ever written, so a
     // worker does not dirty pages for a hundred empty ones.
-    // On the stack for the usual limit, on the heap beyond it.
-    let mut on_stack =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-    let mut on_heap = Vec::new();
-    let slots = if limits.max_headers <= STACK_HEADERS {
-        &mut on_stack[..limits.max_headers]
-    } else {
-        on_heap.reserve_exact(limits.max_headers);
-        &mut on_heap.spare_capacity_mut()[..limits.max_headers]
-    };
+    // Uninitialised: only the slots of headers present are ever written.
+    let mut slots = Vec::with_capacity(limits.max_headers);
+    let slots = &mut slots.spare_capacity_mut()[..limits.max_headers];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(&buf[skip..], slots) {
         Ok(httparse::Status::Partial) => return Ok(None),

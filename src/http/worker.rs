@@ -32,12 +32,32 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
 
     let mut conn = Conn::new(fd, stop);
     let started = Instant::now();
-    let limits = &cfg.limits;
     let mut served: u64 = 0;
     loop {
+        // Each request's allocations go back to the worker's arena after it.
+        crate::alloc::mark();
+        let step = one_request(&mut conn, peer, cfg, started, &mut served);
+        crate::alloc::release();
+        if let Some(code) = step {
+            return code;
+        }
+    }
+}
+
+/// Wait for, read and answer one request; `Some(exit code)` ends the worker.
+fn one_request(
+    conn: &mut Conn<'_>,
+    peer: Peer,
+    cfg: &Config,
+    started: Instant,
+    served: &mut u64,
+) -> Option<i32> {
+    let limits = &cfg.limits;
+    let served_before = *served;
+    {
         // Wait for the first byte: the first request has header_timeout from
         // the connection's start, later ones keepalive_timeout of idleness.
-        let idle_deadline = if served == 0 {
+        let idle_deadline = if served_before == 0 {
             started + limits.header_timeout
         } else {
             Instant::now() + limits.keepalive_timeout
@@ -49,22 +69,25 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
         match arrived {
             Ok(0) => {
                 if conn.wait_readable(idle_deadline, true).is_err() {
-                    return EXIT_OK; // idle timeout, stop, or closed: close quietly
+                    return Some(EXIT_OK); // idle timeout, stop, or closed: close quietly
                 }
             }
             Ok(_) => {}
-            Err(_) => return EXIT_OK,
+            Err(_) => return Some(EXIT_OK),
         }
-        let head_deadline =
-            if served == 0 { started } else { Instant::now() } + limits.header_timeout;
-        let req = match request::read(&mut conn, limits, head_deadline) {
+        let head_deadline = if served_before == 0 {
+            started
+        } else {
+            Instant::now()
+        } + limits.header_timeout;
+        let req = match request::read(conn, limits, head_deadline) {
             Ok(r) => r,
-            Err(Refusal::Quiet) | Err(Refusal::Stopping) => return EXIT_OK,
-            Err(Refusal::Io(e)) => return io_exit(e),
+            Err(Refusal::Quiet) | Err(Refusal::Stopping) => return Some(EXIT_OK),
+            Err(Refusal::Io(e)) => return Some(io_exit(e)),
             Err(Refusal::Status(status)) => {
                 crate::debug!("{peer}: request refused with {status}");
                 let sent = response::error(
-                    &conn,
+                    conn,
                     status,
                     cfg.server.server_header,
                     false,
@@ -72,11 +95,11 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
                 );
                 log_access(peer, None, sent.unwrap_or_default());
                 conn.close_gracefully();
-                return EXIT_OK;
+                return Some(EXIT_OK);
             }
         };
         conn.consume(req.head_len);
-        served += 1;
+        *served += 1;
 
         // Body first: it must be off the connection before the next request.
         // A CGI script gets it (decoded) in a memfd; anything else drops it.
@@ -88,7 +111,7 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
         if req.framing != Framing::None {
             if req.expect_continue {
                 if let Err(e) = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", false) {
-                    return io_exit(e);
+                    return Some(io_exit(e));
                 }
             }
             let deadline = Instant::now() + limits.body_timeout;
@@ -100,7 +123,7 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
                     Ok(fd) => Some(fd),
                     Err(e) => {
                         crate::error!("memfd_create: {e}");
-                        return EXIT_IOERR;
+                        return Some(EXIT_IOERR);
                     }
                 }
             } else {
@@ -111,7 +134,7 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
                 None => true,
             };
             let read = body::read(
-                &mut conn,
+                conn,
                 req.framing,
                 limits.max_body_bytes,
                 deadline,
@@ -123,10 +146,10 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
             }
             if let Err(e) = read {
                 let Some(status) = e.status().or((e == body::BodyErr::Sink).then_some(500)) else {
-                    return EXIT_OK;
+                    return Some(EXIT_OK);
                 };
                 let sent = response::error(
-                    &conn,
+                    conn,
                     status,
                     cfg.server.server_header,
                     req.is_head(),
@@ -134,11 +157,11 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
                 );
                 log_access(peer, Some(&req), sent.unwrap_or_default());
                 conn.close_gracefully();
-                return EXIT_OK;
+                return Some(EXIT_OK);
             }
         }
 
-        let keep = req.keep_alive && !conn.stopping && served < limits.max_requests_per_connection;
+        let keep = req.keep_alive && !conn.stopping && *served < limits.max_requests_per_connection;
         let persist = if keep {
             Persist::KeepAlive {
                 http10: req.version == 0,
@@ -146,20 +169,21 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
         } else {
             Persist::Close
         };
-        let result = respond(&conn, &req, cfg, persist, peer, body_fd);
+        let result = respond(conn, &req, cfg, persist, peer, body_fd);
         let close = match result {
             Ok((sent, close)) => {
                 log_access(peer, Some(&req), sent);
                 close
             }
-            Err(e) => return io_exit(e),
+            Err(e) => return Some(io_exit(e)),
         };
         if !keep || close {
             if conn.has_pending_input() {
                 conn.close_gracefully();
             }
-            return EXIT_OK;
+            return Some(EXIT_OK);
         }
+        None
     }
 }
 

@@ -1,0 +1,334 @@
+//! The memory allocator: glibc's malloc in the supervisor, a bump arena in
+//! each worker.
+//!
+//! Why: a worker is a copy-on-write image of the supervisor. With malloc, its
+//! small allocations land in the free chunks the supervisor left scattered
+//! over its heap, and every page such a chunk sits on is copied (a page fault
+//! and 4 KiB each) the first time the worker writes there: six or more pages
+//! per worker for a couple of kilobytes of data. In a worker, allocations are
+//! instead carved one after the other out of a fresh anonymous mapping, so a
+//! request's few kilobytes dirty one or two pages, and nothing of the
+//! supervisor's heap is touched.
+//!
+//! The arena is a stack: freeing the most recent allocation gives its space
+//! back (and `realloc` of it grows in place), other frees are deferred. Each
+//! request is bracketed by [`mark`] and [`release`]: when everything
+//! allocated since the mark has been freed, the arena winds back to it, so a
+//! keep-alive worker serving a thousand requests reuses the same pages.
+//! When the arena is full, allocation falls back to malloc.
+//!
+//! Only a forked worker (single-threaded by construction) ever switches to
+//! the arena; until [`enter_worker`] every call goes straight to the system
+//! allocator, which keeps the allocator sound in multi-threaded unit tests.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, UnsafeCell};
+
+/// Address space reserved for a worker's arena (pages are only used when touched).
+const ARENA_SIZE: usize = 64 << 20;
+
+pub struct Allocator;
+
+struct Arena {
+    start: usize,
+    end: usize,
+    /// Next free byte.
+    next: usize,
+    /// Where the current request began, and how many of the arena
+    /// allocations made since then are still live.
+    mark: usize,
+    live_since_mark: usize,
+}
+
+// Thread-local, not static: the thread's TLS block is written by fork anyway
+// (the new thread id), so keeping the arena's state there dirties no page of
+// the executable's data in the worker. Const-initialised, no destructor: safe
+// to use from inside the allocator.
+thread_local! {
+    static IN_WORKER: Cell<bool> = const { Cell::new(false) };
+    static ARENA: UnsafeCell<Arena> = const {
+        UnsafeCell::new(Arena { start: 0, end: 0, next: 0, mark: 0, live_since_mark: 0 })
+    };
+}
+
+fn in_worker() -> bool {
+    IN_WORKER.with(Cell::get)
+}
+
+/// Run `f` on the arena. Only called in a worker, which has one thread, and
+/// never re-entered (the arena itself allocates nothing).
+fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
+    // SAFETY: see above: one thread, no reentrancy, no reference escapes `f`.
+    ARENA.with(|a| f(unsafe { &mut *a.get() }))
+}
+
+/// In a freshly forked worker: serve allocations from a new arena.
+pub fn enter_worker() {
+    // SAFETY: a private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ARENA_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return; // stay on malloc
+    }
+    with_arena(|a| {
+        a.start = p as usize;
+        a.end = a.start + ARENA_SIZE;
+        a.next = a.start;
+        a.mark = a.start;
+        a.live_since_mark = 0;
+    });
+    IN_WORKER.with(|w| w.set(true));
+}
+
+/// Where a request begins (see [`release`]).
+pub fn mark() {
+    if in_worker() {
+        with_arena(|a| {
+            a.mark = a.next;
+            a.live_since_mark = 0;
+        });
+    }
+}
+
+/// Where a request ends: give back everything allocated since [`mark`], if all
+/// of it has been freed.
+pub fn release() {
+    if in_worker() {
+        with_arena(|a| {
+            if a.live_since_mark == 0 {
+                a.next = a.mark;
+            }
+        });
+    }
+}
+
+impl Arena {
+    fn owns(&self, p: usize) -> bool {
+        p >= self.start && p < self.end
+    }
+
+    fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        let p = (self.next + layout.align() - 1) & !(layout.align() - 1);
+        match p.checked_add(layout.size()) {
+            Some(e) if e <= self.end => {
+                self.next = e;
+                if p >= self.mark {
+                    self.live_since_mark += 1;
+                }
+                p as *mut u8
+            }
+            _ => std::ptr::null_mut(),
+        }
+    }
+
+    /// Free an arena allocation (always succeeds: returns true).
+    fn free(&mut self, p: usize, size: usize) -> bool {
+        if p >= self.mark {
+            self.live_since_mark = self.live_since_mark.saturating_sub(1);
+        }
+        if p + size == self.next && p >= self.mark {
+            self.next = p; // the most recent allocation: take it back now
+        }
+        true
+    }
+}
+
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if in_worker() {
+            let p = with_arena(|a| a.alloc(layout));
+            if !p.is_null() {
+                return p;
+            }
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if in_worker()
+            && with_arena(|a| a.owns(ptr as usize) && a.free(ptr as usize, layout.size()))
+        {
+            return;
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = ptr as usize;
+        if in_worker() && with_arena(|a| a.owns(p)) {
+            // The most recent allocation grows or shrinks where it is.
+            let in_place = with_arena(|a| {
+                let fits = p + layout.size() == a.next && p >= a.mark && p + new_size <= a.end;
+                if fits {
+                    a.next = p + new_size;
+                }
+                fits
+            });
+            if in_place {
+                return ptr;
+            }
+            // SAFETY: the layout is valid (same align, non-zero size by contract).
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            let q = unsafe { self.alloc(new_layout) };
+            if !q.is_null() {
+                unsafe { std::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size)) };
+                unsafe { self.dealloc(ptr, layout) };
+            }
+            return q;
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// A fixed-capacity table in memory that forked children do not inherit
+/// (`MADV_DONTFORK`): for what only the supervisor uses and writes on every
+/// connection (the worker table, the poll set). Not inherited means not
+/// shared copy-on-write, so writing it after a fork copies no page, and the
+/// worker's memory holds no stale copy of it.
+pub struct SupervisorTable<T: Copy> {
+    ptr: *mut T,
+    cap: usize,
+    len: usize,
+    bytes: usize,
+}
+
+impl<T: Copy> SupervisorTable<T> {
+    pub fn with_capacity(cap: usize) -> SupervisorTable<T> {
+        let page = 4096;
+        let bytes = (cap.max(1) * std::mem::size_of::<T>()).div_ceil(page) * page;
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(p != libc::MAP_FAILED, "mmap of {bytes} bytes failed");
+        // SAFETY: advice on our own mapping; on failure it is merely inherited.
+        unsafe { libc::madvise(p, bytes, libc::MADV_DONTFORK) };
+        SupervisorTable {
+            ptr: p.cast(),
+            cap: bytes / std::mem::size_of::<T>().max(1),
+            len: 0,
+            bytes,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: the first `len` elements are initialised.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Append; `false` when full.
+    pub fn push(&mut self, v: T) -> bool {
+        if self.len == self.cap {
+            return false;
+        }
+        // SAFETY: within the mapping.
+        unsafe { self.ptr.add(self.len).write(v) };
+        self.len += 1;
+        true
+    }
+
+    pub fn swap_remove(&mut self, i: usize) -> T {
+        let s = self.as_mut_slice();
+        let last = s.len() - 1;
+        s.swap(i, last);
+        self.len -= 1;
+        // SAFETY: index `len` was initialised a moment ago.
+        unsafe { self.ptr.add(self.len).read() }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl<T: Copy> Drop for SupervisorTable<T> {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referenced.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arena's bookkeeping, on an arena of its own (the global one is
+    /// only switched on in a forked worker).
+    #[test]
+    fn stack_discipline_and_marks() {
+        let mut buf = vec![0u8; 4096];
+        let start = buf.as_mut_ptr() as usize;
+        let mut a = Arena {
+            start,
+            end: start + 4096,
+            next: start,
+            mark: start,
+            live_since_mark: 0,
+        };
+        let l = |n| Layout::from_size_align(n, 8).unwrap();
+        let conn = a.alloc(l(100)) as usize; // lives across requests
+        a.mark = a.next;
+        a.live_since_mark = 0;
+        let x = a.alloc(l(64)) as usize;
+        let y = a.alloc(l(64)) as usize;
+        assert_eq!(y, x + 64);
+        a.free(x, 64); // not the last: deferred
+        assert_eq!(a.next, y + 64);
+        a.free(y, 64); // the last: given back
+        assert_eq!(a.next, y);
+        assert_eq!(a.live_since_mark, 0);
+        a.next = a.mark; // release()
+        assert_eq!(
+            a.alloc(l(8)) as usize,
+            x,
+            "the next request reuses the same memory"
+        );
+        assert!(conn < x);
+        assert!(a.alloc(l(8192)).is_null(), "full: fall back to malloc");
+    }
+
+    #[test]
+    fn supervisor_table() {
+        let mut t: SupervisorTable<(u32, u64)> = SupervisorTable::with_capacity(3);
+        assert!(t.capacity() >= 3);
+        for i in 0..3 {
+            assert!(t.push((i, 10 * i as u64)));
+        }
+        assert_eq!(t.swap_remove(0), (0, 0));
+        assert_eq!(t.as_slice(), &[(2, 20), (1, 10)]);
+        t.clear();
+        assert!(t.is_empty());
+    }
+}
