@@ -533,9 +533,9 @@ type Invalid = (Range<usize>, String);
 fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let user = match &raw.server.user {
         None => None,
-        Some(u) => match nix::unistd::User::from_name(u.get_ref()) {
-            Ok(Some(pw)) => Some((pw.name, pw.uid.as_raw(), pw.gid.as_raw())),
-            _ => return Err((u.span(), format!("unknown user {:?}", u.get_ref()))),
+        Some(u) => match crate::users::user(u.get_ref()) {
+            Some((uid, gid)) => Some((u.get_ref().clone(), uid, gid)),
+            None => return Err((u.span(), format!("unknown user {:?}", u.get_ref()))),
         },
     };
     let group = match &raw.server.group {
@@ -595,9 +595,9 @@ fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         };
         let owner = match &l.owner {
             None => None,
-            Some(u) => match nix::unistd::User::from_name(u.get_ref()) {
-                Ok(Some(pw)) => Some(pw.uid.as_raw()),
-                _ => return Err((u.span(), format!("unknown user {:?}", u.get_ref()))),
+            Some(u) => match crate::users::user(u.get_ref()) {
+                Some((uid, _)) => Some(uid),
+                None => return Err((u.span(), format!("unknown user {:?}", u.get_ref()))),
             },
         };
         let group = match &l.group {
@@ -863,10 +863,8 @@ fn static_route(st: &RawStatic) -> Result<StaticRoute, Invalid> {
 }
 
 fn lookup_group(g: &Spanned<String>) -> Result<u32, Invalid> {
-    match nix::unistd::Group::from_name(g.get_ref()) {
-        Ok(Some(gr)) => Ok(gr.gid.as_raw()),
-        _ => Err((g.span(), format!("unknown group {:?}", g.get_ref()))),
-    }
+    crate::users::group(g.get_ref())
+        .ok_or_else(|| (g.span(), format!("unknown group {:?}", g.get_ref())))
 }
 
 #[cfg(test)]

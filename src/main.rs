@@ -11,7 +11,7 @@
 //!
 //! Layering (imports point down): `main` -> `supervisor` -> `child` ->
 //! `http::{worker, request, response}` -> leaves `config`, `listen`, `signals`,
-//! `notify`, `log`, `cli`, `alloc`.
+//! `notify`, `log`, `cli`, `alloc`, `users`.
 //!
 //! Exit codes of the `lbaws` process: 0 stopped normally or `check` passed;
 //! 64 usage error; 71 cannot set up (bind, socket, signals, privileges, daemon);
@@ -27,6 +27,7 @@ mod log;
 mod notify;
 mod signals;
 mod supervisor;
+mod users;
 
 use config::Config;
 use std::path::Path;

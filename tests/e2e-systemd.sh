@@ -142,7 +142,7 @@ else
 	export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 	command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet || die "cannot install cargo-deb"
 	say "== cargo deb"
-	cargo deb >"$work/cargo-deb.log" 2>&1 || { cat "$work/cargo-deb.log"; die "cargo deb failed"; }
+	cargo deb --target x86_64-unknown-linux-gnu >"$work/cargo-deb.log" 2>&1 || { cat "$work/cargo-deb.log"; die "cargo deb failed"; }
 	deb=$(tail -n 1 "$work/cargo-deb.log")
 fi
 [ -f "$deb" ] || die "no package at $deb"

@@ -43,7 +43,8 @@ trap 'rm -rf "$work"' EXIT
 
 # --- build -------------------------------------------------------------------
 echo "== cargo deb"
-cargo deb 2>&1 | tee "$work/cargo-deb.log" | tail -n 3
+# The target named as in .cargo/config.toml, so cargo-deb finds the static build.
+cargo deb --target x86_64-unknown-linux-gnu 2>&1 | tee "$work/cargo-deb.log" | tail -n 3
 deb=$(tail -n 1 "$work/cargo-deb.log")
 if [ -f "$deb" ]; then ok "built $deb"; else bad "cargo deb produced no package"; exit 1; fi
 dpkg-deb -x "$deb" "$work/root"
