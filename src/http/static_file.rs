@@ -26,7 +26,14 @@ pub struct Ctx<'c, 'a> {
     pub req: &'c Request,
     pub server_header: bool,
     pub persist: Persist,
+    pub roots: &'c RootCache,
 }
+
+/// The roots a worker has opened, kept for the rest of its connection: a
+/// keep-alive connection's later requests skip opening (and closing) the root
+/// directory. Fixed size, so it allocates nothing.
+#[derive(Default)]
+pub struct RootCache(std::cell::RefCell<[Option<(usize, OwnedFd)>; 4]>);
 
 impl Ctx<'_, '_> {
     fn head(&self, status: u16) -> Head {
@@ -54,15 +61,29 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     if !route.dotfiles && rel.split('/').any(|seg| seg.starts_with('.')) {
         return cx.error(403);
     }
-    let root = match nix::fcntl::open(
-        &route.root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(e) => {
-            crate::error!("static root {}: {e}", route.root.display());
-            return cx.error(404);
+    let mut slots = cx.roots.0.borrow_mut();
+    let key = route as *const StaticRoute as usize;
+    let uncached;
+    let root: &OwnedFd = match slots.iter().position(|s| s.as_ref().is_some_and(|(k, _)| *k == key)) {
+        Some(i) => &slots[i].as_ref().expect("found").1,
+        None => {
+            let fd = match nix::fcntl::open(&route.root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    crate::error!("static root {}: {e}", route.root.display());
+                    return cx.error(404);
+                }
+            };
+            match slots.iter().position(Option::is_none) {
+                Some(i) => {
+                    slots[i] = Some((key, fd));
+                    &slots[i].as_ref().expect("just stored").1
+                }
+                None => {
+                    uncached = fd;
+                    &uncached
+                }
+            }
         }
     };
     let target = if rel.is_empty() {
@@ -70,14 +91,14 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     } else {
         rel.trim_end_matches('/')
     };
-    let fd = match open_beneath(&root, target) {
+    let fd = match open_beneath(root, target) {
         Ok(fd) => fd,
         Err(e) => return cx.error(open_status(e)),
     };
     let st = fstat(&fd)?;
     match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-        SFlag::S_IFREG => file(cx, route, &root, target, fd, &st),
-        SFlag::S_IFDIR => directory(cx, route, &root, target, fd),
+        SFlag::S_IFREG => file(cx, route, root, target, fd, &st),
+        SFlag::S_IFDIR => directory(cx, route, root, target, fd),
         _ => cx.error(403),
     }
 }

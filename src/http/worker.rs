@@ -14,7 +14,7 @@ use super::cgi::{self, CgiRequest, Outcome};
 use super::conn::Conn;
 use super::request::{self, Framing, Refusal, Request};
 use super::response::{self, Head, Persist, Sent};
-use super::static_file::{self, Ctx};
+use super::static_file::{self, Ctx, RootCache};
 use super::{EXIT_IOERR, EXIT_OK};
 use crate::config::{Action, Config, Route};
 use crate::listen::Peer;
@@ -33,10 +33,11 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
     let mut conn = Conn::new(fd, stop);
     let started = Instant::now();
     let mut served: u64 = 0;
+    let roots = RootCache::default();
     loop {
         // Each request's allocations go back to the worker's arena after it.
         crate::alloc::mark();
-        let step = one_request(&mut conn, peer, cfg, started, &mut served);
+        let step = one_request(&mut conn, peer, cfg, started, &mut served, &roots);
         crate::alloc::release();
         if let Some(code) = step {
             return code;
@@ -51,6 +52,7 @@ fn one_request(
     cfg: &Config,
     started: Instant,
     served: &mut u64,
+    roots: &RootCache,
 ) -> Option<i32> {
     let limits = &cfg.limits;
     let served_before = *served;
@@ -62,9 +64,13 @@ fn one_request(
         } else {
             Instant::now() + limits.keepalive_timeout
         };
-        let arrived = match conn.buffered().is_empty() {
-            true => conn.read_available(),
-            false => Ok(1),
+        // A new connection's request is usually there already: try to read it
+        // before polling. Between keep-alive requests the next one comes only
+        // after our response, so poll straight away.
+        let arrived = match (conn.buffered().is_empty(), served_before) {
+            (false, _) => Ok(1),
+            (true, 0) => conn.read_available(),
+            (true, _) => Ok(0),
         };
         match arrived {
             Ok(0) => {
@@ -169,7 +175,7 @@ fn one_request(
         } else {
             Persist::Close
         };
-        let result = respond(conn, &req, cfg, persist, peer, body_fd);
+        let result = respond(conn, &req, cfg, persist, peer, body_fd, roots);
         let close = match result {
             Ok((sent, close)) => {
                 log_access(peer, Some(&req), sent);
@@ -196,6 +202,7 @@ fn respond(
     persist: Persist,
     peer: Peer,
     body: Option<(OwnedFd, u64)>,
+    roots: &RootCache,
 ) -> Result<(Sent, bool), Errno> {
     let mut body = body;
     let mut redirected: Option<Request> = None;
@@ -232,7 +239,7 @@ fn respond(
                 }
             }
         }
-        return answer(conn, r, cfg, persist).map(|s| (s, false));
+        return answer(conn, r, cfg, persist, roots).map(|s| (s, false));
     }
     crate::error!("{}: more than 10 CGI local redirects", req.target);
     response::error(conn, 500, cfg.server.server_header, req.is_head(), persist).map(|s| (s, false))
@@ -284,7 +291,7 @@ fn write_fully(fd: &OwnedFd, mut data: &[u8]) -> bool {
 }
 
 /// Answer a request with a route other than CGI.
-fn answer(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist) -> Result<Sent, Errno> {
+fn answer(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist, roots: &RootCache) -> Result<Sent, Errno> {
     let sh = cfg.server.server_header;
     if req.path == "*" {
         // OPTIONS *: what the server supports in general.
@@ -330,6 +337,7 @@ fn answer(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist) -> Res
                 req,
                 server_header: sh,
                 persist,
+                roots,
             };
             static_file::serve(&cx, st, below_prefix(route, &req.path))
         }
