@@ -29,7 +29,7 @@ fn activate(port: u16, fdname: &str, config: &str) -> Daemon {
     let addr: std::net::SocketAddr = listen.parse().unwrap();
     assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
     d.wait_log("info: ready:");
-    assert!(wait_for(DEADLINE, || d.children().is_empty()));
+    d.wait_no_workers();
     d
 }
 

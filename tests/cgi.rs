@@ -481,11 +481,7 @@ fn client_disconnect_kills_and_reaps_the_script() {
         wait_for(DEADLINE, || !process_with(&marker)),
         "script left running"
     );
-    assert!(
-        wait_for(DEADLINE, || d.children().is_empty()),
-        "worker left: {:?}",
-        d.children()
-    );
+    d.wait_no_workers();
 }
 
 #[test]
@@ -503,11 +499,7 @@ fn two_hundred_concurrent_cgi_requests_leave_nothing_behind() {
     for t in threads {
         assert_eq!(t.join().unwrap(), (200, "one\ntwo\n".to_string()));
     }
-    assert!(
-        wait_for(DEADLINE, || d.children().is_empty()),
-        "workers left: {:?}",
-        d.children()
-    );
+    d.wait_no_workers();
     // No zombie and no orphan: nothing whose parent was a worker survives, and
     // no stream.sh is running anywhere.
     assert!(!process_with(

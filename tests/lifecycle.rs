@@ -130,7 +130,7 @@ fn reload_applies_good_config_and_keeps_old_on_error() {
     assert_eq!(get(addr, "/").body_str(), "one");
 
     // A connection in flight while the config changes finishes on the old one.
-    assert!(wait_for(DEADLINE, || d.children().is_empty()));
+    d.wait_no_workers();
     let mut inflight = connect(addr);
     d.wait_children(1);
 

@@ -64,11 +64,7 @@ fn fork_failure_answers_503_and_recovers_as_unprivileged_user() {
     assert!(d.alive());
 
     drop(held);
-    assert!(
-        wait_for(DEADLINE, || d.children().is_empty()),
-        "{:?}",
-        d.children()
-    );
+    d.wait_no_workers();
     assert_eq!(get(addr, "/").status, 200);
     assert!(d.alive());
 }

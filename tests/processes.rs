@@ -35,11 +35,7 @@ fn many_simultaneous_clients_leave_no_zombie() {
         assert_eq!(r.body_str(), "Hello, World!\n");
     }
     // Every worker is reaped: no child left, zombie or not.
-    assert!(
-        wait_for(DEADLINE, || d.children().is_empty()),
-        "children left (Z = zombie): {:?}",
-        d.children()
-    );
+    d.wait_no_workers();
 }
 
 #[test]
@@ -53,11 +49,7 @@ fn sequential_connections_leak_no_descriptor_and_close_promptly() {
         let r = get(addr, "/");
         assert_eq!(r.status, 200);
     }
-    assert!(
-        wait_for(DEADLINE, || d.children().is_empty()),
-        "{:?}",
-        d.children()
-    );
+    d.wait_no_workers();
     assert_eq!(
         d.fd_count(),
         before,
@@ -79,7 +71,7 @@ fn sigchld_storm_is_harmless() {
     }
     assert!(d.alive(), "log:\n{}", d.logs());
     assert!(!d.logs().contains("error:"), "log:\n{}", d.logs());
-    assert!(wait_for(DEADLINE, || d.children().is_empty()));
+    d.wait_no_workers();
 }
 
 #[test]
@@ -97,11 +89,7 @@ fn low_nofile_limit_with_many_held_connections() {
     d.wait_children(300);
     assert!(d.alive());
     drop(held);
-    assert!(
-        wait_for(DEADLINE, || d.children().is_empty()),
-        "{:?}",
-        d.children()
-    );
+    d.wait_no_workers();
     assert_eq!(get(addr, "/").status, 200);
     assert!(d.alive());
 }
@@ -181,7 +169,7 @@ fn abnormal_worker_end_is_logged() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     d.wait_log(&format!("worker {pid} (peer 127.0.0.1:"));
     d.wait_log("killed by signal 9 (SIGKILL)");
-    assert!(wait_for(DEADLINE, || d.children().is_empty()));
+    d.wait_no_workers();
     assert_eq!(get(addr, "/").status, 200);
 }
 

@@ -32,7 +32,6 @@ pub struct Request {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Host from the target (absolute-form) or the Host header (validated;
     /// CGI's SERVER_NAME comes from it).
-    #[allow(dead_code)]
     pub host: Option<String>,
     pub framing: Framing,
     /// The client allows the connection to stay open.
@@ -56,17 +55,7 @@ impl Request {
 
     /// All values of a list header, split on commas, trimmed, lower-cased.
     pub fn tokens(&self, name: &str) -> Vec<String> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|t| !t.is_empty())
-            .collect()
+        tokens_of(&self.headers, name)
     }
 
     pub fn is_head(&self) -> bool {
@@ -202,16 +191,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Refusal> {
     };
 
     // Body framing.
-    let te: Vec<String> = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-        .flat_map(|(_, v)| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let te = tokens_of(&headers, "transfer-encoding");
     let has_te = count("transfer-encoding") > 0;
     let has_cl = count("content-length") > 0;
     if has_te && has_cl {
@@ -287,6 +267,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Refusal> {
     }))
 }
 
+/// The comma-separated values of every `name` header, trimmed, lower-cased,
+/// empty ones dropped.
 fn tokens_of(headers: &[(String, Vec<u8>)], name: &str) -> Vec<String> {
     headers
         .iter()
@@ -297,6 +279,7 @@ fn tokens_of(headers: &[(String, Vec<u8>)], name: &str) -> Vec<String> {
                 .map(|t| t.trim().to_ascii_lowercase())
                 .collect::<Vec<_>>()
         })
+        .filter(|t| !t.is_empty())
         .collect()
 }
 

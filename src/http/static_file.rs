@@ -64,10 +64,17 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     let mut slots = cx.roots.0.borrow_mut();
     let key = route as *const StaticRoute as usize;
     let uncached;
-    let root: &OwnedFd = match slots.iter().position(|s| s.as_ref().is_some_and(|(k, _)| *k == key)) {
+    let root: &OwnedFd = match slots
+        .iter()
+        .position(|s| s.as_ref().is_some_and(|(k, _)| *k == key))
+    {
         Some(i) => &slots[i].as_ref().expect("found").1,
         None => {
-            let fd = match nix::fcntl::open(&route.root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+            let fd = match nix::fcntl::open(
+                &route.root,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fd,
                 Err(e) => {
                     crate::error!("static root {}: {e}", route.root.display());

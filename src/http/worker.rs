@@ -291,7 +291,13 @@ fn write_fully(fd: &OwnedFd, mut data: &[u8]) -> bool {
 }
 
 /// Answer a request with a route other than CGI.
-fn answer(conn: &Conn<'_>, req: &Request, cfg: &Config, persist: Persist, roots: &RootCache) -> Result<Sent, Errno> {
+fn answer(
+    conn: &Conn<'_>,
+    req: &Request,
+    cfg: &Config,
+    persist: Persist,
+    roots: &RootCache,
+) -> Result<Sent, Errno> {
     let sh = cfg.server.server_header;
     if req.path == "*" {
         // OPTIONS *: what the server supports in general.

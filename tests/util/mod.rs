@@ -266,6 +266,18 @@ impl Daemon {
         }
     }
 
+    /// Wait until every worker has ended and been reaped (no child at all,
+    /// zombie or not); panics with the children and the log otherwise.
+    pub fn wait_no_workers(&self) {
+        if !wait_for(DEADLINE, || self.children().is_empty()) {
+            panic!(
+                "children left (Z = zombie): {:?}; log:\n{}",
+                self.children(),
+                self.logs()
+            );
+        }
+    }
+
     pub fn fd_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
             .unwrap()
