@@ -84,6 +84,21 @@ fi
 # --- systemd-analyze verify ----------------------------------------------------
 # verify checks that ExecStart= exists and that Documentation= man pages open:
 # point both at the unpacked package (nothing is installed on this machine).
+echo "== worker code layout"
+# build.rs lays the functions a worker runs (.cargo/worker-symbols.txt) at the
+# start of .text; a list gone stale (renamed functions, new dependencies)
+# silently loses that. Most names must be in the packaged binary, together.
+bin=target/x86_64-unknown-linux-gnu/release/lbaws   # the packaged one, before cargo-deb strips it
+listed=$(grep -vc '^#' .cargo/worker-symbols.txt)
+nm "$bin" | awk 'NR==FNR { if ($0 !~ /^#/) want[$0] = 1; next } ($3 in want) { print $1 }' .cargo/worker-symbols.txt - | sort > "$work/found"
+found=$(wc -l < "$work/found")
+span=$(( 0x$(tail -n 1 "$work/found") - 0x$(head -n 1 "$work/found") ))
+if [ $((found * 10)) -ge $((listed * 9)) ] && [ "$span" -lt $((512 * 1024)) ]; then
+	ok "worker code layout: $found of $listed listed functions, within $((span / 1024)) KiB"
+else
+	bad "worker code layout: $found of $listed listed functions found, spanning $((span / 1024)) KiB (run bench/order-symbols)"
+fi
+
 echo "== systemd-analyze verify"
 mkdir "$work/units"
 cp "$work/root/usr/lib/systemd/system/"* "$work/units/"
