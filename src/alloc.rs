@@ -64,16 +64,11 @@ fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
 
 /// In a freshly forked worker: serve allocations from a new arena.
 pub fn enter_worker() {
-    // SAFETY: a private anonymous mapping; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            ARENA_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
+    let reserved = RESERVED.load(std::sync::atomic::Ordering::Relaxed);
+    let p = if reserved != 0 {
+        reserved as *mut libc::c_void
+    } else {
+        map_arena()
     };
     if p == libc::MAP_FAILED {
         return; // stay on malloc
@@ -86,6 +81,34 @@ pub fn enter_worker() {
         a.live_since_mark = 0;
     });
     IN_WORKER.with(|w| w.set(true));
+}
+
+/// The arena's address space, reserved once by the supervisor (which never
+/// touches it) so that a worker need not map its own: inherited with no page
+/// in it, it costs a fork nothing, and each worker's writes land in pages of
+/// its own.
+static RESERVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// In the supervisor, before the first fork.
+pub fn reserve_worker_arena() {
+    let p = map_arena();
+    if p != libc::MAP_FAILED {
+        RESERVED.store(p as usize, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn map_arena() -> *mut libc::c_void {
+    // SAFETY: a private anonymous mapping; no existing memory is affected.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ARENA_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    }
 }
 
 /// Where a request begins (see [`release`]).

@@ -285,6 +285,21 @@ fn local_addr(fd: &OwnedFd) -> Option<ListenAddr> {
     None
 }
 
+/// `[limits] body_timeout` as the send timeout of every listener: accepted
+/// connections inherit SO_SNDTIMEO from their listener, which saves each
+/// worker a system call. Harmless on systemd's sockets (it only applies to
+/// sending). Called at start-up and after each reload.
+pub fn set_send_timeout(listeners: &[Listener], t: std::time::Duration) {
+    for l in listeners {
+        set_send_timeout_fd(&l.fd, t);
+    }
+}
+
+pub fn set_send_timeout_fd(fd: &OwnedFd, t: std::time::Duration) {
+    let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, t.subsec_micros() as i64);
+    let _ = socket::setsockopt(fd, sockopt::SendTimeout, &tv);
+}
+
 // ---------------------------------------------------------------------------
 // Peers of accepted connections
 

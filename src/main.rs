@@ -157,6 +157,8 @@ fn run(
         }
     };
     http::warm_up(&cfg);
+    alloc::reserve_worker_arena();
+    listen::set_send_timeout(&listeners, cfg.limits.body_timeout);
     let sup = supervisor::Supervisor::new(cfg, path, daemon, listeners, signal_fd, notifier);
     let code = sup.run();
     if let Some(p) = pid_file {
@@ -234,6 +236,7 @@ fn inetd(cfg: Config) -> ExitCode {
         return ExitCode::from(EX_OSERR);
     }
     let _ = signals::reset_in_child();
+    listen::set_send_timeout_fd(&conn, cfg.limits.body_timeout);
     let peer = listen::Peer::of(&conn);
     let code = http::worker::serve(&conn, peer, &cfg, None);
     drop(conn);

@@ -568,6 +568,7 @@ impl Supervisor {
                     crate::warn!("[server] user/group changes take effect at the next restart");
                 }
                 crate::log::configure(new.log.level, new.log.target, self.daemon);
+                listen::set_send_timeout(&self.listeners, new.limits.body_timeout);
                 if let Err(e) = crate::log::configure_access(&new.log.access) {
                     crate::error!("{e}; keeping the previous access log");
                 }

@@ -348,3 +348,32 @@ fn access_log_lines_and_reopen() {
             |s| s.contains("\"GET / HTTP/1.1\" 400") || s.contains("\"-\" 400")
         )));
 }
+
+#[test]
+fn a_client_that_stops_reading_does_not_hold_a_worker() {
+    // body_timeout is the send timeout too; workers inherit it from the listener.
+    let config = r#"
+[[listen]]
+address = "127.0.0.1:0"
+
+[limits]
+body_timeout = "300ms"
+
+[[route]]
+prefix = "/"
+static = { root = "{dir}/www" }
+"#;
+    let d = Daemon::with_config(config).start();
+    std::fs::create_dir_all(d.path("www")).unwrap();
+    // Far more than the socket buffers hold: the worker blocks in sendfile.
+    std::fs::File::create(d.path("www/huge.bin"))
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let mut c = Client::new(d.addr());
+    c.send(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    d.wait_children(1);
+    // Never read: the send times out and the worker ends, connection still open.
+    d.wait_no_workers();
+    drop(c);
+}

@@ -25,10 +25,9 @@ use std::time::Instant;
 
 /// Serve the connection; the result is the worker's exit code.
 pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>>) -> i32 {
-    // A client that stops reading cannot hold a worker for ever.
-    let t = cfg.limits.body_timeout;
-    let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, t.subsec_micros() as i64);
-    let _ = nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::SendTimeout, &tv);
+    // A client that stops reading cannot hold a worker for ever: the socket's
+    // SO_SNDTIMEO (body_timeout) came with it from the listener (set by
+    // listen::set_send_timeout; in --inetd mode, on the connection itself).
 
     let mut conn = Conn::new(fd, stop);
     let started = Instant::now();
