@@ -18,8 +18,10 @@
 //! 6. Every child is reaped; an abnormal end (signal, non-zero code) is logged
 //!    with pid, peer, age and cause.
 //! 7. Every fork copies this process, so the loop allocates nothing per
-//!    connection: the worker table is reserved up front, the poll set is reused,
-//!    and nothing is logged per connection (only failures and bursts).
+//!    connection and touches little: the worker table and the poll set are
+//!    fixed tables in memory the workers do not inherit (`MADV_DONTFORK`, see
+//!    `alloc::SupervisorTable`), and nothing is logged per connection (only
+//!    failures and bursts).
 //!
 //! Concurrency cap: at `max_connections` live workers the listeners leave the
 //! poll set and new connections wait in the kernel backlog; they come back as

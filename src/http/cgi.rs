@@ -286,7 +286,7 @@ fn environment(
         let translated = format!("{}{pi}", docroot.display());
         set("PATH_TRANSLATED", translated.as_bytes());
     }
-    let local = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(conn_fd(conn))
+    let local = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(conn.raw_fd())
         .ok()
         .map(|sa| Peer::from_storage(&sa));
     let (local_ip, local_port) = match local {
@@ -367,10 +367,6 @@ fn environment(
             cstring(&kv)
         })
         .collect()
-}
-
-fn conn_fd(conn: &Conn<'_>) -> i32 {
-    conn.raw_fd()
 }
 
 /// DOCUMENT_ROOT: the root of the static route serving "/", if there is one,
