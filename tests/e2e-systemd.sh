@@ -119,17 +119,8 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # --- tools ---------------------------------------------------------------------
-apt_install() {
-	local missing=() p
-	for p in "$@"; do
-		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-	done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	say "installing: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
-		{ apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
-}
+# shellcheck source=tests/lib.sh
+. tests/lib.sh   # the working directory is the repository here
 apt_install systemd-container debootstrap debian-archive-keyring util-linux procps ||
 	die "apt-get install systemd-container debootstrap failed"
 

@@ -19,17 +19,8 @@ fail=0
 ok() { pass=$((pass + 1)); echo "ok:   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 
-apt_install() {
-	local missing=()
-	for p in "$@"; do
-		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-	done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	echo "installing: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -q "${missing[@]}" >/dev/null ||
-		{ apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
-}
+# shellcheck source=tests/lib.sh
+. tests/lib.sh   # the working directory is the repository here
 
 apt_install lintian systemd man-db
 if ! command -v cargo-deb >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then

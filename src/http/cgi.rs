@@ -459,12 +459,9 @@ impl Running {
     /// Returns false on timeout.
     fn wait_out(&mut self, out: &OwnedFd, deadline: Instant) -> bool {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(ms) = super::conn::millis_until(deadline) else {
                 return false;
-            }
-            let ms = PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
-                .unwrap_or(PollTimeout::MAX);
+            };
             let mut fds = [
                 PollFd::new(out.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.err.as_fd(), PollFlags::POLLIN),

@@ -253,7 +253,7 @@ impl<'a> Conn<'a> {
 }
 
 /// Time left until `deadline` for poll, rounded up; `None` once it has passed.
-fn millis_until(deadline: Instant) -> Option<PollTimeout> {
+pub(super) fn millis_until(deadline: Instant) -> Option<PollTimeout> {
     let left = deadline.checked_duration_since(Instant::now())?;
     if left.is_zero() {
         return None;

@@ -213,7 +213,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Refusal> {
             .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         {
             for part in v.split(|&b| b == b',') {
-                let part = trim(part);
+                let part = part.trim_ascii();
                 if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                     return Err(bad);
                 }
@@ -281,18 +281,6 @@ fn tokens_of(headers: &[(String, Vec<u8>)], name: &str) -> Vec<String> {
         })
         .filter(|t| !t.is_empty())
         .collect()
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let s = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let e = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(s, |p| p + 1);
-    &b[s..e]
 }
 
 /// A Host value: reg-name, IPv4 or [IPv6], optional port; returned lower-cased.

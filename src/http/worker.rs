@@ -108,10 +108,8 @@ fn one_request(
 
         // Body first: it must be off the connection before the next request.
         // A CGI script gets it (decoded) in a memfd; anything else drops it.
-        let for_cgi = matches!(
-            cfg.route(&req.path).map(|r| &r.action),
-            Some(Action::Cgi(_))
-        );
+        let route = cfg.route(&req.path);
+        let for_cgi = matches!(route.map(|r| &r.action), Some(Action::Cgi(_)));
         let mut body_fd: Option<(OwnedFd, u64)> = None;
         if req.framing != Framing::None {
             if req.expect_continue {
@@ -174,7 +172,7 @@ fn one_request(
         } else {
             Persist::Close
         };
-        let result = respond(conn, &req, cfg, persist, peer, body_fd, roots);
+        let result = respond(conn, &req, route, cfg, persist, peer, body_fd, roots);
         let close = match result {
             Ok((sent, close)) => {
                 log_access(peer, Some(&req), sent);
@@ -194,9 +192,11 @@ fn one_request(
 
 /// Answer one request whose body has been read, following CGI local
 /// redirects (at most 10). The flag says the connection must close.
+#[allow(clippy::too_many_arguments)]
 fn respond(
     conn: &Conn<'_>,
     req: &Request,
+    route: Option<&Route>,
     cfg: &Config,
     persist: Persist,
     peer: Peer,
@@ -205,12 +205,13 @@ fn respond(
 ) -> Result<(Sent, bool), Errno> {
     let mut body = body;
     let mut redirected: Option<Request> = None;
+    let mut route = route;
     for _ in 0..10 {
         let r = redirected.as_ref().unwrap_or(req);
         if let Some(Route {
             prefix,
             action: Action::Cgi(cgi_route),
-        }) = cfg.route(&r.path)
+        }) = route
         {
             let cx = CgiRequest {
                 req: r,
@@ -222,7 +223,10 @@ fn respond(
                 Outcome::Sent { sent, close } => return Ok((sent, close)),
                 Outcome::Redirect(location) => {
                     match local_request(req, &location) {
-                        Some(next) => redirected = Some(next),
+                        Some(next) => {
+                            route = cfg.route(&next.path);
+                            redirected = Some(next);
+                        }
                         None => {
                             return response::error(
                                 conn,
@@ -238,7 +242,7 @@ fn respond(
                 }
             }
         }
-        return answer(conn, r, cfg, persist, roots).map(|s| (s, false));
+        return answer(conn, r, route, cfg, persist, roots).map(|s| (s, false));
     }
     crate::error!("{}: more than 10 CGI local redirects", req.target);
     response::error(conn, 500, cfg.server.server_header, req.is_head(), persist).map(|s| (s, false))
@@ -293,6 +297,7 @@ fn write_fully(fd: &OwnedFd, mut data: &[u8]) -> bool {
 fn answer(
     conn: &Conn<'_>,
     req: &Request,
+    route: Option<&Route>,
     cfg: &Config,
     persist: Persist,
     roots: &RootCache,
@@ -304,7 +309,7 @@ fn answer(
         h.header("Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
         return response::send(conn, h, "", b"", true, persist);
     }
-    let Some(route) = cfg.route(&req.path) else {
+    let Some(route) = route else {
         return response::error(conn, 404, sh, req.is_head(), persist);
     };
     match &route.action {
