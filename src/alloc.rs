@@ -294,6 +294,15 @@ impl<T: Copy> SupervisorTable<T> {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+
+    /// The whole capacity past the initialised elements, to be written
+    /// (e.g. by `recv`) before it is read.
+    pub fn spare(&mut self) -> &mut [std::mem::MaybeUninit<T>] {
+        // SAFETY: within the mapping; MaybeUninit makes no claim about contents.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(self.len).cast(), self.cap - self.len)
+        }
+    }
 }
 
 impl<T: Copy> Drop for SupervisorTable<T> {

@@ -1,49 +1,59 @@
 //! What happens in a worker between `fork()` and `_exit()`.
 //!
 //! Invariant 2: the child closes every descriptor of the supervisor's that it
-//! does not need (the listeners, the signalfd, the stop pipe's write end), gives every signal its
-//! default disposition and an empty mask, serves its one connection, and
-//! leaves through `_exit` with a documented code ([`crate::http`]). It never
-//! returns into the supervisor's loop, not even on a panic, and runs no exit
-//! handlers or destructors of the parent's state (nothing may unlink a Unix
-//! socket or flush a buffer that belongs to the supervisor).
+//! does not need (the listeners, the signalfd, the stop pipe's write end, the
+//! supervisor's ends of the gate's channels and of the park channel), gives
+//! every signal its default disposition and an empty mask, serves its one
+//! connection, and leaves through `_exit` with a documented code
+//! ([`crate::http`]). It never returns into the supervisor's loop, not even
+//! on a panic, and runs no exit handlers or destructors of the parent's state
+//! (nothing may unlink a Unix socket or flush a buffer that belongs to the
+//! supervisor). It keeps the stop pipe's read end, which it watches while
+//! idle, and the park channel, on which it may hand its connection back.
 
 use crate::config::Config;
+use crate::handoff::Meta;
 use crate::http::{self, worker};
-use crate::listen::{Listener, Peer};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
-/// The supervisor's descriptors a worker must not keep.
+/// What a worker gets of the supervisor's descriptors and state.
 pub struct Inherited<'a> {
-    pub listeners: &'a [Listener],
-    pub signal_fd: RawFd,
-    /// The write end of the stop pipe: a worker holding it would keep the pipe
-    /// from ever reporting the supervisor's stop.
-    pub stop_writer: Option<RawFd>,
-    /// The read end, which the worker watches while idle.
+    /// Descriptors to close at once (listed by the supervisor in advance, so
+    /// that forking allocates nothing).
+    pub close: &'a [RawFd],
+    /// The stop pipe's read end, watched while idle.
     pub stop_reader: RawFd,
+    /// The park channel, when the connection may be handed back while idle.
+    pub park: Option<RawFd>,
+    /// The supervisor is stopping: answer with `Connection: close`.
+    pub stopping: bool,
 }
 
 /// Run a worker for `conn`; never returns.
-pub fn run(conn: OwnedFd, peer: Peer, cfg: &Config, inherited: Inherited<'_>) -> ! {
-    for l in inherited.listeners {
+pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited<'_>) -> ! {
+    for &fd in inherited.close {
         // SAFETY: the child's copies; the supervisor keeps its own.
-        unsafe { libc::close(l.fd.as_raw_fd()) };
+        unsafe { libc::close(fd) };
     }
-    unsafe { libc::close(inherited.signal_fd) };
-    if let Some(w) = inherited.stop_writer {
-        unsafe { libc::close(w) };
-    }
-    // SAFETY: the read end stays open for the whole life of this process.
-    let stop = unsafe { std::os::fd::BorrowedFd::borrow_raw(inherited.stop_reader) };
+    // SAFETY: these stay open for the whole life of this process.
+    let stop = unsafe { BorrowedFd::borrow_raw(inherited.stop_reader) };
+    let park = inherited
+        .park
+        .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
     if crate::signals::reset_in_child().is_err() {
         exit(http::EXIT_OSERR);
     }
     // From here on, allocations come from a fresh arena, not from the
     // supervisor's (copy-on-write) heap.
     crate::alloc::enter_worker();
+    let ctx = worker::Ctx {
+        stop: Some(stop),
+        park,
+        served: meta.served,
+        stopping: inherited.stopping,
+    };
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        worker::serve(&conn, peer, cfg, Some(stop))
+        worker::serve(&conn, meta.peer, cfg, ctx)
     }))
     .unwrap_or(http::EXIT_SOFTWARE);
     drop(conn);

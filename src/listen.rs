@@ -14,7 +14,7 @@ use nix::sys::socket::{
     self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage,
 };
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 pub struct Listener {
@@ -285,26 +285,40 @@ fn local_addr(fd: &OwnedFd) -> Option<ListenAddr> {
     None
 }
 
-/// `[limits] body_timeout` as the send timeout of every listener: accepted
-/// connections inherit SO_SNDTIMEO from their listener, which saves each
-/// worker a system call. Harmless on systemd's sockets (it only applies to
-/// sending). Called at start-up and after each reload.
-pub fn set_send_timeout(listeners: &[Listener], t: std::time::Duration) {
+/// How often a blocked send returns to the worker, which then checks its
+/// deadlines (`body_timeout` between progress, `min_send_rate`): the
+/// `SO_SNDTIMEO` of every connection.
+pub const SEND_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Socket options accepted connections inherit from their listener, set at
+/// start-up and after each reload (on systemd's sockets too; they only
+/// concern accepting and sending):
+/// - `SO_SNDTIMEO` = [`SEND_TICK`], which saves every worker a system call;
+/// - `TCP_DEFER_ACCEPT` = `header_timeout`: the kernel hands over a TCP
+///   connection only once its client has sent something (or after about that
+///   long), so a silent connection costs not even a descriptor until then.
+pub fn tune(listeners: &[Listener], limits: &crate::config::Limits) {
+    let defer = limits.header_timeout.as_secs_f64().ceil().max(1.0) as u32;
     for l in listeners {
-        set_send_timeout_fd(&l.fd, t);
+        set_send_tick(&l.fd);
+        if matches!(l.local, ListenAddr::Tcp(_)) {
+            if let Err(e) = crate::sys::set_defer_accept(l.fd.as_fd(), defer) {
+                crate::warn!("{l}: cannot set TCP_DEFER_ACCEPT: {e}");
+            }
+        }
     }
 }
 
-pub fn set_send_timeout_fd(fd: &OwnedFd, t: std::time::Duration) {
-    let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, t.subsec_micros() as i64);
-    let _ = socket::setsockopt(fd, sockopt::SendTimeout, &tv);
+/// `SO_SNDTIMEO` = [`SEND_TICK`] on one socket (`--inetd`'s connection).
+pub fn set_send_tick(fd: &OwnedFd) {
+    let _ = crate::sys::set_timeout(fd.as_fd(), true, SEND_TICK);
 }
 
 // ---------------------------------------------------------------------------
 // Peers of accepted connections
 
 /// Who is on the other end of a connection (Unix peers have no useful address).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     Inet(SocketAddr),
     Unix,

@@ -3,15 +3,17 @@
 //! Start-up order, which the invariants depend on:
 //! 1. block the handled signals (before any fork or descriptor exists);
 //! 2. parse and validate the whole configuration (invariant 4);
-//! 3. take the listeners from systemd, or bind them all (a failure exits
-//!    before READY, naming the address and errno);
+//! 3. raise the soft `RLIMIT_NOFILE` to the hard limit (waiting connections
+//!    cost a descriptor each, in the gate); take the listeners from systemd,
+//!    or bind them all (a failure exits before READY, naming the address and
+//!    errno);
 //! 4. `--daemon`: detach; then drop privileges (`setgroups`, `setgid`, `setuid`);
-//! 5. open the signalfd and hand everything to the supervisor, which sends
-//!    READY=1 (invariant 5).
+//! 5. open the signalfd and hand everything to the supervisor, which starts
+//!    the gate and sends READY=1 (invariant 5).
 //!
-//! Layering (imports point down): `main` -> `supervisor` -> `child` ->
-//! `http::{worker, request, response}` -> leaves `config`, `listen`, `signals`,
-//! `notify`, `log`, `cli`, `alloc`, `users`.
+//! Layering (imports point down): `main` -> `supervisor` -> `gate`, `child` ->
+//! `http::{worker, request, response}` -> leaves `config`, `listen`, `handoff`,
+//! `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`.
 //!
 //! Exit codes of the `lbaws` process: 0 stopped normally or `check` passed;
 //! 64 usage error; 71 cannot set up (bind, socket, signals, privileges, daemon);
@@ -21,12 +23,15 @@ mod alloc;
 mod child;
 mod cli;
 mod config;
+mod gate;
+mod handoff;
 mod http;
 mod listen;
 mod log;
 mod notify;
 mod signals;
 mod supervisor;
+mod sys;
 mod users;
 
 use config::Config;
@@ -97,6 +102,7 @@ fn run(
         );
     }
     let notifier = notify::Notifier::from_env();
+    sys::raise_nofile();
     let listeners = match listen::from_systemd(&cfg.listen) {
         Some(Ok(l)) => l,
         Some(Err(e)) => {
@@ -158,8 +164,14 @@ fn run(
     };
     http::warm_up(&cfg);
     alloc::reserve_worker_arena();
-    listen::set_send_timeout(&listeners, cfg.limits.body_timeout);
-    let sup = supervisor::Supervisor::new(cfg, path, daemon, listeners, signal_fd, notifier);
+    listen::tune(&listeners, &cfg.limits);
+    let sup = match supervisor::Supervisor::new(cfg, path, daemon, listeners, signal_fd, notifier) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot set up the supervisor: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
     let code = sup.run();
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
@@ -236,9 +248,9 @@ fn inetd(cfg: Config) -> ExitCode {
         return ExitCode::from(EX_OSERR);
     }
     let _ = signals::reset_in_child();
-    listen::set_send_timeout_fd(&conn, cfg.limits.body_timeout);
+    listen::set_send_tick(&conn);
     let peer = listen::Peer::of(&conn);
-    let code = http::worker::serve(&conn, peer, &cfg, None);
+    let code = http::worker::serve(&conn, peer, &cfg, http::worker::Ctx::default());
     drop(conn);
     child::exit(code)
 }

@@ -13,8 +13,8 @@ mod raw;
 mod validate;
 
 use std::fmt;
-use std::ops::Range;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -213,7 +213,26 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
+/// Descriptors the gate keeps for itself besides waiting connections.
+const GATE_RESERVE: u64 = 64;
+/// The default `max_pending` never exceeds this, however high the limit on
+/// descriptors (each waiting connection is also a few kB of kernel memory).
+const DEFAULT_PENDING_CAP: u64 = 65_536;
+
 impl Config {
+    /// `[server] max_pending` for a process allowed `nofile` descriptors:
+    /// the configured value, or by default as many as the limit leaves room
+    /// for (at most 65,536). The second value says the configured value did
+    /// not fit under the limit and was lowered.
+    pub fn max_pending(&self, nofile: u64) -> (usize, bool) {
+        let room = nofile.saturating_sub(GATE_RESERVE).max(16) as usize;
+        match self.server.max_pending {
+            Some(n) if n > room => (room, true),
+            Some(n) => (n, false),
+            None => (room.min(DEFAULT_PENDING_CAP as usize), false),
+        }
+    }
+
     /// The route for a request path: the longest matching prefix.
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| path.starts_with(&r.prefix))
@@ -256,8 +275,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         pos: span.map(|s| line_col(text, s.start)),
         msg,
     };
-    let raw: raw::RawConfig =
-        toml::from_str(text).map_err(|e| at(e.span(), clean(e.message())))?;
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| at(e.span(), clean(e.message())))?;
     let mut cfg = validate::validate(raw).map_err(|(span, msg)| at(Some(span), msg))?;
     cfg.source = file.to_string();
     Ok(cfg)

@@ -220,12 +220,16 @@ impl<'de, const MAX: u64, const MIN: u64> Deserialize<'de> for Size<MAX, MIN> {
         let (v, shown) = match IntOrStr::deserialize(d)? {
             IntOrStr::Int(n) if n >= 0 => (n as u64, n.to_string()),
             IntOrStr::Int(n) => {
-                return Err(de::Error::custom(format!("size must not be negative, not {n}")))
+                return Err(de::Error::custom(format!(
+                    "size must not be negative, not {n}"
+                )))
             }
             IntOrStr::Str(s) => (parse_size(&s).map_err(de::Error::custom)?, format!("{s:?}")),
         };
         if v < MIN {
-            return Err(de::Error::custom(format!("size {shown} must be greater than zero")));
+            return Err(de::Error::custom(format!(
+                "size {shown} must be greater than zero"
+            )));
         }
         if v > MAX {
             return Err(de::Error::custom(format!(
@@ -328,4 +332,3 @@ impl<'de> Deserialize<'de> for TargetName {
         }))
     }
 }
-

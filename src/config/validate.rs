@@ -223,10 +223,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             .limits
             .keepalive_timeout
             .map_or(Duration::from_secs(5), |d| d.0),
-        park_after: raw
-            .limits
-            .park_after
-            .map_or(DEFAULT_PARK_AFTER, |d| d.0),
+        park_after: raw.limits.park_after.map_or(DEFAULT_PARK_AFTER, |d| d.0),
         body_timeout: raw
             .limits
             .body_timeout
@@ -362,4 +359,3 @@ fn lookup_group(g: &Spanned<String>) -> Result<u32, Invalid> {
     crate::users::group(g.get_ref())
         .ok_or_else(|| (g.span(), format!("unknown group {:?}", g.get_ref())))
 }
-

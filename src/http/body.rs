@@ -1,10 +1,11 @@
 //! Request bodies: `Content-Length` or `chunked` (with trailers), read within
-//! `max_body_bytes` and `body_timeout`, handed to a sink piece by piece (the
+//! `max_body_bytes` and at the client's [`Pace`] (`body_timeout` between
+//! bytes, `min_body_rate` on average), handed to a sink piece by piece (the
 //! worker discards them; CGI streams them to the script). A body is always
 //! read to its end before the next request on the connection, or the
 //! connection is closed.
 
-use super::conn::{Conn, ReadErr};
+use super::conn::{Conn, Pace, Progress, ReadErr, Slow};
 use super::request::Framing;
 use std::time::Instant;
 
@@ -14,8 +15,8 @@ pub enum BodyErr {
     Bad,
     /// Over `max_body_bytes`: 413.
     TooLarge,
-    /// Stalled past `body_timeout`: 408.
-    Timeout,
+    /// Stalled past `body_timeout`, or below `min_body_rate`: 408.
+    Slow(Slow),
     /// The client went away.
     Closed,
     /// The sink refused more data.
@@ -27,16 +28,33 @@ impl BodyErr {
         match self {
             BodyErr::Bad => Some(400),
             BodyErr::TooLarge => Some(413),
-            BodyErr::Timeout => Some(408),
+            BodyErr::Slow(_) => Some(408),
             BodyErr::Closed | BodyErr::Sink => None,
         }
     }
 }
 
-fn from_read(e: ReadErr) -> BodyErr {
-    match e {
-        ReadErr::Timeout => BodyErr::Timeout,
-        _ => BodyErr::Closed,
+/// The reader of one body: the connection and the client's progress.
+struct Reader<'c, 'a> {
+    conn: &'c mut Conn<'a>,
+    progress: Progress,
+}
+
+impl Reader<'_, '_> {
+    /// More bytes into the connection's buffer, within the client's pace.
+    fn fill(&mut self) -> Result<(), BodyErr> {
+        match self.conn.fill(self.progress.deadline(), 64 << 10) {
+            Ok(n) => {
+                self.progress.moved(n, Instant::now());
+                Ok(())
+            }
+            Err(ReadErr::Timeout) => Err(BodyErr::Slow(
+                self.progress
+                    .verdict(Instant::now())
+                    .unwrap_or(Slow::Stalled),
+            )),
+            Err(_) => Err(BodyErr::Closed),
+        }
     }
 }
 
@@ -48,71 +66,73 @@ pub fn read(
     conn: &mut Conn<'_>,
     framing: Framing,
     max: u64,
-    deadline: Instant,
+    pace: Pace,
     sink: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<u64, BodyErr> {
+    let mut r = Reader {
+        conn,
+        progress: Progress::start(pace, Instant::now()),
+    };
     match framing {
         Framing::None => Ok(0),
         Framing::Length(n) => {
             if n > max {
                 return Err(BodyErr::TooLarge);
             }
-            copy(conn, n, deadline, sink)?;
+            copy(&mut r, n, sink)?;
             Ok(n)
         }
-        Framing::Chunked => chunked(conn, max, deadline, sink),
+        Framing::Chunked => chunked(&mut r, max, sink),
     }
 }
 
 /// Pass exactly `n` bytes from the connection to the sink.
 fn copy(
-    conn: &mut Conn<'_>,
+    r: &mut Reader<'_, '_>,
     mut n: u64,
-    deadline: Instant,
     sink: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<(), BodyErr> {
     while n > 0 {
-        if conn.buffered().is_empty() {
-            conn.fill(deadline, 64 << 10).map_err(from_read)?;
+        if r.conn.buffered().is_empty() {
+            r.fill()?;
         }
-        let take = (conn.buffered().len() as u64).min(n) as usize;
-        if !sink(&conn.buffered()[..take]) {
+        let take = (r.conn.buffered().len() as u64).min(n) as usize;
+        if !sink(&r.conn.buffered()[..take]) {
             return Err(BodyErr::Sink);
         }
-        conn.consume(take);
+        r.conn.consume(take);
         n -= take as u64;
     }
     Ok(())
 }
 
 /// One CRLF-terminated line (without the CRLF); bare LF or CR is malformed.
-fn line(conn: &mut Conn<'_>, deadline: Instant) -> Result<Vec<u8>, BodyErr> {
+fn line(r: &mut Reader<'_, '_>) -> Result<Vec<u8>, BodyErr> {
     loop {
-        let buf = conn.buffered();
+        let buf = r.conn.buffered();
         if let Some(lf) = buf.iter().position(|&b| b == b'\n') {
             if lf == 0 || buf[lf - 1] != b'\r' || buf[..lf - 1].contains(&b'\r') {
                 return Err(BodyErr::Bad);
             }
             let l = buf[..lf - 1].to_vec();
-            conn.consume(lf + 1);
+            r.conn.consume(lf + 1);
             return Ok(l);
         }
         if buf.len() > MAX_LINE {
             return Err(BodyErr::Bad);
         }
-        conn.fill(deadline, 64 << 10).map_err(from_read)?;
+        r.fill()?;
     }
 }
 
 fn chunked(
-    conn: &mut Conn<'_>,
+    r: &mut Reader<'_, '_>,
     max: u64,
-    deadline: Instant,
     sink: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<u64, BodyErr> {
     let mut total: u64 = 0;
     loop {
-        let l = line(conn, deadline)?;
+        let l = line(r)?;
         // chunk-size [ chunk-ext ]: hex digits, then optionally ";ext".
         let size_part = l.split(|&b| b == b';').next().unwrap_or(b"");
         let size_part = trim_ws(size_part);
@@ -131,15 +151,15 @@ fn chunked(
         if total > max {
             return Err(BodyErr::TooLarge);
         }
-        copy(conn, size, deadline, sink)?;
-        if !line(conn, deadline)?.is_empty() {
+        copy(r, size, sink)?;
+        if !line(r)?.is_empty() {
             return Err(BodyErr::Bad); // data longer than its size, or no CRLF after it
         }
     }
     // Trailer section: header lines until an empty one (read and dropped).
     let mut trailer_bytes = 0;
     loop {
-        let l = line(conn, deadline)?;
+        let l = line(r)?;
         if l.is_empty() {
             return Ok(total);
         }

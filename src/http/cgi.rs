@@ -422,6 +422,9 @@ fn exec_child(
     if crate::signals::reset_in_child().is_err() {
         fail(Errno::EINVAL);
     }
+    // The descriptor limit lbaws was started with, not the one it raised
+    // for itself (programs that loop up to it, or use select, expect 1024).
+    crate::sys::restore_nofile();
     if let Err(e) = nix::unistd::chdir(dir) {
         fail(e);
     }

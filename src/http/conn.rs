@@ -1,18 +1,110 @@
 //! The worker's side of one connection: a read buffer with deadlines, writes
 //! that never raise SIGPIPE, `sendfile`, and the graceful close.
 //!
-//! Every wait is a `poll` with the time left until a deadline, so a slow or
-//! silent client costs a worker at most the configured timeout. While idle
-//! between requests the worker also watches the supervisor's *stop pipe*: the
-//! supervisor closes its end when it begins a graceful stop, the read end then
-//! reports a hang-up, and idle keep-alive workers close at once instead of
-//! holding the stop up. No signal handler is involved (invariant 1).
+//! Every wait has a deadline, so a slow or silent client costs a worker at
+//! most the configured timeout:
+//! - reads wait in `poll` with the time left;
+//! - writes block in the kernel for at most `listen::SEND_TICK` at a time
+//!   (the socket's `SO_SNDTIMEO`) and then check the response's [`Progress`]:
+//!   no byte taken for `body_timeout`, or an average below `min_send_rate`,
+//!   ends the connection (logged);
+//! - the wait for the next keep-alive request is one blocking `recv` of at
+//!   most `park_after` (`SO_RCVTIMEO`), after which the connection is parked.
+//!
+//! While idle between requests without a park channel the worker also
+//! watches the supervisor's *stop pipe*: the supervisor closes its end when
+//! it begins a graceful stop, the read end then reports a hang-up, and idle
+//! keep-alive workers close at once instead of holding the stop up. No
+//! signal handler is involved (invariant 1).
 
+use crate::listen::Peer;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, shutdown, MsgFlags, Shutdown};
+use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+/// What a client must keep up: some byte at least every `stall`, and `rate`
+/// bytes a second on average (0: no minimum).
+///
+/// The average is kept as a credit of time, `stall` long at the start: each
+/// byte earns `1/rate` s of it, up to `stall` ahead of now, and the client is
+/// too slow when the credit runs out. So a client that keeps the rate on
+/// average over any window of `stall` never runs out, a burst cannot buy
+/// more than `stall` of silence, and one that trickles below the rate is
+/// ended after about `stall` (Apache's `mod_reqtimeout` `MinRate` works
+/// alike).
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    pub stall: Duration,
+    pub rate: u64,
+}
+
+/// Why a client was too slow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slow {
+    /// Nothing moved for `stall`.
+    Stalled,
+    /// Moving, but below the minimum rate (bytes per second observed).
+    BelowRate(u64),
+}
+
+/// A transfer's progress against its [`Pace`].
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pace: Pace,
+    started: Instant,
+    last: Instant,
+    credit_until: Instant,
+    bytes: u64,
+}
+
+impl Progress {
+    pub fn start(pace: Pace, now: Instant) -> Progress {
+        Progress {
+            pace,
+            started: now,
+            last: now,
+            credit_until: now + pace.stall,
+            bytes: 0,
+        }
+    }
+
+    pub fn moved(&mut self, n: usize, now: Instant) {
+        if n == 0 {
+            return;
+        }
+        self.last = now;
+        self.bytes += n as u64;
+        if self.pace.rate > 0 {
+            let earned = Duration::from_secs_f64(n as f64 / self.pace.rate as f64);
+            self.credit_until = (self.credit_until + earned).min(now + self.pace.stall);
+        }
+    }
+
+    /// When the client is too slow unless more moves before.
+    pub fn deadline(&self) -> Instant {
+        let stall = self.last + self.pace.stall;
+        if self.pace.rate > 0 {
+            stall.min(self.credit_until)
+        } else {
+            stall
+        }
+    }
+
+    /// `None` while the client keeps its pace.
+    pub fn verdict(&self, now: Instant) -> Option<Slow> {
+        if now < self.deadline() {
+            return None;
+        }
+        if now >= self.last + self.pace.stall {
+            return Some(Slow::Stalled);
+        }
+        let secs = now.duration_since(self.started).as_secs_f64().max(0.001);
+        Some(Slow::BelowRate((self.bytes as f64 / secs) as u64))
+    }
+}
 
 /// Why reading stopped.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -27,7 +119,14 @@ pub enum ReadErr {
 
 pub struct Conn<'a> {
     fd: &'a OwnedFd,
+    peer: Peer,
     stop: Option<BorrowedFd<'a>>,
+    /// The response being sent, against `[limits] body_timeout` and
+    /// `min_send_rate` (see [`Conn::start_response`]).
+    send_pace: Pace,
+    sending: Cell<Progress>,
+    /// The `SO_RCVTIMEO` set on the socket for idle waits, if any.
+    idle_timeout: Option<Duration>,
     buf: Vec<u8>,
     /// Unconsumed data is `buf[start..end]`.
     start: usize,
@@ -40,10 +139,19 @@ pub struct Conn<'a> {
 const READ_CHUNK: usize = 2048;
 
 impl<'a> Conn<'a> {
-    pub fn new(fd: &'a OwnedFd, stop: Option<BorrowedFd<'a>>) -> Conn<'a> {
+    pub fn new(
+        fd: &'a OwnedFd,
+        peer: Peer,
+        stop: Option<BorrowedFd<'a>>,
+        send_pace: Pace,
+    ) -> Conn<'a> {
         Conn {
             fd,
+            peer,
             stop,
+            send_pace,
+            sending: Cell::new(Progress::start(send_pace, Instant::now())),
+            idle_timeout: None,
             buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             end: 0,
@@ -143,6 +251,52 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// Wait for the next request for at most `t` in one blocking `recv`
+    /// (the socket's `SO_RCVTIMEO`, set on first use); zero does not wait.
+    /// `Err(Timeout)` when nothing came.
+    pub fn recv_idle(&mut self, t: Duration) -> Result<usize, ReadErr> {
+        if t.is_zero() {
+            return match self.read_available()? {
+                0 => Err(ReadErr::Timeout),
+                n => Ok(n),
+            };
+        }
+        if self.idle_timeout != Some(t) {
+            crate::sys::set_timeout(self.fd.as_fd(), false, t).map_err(ReadErr::Io)?;
+            self.idle_timeout = Some(t);
+        }
+        if self.buf.capacity() == self.end {
+            self.buf.reserve(READ_CHUNK);
+        }
+        loop {
+            let spare = self.buf.spare_capacity_mut();
+            // SAFETY: as in recv_nowait.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    0,
+                )
+            };
+            match n {
+                0 => return Err(ReadErr::Closed),
+                n if n > 0 => {
+                    let n = n as usize;
+                    unsafe { self.buf.set_len(self.end + n) };
+                    self.end += n;
+                    return Ok(n);
+                }
+                _ => match Errno::last() {
+                    Errno::EINTR => continue,
+                    Errno::EAGAIN => return Err(ReadErr::Timeout),
+                    Errno::ECONNRESET => return Err(ReadErr::Closed),
+                    e => return Err(ReadErr::Io(e)),
+                },
+            }
+        }
+    }
+
     /// Whatever has arrived, without waiting: `Ok(0)` if nothing has.
     pub fn read_available(&mut self) -> Result<usize, ReadErr> {
         if self.buf.capacity() == self.end {
@@ -182,6 +336,41 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// A response begins: its sending is timed from now (an idle keep-alive
+    /// wait before it does not count against the client).
+    pub fn start_response(&self) {
+        self.sending
+            .set(Progress::start(self.send_pace, Instant::now()));
+    }
+
+    /// After a send returned (some bytes taken, or `SO_SNDTIMEO` passed with
+    /// none): account for it, and end the response if the client is too slow.
+    fn sent(&self, n: usize) -> Result<(), Errno> {
+        let now = Instant::now();
+        let mut p = self.sending.get();
+        p.moved(n, now);
+        self.sending.set(p);
+        match p.verdict(now) {
+            None => Ok(()),
+            Some(Slow::Stalled) => {
+                crate::info!(
+                    "{}: response stalled for {:?} (body_timeout): closing",
+                    self.peer,
+                    self.send_pace.stall
+                );
+                Err(Errno::ETIMEDOUT)
+            }
+            Some(Slow::BelowRate(r)) => {
+                crate::info!(
+                    "{}: reading the response at {r} B/s, below min_send_rate {}: closing",
+                    self.peer,
+                    self.send_pace.rate
+                );
+                Err(Errno::ETIMEDOUT)
+            }
+        }
+    }
+
     /// Write all of `data`; `more` tells the kernel a body follows at once
     /// (`MSG_MORE`), so head and body leave in full packets.
     pub fn write_all(&self, mut data: &[u8], more: bool) -> Result<(), Errno> {
@@ -191,8 +380,14 @@ impl<'a> Conn<'a> {
         }
         while !data.is_empty() {
             match send(self.fd.as_raw_fd(), data, flags) {
-                Ok(n) => data = &data[n..],
+                Ok(n) => {
+                    data = &data[n..];
+                    if !data.is_empty() {
+                        self.sent(n)?;
+                    }
+                }
                 Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => self.sent(0)?,
                 Err(e) => return Err(e),
             }
         }
@@ -206,8 +401,14 @@ impl<'a> Conn<'a> {
             let chunk = len.min(1 << 30) as usize;
             match nix::sys::sendfile::sendfile64(self.fd, file, Some(&mut offset), chunk) {
                 Ok(0) => return Err(Errno::EIO), // the file shrank under us
-                Ok(n) => len -= n as u64,
+                Ok(n) => {
+                    len -= n as u64;
+                    if len > 0 {
+                        self.sent(n)?;
+                    }
+                }
                 Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => self.sent(0)?,
                 Err(e) => return Err(e),
             }
         }

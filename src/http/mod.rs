@@ -1,8 +1,10 @@
 //! The HTTP side: everything a worker does with the connection it owns.
 //!
-//! `worker` (the keep-alive loop) uses `request` (the head parser), `body`
-//! (request bodies), `static_file` (the resolver and file responses) and
-//! `response`, and `cgi` (CGI/1.1 scripts), all over `conn` (the socket with its buffer and deadlines).
+//! `worker` (the keep-alive loop, waiting and parking) uses `request` (the
+//! head parser), `body` (request bodies), `dispatch` (a route's action:
+//! `static_file`, `cgi`, fixed responses and redirects, over `response`) and
+//! `access` (the log line), all over `conn` (the socket with its buffer,
+//! deadlines and the client's pace).
 //!
 //! A worker is a forked child that serves exactly one connection and exits
 //! (invariant 2). Its exit codes are part of the interface, documented in the
@@ -15,9 +17,11 @@
 //! | 71 | post-fork set-up failed (signal reset) |
 //! | 74 | I/O error on the connection other than the client going away |
 
+pub mod access;
 pub mod body;
 pub mod cgi;
 pub mod conn;
+pub mod dispatch;
 pub mod request;
 pub mod response;
 pub mod static_file;

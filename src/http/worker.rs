@@ -1,42 +1,114 @@
-//! The worker's keep-alive loop: one forked process owns one connection for
-//! its whole life and answers its requests in order.
+//! The worker's keep-alive loop: one forked process owns one connection while
+//! it has requests in flight, and answers them in order.
 //!
 //! ```text
-//!   loop: wait for a request (header_timeout for the first, keepalive_timeout
-//!         between requests, or until the supervisor stops) -> read the head ->
-//!         refuse it (4xx/5xx, Connection: close, close) or: read/discard its
-//!         body -> route (longest prefix) -> respond -> access log line ->
-//!         close, or go round again
+//!   loop: wait for a request -> read the head -> refuse it (4xx/5xx,
+//!         Connection: close, close) or: route -> [CGI: read the body]
+//!         -> respond [others: the body is not waited for; a small one is
+//!         dropped after the answer, else the connection closes]
+//!         -> access log line -> close, or go round again
 //! ```
+//!
+//! Where a worker can wait, and for how long (invariant 8):
+//!
+//! | wait | deadline | then |
+//! |---|---|---|
+//! | the first request's head (usually there already: the supervisor forked for it) | `header_timeout` from the start | 408, or a quiet close if nothing came |
+//! | the next request, on a keep-alive connection | `park_after` | the connection is *parked*: handed back to the supervisor (`SCM_RIGHTS`), which keeps it in the gate; the worker exits |
+//! | the next request, without a park channel (`--inetd`, gate down, stopping) | `keepalive_timeout`, or the stop pipe | quiet close |
+//! | a later request's head, once begun | `header_timeout` | 408 |
+//! | a request body | `body_timeout` between bytes, `min_body_rate` on average | 408 |
+//! | a response write | `body_timeout` between progress, `min_send_rate` on average | close |
+//! | the graceful close | 2 s | close |
+//! | CGI (`cgi.rs`) | the route's `timeout` for the header, `body_timeout` between output | 504 / close |
+//!
+//! When to park was measured (`bench/run`, keep-alive, and `bench/hostile`):
+//! parking at once costs a busy keep-alive connection a fork per request
+//! (wrk's next request is rarely there the instant the response has left),
+//! while a short wait keeps busy connections in their worker at full speed
+//! and still frees the worker of an idle one within `park_after` (100 ms by
+//! default). The wait is a single blocking `recv` (`SO_RCVTIMEO`), not a
+//! `poll` and a `recv`: a keep-alive request costs one system call less.
 
+use super::access::log_access;
 use super::body;
-use super::cgi::{self, CgiRequest, Outcome};
-use super::conn::Conn;
+use super::conn::{Conn, Pace, ReadErr};
+use super::dispatch;
 use super::request::{self, Framing, Refusal, Request};
-use super::response::{self, Head, Persist, Sent};
-use super::static_file::{self, Ctx, RootCache};
+use super::response::{self, Persist};
+use super::static_file::RootCache;
 use super::{EXIT_IOERR, EXIT_OK};
 use crate::config::{Action, Config, Route};
+use crate::handoff::{self, Kind, Meta, Msg};
 use crate::listen::Peer;
 use nix::errno::Errno;
-use std::fmt::Write as _;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
 
-/// Serve the connection; the result is the worker's exit code.
-pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>>) -> i32 {
-    // A client that stops reading cannot hold a worker for ever: the socket's
-    // SO_SNDTIMEO (body_timeout) came with it from the listener (set by
-    // listen::set_send_timeout; in --inetd mode, on the connection itself).
+/// A body this small is read and dropped after an answer that did not need
+/// it, and the connection kept; a larger one (or one of unknown length)
+/// closes the connection instead.
+const DRAIN_MAX: u64 = 64 << 10;
 
-    let mut conn = Conn::new(fd, stop);
-    let started = Instant::now();
-    let mut served: u64 = 0;
-    let roots = RootCache::default();
+/// What a worker gets from whoever started it.
+#[derive(Default)]
+pub struct Ctx<'a> {
+    /// The supervisor's stop pipe (read end), watched while idle.
+    pub stop: Option<BorrowedFd<'a>>,
+    /// Where to hand the connection back while it is idle.
+    pub park: Option<BorrowedFd<'a>>,
+    /// Requests answered on this connection before this worker.
+    pub served: u32,
+    /// The supervisor is stopping: this is the connection's last request.
+    pub stopping: bool,
+}
+
+/// One worker's connection.
+struct Session<'c, 'a> {
+    conn: &'c mut Conn<'a>,
+    peer: Peer,
+    cfg: &'c Config,
+    park: Option<BorrowedFd<'a>>,
+    started: Instant,
+    /// Requests answered on the connection, by earlier workers too.
+    served: u64,
+    /// Requests answered by this worker.
+    handled: u64,
+    roots: RootCache,
+}
+
+enum Next {
+    Request,
+    Close,
+    /// Handed back to the supervisor: exit.
+    Parked,
+}
+
+/// Serve the connection; the result is the worker's exit code.
+pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, ctx: Ctx<'_>) -> i32 {
+    // A client that stops reading cannot hold a worker for ever: sends block
+    // at most SEND_TICK (SO_SNDTIMEO, from the listener; in --inetd mode set
+    // on the connection itself) and then check the response's progress.
+    let send_pace = Pace {
+        stall: cfg.limits.body_timeout,
+        rate: cfg.limits.min_send_rate,
+    };
+    let mut conn = Conn::new(fd, peer, ctx.stop, send_pace);
+    conn.stopping = ctx.stopping;
+    let mut s = Session {
+        conn: &mut conn,
+        peer,
+        cfg,
+        park: ctx.park,
+        started: Instant::now(),
+        served: ctx.served as u64,
+        handled: 0,
+        roots: RootCache::default(),
+    };
     loop {
         // Each request's allocations go back to the worker's arena after it.
         crate::alloc::mark();
-        let step = one_request(&mut conn, peer, cfg, started, &mut served, &roots);
+        let step = s.one_request();
         crate::alloc::release();
         if let Some(code) = step {
             return code;
@@ -44,242 +116,280 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, stop: Option<BorrowedFd<'_>
     }
 }
 
-/// Wait for, read and answer one request; `Some(exit code)` ends the worker.
-fn one_request(
-    conn: &mut Conn<'_>,
-    peer: Peer,
-    cfg: &Config,
-    started: Instant,
-    served: &mut u64,
-    roots: &RootCache,
-) -> Option<i32> {
-    let limits = &cfg.limits;
-    let served_before = *served;
-    {
-        // Wait for the first byte: the first request has header_timeout from
-        // the connection's start, later ones keepalive_timeout of idleness.
-        let idle_deadline = if served_before == 0 {
-            started + limits.header_timeout
-        } else {
-            Instant::now() + limits.keepalive_timeout
-        };
-        // A new connection's request is usually there already: try to read it
-        // before polling. Between keep-alive requests the next one comes only
-        // after our response, so poll straight away.
-        let arrived = match (conn.buffered().is_empty(), served_before) {
-            (false, _) => Ok(1),
-            (true, 0) => conn.read_available(),
-            (true, _) => Ok(0),
-        };
-        match arrived {
-            Ok(0) => {
-                if conn.wait_readable(idle_deadline, true).is_err() {
-                    return Some(EXIT_OK); // idle timeout, stop, or closed: close quietly
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return Some(EXIT_OK),
+impl Session<'_, '_> {
+    /// Wait for, read and answer one request; `Some(exit code)` ends the worker.
+    fn one_request(&mut self) -> Option<i32> {
+        match self.wait_for_request() {
+            Next::Request => {}
+            Next::Close | Next::Parked => return Some(EXIT_OK),
         }
-        let head_deadline = if served_before == 0 {
-            started
+        let limits = &self.cfg.limits;
+        let head_deadline = if self.handled == 0 {
+            self.started
         } else {
             Instant::now()
         } + limits.header_timeout;
-        let req = match request::read(conn, limits, head_deadline) {
+        let req = match request::read(self.conn, limits, head_deadline) {
             Ok(r) => r,
             Err(Refusal::Quiet) | Err(Refusal::Stopping) => return Some(EXIT_OK),
             Err(Refusal::Io(e)) => return Some(io_exit(e)),
             Err(Refusal::Status(status)) => {
-                crate::debug!("{peer}: request refused with {status}");
-                let sent = response::error(
-                    conn,
-                    status,
-                    cfg.server.server_header,
-                    false,
-                    Persist::Close,
-                );
-                log_access(peer, None, sent.unwrap_or_default());
-                conn.close_gracefully();
-                return Some(EXIT_OK);
+                crate::debug!("{}: request refused with {status}", self.peer);
+                return Some(self.refuse(None, status));
             }
         };
-        conn.consume(req.head_len);
-        *served += 1;
+        self.conn.consume(req.head_len);
+        self.served += 1;
+        self.handled += 1;
+        let route = self.cfg.route(&req.path);
+        if matches!(route.map(|r| &r.action), Some(Action::Cgi(_))) {
+            self.with_body(&req, route)
+        } else {
+            self.without_body(&req, route)
+        }
+    }
 
-        // Body first: it must be off the connection before the next request.
-        // A CGI script gets it (decoded) in a memfd; anything else drops it.
-        let route = cfg.route(&req.path);
-        let for_cgi = matches!(route.map(|r| &r.action), Some(Action::Cgi(_)));
-        let mut body_fd: Option<(OwnedFd, u64)> = None;
-        if req.framing != Framing::None {
-            if req.expect_continue {
-                if let Err(e) = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", false) {
-                    return Some(io_exit(e));
-                }
+    /// The next request has arrived (`Request`), or the connection ends here.
+    fn wait_for_request(&mut self) -> Next {
+        if !self.conn.buffered().is_empty() {
+            return Next::Request; // pipelined, or the rest of a head
+        }
+        let limits = &self.cfg.limits;
+        if self.handled == 0 {
+            // Forked for a complete head (or --inetd): it is usually there.
+            match self.conn.read_available() {
+                Ok(0) => {}
+                Ok(_) => return Next::Request,
+                Err(_) => return Next::Close,
             }
-            let deadline = Instant::now() + limits.body_timeout;
-            let store = if for_cgi {
-                match nix::sys::memfd::memfd_create(
-                    c"lbaws-body",
-                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-                ) {
-                    Ok(fd) => Some(fd),
-                    Err(e) => {
-                        crate::error!("memfd_create: {e}");
-                        return Some(EXIT_IOERR);
+            let deadline = self.started + limits.header_timeout;
+            return match self.conn.wait_readable(deadline, true) {
+                Ok(()) => Next::Request,
+                Err(_) => Next::Close, // timeout, stop or closed: close quietly
+            };
+        }
+        let idle_since = Instant::now();
+        if self.park.is_some()
+            && !self.conn.stopping
+            && limits.park_after < limits.keepalive_timeout
+        {
+            match self.conn.recv_idle(limits.park_after) {
+                Ok(_) => return Next::Request,
+                Err(ReadErr::Timeout) => {
+                    if self.hand_back() {
+                        return Next::Parked;
                     }
                 }
-            } else {
-                None
-            };
-            let mut sink = |data: &[u8]| match &store {
-                Some(fd) => write_fully(fd, data),
-                None => true,
-            };
-            let read = body::read(
-                conn,
-                req.framing,
-                limits.max_body_bytes,
-                deadline,
-                &mut sink,
-            );
-            if let (Ok(len), Some(fd)) = (&read, store) {
-                let _ = nix::unistd::lseek(&fd, 0, nix::unistd::Whence::SeekSet);
-                body_fd = Some((fd, *len));
-            }
-            if let Err(e) = read {
-                let Some(status) = e.status().or((e == body::BodyErr::Sink).then_some(500)) else {
-                    return Some(EXIT_OK);
-                };
-                let sent = response::error(
-                    conn,
-                    status,
-                    cfg.server.server_header,
-                    req.is_head(),
-                    Persist::Close,
-                );
-                log_access(peer, Some(&req), sent.unwrap_or_default());
-                conn.close_gracefully();
-                return Some(EXIT_OK);
+                Err(_) => return Next::Close,
             }
         }
+        // No parking: wait here for the rest of keepalive_timeout.
+        match self
+            .conn
+            .wait_readable(idle_since + limits.keepalive_timeout, true)
+        {
+            Ok(()) => Next::Request,
+            Err(_) => Next::Close,
+        }
+    }
 
-        let keep = req.keep_alive && !conn.stopping && *served < limits.max_requests_per_connection;
-        let persist = if keep {
+    /// Park: send the idle connection to the supervisor. False if it could
+    /// not be sent (the worker then keeps it).
+    fn hand_back(&mut self) -> bool {
+        let Some(park) = self.park else {
+            return false;
+        };
+        let meta = Meta {
+            peer: self.peer,
+            served: self.served.min(u32::MAX as u64) as u32,
+            kind: Kind::Parked,
+        };
+        let msg = Msg::Park {
+            pid: std::process::id(),
+            meta,
+        };
+        let mut buf = [0u8; 64];
+        let n = handoff::encode(&msg, &mut buf);
+        match crate::sys::send_with_fd(park, &buf[..n], Some(self.conn.raw_fd())) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::debug!("{}: cannot park ({e}); keeping the connection", self.peer);
+                self.park = None;
+                false
+            }
+        }
+    }
+
+    /// How the connection continues after this response.
+    fn persist(&self, req: &Request, can_keep: bool) -> Persist {
+        let keep = can_keep
+            && req.keep_alive
+            && !self.conn.stopping
+            && self.served < self.cfg.limits.max_requests_per_connection;
+        if keep {
             Persist::KeepAlive {
                 http10: req.version == 0,
             }
         } else {
             Persist::Close
+        }
+    }
+
+    /// A request whose answer depends on its body (CGI): read the body (into
+    /// a memfd, for the script's stdin), then answer.
+    fn with_body(&mut self, req: &Request, route: Option<&Route>) -> Option<i32> {
+        let mut body_fd: Option<(OwnedFd, u64)> = None;
+        if req.framing != Framing::None {
+            if req.expect_continue {
+                self.conn.start_response();
+                if let Err(e) = self.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", false) {
+                    return Some(io_exit(e));
+                }
+            }
+            let store = match nix::sys::memfd::memfd_create(
+                c"lbaws-body",
+                nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+            ) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    crate::error!("memfd_create: {e}");
+                    return Some(EXIT_IOERR);
+                }
+            };
+            let mut sink = |data: &[u8]| write_fully(&store, data);
+            match body::read(
+                self.conn,
+                req.framing,
+                self.cfg.limits.max_body_bytes,
+                self.body_pace(),
+                &mut sink,
+            ) {
+                Ok(len) => {
+                    let _ = nix::unistd::lseek(&store, 0, nix::unistd::Whence::SeekSet);
+                    body_fd = Some((store, len));
+                }
+                Err(e) => return Some(self.body_failed(req, e)),
+            }
+        }
+        let persist = self.persist(req, true);
+        self.answer(req, route, persist, body_fd)
+    }
+
+    /// A request whose answer does not depend on its body (everything but
+    /// CGI): answer at once, without waiting for a body; then drop a small
+    /// body and keep the connection, or close it.
+    fn without_body(&mut self, req: &Request, route: Option<&Route>) -> Option<i32> {
+        let drain = match req.framing {
+            Framing::None => Some(0),
+            // With `Expect: 100-continue` and no 100 sent, the client may
+            // never send the body: what follows could not be told from it.
+            Framing::Length(n) if n <= DRAIN_MAX && !req.expect_continue => Some(n),
+            _ => None,
         };
-        let result = respond(conn, &req, route, cfg, persist, peer, body_fd, roots);
+        let persist = self.persist(req, drain.is_some());
+        let code = self.answer(req, route, persist, None);
+        if code.is_some() || req.framing == Framing::None {
+            return code;
+        }
+        // Kept: the small body is still to come off the connection.
+        let mut drop_it = |_: &[u8]| true;
+        match body::read(
+            self.conn,
+            req.framing,
+            DRAIN_MAX,
+            self.body_pace(),
+            &mut drop_it,
+        ) {
+            Ok(_) => None,
+            Err(e) => {
+                if let body::BodyErr::Slow(_) = e {
+                    crate::info!("{}: body not sent after the answer: closing", self.peer);
+                }
+                Some(EXIT_OK)
+            }
+        }
+    }
+
+    /// Answer (following CGI local redirects) and log; `Some` ends the worker.
+    fn answer(
+        &mut self,
+        req: &Request,
+        route: Option<&Route>,
+        persist: Persist,
+        body: Option<(OwnedFd, u64)>,
+    ) -> Option<i32> {
+        self.conn.start_response();
+        let result = dispatch::respond(
+            self.conn,
+            req,
+            route,
+            self.cfg,
+            persist,
+            self.peer,
+            body,
+            &self.roots,
+        );
         let close = match result {
             Ok((sent, close)) => {
-                log_access(peer, Some(&req), sent);
+                log_access(self.peer, Some(req), sent);
                 close
             }
             Err(e) => return Some(io_exit(e)),
         };
-        if !keep || close {
-            if conn.has_pending_input() {
-                conn.close_gracefully();
+        if persist == Persist::Close || close {
+            if self.conn.has_pending_input() {
+                self.conn.close_gracefully();
             }
             return Some(EXIT_OK);
         }
         None
     }
-}
 
-/// Answer one request whose body has been read, following CGI local
-/// redirects (at most 10). The flag says the connection must close.
-#[allow(clippy::too_many_arguments)]
-fn respond(
-    conn: &Conn<'_>,
-    req: &Request,
-    route: Option<&Route>,
-    cfg: &Config,
-    persist: Persist,
-    peer: Peer,
-    body: Option<(OwnedFd, u64)>,
-    roots: &RootCache,
-) -> Result<(Sent, bool), Errno> {
-    let mut body = body;
-    let mut redirected: Option<Request> = None;
-    let mut route = route;
-    for _ in 0..10 {
-        let r = redirected.as_ref().unwrap_or(req);
-        if let Some(Route {
-            prefix,
-            action: Action::Cgi(cgi_route),
-        }) = route
-        {
-            let cx = CgiRequest {
-                req: r,
-                prefix,
-                peer,
-                body: body.take(),
-            };
-            match cgi::serve(conn, cx, cgi_route, cfg, persist)? {
-                Outcome::Sent { sent, close } => return Ok((sent, close)),
-                Outcome::Redirect(location) => {
-                    match local_request(req, &location) {
-                        Some(next) => {
-                            route = cfg.route(&next.path);
-                            redirected = Some(next);
-                        }
-                        None => {
-                            return response::error(
-                                conn,
-                                500,
-                                cfg.server.server_header,
-                                req.is_head(),
-                                persist,
-                            )
-                            .map(|s| (s, false))
-                        }
-                    }
-                    continue;
-                }
+    fn body_pace(&self) -> Pace {
+        Pace {
+            stall: self.cfg.limits.body_timeout,
+            rate: self.cfg.limits.min_body_rate,
+        }
+    }
+
+    /// The body could not be read: its status (408/400/413/500), or a quiet end.
+    fn body_failed(&mut self, req: &Request, e: body::BodyErr) -> i32 {
+        if let body::BodyErr::Slow(why) = e {
+            let limits = &self.cfg.limits;
+            match why {
+                super::conn::Slow::Stalled => crate::info!(
+                    "{}: request body stalled for {:?} (body_timeout): 408",
+                    self.peer,
+                    limits.body_timeout
+                ),
+                super::conn::Slow::BelowRate(r) => crate::info!(
+                    "{}: request body at {r} B/s, below min_body_rate {}: 408",
+                    self.peer,
+                    limits.min_body_rate
+                ),
             }
         }
-        return answer(conn, r, route, cfg, persist, roots).map(|s| (s, false));
+        match e.status().or((e == body::BodyErr::Sink).then_some(500)) {
+            Some(status) => self.refuse(Some(req), status),
+            None => EXIT_OK,
+        }
     }
-    crate::error!("{}: more than 10 CGI local redirects", req.target);
-    response::error(conn, 500, cfg.server.server_header, req.is_head(), persist).map(|s| (s, false))
-}
 
-/// The GET a CGI `Location: /path?query` asks the server to serve instead.
-fn local_request(orig: &Request, location: &str) -> Option<Request> {
-    let (path, query) = match location.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_string())),
-        None => (location, None),
-    };
-    let path = request::normalize_path(path).ok()?;
-    let headers = orig
-        .headers
-        .iter()
-        .filter(|(n, _)| {
-            !n.eq_ignore_ascii_case("content-length") && !n.eq_ignore_ascii_case("content-type")
-        })
-        .cloned()
-        .collect();
-    Some(Request {
-        method: if orig.is_head() {
-            "HEAD".into()
-        } else {
-            "GET".into()
-        },
-        target: location.to_string(),
-        path,
-        query,
-        version: orig.version,
-        headers,
-        host: orig.host.clone(),
-        framing: Framing::None,
-        keep_alive: orig.keep_alive,
-        expect_continue: false,
-        head_len: 0,
-    })
+    /// Refuse with `status`, `Connection: close`, and close gracefully.
+    fn refuse(&mut self, req: Option<&Request>, status: u16) -> i32 {
+        self.conn.start_response();
+        let head_only = req.is_some_and(Request::is_head);
+        let sent = response::error(
+            self.conn,
+            status,
+            self.cfg.server.server_header,
+            head_only,
+            Persist::Close,
+        );
+        log_access(self.peer, req, sent.unwrap_or_default());
+        self.conn.close_gracefully();
+        EXIT_OK
+    }
 }
 
 fn write_fully(fd: &OwnedFd, mut data: &[u8]) -> bool {
@@ -291,140 +401,6 @@ fn write_fully(fd: &OwnedFd, mut data: &[u8]) -> bool {
         }
     }
     true
-}
-
-/// Answer a request with a route other than CGI.
-fn answer(
-    conn: &Conn<'_>,
-    req: &Request,
-    route: Option<&Route>,
-    cfg: &Config,
-    persist: Persist,
-    roots: &RootCache,
-) -> Result<Sent, Errno> {
-    let sh = cfg.server.server_header;
-    if req.path == "*" {
-        // OPTIONS *: what the server supports in general.
-        let mut h = Head::new(204, sh);
-        h.header("Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
-        return response::send(conn, h, "", b"", true, persist);
-    }
-    let Some(route) = route else {
-        return response::error(conn, 404, sh, req.is_head(), persist);
-    };
-    match &route.action {
-        Action::Respond {
-            status,
-            body,
-            content_type,
-        } => {
-            if matches!(req.method.as_str(), "CONNECT" | "TRACE") {
-                return method_not_allowed(
-                    conn,
-                    req,
-                    sh,
-                    persist,
-                    "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH",
-                );
-            }
-            response::send(
-                conn,
-                Head::new(*status, sh),
-                content_type,
-                body.as_bytes(),
-                req.is_head(),
-                persist,
-            )
-        }
-        Action::Redirect { to, status } => {
-            let mut h = Head::new(*status, sh);
-            h.header("Location", to);
-            response::error_with(conn, h, req.is_head(), persist)
-        }
-        Action::Static(st) => {
-            let cx = Ctx {
-                conn,
-                req,
-                server_header: sh,
-                persist,
-                roots,
-            };
-            static_file::serve(&cx, st, below_prefix(route, &req.path))
-        }
-        Action::Cgi(_) => unreachable!("CGI routes are answered by respond()"),
-    }
-}
-
-/// The part of `path` below the route's prefix, without a leading '/'.
-fn below_prefix<'p>(route: &Route, path: &'p str) -> &'p str {
-    path[route.prefix.len().min(path.len())..].trim_start_matches('/')
-}
-
-fn method_not_allowed(
-    conn: &Conn<'_>,
-    req: &Request,
-    sh: bool,
-    persist: Persist,
-    allow: &str,
-) -> Result<Sent, Errno> {
-    let mut h = Head::new(405, sh);
-    h.header("Allow", allow);
-    response::error_with(conn, h, req.is_head(), persist)
-}
-
-/// One Combined Log Format line:
-/// `peer - - [time] "request line" status bytes "referer" "user-agent"`.
-fn log_access(peer: Peer, req: Option<&Request>, sent: Sent) {
-    if !crate::log::access_enabled() {
-        return;
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let host = match peer {
-        Peer::Inet(a) => a.ip().to_canonical().to_string(),
-        Peer::Unix => "unix".to_string(),
-    };
-    let mut line = String::with_capacity(200);
-    let _ = write!(line, "{host} - - [{}] \"", crate::log::ClfTime(now));
-    match req {
-        Some(r) => {
-            escape_into(&mut line, r.method.as_bytes());
-            line.push(' ');
-            escape_into(&mut line, r.target.as_bytes());
-            let _ = write!(line, " HTTP/1.{}", r.version);
-        }
-        None => line.push('-'),
-    }
-    let _ = write!(line, "\" {} ", sent.status);
-    if sent.body_bytes == 0 {
-        line.push('-');
-    } else {
-        let _ = write!(line, "{}", sent.body_bytes);
-    }
-    for name in ["referer", "user-agent"] {
-        line.push_str(" \"");
-        match req.and_then(|r| r.header(name)) {
-            Some(v) => escape_into(&mut line, v),
-            None => line.push('-'),
-        }
-        line.push('"');
-    }
-    crate::log::access(&line);
-}
-
-/// Quote-safe: `"` and `\` escaped, control and non-ASCII bytes as `\xNN`.
-fn escape_into(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
 }
 
 /// The client going away is a normal end; anything else is an I/O error.

@@ -251,9 +251,33 @@ impl Daemon {
         self.exited.unwrap()
     }
 
-    /// Direct children of the daemon: (pid, state letter).
+    /// The daemon's workers (its children but the gate): (pid, state letter).
     pub fn children(&self) -> Vec<(i32, char)> {
-        children_of(self.pid)
+        procs_of(self.pid)
+            .into_iter()
+            .filter(|p| p.comm != GATE)
+            .map(|p| (p.pid, p.state))
+            .collect()
+    }
+
+    /// The gate process, if it is running.
+    pub fn gate(&self) -> Option<i32> {
+        procs_of(self.pid)
+            .into_iter()
+            .find(|p| p.comm == GATE && p.state != 'Z')
+            .map(|p| p.pid)
+    }
+
+    /// Wait until the gate runs; its pid.
+    pub fn wait_gate(&self) -> i32 {
+        let mut pid = None;
+        if !wait_for(DEADLINE, || {
+            pid = self.gate();
+            pid.is_some()
+        }) {
+            panic!("no gate process; log:\n{}", self.logs());
+        }
+        pid.unwrap()
     }
 
     pub fn wait_children(&self, n: usize) {
@@ -266,16 +290,27 @@ impl Daemon {
         }
     }
 
-    /// Wait until every worker has ended and been reaped (no child at all,
-    /// zombie or not); panics with the children and the log otherwise.
+    /// Wait until every worker has ended and been reaped (no child but the
+    /// gate, and no zombie at all); panics with the children and the log
+    /// otherwise.
     pub fn wait_no_workers(&self) {
-        if !wait_for(DEADLINE, || self.children().is_empty()) {
+        let done =
+            || self.children().is_empty() && children_of(self.pid).iter().all(|c| c.1 != 'Z');
+        if !wait_for(DEADLINE, done) {
             panic!(
                 "children left (Z = zombie): {:?}; log:\n{}",
-                self.children(),
+                children_of(self.pid),
                 self.logs()
             );
         }
+    }
+
+    /// Descriptors the gate holds.
+    pub fn gate_fd_count(&self) -> usize {
+        let gate = self.wait_gate();
+        std::fs::read_dir(format!("/proc/{gate}/fd"))
+            .unwrap()
+            .count()
     }
 
     pub fn fd_count(&self) -> usize {
@@ -339,8 +374,25 @@ respond = { status = 200, body = "Hello, World!\n", content_type = "text/plain" 
 "#
 }
 
-/// Children of `pid` from /proc/*/stat: (pid, state).
+/// The gate's process name (`gate::GATE_NAME`).
+pub const GATE: &str = "lbaws-gate";
+
+/// Children of `pid` from /proc/*/stat: (pid, state), the gate included.
 pub fn children_of(pid: i32) -> Vec<(i32, char)> {
+    procs_of(pid)
+        .into_iter()
+        .map(|p| (p.pid, p.state))
+        .collect()
+}
+
+pub struct Proc {
+    pub pid: i32,
+    pub state: char,
+    pub comm: String,
+}
+
+/// Children of `pid`, with their names.
+pub fn procs_of(pid: i32) -> Vec<Proc> {
     let mut v = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return v;
@@ -353,14 +405,19 @@ pub fn children_of(pid: i32) -> Vec<(i32, char)> {
             continue;
         };
         // "pid (comm) S ppid ...": comm may contain spaces, so split after ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+        let Some((head, rest)) = stat.rsplit_once(')') else {
             continue;
         };
+        let comm = head.split_once('(').map_or("", |x| x.1).to_string();
         let mut f = rest.split_whitespace();
         let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         if ppid == pid {
-            v.push((p, state));
+            v.push(Proc {
+                pid: p,
+                state,
+                comm,
+            });
         }
     }
     v

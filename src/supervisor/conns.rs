@@ -1,0 +1,357 @@
+//! Moving connections: from a listener (accept and one look), from the gate
+//! (complete heads), from workers (parked), into a worker (fork) or into the
+//! gate; and the per-source limit, counted on the way.
+
+use super::sources::Place;
+use super::{GateProc, Supervisor, Worker};
+use crate::child;
+use crate::gate::head;
+use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
+use crate::listen::Peer;
+use nix::errno::Errno;
+use nix::unistd::{fork, ForkResult};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Most connections taken from one listener (or from the gate) per wakeup,
+/// so signals and the other listeners are not starved under a flood.
+const BURST: usize = 64;
+/// How long to stop accepting after running out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Per-source refusals are logged at most this often.
+const OVER_LIMIT_LOG: Duration = Duration::from_secs(1);
+/// The answer when no worker can be forked, written without blocking.
+const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 24\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable\n";
+
+impl Supervisor {
+    // -----------------------------------------------------------------------
+    // From a listener
+
+    pub(super) fn accept_burst(&mut self, idx: usize) {
+        let lfd = self.listeners[idx].raw();
+        for _ in 0..BURST {
+            match crate::sys::accept(lfd) {
+                Ok((conn, addr)) => {
+                    self.accept_error_logged = false;
+                    self.new_connection(conn, addr.map_or(Peer::Unix, Peer::Inet));
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                // The connection died in the queue, or a firewall said no: next.
+                Err(Errno::ECONNABORTED | Errno::EPROTO | Errno::EPERM) => continue,
+                Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                    if !self.accept_error_logged {
+                        crate::error!(
+                            "accept on {}: {e}; pausing accepts, {} workers live",
+                            self.listeners[idx].local,
+                            self.workers.len()
+                        );
+                        self.accept_error_logged = true;
+                    }
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    crate::error!("accept on {}: {}", self.listeners[idx].local, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A new connection: over its source's limit it is closed at once; with a
+    /// complete head (the usual case: `TCP_DEFER_ACCEPT` held it until data
+    /// came) and a worker free, it is forked now; otherwise it waits in the gate.
+    fn new_connection(&mut self, conn: OwnedFd, peer: Peer) {
+        let key = handoff::source_key(&peer).unwrap_or(NO_KEY);
+        let limit = self.cfg.server.max_connections_per_ip;
+        if limit > 0 && key != NO_KEY && self.sources.total(key) as usize >= limit {
+            drop(conn);
+            self.counters.over_limit += 1;
+            self.over_limit_unlogged += 1;
+            self.over_limit_last = Some(peer);
+            self.status_dirty = true;
+            return;
+        }
+        let meta = Meta {
+            peer,
+            served: 0,
+            kind: Kind::New,
+        };
+        if self.workers.len() < self.cfg.server.max_connections {
+            let bounds = head::Bounds {
+                max_header_bytes: self.cfg.limits.max_header_bytes,
+                max_line_bytes: max_line_bytes(&self.cfg),
+            };
+            let buf = &mut self.peek.spare()[..bounds.max_header_bytes];
+            match crate::sys::peek(conn.as_raw_fd(), buf) {
+                Ok(0) => return, // already closed: nothing to serve
+                Ok(n) => {
+                    // SAFETY: peek initialised the first n bytes.
+                    let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                    if head::complete(bytes, 0, bounds) {
+                        self.fork_worker(conn, meta, key);
+                        return;
+                    }
+                }
+                Err(Errno::EAGAIN) => {}
+                Err(_) => return, // reset already
+            }
+        }
+        self.hand_to_gate(conn, meta, key);
+    }
+
+    // -----------------------------------------------------------------------
+    // Into a worker or into the gate
+
+    /// Fork a worker for a connection with a complete head.
+    fn fork_worker(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+        // SAFETY: lbaws is single-threaded, so the child is a complete copy.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let inherited = child::Inherited {
+                    close: &self.child_closes,
+                    stop_reader: self.stop_reader.as_raw_fd(),
+                    park: (self.gate.is_some() && self.stop.is_none())
+                        .then(|| self.park_tx.as_raw_fd()),
+                    stopping: self.stop.is_some(),
+                };
+                child::run(conn, meta, &self.cfg, inherited)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(conn); // the worker has its own copy
+                self.fork_error_logged = false;
+                self.sources.add(key, Place::Worker);
+                // Cannot be full: nothing forks at max_connections.
+                self.workers.push(Worker {
+                    pid: child,
+                    peer: meta.peer,
+                    started: Instant::now(),
+                    key,
+                });
+                self.status_dirty = true;
+            }
+            Err(e) => {
+                // Answer without waiting, then let the gate close it
+                // gracefully (its request is unread: a plain close would
+                // reset the connection and could destroy the 503).
+                let _ = crate::sys::send_nowait(conn.as_raw_fd(), RESPONSE_503);
+                let _ =
+                    nix::sys::socket::shutdown(conn.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+                self.counters.refused += 1;
+                self.status_dirty = true;
+                if !self.fork_error_logged {
+                    crate::error!(
+                        "fork: {e}; answering 503, {} workers live",
+                        self.workers.len()
+                    );
+                    self.fork_error_logged = true;
+                }
+                let closing = Meta {
+                    kind: Kind::Closing,
+                    ..meta
+                };
+                self.hand_to_gate(conn, closing, key);
+            }
+        }
+    }
+
+    /// Give a connection to the gate; if it cannot take one now, close it.
+    fn hand_to_gate(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+        let sent = match self.gate.as_ref().filter(|g| !g.gone) {
+            None => Err(Errno::ENOTCONN),
+            Some(g) => {
+                let mut msg = [0u8; 64];
+                let n = handoff::encode(&Msg::Adopt(meta), &mut msg);
+                crate::sys::send_with_fd(g.ctl.as_fd(), &msg[..n], Some(conn.as_raw_fd()))
+            }
+        };
+        drop(conn); // the gate has its own copy, or it is closed
+        match sent {
+            Ok(()) => {
+                let g = self.gate.as_mut().expect("sent to it");
+                *held(g, meta.kind) += 1;
+                self.sources.add(key, Place::Gate);
+                self.shed_logged = false;
+            }
+            Err(e) => {
+                self.counters.shed += 1;
+                if !self.shed_logged {
+                    crate::warn!(
+                        "the gate cannot take a {} connection ({e}): closed; {} workers live",
+                        kind_name(meta.kind),
+                        self.workers.len()
+                    );
+                    self.shed_logged = true;
+                }
+            }
+        }
+        self.status_dirty = true;
+    }
+
+    // -----------------------------------------------------------------------
+    // From the gate and from workers
+
+    /// Complete heads from the gate: a worker each, while below max_connections.
+    pub(super) fn take_ready(&mut self) {
+        for _ in 0..BURST {
+            if self.workers.len() >= self.cfg.server.max_connections {
+                return;
+            }
+            let Some(g) = &self.gate else { return };
+            let mut buf = [0u8; 64];
+            let (n, fd) = match crate::sys::recv_with_fd(g.ready.as_fd(), &mut buf) {
+                Ok((0, _)) | Err(Errno::EAGAIN) => return,
+                Ok(r) => r,
+                Err(e) => {
+                    crate::error!("receiving from the gate: {e}");
+                    return;
+                }
+            };
+            match (handoff::decode(&buf[..n]), fd) {
+                (Some(Msg::Ready(meta)), Some(conn)) => {
+                    let key = handoff::source_key(&meta.peer).unwrap_or(NO_KEY);
+                    let g = self.gate.as_mut().expect("read from it");
+                    let h = held(g, meta.kind);
+                    *h = h.saturating_sub(1);
+                    self.sources.remove(key, Place::Gate);
+                    self.fork_worker(conn, meta, key);
+                }
+                (other, _) => crate::error!("unexpected message from the gate: {other:?}"),
+            }
+        }
+    }
+
+    /// Connections the gate closed: keep the counts true.
+    pub(super) fn gate_notes(&mut self) {
+        loop {
+            let Some(g) = &self.gate else { return };
+            let mut buf = [0u8; handoff::MAX_MSG];
+            let n = match crate::sys::recv_with_fd(g.ctl.as_fd(), &mut buf) {
+                Ok((0, _)) => {
+                    // End of stream: the gate is exiting (reaped soon).
+                    self.gate.as_mut().expect("checked").gone = true;
+                    return;
+                }
+                Ok((n, _)) => n,
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    crate::error!("receiving from the gate: {e}");
+                    return;
+                }
+            };
+            if !matches!(handoff::decode(&buf[..n]), Some(Msg::Closed { .. })) {
+                crate::error!("unexpected message from the gate");
+                continue;
+            }
+            for (key, kind) in handoff::closed_entries(&buf[..n]) {
+                let g = self.gate.as_mut().expect("checked");
+                let h = held(g, kind);
+                *h = h.saturating_sub(1);
+                self.sources.remove(key, Place::Gate);
+            }
+            self.status_dirty = true;
+        }
+    }
+
+    /// Idle keep-alive connections handed back by workers: to the gate, to
+    /// wait for their next request (or closed, when stopping).
+    pub(super) fn take_parked(&mut self) {
+        loop {
+            let mut buf = [0u8; 64];
+            let (n, fd) = match crate::sys::recv_with_fd(self.park_rx.as_fd(), &mut buf) {
+                Ok((0, _)) | Err(Errno::EAGAIN) => return,
+                Ok(r) => r,
+                Err(e) => {
+                    crate::error!("receiving a parked connection: {e}");
+                    return;
+                }
+            };
+            let (Some(Msg::Park { pid, meta }), Some(conn)) = (handoff::decode(&buf[..n]), fd)
+            else {
+                crate::error!("unexpected message on the park channel");
+                continue;
+            };
+            let key = handoff::source_key(&meta.peer).unwrap_or(NO_KEY);
+            // The connection leaves its worker: that worker's end no longer
+            // ends a connection.
+            if let Some(w) = self
+                .workers
+                .as_mut_slice()
+                .iter_mut()
+                .find(|w| w.pid.as_raw() as u32 == pid)
+            {
+                self.sources.remove(w.key, Place::Worker);
+                w.key = NO_KEY;
+            }
+            self.counters.parked += 1;
+            if self.stop.is_some() {
+                drop(conn); // idle, and we are stopping: close it
+                continue;
+            }
+            let meta = Meta {
+                kind: Kind::Parked,
+                ..meta
+            };
+            self.hand_to_gate(conn, meta, key);
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // The per-source limit's log line
+
+    pub(super) fn over_limit_due(&self) -> Option<Instant> {
+        if self.over_limit_unlogged == 0 {
+            return None;
+        }
+        Some(
+            self.over_limit_logged_at
+                .map_or_else(Instant::now, |t| t + OVER_LIMIT_LOG),
+        )
+    }
+
+    /// At most once a second: how many were refused, and the last source.
+    pub(super) fn log_over_limit(&mut self, now: Instant) {
+        crate::warn!(
+            "{} connection(s) closed over max_connections_per_ip = {}; the last from {}",
+            self.over_limit_unlogged,
+            self.cfg.server.max_connections_per_ip,
+            self.over_limit_last
+                .map_or_else(|| "?".into(), |p| host_of(&p))
+        );
+        self.over_limit_unlogged = 0;
+        self.over_limit_logged_at = Some(now);
+    }
+}
+
+/// The gate's tally for connections handed over as `kind`.
+fn held(g: &mut GateProc, kind: Kind) -> &mut usize {
+    match kind {
+        Kind::New => &mut g.new,
+        Kind::Parked => &mut g.parked,
+        Kind::Closing => &mut g.closing,
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::New => "new",
+        Kind::Parked => "parked",
+        Kind::Closing => "closing",
+    }
+}
+
+/// A peer's host, without the port: the address the limit applies to.
+fn host_of(p: &Peer) -> String {
+    match p {
+        Peer::Inet(a) => a.ip().to_canonical().to_string(),
+        Peer::Unix => "unix".into(),
+    }
+}
+
+/// The longest first line the gate waits for before a worker answers 414
+/// (the worker's own rule, `http::request::read`).
+pub(super) fn max_line_bytes(cfg: &crate::config::Config) -> usize {
+    cfg.limits.max_uri_bytes + 32
+}

@@ -1,0 +1,437 @@
+//! Signals, reaping, the gate's life, stopping and reloading.
+
+use super::sources::Place;
+use super::{GateProc, Stop, Supervisor};
+use crate::alloc::SupervisorTable;
+use crate::config::{self, Config};
+use crate::handoff::{self, GateLimits, Msg};
+use crate::listen::{self, Listener};
+use crate::signals;
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+/// After SIGTERM to the workers (stop timeout, or SIGQUIT), time until SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// The gate is started again at most this often.
+const GATE_RESTART: Duration = Duration::from_secs(1);
+
+impl Supervisor {
+    // -----------------------------------------------------------------------
+    // Signals
+
+    pub(super) fn handle_signals(&mut self) {
+        let mut chld = false;
+        while let Some(sig) = signals::next(&self.signal_fd) {
+            match sig {
+                Signal::SIGCHLD => chld = true,
+                Signal::SIGTERM | Signal::SIGINT => {
+                    let again = self.stop.is_some();
+                    self.begin_stop(again, sig);
+                }
+                Signal::SIGQUIT => self.begin_stop(true, sig),
+                Signal::SIGHUP => {
+                    if self.stop.is_none() {
+                        self.reload();
+                    }
+                }
+                Signal::SIGUSR1 => {
+                    crate::log::reopen();
+                    match crate::log::reopen_access() {
+                        Ok(()) => crate::info!("SIGUSR1: log files reopened"),
+                        Err(e) => crate::error!("SIGUSR1: {e}"),
+                    }
+                }
+                other => crate::debug!("{other} ignored"),
+            }
+        }
+        // SIGCHLDs merge: one pass reaps every child that has ended.
+        if chld {
+            self.reap();
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Reaping
+
+    fn reap(&mut self) {
+        // A worker sends its parked connection before it exits: take those
+        // first, so that its end is not counted as the connection's end.
+        self.take_parked();
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.ended(pid, code, None),
+                Ok(WaitStatus::Signaled(pid, sig, core)) => self.ended(pid, 0, Some((sig, core))),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue, // stopped/continued: not an end
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    crate::error!("waitpid: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn ended(&mut self, pid: Pid, code: i32, signal: Option<(Signal, bool)>) {
+        if self.gate.as_ref().is_some_and(|g| g.pid == pid) {
+            return self.gate_ended(code, signal);
+        }
+        let Some(i) = self.workers.as_slice().iter().position(|w| w.pid == pid) else {
+            // Not a worker (e.g. a daemonize helper): nothing to account.
+            return;
+        };
+        let w = self.workers.swap_remove(i);
+        self.sources.remove(w.key, Place::Worker);
+        self.counters.served += 1;
+        self.status_dirty = true;
+        let age = w.started.elapsed().as_secs_f64();
+        let stopping = matches!(self.stop, Some(Stop::Terminating(_)) | Some(Stop::Killed));
+        match signal {
+            // Killed by us while stopping: expected.
+            Some((sig, _)) if stopping => crate::info!(
+                "worker {pid} (peer {}) ended by {sig} at shutdown after {age:.3}s",
+                w.peer
+            ),
+            Some((sig, core)) => crate::warn!(
+                "worker {pid} (peer {}) killed by signal {} ({sig}){} after {age:.3}s",
+                w.peer,
+                sig as i32,
+                if core { ", core dumped" } else { "" }
+            ),
+            None if code != 0 => crate::warn!(
+                "worker {pid} (peer {}) exited with code {code} ({}) after {age:.3}s",
+                w.peer,
+                exit_meaning(code)
+            ),
+            None => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // The gate
+
+    /// Start the gate (at start-up, and again if it dies). Without it, new
+    /// connections without a complete head are closed and idle ones are not
+    /// parked; serving goes on.
+    pub(super) fn spawn_gate(&mut self) {
+        let pairs =
+            crate::sys::seqpacket_pair().and_then(|a| Ok((a, crate::sys::seqpacket_pair()?)));
+        let ((ctl, gate_ctl), (ready, gate_ready)) = match pairs {
+            Ok(p) => p,
+            Err(e) => return self.gate_failed(&format!("socketpair: {e}")),
+        };
+        let limits = self.gate_limits();
+        // What a worker closes, and what only workers keep.
+        let mut closes = self.child_closes.clone();
+        closes.extend([self.stop_reader.as_raw_fd(), self.park_tx.as_raw_fd()]);
+        // SAFETY: single-threaded; the child only closes descriptors, resets
+        // signals and runs the gate's loop, leaving through _exit.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop((ctl, ready)); // the supervisor's ends
+                for fd in closes {
+                    // SAFETY: the child's copies of the supervisor's descriptors.
+                    unsafe { libc::close(fd) };
+                }
+                if signals::reset_in_child().is_err() {
+                    // SAFETY: _exit is always safe.
+                    unsafe { libc::_exit(crate::http::EXIT_OSERR) };
+                }
+                crate::gate::run(gate_ctl, gate_ready, limits, self.cfg.server.server_header)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop((gate_ctl, gate_ready));
+                crate::debug!("gate started: pid {child}");
+                self.gate = Some(GateProc {
+                    pid: child,
+                    ctl,
+                    ready,
+                    new: 0,
+                    parked: 0,
+                    closing: 0,
+                    gone: false,
+                });
+                self.gate_started = Some(Instant::now());
+                self.refresh_child_closes();
+                self.status_dirty = true;
+            }
+            Err(e) => self.gate_failed(&format!("fork: {e}")),
+        }
+    }
+
+    fn gate_failed(&mut self, why: &str) {
+        crate::error!("cannot start the gate ({why}); trying again in {GATE_RESTART:?}");
+        self.gate_restart_at = Some(Instant::now() + GATE_RESTART);
+    }
+
+    fn gate_ended(&mut self, code: i32, signal: Option<(Signal, bool)>) {
+        let g = self.gate.take().expect("the gate");
+        self.refresh_child_closes();
+        self.sources.clear_gate();
+        self.status_dirty = true;
+        if self.stop.is_some() {
+            return crate::debug!("gate {} ended", g.pid);
+        }
+        let how = match signal {
+            Some((sig, _)) => format!("killed by {sig}"),
+            None => format!("exited with code {code}"),
+        };
+        let lost = g.new + g.parked + g.closing;
+        // Restarted at once, unless it just was: then after a pause.
+        let soon = self
+            .gate_started
+            .is_some_and(|t| t.elapsed() < GATE_RESTART);
+        crate::error!(
+            "gate {} {how}; {lost} waiting connection(s) lost; restarting it{}",
+            g.pid,
+            if soon { " in 1s" } else { "" }
+        );
+        if soon {
+            self.gate_restart_at = Some(Instant::now() + GATE_RESTART);
+        } else {
+            self.spawn_gate();
+        }
+    }
+
+    /// What the gate needs of the configuration.
+    fn gate_limits(&self) -> GateLimits {
+        let l = &self.cfg.limits;
+        GateLimits {
+            header_timeout: l.header_timeout,
+            idle_timeout: l.keepalive_timeout.saturating_sub(l.park_after),
+            max_header_bytes: l.max_header_bytes,
+            max_line_bytes: super::conns::max_line_bytes(&self.cfg),
+            max_pending: self.max_pending,
+        }
+    }
+
+    fn tell_gate(&mut self, msg: &Msg) {
+        if let Some(g) = self.gate.as_ref().filter(|g| !g.gone) {
+            let mut buf = [0u8; handoff::MAX_MSG];
+            let n = handoff::encode(msg, &mut buf);
+            if let Err(e) = crate::sys::send_with_fd(g.ctl.as_fd(), &buf[..n], None) {
+                crate::error!("cannot tell the gate {msg:?}: {e}");
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Stopping
+
+    fn begin_stop(&mut self, immediate: bool, sig: Signal) {
+        if self.stop.is_none() {
+            // Idle keep-alive workers see the stop pipe hang up and close.
+            self.stop_writer = None;
+            // Self-bound listeners close now, so new clients are refused at once
+            // rather than left waiting in a backlog nobody will accept from.
+            // Sockets from systemd stay open: systemd queues for the next start.
+            let (inherited, own): (Vec<_>, Vec<_>) =
+                self.listeners.drain(..).partition(|l| l.inherited);
+            self.listeners = inherited;
+            for l in own {
+                l.close();
+            }
+            self.gate_restart_at = None;
+            self.tell_gate(&Msg::Stop);
+            self.refresh_child_closes();
+        }
+        if immediate {
+            if !matches!(self.stop, Some(Stop::Terminating(_)) | Some(Stop::Killed)) {
+                crate::info!(
+                    "{sig}: stopping now, terminating {} worker(s)",
+                    self.workers.len()
+                );
+                self.signal_all(Signal::SIGTERM);
+                self.stop = Some(Stop::Terminating(Instant::now() + KILL_GRACE));
+            }
+        } else {
+            let t = self.cfg.server.shutdown_timeout;
+            crate::info!(
+                "{sig}: stopping gracefully, {} connection(s) in flight, waiting up to {:?}",
+                self.workers.len(),
+                t
+            );
+            self.stop = Some(Stop::Draining(Instant::now() + t));
+        }
+        if self.notifier.enabled() {
+            self.notifier.stopping(&self.status_line());
+        }
+    }
+
+    /// Workers and the gate.
+    fn signal_all(&self, sig: Signal) {
+        for w in self.workers.as_slice() {
+            let _ = kill(w.pid, sig);
+        }
+        if let Some(g) = &self.gate {
+            let _ = kill(g.pid, sig);
+        }
+    }
+
+    pub(super) fn stop_timers(&mut self, now: Instant) {
+        match self.stop {
+            Some(Stop::Draining(t)) if now >= t => {
+                crate::warn!(
+                    "shutdown_timeout reached: terminating {} worker(s)",
+                    self.workers.len()
+                );
+                self.signal_all(Signal::SIGTERM);
+                self.stop = Some(Stop::Terminating(now + KILL_GRACE));
+            }
+            Some(Stop::Terminating(t)) if now >= t => {
+                crate::warn!("killing {} worker(s)", self.workers.len());
+                self.signal_all(Signal::SIGKILL);
+                self.stop = Some(Stop::Killed);
+            }
+            _ => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Reloading
+
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        let source = self
+            .cfg_path
+            .as_ref()
+            .map_or(config::BUILTIN_NAME.to_string(), |p| {
+                p.display().to_string()
+            });
+        crate::info!("SIGHUP: reloading configuration from {source}");
+        let result = config::load(self.cfg_path.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|new| self.follow_listeners(&new).map(|()| new));
+        match result {
+            Ok(new) => self.apply(new, &source),
+            Err(e) => {
+                crate::error!("reload failed, keeping the running configuration: {e}");
+                self.reload_error = Some(format!("reload failed: {e}"));
+            }
+        }
+        self.status_dirty = true;
+        if self.notifier.enabled() {
+            self.notifier.ready(&self.status_line());
+            self.status_sent = Some(Instant::now());
+            self.status_dirty = false;
+        }
+    }
+
+    /// Take a validated configuration into use.
+    fn apply(&mut self, new: Config, source: &str) {
+        if new.server.user != self.cfg.server.user || new.server.group != self.cfg.server.group {
+            crate::warn!("[server] user/group changes take effect at the next restart");
+        }
+        crate::log::configure(new.log.level, new.log.target, self.daemon);
+        listen::tune(&self.listeners, &new.limits);
+        if let Err(e) = crate::log::configure_access(&new.log.access) {
+            crate::error!("{e}; keeping the previous access log");
+        }
+        let max = new.server.max_connections;
+        if self.workers.capacity() < max {
+            let mut bigger = SupervisorTable::with_capacity(max);
+            for w in self.workers.as_slice() {
+                bigger.push(*w);
+            }
+            self.workers = bigger;
+        }
+        if self.peek.capacity() < new.limits.max_header_bytes {
+            self.peek = SupervisorTable::with_capacity(new.limits.max_header_bytes);
+        }
+        self.max_pending = pending_limit(&new);
+        self.cfg = new;
+        self.reload_error = None;
+        let limits = self.gate_limits();
+        self.tell_gate(&Msg::Limits(limits));
+        self.refresh_child_closes();
+        crate::info!(
+            "reloaded configuration from {source}: {} listener(s), {} route(s)",
+            self.listeners.len(),
+            self.cfg.routes.len()
+        );
+    }
+
+    /// Make the self-bound listeners match `new`: keep those whose address is
+    /// unchanged, bind the added ones, close the removed ones. All or nothing:
+    /// if one bind fails, the ones just bound are closed and nothing changes.
+    /// Listeners from systemd are kept as they are.
+    fn follow_listeners(&mut self, new: &Config) -> Result<(), String> {
+        if self.listeners.iter().any(|l| l.inherited) {
+            return Ok(());
+        }
+        let mut added: Vec<Listener> = Vec::new();
+        for spec in &new.listen {
+            let exists = self
+                .listeners
+                .iter()
+                .any(|l| l.spec.as_ref().is_some_and(|s| s.address == spec.address));
+            if !exists {
+                match listen::bind(spec) {
+                    Ok(l) => added.push(l),
+                    Err(e) => {
+                        for l in added {
+                            l.close();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let old = std::mem::take(&mut self.listeners);
+        for mut l in old {
+            let spec = l
+                .spec
+                .as_ref()
+                .and_then(|s| new.listen.iter().find(|n| n.address == s.address));
+            match spec {
+                Some(spec) => {
+                    if l.spec.as_ref().is_some_and(|s| s.backlog != spec.backlog) {
+                        // listen(2) again on a listening socket updates the backlog.
+                        let b = nix::sys::socket::Backlog::new(spec.backlog)
+                            .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+                        let _ = nix::sys::socket::listen(&l.fd, b);
+                    }
+                    l.name = spec.name.clone();
+                    l.spec = Some(spec.clone());
+                    self.listeners.push(l);
+                }
+                None => {
+                    crate::info!("no longer listening on {l}");
+                    l.close();
+                }
+            }
+        }
+        for l in added {
+            crate::info!("listening on {l}");
+            self.listeners.push(l);
+        }
+        Ok(())
+    }
+}
+
+/// `[server] max_pending` under this process's descriptor limit (which the
+/// gate inherits), with a warning when the configured value does not fit.
+pub(crate) fn pending_limit(cfg: &Config) -> usize {
+    let nofile = crate::sys::nofile().0;
+    let (n, lowered) = cfg.max_pending(nofile);
+    if lowered {
+        crate::warn!(
+            "[server] max_pending = {} does not fit under the descriptor limit ({nofile}): using {n}",
+            cfg.server.max_pending.unwrap_or(0)
+        );
+    }
+    n
+}
+
+fn exit_meaning(code: i32) -> &'static str {
+    match code {
+        crate::http::EXIT_SOFTWARE => "internal error",
+        crate::http::EXIT_OSERR => "post-fork set-up failed",
+        crate::http::EXIT_IOERR => "I/O error on the connection",
+        _ => "unknown",
+    }
+}

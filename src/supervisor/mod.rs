@@ -1,0 +1,470 @@
+//! The supervisor: accept, look, fork, reap, cap, stop, reload. One thread,
+//! one loop.
+//!
+//! ```text
+//!   poll([signalfd, park channel, gate ctl, gate ready?, listeners?])
+//!     park channel  -> take_parked(): a worker hands back an idle keep-alive
+//!                      connection; it goes to the gate
+//!     gate ctl      -> gate_notes(): connections the gate closed (accounting)
+//!     signalfd      -> SIGCHLD: reap()   SIGTERM/SIGINT: begin_stop(graceful)
+//!                      SIGQUIT: begin_stop(immediate)   SIGHUP: reload()   SIGUSR1: reopen logs
+//!     gate ready    -> take_ready(): complete heads from the gate, a worker each
+//!                      (polled only below max_connections)
+//!     listener      -> accept_burst(): accept4, per-source limit, one MSG_PEEK:
+//!                      a complete head forks a worker at once, anything else
+//!                      goes to the gate
+//!     timers        -> STATUS (at most 1/s), WATCHDOG=1, accept back-off,
+//!                      stop stages, restarting the gate
+//! ```
+//!
+//! A connection costs a process only while it has a request in flight: until
+//! its head is complete, and while it is idle between requests, it waits in
+//! the gate (`crate::gate`), a helper process that holds it for a descriptor
+//! and a few bytes. Workers serve; the gate waits; the supervisor only moves
+//! connections between them and keeps count.
+//!
+//! Invariants kept here:
+//! 1. Signals are read from the signalfd in this loop; there are no handlers.
+//! 5. READY=1 is sent by [`Supervisor::run`] only once every listener is live
+//!    (they were all bound or inherited before it was built); a failed reload
+//!    keeps the running configuration and listeners and says so in STATUS.
+//! 6. Every child is reaped; an abnormal end (signal, non-zero code) is logged
+//!    with pid, peer, age and cause.
+//! 7. Every fork copies this process, so the loop allocates nothing per
+//!    connection and touches little: the worker table, the poll set, the
+//!    per-source counts and the peek buffer are in memory the workers do not
+//!    inherit (`MADV_DONTFORK`, see `alloc::SupervisorTable`), waiting
+//!    connections live in the gate (not in this descriptor table, which every
+//!    fork copies), and nothing is logged per connection (only failures, at
+//!    most once per burst or second). It never blocks on a client: every
+//!    socket call here is non-blocking, and it reads no request, it only
+//!    looks (`MSG_PEEK`) for the end of one (`gate::head`).
+//!
+//! Caps: at `max_connections` live workers, complete heads wait in the gate,
+//! oldest first, and are taken as workers end. At `max_pending` the gate makes
+//! room by closing the waiting connection nearest its deadline. Over
+//! `max_connections_per_ip`, a new connection is closed at once. Accept
+//! errors (`EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`) pause accepting briefly
+//! (logged once per burst); a failed fork answers that connection with a 503
+//! written without blocking, and the gate closes it gracefully.
+
+mod conns;
+mod lifecycle;
+mod sources;
+
+use crate::alloc::SupervisorTable;
+use crate::config::Config;
+use crate::listen::{Listener, Peer};
+use crate::notify::Notifier;
+use nix::errno::Errno;
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::Pid;
+use sources::Sources;
+use std::fmt::Write as _;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// STATUS= at most this often.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy)]
+struct Worker {
+    pid: Pid,
+    peer: Peer,
+    started: Instant,
+    /// Its connection's source key; `NO_KEY` once the connection was parked
+    /// (it is counted in the gate then).
+    key: u128,
+}
+
+enum Stop {
+    /// Not accepting; waiting for workers (and the gate) to finish, until the deadline.
+    Draining(Instant),
+    /// Workers were sent SIGTERM; SIGKILL at the deadline.
+    Terminating(Instant),
+    /// Workers were sent SIGKILL; reaping the last of them.
+    Killed,
+}
+
+/// The gate process and the supervisor's ends of its two channels.
+struct GateProc {
+    pid: Pid,
+    /// To the gate: Adopt, Limits, Stop. From it: Closed notes.
+    ctl: OwnedFd,
+    /// From the gate: Ready connections, read only while a worker can be forked.
+    ready: OwnedFd,
+    /// Connections the gate holds, by how they were handed over.
+    new: usize,
+    parked: usize,
+    closing: usize,
+    /// The ctl channel reported end of stream: the gate is going.
+    gone: bool,
+}
+
+/// What the supervisor counts (for STATUS and the stop log line).
+#[derive(Default)]
+struct Counters {
+    /// Workers that ended.
+    served: u64,
+    /// Answered 503 because no worker could be forked.
+    refused: u64,
+    /// Closed at once: over max_connections_per_ip.
+    over_limit: u64,
+    /// Closed because the gate could not take them.
+    shed: u64,
+    /// Connections handed back by workers.
+    parked: u64,
+}
+
+pub struct Supervisor {
+    cfg: Config,
+    cfg_path: Option<PathBuf>,
+    daemon: bool,
+    listeners: Vec<Listener>,
+    signal_fd: SignalFd,
+    /// The stop pipe: workers watch the read end while idle; dropping the
+    /// write end (graceful stop) tells idle keep-alive workers to close.
+    stop_reader: OwnedFd,
+    stop_writer: Option<OwnedFd>,
+    /// Workers send idle connections back on `park_tx` (which they inherit);
+    /// the supervisor reads them from `park_rx`.
+    park_rx: OwnedFd,
+    park_tx: OwnedFd,
+    gate: Option<GateProc>,
+    /// When to try starting the gate again after it died.
+    gate_restart_at: Option<Instant>,
+    gate_started: Option<Instant>,
+    notifier: Notifier,
+    /// All in memory the workers do not inherit (see `alloc::SupervisorTable`).
+    workers: SupervisorTable<Worker>,
+    pollfds: SupervisorTable<libc::pollfd>,
+    peek: SupervisorTable<u8>,
+    sources: Sources,
+    /// Descriptors a forked child closes first (listeners, signalfd, channel
+    /// ends); rebuilt when they change, so a fork allocates nothing.
+    child_closes: Vec<RawFd>,
+    /// `[server] max_pending`, resolved against `RLIMIT_NOFILE`.
+    max_pending: usize,
+    counters: Counters,
+    accept_paused_until: Option<Instant>,
+    accept_error_logged: bool,
+    fork_error_logged: bool,
+    shed_logged: bool,
+    /// Per-source refusals since the last log line about them.
+    over_limit_unlogged: u64,
+    over_limit_logged_at: Option<Instant>,
+    over_limit_last: Option<Peer>,
+    stop: Option<Stop>,
+    reload_error: Option<String>,
+    status_dirty: bool,
+    status_sent: Option<Instant>,
+    next_watchdog: Option<Instant>,
+}
+
+/// Slots of the poll set in this loop iteration (`None`: not polled).
+struct Slots {
+    park: usize,
+    ctl: Option<usize>,
+    ready: Option<usize>,
+    /// Index of the first listener, if accepting.
+    listeners: Option<usize>,
+}
+
+impl Supervisor {
+    pub fn new(
+        cfg: Config,
+        cfg_path: Option<PathBuf>,
+        daemon: bool,
+        listeners: Vec<Listener>,
+        signal_fd: SignalFd,
+        notifier: Notifier,
+    ) -> Result<Supervisor, Errno> {
+        let max_pending = lifecycle::pending_limit(&cfg);
+        let (stop_reader, stop_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (park_rx, park_tx) = crate::sys::seqpacket_pair()?;
+        let peek = SupervisorTable::with_capacity(cfg.limits.max_header_bytes);
+        let mut sup = Supervisor {
+            stop_reader,
+            stop_writer: Some(stop_writer),
+            park_rx,
+            park_tx,
+            gate: None,
+            gate_restart_at: None,
+            gate_started: None,
+            pollfds: SupervisorTable::with_capacity(listeners.len() + 4),
+            workers: SupervisorTable::with_capacity(cfg.server.max_connections),
+            peek,
+            sources: Sources::new(),
+            child_closes: Vec::new(),
+            max_pending,
+            cfg,
+            cfg_path,
+            daemon,
+            listeners,
+            signal_fd,
+            notifier,
+            counters: Counters::default(),
+            accept_paused_until: None,
+            accept_error_logged: false,
+            fork_error_logged: false,
+            shed_logged: false,
+            over_limit_unlogged: 0,
+            over_limit_logged_at: None,
+            over_limit_last: None,
+            stop: None,
+            reload_error: None,
+            status_dirty: false,
+            status_sent: None,
+            next_watchdog: None,
+        };
+        sup.refresh_child_closes();
+        sup.spawn_gate();
+        Ok(sup)
+    }
+
+    /// Serve until stopped; returns the process exit code.
+    pub fn run(mut self) -> i32 {
+        for l in &self.listeners {
+            crate::info!("listening on {l}");
+        }
+        crate::info!(
+            "ready: pid {}, {} listener(s), max_connections {}, max_pending {}, max_connections_per_ip {}",
+            std::process::id(),
+            self.listeners.len(),
+            self.cfg.server.max_connections,
+            self.max_pending,
+            self.cfg.server.max_connections_per_ip
+        );
+        if self.notifier.enabled() {
+            self.notifier.ready(&self.status_line());
+            self.status_sent = Some(Instant::now());
+        }
+        self.next_watchdog = self.notifier.watchdog.map(|d| Instant::now() + d);
+
+        loop {
+            if self.stop.is_some() && self.workers.is_empty() && self.gate.is_none() {
+                break;
+            }
+            let slots = self.build_poll_set();
+            let timeout = self.poll_timeout();
+            match crate::sys::poll(self.pollfds.as_mut_slice(), timeout) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    crate::error!("poll: {e}");
+                    continue;
+                }
+            }
+            let ready = |s: Option<usize>, p: &SupervisorTable<libc::pollfd>| {
+                s.is_some_and(|i| p.as_slice()[i].revents != 0)
+            };
+            if ready(Some(slots.park), &self.pollfds) {
+                self.take_parked();
+            }
+            if ready(slots.ctl, &self.pollfds) {
+                self.gate_notes();
+            }
+            if self.pollfds.as_slice()[0].revents != 0 {
+                self.handle_signals();
+            }
+            if ready(slots.ready, &self.pollfds) {
+                self.take_ready();
+            }
+            if let Some(first) = slots.listeners {
+                if self.stop.is_none() {
+                    for i in 0..self.listeners.len() {
+                        match self.pollfds.as_slice().get(first + i) {
+                            Some(p) if p.revents != 0 => self.accept_burst(i),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            self.timers();
+        }
+        let c = &self.counters;
+        crate::info!(
+            "stopped: {} served, {} refused, {} over the per-source limit, {} parked",
+            c.served,
+            c.refused,
+            c.over_limit,
+            c.parked
+        );
+        for l in self.listeners.drain(..) {
+            l.close();
+        }
+        0
+    }
+
+    fn build_poll_set(&mut self) -> Slots {
+        if self.pollfds.capacity() < self.listeners.len() + 4 {
+            self.pollfds = SupervisorTable::with_capacity(self.listeners.len() + 4);
+        }
+        self.pollfds.clear();
+        self.pollfds.push(pollfd(self.signal_fd.as_raw_fd()));
+        let park = self.pollfds.len();
+        self.pollfds.push(pollfd(self.park_rx.as_raw_fd()));
+        let mut slots = Slots {
+            park,
+            ctl: None,
+            ready: None,
+            listeners: None,
+        };
+        let can_fork = self.workers.len() < self.cfg.server.max_connections;
+        if let Some(g) = &self.gate {
+            if !g.gone {
+                slots.ctl = Some(self.pollfds.len());
+                self.pollfds.push(pollfd(g.ctl.as_raw_fd()));
+            }
+            if can_fork {
+                slots.ready = Some(self.pollfds.len());
+                self.pollfds.push(pollfd(g.ready.as_raw_fd()));
+            }
+        }
+        if self.accepting() {
+            slots.listeners = Some(self.pollfds.len());
+            for l in &self.listeners {
+                self.pollfds.push(pollfd(l.raw()));
+            }
+        }
+        slots
+    }
+
+    /// New connections are taken while not stopping and not backing off.
+    /// There is no cap here: a connection that cannot have a worker yet
+    /// waits in the gate, where timeouts and the per-source limit hold.
+    fn accepting(&mut self) -> bool {
+        if self.stop.is_some() {
+            return false;
+        }
+        match self.accept_paused_until {
+            Some(t) if Instant::now() < t => false,
+            Some(_) => {
+                self.accept_paused_until = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Milliseconds until the next timer is due, or -1 for none.
+    fn poll_timeout(&self) -> i32 {
+        let mut next: Option<Instant> = None;
+        let mut due = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        due(self.accept_paused_until);
+        due(self.next_watchdog);
+        due(self.gate_restart_at);
+        due(self.over_limit_due());
+        if self.status_dirty && self.notifier.enabled() {
+            due(Some(
+                self.status_sent
+                    .map_or_else(Instant::now, |t| t + STATUS_INTERVAL),
+            ));
+        }
+        match self.stop {
+            Some(Stop::Draining(t)) | Some(Stop::Terminating(t)) => due(Some(t)),
+            _ => {}
+        }
+        match next {
+            None => -1,
+            Some(t) => {
+                let d = t.saturating_duration_since(Instant::now());
+                // Round up so that the timer is due when poll returns.
+                (d.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+            }
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        self.stop_timers(now);
+        if self.gate_restart_at.is_some_and(|t| now >= t) {
+            self.gate_restart_at = None;
+            self.spawn_gate();
+        }
+        if self.over_limit_due().is_some_and(|t| now >= t) {
+            self.log_over_limit(now);
+        }
+        if let Some(t) = self.next_watchdog {
+            if now >= t {
+                self.notifier.watchdog();
+                self.next_watchdog = self.notifier.watchdog.map(|d| now + d);
+            }
+        }
+        if self.status_dirty && self.notifier.enabled() {
+            if self.status_sent.is_none_or(|t| now >= t + STATUS_INTERVAL) {
+                self.notifier.status(&self.status_line());
+                self.status_sent = Some(now);
+                self.status_dirty = false;
+            }
+        } else if !self.notifier.enabled() {
+            self.status_dirty = false;
+        }
+    }
+
+    /// e.g. "3 active, 120 waiting, 40 parked; 10412 served, 0 refused;
+    /// listening on 0.0.0.0:8080 (http)".
+    fn status_line(&self) -> String {
+        let mut s = String::with_capacity(160);
+        if self.stop.is_some() {
+            s.push_str("stopping: ");
+        }
+        let (waiting, parked) = self
+            .gate
+            .as_ref()
+            .map_or((0, 0), |g| (g.new + g.closing, g.parked));
+        let c = &self.counters;
+        let _ = write!(
+            s,
+            "{} active, {waiting} waiting, {parked} parked; {} served, {} refused",
+            self.workers.len(),
+            c.served,
+            c.refused + c.over_limit + c.shed
+        );
+        if !self.listeners.is_empty() {
+            s.push_str("; listening on ");
+            for (i, l) in self.listeners.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                let _ = write!(s, "{}", l.local);
+            }
+        }
+        if self.gate.is_none() && self.stop.is_none() {
+            s.push_str("; gate down");
+        }
+        if let Some(e) = &self.reload_error {
+            let _ = write!(s, "; {e}");
+        }
+        s
+    }
+
+    /// Rebuild the list of descriptors a forked child closes first.
+    fn refresh_child_closes(&mut self) {
+        let mut v = Vec::with_capacity(self.listeners.len() + 6);
+        v.extend(self.listeners.iter().map(|l| l.raw()));
+        v.push(self.signal_fd.as_raw_fd());
+        v.push(self.park_rx.as_raw_fd());
+        if let Some(w) = &self.stop_writer {
+            v.push(w.as_raw_fd());
+        }
+        if let Some(g) = &self.gate {
+            v.push(g.ctl.as_raw_fd());
+            v.push(g.ready.as_raw_fd());
+        }
+        self.child_closes = v;
+    }
+}
+
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}

@@ -1,0 +1,389 @@
+//! The raw system calls lbaws makes that `nix` does not wrap the way a hot
+//! loop needs them: without allocating, on reused buffers, with the flags that
+//! keep every descriptor close-on-exec (invariant 3). The `unsafe` they need
+//! is kept here, each block with the reason it is sound.
+//!
+//! Nothing here knows about HTTP or about lbaws's processes: descriptors,
+//! bytes and addresses in, results out.
+
+use nix::errno::Errno;
+use std::mem::{size_of, zeroed, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// `accept4(SOCK_CLOEXEC)`: the connection and its peer's address (`None`
+/// for a Unix socket's peer).
+pub fn accept(listener: RawFd) -> Result<(OwnedFd, Option<SocketAddr>), Errno> {
+    // SAFETY: a zeroed sockaddr_storage is a valid out-parameter of the
+    // length given; accept4 writes at most that many bytes into it.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            &mut ss as *mut _ as *mut libc::sockaddr,
+            &mut len,
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: accept4 just returned this descriptor to us.
+    let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((conn, socket_addr(&ss, len)))
+}
+
+/// An IPv4 or IPv6 address from a `sockaddr_storage` the kernel filled in.
+fn socket_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Look at what has arrived on a connection without taking it off the
+/// socket (`MSG_PEEK`), without waiting. `Ok(0)` is end of stream.
+pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
+    loop {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Read and drop whatever has arrived, without waiting; `Ok(0)` is end of
+/// stream, `Err(EAGAIN)` nothing (more) to read.
+pub fn discard(fd: RawFd, scratch: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
+    // SAFETY: as in `peek`; the bytes are never looked at.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            scratch.as_mut_ptr().cast(),
+            scratch.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        Ok(n as usize)
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// Send a fixed answer without waiting and without SIGPIPE; what does not
+/// fit in the socket buffer is dropped.
+pub fn send_nowait(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: send reads data.len() bytes from data.
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n >= 0 {
+        Ok(n as usize)
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// Room for one descriptor's control message (`CMSG_SPACE(sizeof(int))`),
+/// aligned as a `cmsghdr`.
+#[repr(C)]
+union CmsgBuf {
+    _align: libc::cmsghdr,
+    bytes: [u8; 32],
+}
+
+/// Send one message, and with it a descriptor (`SCM_RIGHTS`) when `fd` is
+/// given, on a Unix socket; never waits, never raises SIGPIPE. The receiver
+/// gets its own descriptor for the same open file; the sender's stays open.
+pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: Option<RawFd>) -> Result<(), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr and cmsg buffer; every pointer set
+    // below points into locals that outlive the sendmsg call.
+    let mut cbuf: CmsgBuf = unsafe { zeroed() };
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        // SAFETY: CMSG_SPACE(4) is 24 on Linux, within the 32-byte buffer;
+        // CMSG_FIRSTHDR of a msghdr with a control buffer is non-null.
+        unsafe {
+            msg.msg_control = cbuf.bytes.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+        }
+    }
+    loop {
+        // SAFETY: msg is fully initialised as above.
+        let n = unsafe {
+            libc::sendmsg(
+                sock.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Receive one message without waiting, and the descriptor that came with it
+/// (marked close-on-exec on arrival). `Ok((0, None))` is end of stream; a
+/// message cut short, or with more descriptors than one, is refused (the
+/// extra descriptors are closed) with `EMSGSIZE`.
+pub fn recv_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Option<OwnedFd>), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for a few descriptors, so that a sender passing too many cannot
+    // make us leak the ones that did not fit.
+    #[repr(C)]
+    union Big {
+        _align: libc::cmsghdr,
+        bytes: [u8; 64],
+    }
+    // SAFETY: as in `send_with_fd`.
+    let mut cbuf: Big = unsafe { zeroed() };
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = unsafe { cbuf.bytes.as_mut_ptr().cast() };
+    msg.msg_controllen = 64;
+    let n = loop {
+        // SAFETY: msg points at live buffers of the lengths given.
+        let n = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if n >= 0 {
+            break n as usize;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    };
+    let mut got: Option<OwnedFd> = None;
+    let mut extra = false;
+    // SAFETY: the kernel filled msg_control with well-formed cmsghdrs up to
+    // msg_controllen; CMSG_NXTHDR stays within it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const RawFd;
+                let count =
+                    ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
+                    if got.is_none() {
+                        got = Some(fd);
+                    } else {
+                        extra = true; // dropped: closed
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if extra || msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        return Err(Errno::EMSGSIZE);
+    }
+    Ok((n, got))
+}
+
+/// `TCP_DEFER_ACCEPT`: the kernel completes `accept` only once the client has
+/// sent data (or after about `secs`).
+pub fn set_defer_accept(fd: BorrowedFd<'_>, secs: u32) -> Result<(), Errno> {
+    let v = secs as libc::c_int;
+    // SAFETY: setsockopt reads one c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            &v as *const _ as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// `SO_RCVTIMEO` or `SO_SNDTIMEO`; zero means "never time out".
+pub fn set_timeout(fd: BorrowedFd<'_>, send: bool, t: Duration) -> Result<(), Errno> {
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    let opt = if send {
+        libc::SO_SNDTIMEO
+    } else {
+        libc::SO_RCVTIMEO
+    };
+    // SAFETY: setsockopt reads one timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            &tv as *const _ as *const libc::c_void,
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// `RLIMIT_NOFILE`: (soft, hard).
+pub fn nofile() -> (u64, u64) {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 1024))
+}
+
+/// The soft `RLIMIT_NOFILE` before [`raise_nofile`] (0: not raised).
+static ORIGINAL_NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard one; returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{setrlimit, Resource};
+    let (soft, hard) = nofile();
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        ORIGINAL_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
+        return hard;
+    }
+    soft
+}
+
+/// Give this process back the soft `RLIMIT_NOFILE` lbaws was started with
+/// (a child about to run another program).
+pub fn restore_nofile() {
+    use nix::sys::resource::{setrlimit, Resource};
+    let soft = ORIGINAL_NOFILE.load(std::sync::atomic::Ordering::Relaxed);
+    if soft > 0 {
+        let (_, hard) = nofile();
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard);
+    }
+}
+
+/// This process gets `sig` when its parent ends (`PR_SET_PDEATHSIG`).
+pub fn die_with_parent(sig: libc::c_int) {
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+}
+
+/// This thread's name (`PR_SET_NAME`: what `ps -o comm`, `top` and
+/// `/proc/PID/stat` show; at most 15 bytes).
+pub fn set_name(name: &std::ffi::CStr) {
+    // SAFETY: prctl reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// `poll(2)` on a caller-owned array (reused across calls: no allocation).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, Errno> {
+    // SAFETY: fds is a valid array of pollfd of the given length.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A `SOCK_SEQPACKET` socket pair, both ends close-on-exec: message
+/// boundaries are kept, and a peer that exits reads as end of stream.
+pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn descriptors_travel_with_messages() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (x, _y) = seqpacket_pair().unwrap();
+        send_with_fd(a.as_fd(), b"hello", Some(x.as_raw_fd())).unwrap();
+        send_with_fd(a.as_fd(), b"plain", None).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, fd) = recv_with_fd(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        let fd = fd.expect("a descriptor came along");
+        assert_ne!(fd.as_raw_fd(), x.as_raw_fd(), "a new descriptor");
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "close-on-exec on arrival");
+        let (n, fd) = recv_with_fd(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..n], fd.is_none()), (&b"plain"[..], true));
+        assert_eq!(
+            recv_with_fd(b.as_fd(), &mut buf).unwrap_err(),
+            Errno::EAGAIN
+        );
+        drop(a);
+        assert_eq!(
+            recv_with_fd(b.as_fd(), &mut buf).unwrap().0,
+            0,
+            "end of stream"
+        );
+    }
+}
