@@ -68,8 +68,12 @@ respond = { status = 200, body = "activated\n" }
     }
     // (That no child inherits LISTEN_* or NOTIFY_SOCKET shows in what an exec'd
     // program sees; /proc/PID/environ keeps the variables a process started with.)
+    // TCP_DEFER_ACCEPT is set on systemd's socket too (fd 3).
+    assert!(
+        defer_accept_of(d.pid, 3) > 0,
+        "TCP_DEFER_ACCEPT on the passed socket"
+    );
     let _held = connect(addr);
-    d.wait_children(1);
     // Graceful stop leaves systemd's socket alone (we only close our copy by exiting).
     d.signal(Signal::SIGTERM);
     drop(_held);

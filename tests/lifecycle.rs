@@ -62,13 +62,15 @@ fn notify_ready_status_reloading_stopping_watchdog() {
         .start();
     let ready = mgr.expect(&["READY=1", "STATUS="]);
     assert!(
-        ready.contains("0 active, 0 served, 0 refused; listening on 127.0.0.1:"),
+        ready.contains(
+            "0 active, 0 waiting, 0 parked; 0 served, 0 refused; listening on 127.0.0.1:"
+        ),
         "{ready}"
     );
     mgr.expect(&["WATCHDOG=1"]);
 
     assert_eq!(get(d.addr(), "/").status, 200);
-    let status = mgr.expect(&["STATUS=0 active, 1 served"]);
+    let status = mgr.expect(&["STATUS=0 active, 0 waiting, 0 parked; 1 served"]);
     assert!(!status.contains("READY=1"));
 
     d.signal(Signal::SIGHUP);
@@ -123,28 +125,23 @@ fn respond_config(body: &str, extra: &str) -> String {
 
 #[test]
 fn reload_applies_good_config_and_keeps_old_on_error() {
-    let mut d =
-        Daemon::with_config(&respond_config("one", "[limits]\nheader_timeout = \"60s\"")).start();
+    let limits = format!("[limits]\n{NO_PARKING}");
+    let mut d = Daemon::with_config(&respond_config("one", &limits)).start();
     let addr = d.addr();
     let cfg = d.path("config.toml");
     assert_eq!(get(addr, "/").body_str(), "one");
 
-    // A connection in flight while the config changes finishes on the old one.
+    // A worker alive while the config changes finishes on the old one.
     d.wait_no_workers();
-    let mut inflight = connect(addr);
+    let mut inflight = Client::new(addr);
+    assert_eq!(inflight.get("/").body_str(), "one");
     d.wait_children(1);
 
-    write_config(
-        &cfg,
-        &respond_config("two", "[limits]\nheader_timeout = \"60s\""),
-    );
+    write_config(&cfg, &respond_config("two", &limits));
     d.signal(Signal::SIGHUP);
     d.wait_log("reloaded configuration");
     assert_eq!(get(addr, "/").body_str(), "two");
-    inflight
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_response(&mut inflight).body_str(), "one");
+    assert_eq!(inflight.get("/").body_str(), "one");
 
     // Broken: an unknown key on line 3. The old config keeps serving.
     write_config(&cfg, "[server]\nmax_connections = 8\nmax_conections = 9\n");
@@ -202,16 +199,28 @@ fn graceful_stop_finishes_requests_in_flight() {
     ))
     .start();
     let addr = d.addr();
+    // A worker with a request in flight (its body still coming: the
+    // answer of a fixed route does not wait for it, a CGI one would), and a
+    // connection whose head is half there, waiting in the gate.
+    let mut busy = Client::new(addr);
+    busy.send(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab");
+    assert_eq!(busy.read(false).body_str(), "bye");
+    d.wait_children(1);
+    let idle_gate = d.gate_fd_count();
     let mut s = connect(addr);
     s.write_all(b"GET / HTTP/1.1\r\n").unwrap(); // half a request
-    d.wait_children(1);
+    assert!(wait_for(DEADLINE, || d.gate_fd_count() == idle_gate + 1));
     d.signal(Signal::SIGTERM);
-    d.wait_log("stopping gracefully, 1 connection(s) in flight");
+    d.wait_log("stopping gracefully, 1 request(s) in flight");
     // Self-bound listeners are closed at once: new clients are refused.
     assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_err()));
     assert!(d.alive());
     s.write_all(b"Host: t\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut s).body_str(), "bye");
+    let r = read_response(&mut s);
+    assert_eq!(r.body_str(), "bye");
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    busy.send(b"cde");
+    assert!(busy.closed(), "the worker closes after its request");
     let status = d.wait_exit(DEADLINE);
     assert_eq!(status.code(), Some(0));
 }
@@ -220,13 +229,15 @@ fn graceful_stop_finishes_requests_in_flight() {
 fn stop_timeout_terminates_stuck_workers() {
     let mut d = Daemon::with_config(&respond_config(
         "x",
-        "[server]\nshutdown_timeout = \"200ms\"\n[limits]\nheader_timeout = \"60s\"",
+        &format!("[server]\nshutdown_timeout = \"200ms\"\n[limits]\nheader_timeout = \"60s\"\n{NO_PARKING}"),
     ))
     .start();
-    // Half a request: the worker is busy, not idle, so it does not stop by itself.
-    let mut busy = connect(d.addr());
-    busy.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    // A second request half sent on a kept connection: its worker is busy
+    // reading it, not idle, so it does not stop by itself.
+    let mut busy = Client::new(d.addr());
+    assert_eq!(busy.get("/").status, 200);
     d.wait_children(1);
+    busy.send(b"GET / HTTP/1.1\r\n");
     d.signal(Signal::SIGTERM);
     let status = d.wait_exit(DEADLINE);
     assert_eq!(status.code(), Some(0));
@@ -243,10 +254,12 @@ fn stop_timeout_terminates_stuck_workers() {
 fn sigquit_stops_now() {
     let mut d = Daemon::with_config(&respond_config(
         "x",
-        "[server]\nshutdown_timeout = \"1h\"\n[limits]\nheader_timeout = \"60s\"",
+        &format!("[server]\nshutdown_timeout = \"1h\"\n[limits]\n{NO_PARKING}"),
     ))
     .start();
-    let _idle = connect(d.addr());
+    let mut busy = Client::new(d.addr());
+    busy.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\n");
+    assert_eq!(busy.read(false).status, 200);
     d.wait_children(1);
     let worker = d.children()[0].0;
     d.signal(Signal::SIGQUIT);

@@ -5,7 +5,6 @@
 mod util;
 
 use std::io::Write;
-use std::net::TcpStream;
 use util::*;
 
 fn processes_of(uid: u32) -> u64 {
@@ -34,10 +33,10 @@ fn fork_failure_answers_503_and_recovers_as_unprivileged_user() {
         .expect("user nobody")
         .uid
         .as_raw();
-    // Room for the supervisor and two workers, no more.
-    let limit = processes_of(nobody) + 3;
+    // Room for the supervisor, the gate and two workers, no more.
+    let limit = processes_of(nobody) + 4;
     let mut d = Daemon::with_config(&format!(
-        "[server]\nuser = \"nobody\"\n[limits]\nheader_timeout = \"60s\"\n{}",
+        "[server]\nuser = \"nobody\"\n[limits]\n{NO_PARKING}\n{}",
         hello_routes()
     ))
     .nproc(limit)
@@ -46,20 +45,28 @@ fn fork_failure_answers_503_and_recovers_as_unprivileged_user() {
     assert_eq!(uid_of(d.pid), nobody, "supervisor runs as nobody");
     d.wait_log("running as user nobody");
 
-    let held: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+    // Two keep-alive clients hold two workers (parking is off).
+    let mut held: Vec<Client> = (0..2).map(|_| Client::new(addr)).collect();
+    for c in &mut held {
+        assert_eq!(c.get("/").status, 200);
+    }
     d.wait_children(2);
     for (pid, _) in d.children() {
         assert_eq!(uid_of(pid), nobody, "worker {pid} runs as nobody");
     }
-    // No process left for a third worker: 503, or at worst a clean close.
+    assert_eq!(uid_of(d.wait_gate()), nobody, "the gate runs as nobody");
+    // No process left for a third worker: a 503, written without waiting and
+    // closed gracefully by the gate (never a reset that could lose it), with
+    // more of the request still arriving after the answer.
     let mut s = connect(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
         .unwrap();
-    let mut raw = Vec::new();
-    std::io::Read::read_to_end(&mut s, &mut raw).ok();
-    if !raw.is_empty() {
-        assert_eq!(parse_response(&raw).status, 503);
-    }
+    let mut first = [0u8; 12];
+    std::io::Read::read_exact(&mut s, &mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 503");
+    let _ = s.write_all(&[b'x'; 5000]);
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut rest).expect("a clean close, no reset");
     d.wait_log("fork: ");
     assert!(d.alive());
 

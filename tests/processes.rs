@@ -1,6 +1,8 @@
 //! The failures the fork-per-connection article demonstrates, each as a test:
 //! zombies, lost SIGCHLDs, EINTR, leaked duplicate descriptors, EMFILE, fork
 //! failing with EAGAIN; plus the concurrency cap and abnormal-exit logging.
+//! (Fork failure itself is in `privileges.rs`: it needs RLIMIT_NPROC as a
+//! non-root user.)
 
 mod util;
 
@@ -18,10 +20,12 @@ fn many_simultaneous_clients_leave_no_zombie() {
     let n = 128;
     let barrier = Arc::new(Barrier::new(n));
     let threads: Vec<_> = (0..n)
-        .map(|_| {
+        .map(|i| {
             let b = barrier.clone();
             std::thread::spawn(move || {
-                let mut s = connect(addr);
+                // Four client hosts, 32 connections each: under the
+                // per-source limit.
+                let mut s = connect_from(source(i % 4), addr);
                 b.wait(); // all connected: the daemon now has 128 to accept at once
                 s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                     .unwrap();
@@ -76,20 +80,41 @@ fn sigchld_storm_is_harmless() {
 
 #[test]
 fn low_nofile_limit_with_many_held_connections() {
-    // 300 held connections against a 256-descriptor limit: the supervisor
-    // keeps no copy of any connection, so it never runs out.
+    // 300 connections that sent half a head, against a 256-descriptor
+    // limit: they wait in the gate, which holds at most max_pending (sized
+    // from the limit) and makes room by closing the oldest; the supervisor
+    // keeps no copy of any, and a complete request is still served.
     let mut d = Daemon::with_config(&format!(
         "[limits]\nheader_timeout = \"60s\"\n{}",
         hello_routes()
     ))
     .nofile(256)
     .start();
+    d.wait_log("max_pending 192");
     let addr = d.addr();
-    let held: Vec<TcpStream> = (0..300).map(|_| connect(addr)).collect();
-    d.wait_children(300);
-    assert!(d.alive());
+    let before = d.fd_count();
+    let held: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = connect_from(source(i % 10), addr);
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+            s
+        })
+        .collect();
+    // Every one of them reached the gate, or was closed to make room.
+    let gate = d.wait_gate();
+    let gate_fds = || std::fs::read_dir(format!("/proc/{gate}/fd")).map_or(0, |r| r.count());
+    assert!(wait_for(DEADLINE, || gate_fds() >= 192));
+    assert!(
+        gate_fds() < 256,
+        "the gate stays under its limit: {}",
+        gate_fds()
+    );
+    assert_eq!(get(addr, "/").status, 200);
+    assert!(d.alive() && d.gate() == Some(gate), "log:\n{}", d.logs());
+    assert!(d.children().is_empty(), "no worker for a half head");
+    assert_eq!(d.fd_count(), before, "the supervisor holds none of them");
     drop(held);
-    d.wait_no_workers();
+    assert!(wait_for(DEADLINE, || gate_fds() < 16));
     assert_eq!(get(addr, "/").status, 200);
     assert!(d.alive());
 }
@@ -131,29 +156,41 @@ fn set_nofile(pid: i32, n: u64) {
 
 #[test]
 fn max_connections_caps_live_workers() {
-    let d = Daemon::hello("[server]\nmax_connections = 4\n[limits]\nheader_timeout = \"60s\"");
+    // Four keep-alive clients hold the four workers (parking off, so they
+    // stay); four more requests wait, complete, in the gate.
+    let d = Daemon::hello(&format!(
+        "[server]\nmax_connections = 4\n[limits]\n{NO_PARKING}"
+    ));
     let addr = d.addr();
-    let mut clients: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+    let mut holders: Vec<Client> = (0..4).map(|_| Client::new(addr)).collect();
+    for c in &mut holders {
+        assert_eq!(c.get("/").status, 200);
+    }
     d.wait_children(4);
-    // The other four wait in the backlog; they must not get a worker.
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = connect(addr);
+            c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            std::thread::spawn(move || read_response(&mut c).status)
+        })
+        .collect();
+    // They must not get a worker while the four are busy.
     for _ in 0..200 {
         let n = d.children().len();
         assert!(n <= 4, "{n} workers with max_connections = 4");
     }
-    // Complete all eight requests: each gets its answer as a slot frees.
-    for c in &mut clients {
-        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .unwrap();
-    }
-    let handles: Vec<_> = clients
-        .into_iter()
-        .map(|mut c| std::thread::spawn(move || read_response(&mut c).status))
-        .collect();
+    assert!(
+        waiting.iter().all(|h| !h.is_finished()),
+        "answered over the cap"
+    );
+    // Free the slots: each waiting request gets its answer as one frees.
+    drop(holders);
     let mut max_seen = 0;
-    while handles.iter().any(|h| !h.is_finished()) {
+    while waiting.iter().any(|h| !h.is_finished()) {
         max_seen = max_seen.max(d.children().len());
     }
-    for h in handles {
+    for h in waiting {
         assert_eq!(h.join().unwrap(), 200);
     }
     assert!(max_seen <= 4, "saw {max_seen} workers");
@@ -161,9 +198,10 @@ fn max_connections_caps_live_workers() {
 
 #[test]
 fn abnormal_worker_end_is_logged() {
-    let mut d = Daemon::hello("[limits]\nheader_timeout = \"60s\"");
+    let mut d = Daemon::hello(&format!("[limits]\n{NO_PARKING}"));
     let addr = d.addr();
-    let _held = connect(addr);
+    let mut held = Client::new(addr);
+    assert_eq!(held.get("/").status, 200);
     d.wait_children(1);
     let (pid, _) = d.children()[0];
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();

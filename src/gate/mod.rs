@@ -239,12 +239,18 @@ impl Gate {
     /// complete (and be served); the gate exits once it holds nothing.
     fn stop(&mut self) {
         self.stopping = true;
-        for i in 0..self.slots.len() {
-            let idle = self.slots[i]
+        let idle = |g: &Gate, i: usize| {
+            g.slots[i]
                 .as_ref()
-                .is_some_and(|h| h.state == State::Waiting && h.seen == 0);
-            if idle {
-                self.close(i as u32);
+                .is_some_and(|h| h.state == State::Waiting && h.seen == 0)
+        };
+        for i in 0..self.slots.len() {
+            if idle(self, i) {
+                // Bytes may have come that no event has reported yet.
+                self.look(i as u32, EpollFlags::empty());
+                if idle(self, i) {
+                    self.close(i as u32);
+                }
             }
         }
     }

@@ -168,6 +168,9 @@ impl Session<'_, '_> {
                 Err(_) => Next::Close, // timeout, stop or closed: close quietly
             };
         }
+        if self.conn.stopping {
+            return Next::Close; // the supervisor is stopping: no next request
+        }
         let idle_since = Instant::now();
         if self.park.is_some()
             && !self.conn.stopping

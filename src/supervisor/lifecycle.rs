@@ -251,8 +251,9 @@ impl Supervisor {
         } else {
             let t = self.cfg.server.shutdown_timeout;
             crate::info!(
-                "{sig}: stopping gracefully, {} connection(s) in flight, waiting up to {:?}",
+                "{sig}: stopping gracefully, {} request(s) in flight, {} connection(s) waiting, for up to {:?}",
                 self.workers.len(),
+                self.gate.as_ref().map_or(0, |g| g.new + g.parked + g.closing),
                 t
             );
             self.stop = Some(Stop::Draining(Instant::now() + t));

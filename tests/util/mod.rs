@@ -423,6 +423,39 @@ pub fn procs_of(pid: i32) -> Vec<Proc> {
     v
 }
 
+/// `TCP_DEFER_ACCEPT` of another process's descriptor, read from a copy of
+/// it (`pidfd_getfd`, Linux 5.6: the daemon is our child, so we may).
+pub fn defer_accept_of(pid: i32, fd: i32) -> i32 {
+    // SAFETY: plain system calls; the descriptors they return are closed below.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+        assert!(
+            copy >= 0,
+            "pidfd_getfd: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            copy,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            &mut v as *mut _ as *mut libc::c_void,
+            &mut len,
+        );
+        libc::close(copy);
+        libc::close(pidfd);
+        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        v
+    }
+}
+
 /// The real uid of a process.
 pub fn uid_of(pid: i32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -457,6 +490,45 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
     s
 }
+
+/// Connect from `src`, another loopback address (127.0.0.0/8 all reaches
+/// this host), as a different client host would.
+pub fn connect_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrStorage};
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let [a, b, c, d] = src.octets();
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(a, b, c, d, 0),
+    )
+    .unwrap();
+    socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )
+    .expect("connect");
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// The n-th of a spread of client source addresses (127.0.1.1, 127.0.1.2,
+/// ...), so that many test clients stay under the per-source limit.
+pub fn source(n: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8)
+}
+
+/// `[limits]` keys that keep an idle keep-alive connection in its worker
+/// (parking off: `park_after` not below `keepalive_timeout`), for tests that
+/// need a live worker to act on.
+pub const NO_PARKING: &str = "park_after = \"60s\"\nkeepalive_timeout = \"60s\"";
 
 /// Read a whole response up to EOF (the server closes; a hang is a failure).
 pub fn read_response(s: &mut impl Read) -> Response {
@@ -545,6 +617,13 @@ impl Client {
     pub fn new(addr: SocketAddr) -> Client {
         Client {
             reader: std::io::BufReader::new(connect(addr)),
+        }
+    }
+
+    /// A client on another loopback source address (see [`connect_from`]).
+    pub fn from(src: std::net::Ipv4Addr, addr: SocketAddr) -> Client {
+        Client {
+            reader: std::io::BufReader::new(connect_from(src, addr)),
         }
     }
 
