@@ -184,7 +184,7 @@ impl Gate {
             for ev in &events[..n] {
                 match ev.data() {
                     CTL => {
-                        if ev.events().contains(EpollFlags::EPOLLIN) && !self.from_supervisor() {
+                        if ev.events().contains(EpollFlags::EPOLLIN) && !self.read_supervisor() {
                             return; // the supervisor is gone
                         }
                     }
@@ -202,7 +202,7 @@ impl Gate {
     // From the supervisor
 
     /// Take every message waiting on the ctl channel; false at end of stream.
-    fn from_supervisor(&mut self) -> bool {
+    fn read_supervisor(&mut self) -> bool {
         loop {
             let mut buf = [0u8; handoff::MAX_MSG];
             let (n, fd) = match crate::sys::recv_with_fd(self.ctl.as_fd(), &mut buf) {

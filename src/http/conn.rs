@@ -135,6 +135,9 @@ pub struct Conn<'a> {
     pub stopping: bool,
 }
 
+/// The most one `sendfile` call is asked to send.
+const SENDFILE_CHUNK: u64 = 512 << 10;
+
 /// The read buffer's first size; it grows (up to the head limit) as needed.
 const READ_CHUNK: usize = 2048;
 
@@ -398,7 +401,10 @@ impl<'a> Conn<'a> {
     /// pages go to the socket without passing through the worker's memory.
     pub fn sendfile(&self, file: &OwnedFd, mut offset: i64, mut len: u64) -> Result<(), Errno> {
         while len > 0 {
-            let chunk = len.min(1 << 30) as usize;
+            // In pieces, so that a client reading slowly but steadily comes
+            // back here to be measured (a blocked send only returns by itself
+            // when nothing at all moved for a SEND_TICK).
+            let chunk = len.min(SENDFILE_CHUNK) as usize;
             match nix::sys::sendfile::sendfile64(self.fd, file, Some(&mut offset), chunk) {
                 Ok(0) => return Err(Errno::EIO), // the file shrank under us
                 Ok(n) => {

@@ -69,6 +69,11 @@ impl Supervisor {
         if limit > 0 && key != NO_KEY && self.sources.total(key) as usize >= limit {
             drop(conn);
             self.counters.over_limit += 1;
+            if self.over_limit_unlogged == 0 {
+                // Logged now, or a second after the last such line.
+                let now = Instant::now();
+                self.over_limit_log_at = Some(self.over_limit_log_at.map_or(now, |t| t.max(now)));
+            }
             self.over_limit_unlogged += 1;
             self.over_limit_last = Some(peer);
             self.status_dirty = true;
@@ -106,7 +111,7 @@ impl Supervisor {
     // Into a worker or into the gate
 
     /// Fork a worker for a connection with a complete head.
-    fn fork_worker(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+    pub(super) fn fork_worker(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
@@ -158,7 +163,7 @@ impl Supervisor {
     }
 
     /// Give a connection to the gate; if it cannot take one now, close it.
-    fn hand_to_gate(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+    pub(super) fn hand_to_gate(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
         let sent = match self.gate.as_ref().filter(|g| !g.gone) {
             None => Err(Errno::ENOTCONN),
             Some(g) => {
@@ -199,24 +204,34 @@ impl Supervisor {
             if self.workers.len() >= self.cfg.server.max_connections {
                 return;
             }
-            let Some(g) = &self.gate else { return };
+            let Some((conn, meta, key)) = self.next_ready() else {
+                return;
+            };
+            self.fork_worker(conn, meta, key);
+        }
+    }
+
+    /// The next complete head on the gate's ready channel, taken off the
+    /// gate's tally and its source's count in the gate.
+    pub(super) fn next_ready(&mut self) -> Option<(OwnedFd, Meta, u128)> {
+        loop {
+            let g = self.gate.as_mut()?;
             let mut buf = [0u8; 64];
             let (n, fd) = match crate::sys::recv_with_fd(g.ready.as_fd(), &mut buf) {
-                Ok((0, _)) | Err(Errno::EAGAIN) => return,
+                Ok((0, _)) | Err(Errno::EAGAIN) => return None,
                 Ok(r) => r,
                 Err(e) => {
                     crate::error!("receiving from the gate: {e}");
-                    return;
+                    return None;
                 }
             };
             match (handoff::decode(&buf[..n]), fd) {
                 (Some(Msg::Ready(meta)), Some(conn)) => {
                     let key = handoff::source_key(&meta.peer).unwrap_or(NO_KEY);
-                    let g = self.gate.as_mut().expect("read from it");
                     let h = held(g, meta.kind);
                     *h = h.saturating_sub(1);
                     self.sources.remove(key, Place::Gate);
-                    self.fork_worker(conn, meta, key);
+                    return Some((conn, meta, key));
                 }
                 (other, _) => crate::error!("unexpected message from the gate: {other:?}"),
             }
@@ -301,14 +316,11 @@ impl Supervisor {
     // -----------------------------------------------------------------------
     // The per-source limit's log line
 
+    /// When the next line about per-source refusals is due, if any is.
     pub(super) fn over_limit_due(&self) -> Option<Instant> {
-        if self.over_limit_unlogged == 0 {
-            return None;
-        }
-        Some(
-            self.over_limit_logged_at
-                .map_or_else(Instant::now, |t| t + OVER_LIMIT_LOG),
-        )
+        (self.over_limit_unlogged > 0)
+            .then_some(self.over_limit_log_at)
+            .flatten()
     }
 
     /// At most once a second: how many were refused, and the last source.
@@ -321,7 +333,8 @@ impl Supervisor {
                 .map_or_else(|| "?".into(), |p| host_of(&p))
         );
         self.over_limit_unlogged = 0;
-        self.over_limit_logged_at = Some(now);
+        // The earliest time the next line may come.
+        self.over_limit_log_at = Some(now + OVER_LIMIT_LOG);
     }
 }
 

@@ -169,12 +169,29 @@ impl Supervisor {
     }
 
     fn gate_ended(&mut self, code: i32, signal: Option<(Signal, bool)>) {
+        // Complete heads it sent just before it ended are still queued on
+        // its ready channel, each the last reference to its connection:
+        // take them before the channel goes.
+        let mut late = Vec::new();
+        while let Some(r) = self.next_ready() {
+            late.push(r);
+        }
         let g = self.gate.take().expect("the gate");
         self.refresh_child_closes();
         self.sources.clear_gate();
         self.status_dirty = true;
+        let mut waiting = Vec::new();
+        for (conn, meta, key) in late {
+            if self.workers.len() < self.cfg.server.max_connections {
+                self.fork_worker(conn, meta, key);
+            } else {
+                waiting.push((conn, meta, key));
+            }
+        }
         if self.stop.is_some() {
-            return crate::debug!("gate {} ended", g.pid);
+            crate::debug!("gate {} ended", g.pid);
+            self.counters.shed += waiting.len() as u64;
+            return;
         }
         let how = match signal {
             Some((sig, _)) => format!("killed by {sig}"),
@@ -194,6 +211,10 @@ impl Supervisor {
             self.gate_restart_at = Some(Instant::now() + GATE_RESTART);
         } else {
             self.spawn_gate();
+        }
+        // The new gate finds their heads complete and sends them back.
+        for (conn, meta, key) in waiting {
+            self.hand_to_gate(conn, meta, key);
         }
     }
 

@@ -153,7 +153,8 @@ pub struct Supervisor {
     shed_logged: bool,
     /// Per-source refusals since the last log line about them.
     over_limit_unlogged: u64,
-    over_limit_logged_at: Option<Instant>,
+    /// When the next line about them may be written.
+    over_limit_log_at: Option<Instant>,
     over_limit_last: Option<Peer>,
     stop: Option<Stop>,
     reload_error: Option<String>,
@@ -210,7 +211,7 @@ impl Supervisor {
             fork_error_logged: false,
             shed_logged: false,
             over_limit_unlogged: 0,
-            over_limit_logged_at: None,
+            over_limit_log_at: None,
             over_limit_last: None,
             stop: None,
             reload_error: None,

@@ -423,9 +423,10 @@ pub fn procs_of(pid: i32) -> Vec<Proc> {
     v
 }
 
-/// `TCP_DEFER_ACCEPT` of another process's descriptor, read from a copy of
-/// it (`pidfd_getfd`, Linux 5.6: the daemon is our child, so we may).
-pub fn defer_accept_of(pid: i32, fd: i32) -> i32 {
+/// A socket option of another process's descriptor, read from a copy of it
+/// (`pidfd_getfd`, Linux 5.6: the daemon is our child, so we may); `None`
+/// if it is not a socket.
+pub fn sockopt_of(pid: i32, fd: i32, level: i32, opt: i32) -> Option<i32> {
     // SAFETY: plain system calls; the descriptors they return are closed below.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
@@ -435,25 +436,39 @@ pub fn defer_accept_of(pid: i32, fd: i32) -> i32 {
             std::io::Error::last_os_error()
         );
         let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
-        assert!(
-            copy >= 0,
-            "pidfd_getfd: {}",
-            std::io::Error::last_os_error()
-        );
+        libc::close(pidfd);
+        if copy < 0 {
+            return None;
+        }
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         let rc = libc::getsockopt(
             copy,
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
+            level,
+            opt,
             &mut v as *mut _ as *mut libc::c_void,
             &mut len,
         );
         libc::close(copy);
-        libc::close(pidfd);
-        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
-        v
+        (rc == 0).then_some(v)
     }
+}
+
+/// `TCP_DEFER_ACCEPT` of another process's descriptor.
+pub fn defer_accept_of(pid: i32, fd: i32) -> i32 {
+    sockopt_of(pid, fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT).expect("a TCP socket")
+}
+
+/// The listening sockets among a process's descriptors.
+pub fn listening_fds(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| sockopt_of(pid, fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1))
+        .collect();
+    v.sort();
+    v
 }
 
 /// The real uid of a process.
