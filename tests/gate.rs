@@ -432,3 +432,60 @@ fn at_max_pending_the_oldest_waiting_connection_makes_room() {
         }
     }
 }
+
+#[test]
+fn a_flood_of_waiting_connections_is_held_without_loss() {
+    // The gate stopped (SIGSTOP) while a thousand connections arrive: its
+    // channel fills, and the supervisor holds back (its outbox, then the
+    // kernel's backlog) rather than closing any; once the gate runs again,
+    // it holds them all.
+    let n = 1000;
+    let d = daemon("[limits]\nheader_timeout = \"60s\"");
+    let gate = nix::unistd::Pid::from_raw(d.wait_gate());
+    let idle = d.gate_fd_count();
+    nix::sys::signal::kill(gate, Signal::SIGSTOP).unwrap();
+    let mut conns: Vec<TcpStream> = (0..n).map(|i| half_head(source(i), &d)).collect();
+    // Until the supervisor has filled the channel and stopped accepting.
+    assert!(wait_for(DEADLINE, || accept_queue(d.pid) > 0));
+    nix::sys::signal::kill(gate, Signal::SIGCONT).unwrap();
+    assert!(
+        wait_for(DEADLINE, || d.gate_fd_count() == idle + n),
+        "the gate holds {} of {n}; log:\n{}",
+        d.gate_fd_count() - idle,
+        d.logs()
+    );
+    assert!(!d.logs().contains("cannot take"), "{}", d.logs());
+    for s in conns.iter_mut().step_by(50) {
+        s.write_all(b"Connection: close\r\n\r\n").unwrap();
+        assert_eq!(read_response(s).status, 200);
+    }
+}
+
+/// Connections waiting in the kernel's accept queue of the daemon's listener.
+fn accept_queue(pid: i32) -> u32 {
+    // /proc/net/tcp: a listening socket's rx_queue is its accept queue length.
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .collect();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (state, queues, inode) = (f[3], f[4], f[9]);
+            (state == "0A" && inodes.iter().any(|i| i == inode)).then(|| {
+                let rx = queues.split(':').nth(1).unwrap_or("0");
+                u32::from_str_radix(rx, 16).unwrap_or(0)
+            })
+        })
+        .sum()
+}

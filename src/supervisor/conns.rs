@@ -10,7 +10,7 @@ use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
 use crate::listen::Peer;
 use nix::errno::Errno;
 use nix::unistd::{fork, ForkResult};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Most connections taken from one listener (or from the gate) per wakeup,
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const BURST: usize = 64;
 /// How long to stop accepting after running out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Connections waiting for room on the gate's channel, at most.
+const OUTBOX_MAX: usize = 1024;
 /// Per-source refusals are logged at most this often.
 const OVER_LIMIT_LOG: Duration = Duration::from_secs(1);
 /// The answer when no worker can be forked, written without blocking.
@@ -162,37 +164,73 @@ impl Supervisor {
         }
     }
 
-    /// Give a connection to the gate; if it cannot take one now, close it.
+    /// Give a connection to the gate. While its channel is full (the gate
+    /// is behind, e.g. a flood of new connections), the connection waits in
+    /// the outbox and accepting pauses until the gate has caught up; with no
+    /// gate, or the outbox full too, it is closed.
     pub(super) fn hand_to_gate(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
-        let sent = match self.gate.as_ref().filter(|g| !g.gone) {
-            None => Err(Errno::ENOTCONN),
-            Some(g) => {
-                let mut msg = [0u8; 64];
-                let n = handoff::encode(&Msg::Adopt(meta), &mut msg);
-                crate::sys::send_with_fd(g.ctl.as_fd(), &msg[..n], Some(conn.as_raw_fd()))
+        self.status_dirty = true;
+        self.sources.add(key, Place::Gate);
+        if !self.outbox.is_empty() {
+            if self.outbox.len() < OUTBOX_MAX {
+                self.outbox.push_back((conn, meta, key));
+            } else {
+                self.shed(conn, meta, key, Errno::ENOBUFS);
             }
-        };
-        drop(conn); // the gate has its own copy, or it is closed
-        match sent {
-            Ok(()) => {
-                let g = self.gate.as_mut().expect("sent to it");
-                *held(g, meta.kind) += 1;
-                self.sources.add(key, Place::Gate);
-                self.shed_logged = false;
-            }
-            Err(e) => {
-                self.counters.shed += 1;
-                if !self.shed_logged {
-                    crate::warn!(
-                        "the gate cannot take a {} connection ({e}): closed; {} workers live",
-                        kind_name(meta.kind),
-                        self.workers.len()
-                    );
-                    self.shed_logged = true;
+            return;
+        }
+        match self.send_to_gate(conn.as_raw_fd(), meta) {
+            Ok(()) => {}
+            Err(Errno::EAGAIN) => self.outbox.push_back((conn, meta, key)),
+            Err(e) => self.shed(conn, meta, key, e),
+        }
+    }
+
+    /// Send what waits in the outbox, oldest first, while the gate takes it.
+    pub(super) fn flush_outbox(&mut self) {
+        while let Some((conn, meta, _)) = self.outbox.front() {
+            let (fd, meta) = (conn.as_raw_fd(), *meta);
+            match self.send_to_gate(fd, meta) {
+                Ok(()) => {
+                    self.outbox.pop_front();
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    let (conn, meta, key) = self.outbox.pop_front().expect("front");
+                    self.shed(conn, meta, key, e);
                 }
             }
         }
-        self.status_dirty = true;
+    }
+
+    /// One connection to the gate, counted there once sent (the caller has
+    /// counted it for its source already). The gate gets its own descriptor;
+    /// the caller closes ours.
+    fn send_to_gate(&mut self, conn: RawFd, meta: Meta) -> Result<(), Errno> {
+        let Some(g) = self.gate.as_mut().filter(|g| !g.gone) else {
+            return Err(Errno::ENOTCONN);
+        };
+        let mut msg = [0u8; 64];
+        let n = handoff::encode(&Msg::Adopt(meta), &mut msg);
+        crate::sys::send_with_fd(g.ctl.as_fd(), &msg[..n], Some(conn))?;
+        *held(g, meta.kind) += 1;
+        self.shed_logged = false;
+        Ok(())
+    }
+
+    /// Close a connection the gate cannot take (logged once per burst).
+    fn shed(&mut self, conn: OwnedFd, meta: Meta, key: u128, e: Errno) {
+        drop(conn);
+        self.sources.remove(key, Place::Gate);
+        self.counters.shed += 1;
+        if !self.shed_logged {
+            crate::warn!(
+                "the gate cannot take a {} connection ({e}): closed; {} workers live",
+                kind_name(meta.kind),
+                self.workers.len()
+            );
+            self.shed_logged = true;
+        }
     }
 
     // -----------------------------------------------------------------------

@@ -188,6 +188,8 @@ impl Supervisor {
                 waiting.push((conn, meta, key));
             }
         }
+        // What waited for room on its channel waits for the next gate.
+        waiting.extend(self.outbox.drain(..));
         if self.stop.is_some() {
             crate::debug!("gate {} ended", g.pid);
             self.counters.shed += waiting.len() as u64;

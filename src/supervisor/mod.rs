@@ -132,6 +132,8 @@ pub struct Supervisor {
     park_rx: OwnedFd,
     park_tx: OwnedFd,
     gate: Option<GateProc>,
+    /// Connections for the gate while its channel is full, oldest first.
+    outbox: std::collections::VecDeque<(OwnedFd, crate::handoff::Meta, u128)>,
     /// When to try starting the gate again after it died.
     gate_restart_at: Option<Instant>,
     gate_started: Option<Instant>,
@@ -191,6 +193,7 @@ impl Supervisor {
             park_rx,
             park_tx,
             gate: None,
+            outbox: std::collections::VecDeque::new(),
             gate_restart_at: None,
             gate_started: None,
             pollfds: SupervisorTable::with_capacity(listeners.len() + 4),
@@ -265,6 +268,7 @@ impl Supervisor {
             }
             if ready(slots.ctl, &self.pollfds) {
                 self.gate_notes();
+                self.flush_outbox();
             }
             if self.pollfds.as_slice()[0].revents != 0 {
                 self.handle_signals();
@@ -316,7 +320,11 @@ impl Supervisor {
         if let Some(g) = &self.gate {
             if !g.gone {
                 slots.ctl = Some(self.pollfds.len());
-                self.pollfds.push(pollfd(g.ctl.as_raw_fd()));
+                let mut p = pollfd(g.ctl.as_raw_fd());
+                if !self.outbox.is_empty() {
+                    p.events |= libc::POLLOUT;
+                }
+                self.pollfds.push(p);
             }
             if can_fork {
                 slots.ready = Some(self.pollfds.len());
@@ -332,11 +340,12 @@ impl Supervisor {
         slots
     }
 
-    /// New connections are taken while not stopping and not backing off.
-    /// There is no cap here: a connection that cannot have a worker yet
-    /// waits in the gate, where timeouts and the per-source limit hold.
+    /// New connections are taken while not stopping, not backing off, and
+    /// the gate keeps up (nothing waits for it in the outbox). There is no
+    /// cap here: a connection that cannot have a worker yet waits in the
+    /// gate, where timeouts and the per-source limit hold.
     fn accepting(&mut self) -> bool {
-        if self.stop.is_some() {
+        if self.stop.is_some() || !self.outbox.is_empty() {
             return false;
         }
         match self.accept_paused_until {
