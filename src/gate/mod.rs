@@ -390,6 +390,20 @@ impl Gate {
 
     /// Deadlines that have passed (see the table in the module docs).
     fn expire(&mut self, now: Instant) {
+        // Entries of connections gone or since given a later deadline stay
+        // in the heap until their time; when they dwarf the live ones,
+        // rebuild it from the connections held.
+        if self.timers.len() > 4 * self.live + 1024 {
+            self.timers = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let h = h.as_ref()?;
+                    Some(Reverse((h.deadline, i as u32, self.gens[i])))
+                })
+                .collect();
+        }
         while let Some(&Reverse((t, slot, gen))) = self.timers.peek() {
             if t > now {
                 break;
