@@ -452,10 +452,12 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Whether unread request bytes are waiting in the kernel (without blocking).
+    /// Whether unread request bytes are waiting in the kernel (without
+    /// blocking). The client's end of stream is not: a connection it has
+    /// already closed needs no graceful close.
     pub fn has_pending_input(&self) -> bool {
-        let mut pfd = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        self.start < self.end || matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0)
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        self.start < self.end || matches!(crate::sys::peek(self.fd.as_raw_fd(), &mut byte), Ok(n) if n > 0)
     }
 }
 
