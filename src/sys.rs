@@ -63,6 +63,16 @@ fn socket_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Sock
 /// Look at what has arrived on a connection without taking it off the
 /// socket (`MSG_PEEK`), without waiting. `Ok(0)` is end of stream.
 pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
+    recv_nowait(fd, buf, libc::MSG_PEEK)
+}
+
+/// Read and drop whatever has arrived, without waiting; `Ok(0)` is end of
+/// stream, `Err(EAGAIN)` nothing (more) to read.
+pub fn discard(fd: RawFd, scratch: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
+    recv_nowait(fd, scratch, 0)
+}
+
+fn recv_nowait(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: libc::c_int) -> Result<usize, Errno> {
     loop {
         // SAFETY: recv writes at most buf.len() bytes into buf.
         let n = unsafe {
@@ -70,7 +80,7 @@ pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
                 fd,
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                flags | libc::MSG_DONTWAIT,
             )
         };
         if n >= 0 {
@@ -80,25 +90,6 @@ pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
             Errno::EINTR => continue,
             e => return Err(e),
         }
-    }
-}
-
-/// Read and drop whatever has arrived, without waiting; `Ok(0)` is end of
-/// stream, `Err(EAGAIN)` nothing (more) to read.
-pub fn discard(fd: RawFd, scratch: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
-    // SAFETY: as in `peek`; the bytes are never looked at.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            scratch.as_mut_ptr().cast(),
-            scratch.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n >= 0 {
-        Ok(n as usize)
-    } else {
-        Err(Errno::last())
     }
 }
 

@@ -258,45 +258,21 @@ impl<'a> Conn<'a> {
     /// (the socket's `SO_RCVTIMEO`, set on first use); zero does not wait.
     /// `Err(Timeout)` when nothing came.
     pub fn recv_idle(&mut self, t: Duration) -> Result<usize, ReadErr> {
-        if t.is_zero() {
-            return match self.read_available()? {
-                0 => Err(ReadErr::Timeout),
-                n => Ok(n),
-            };
-        }
-        if self.idle_timeout != Some(t) {
-            crate::sys::set_timeout(self.fd.as_fd(), false, t).map_err(ReadErr::Io)?;
-            self.idle_timeout = Some(t);
-        }
+        let flags = if t.is_zero() {
+            libc::MSG_DONTWAIT
+        } else {
+            if self.idle_timeout != Some(t) {
+                crate::sys::set_timeout(self.fd.as_fd(), false, t).map_err(ReadErr::Io)?;
+                self.idle_timeout = Some(t);
+            }
+            0
+        };
         if self.buf.capacity() == self.end {
             self.buf.reserve(READ_CHUNK);
         }
-        loop {
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: as in recv_nowait.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    0,
-                )
-            };
-            match n {
-                0 => return Err(ReadErr::Closed),
-                n if n > 0 => {
-                    let n = n as usize;
-                    unsafe { self.buf.set_len(self.end + n) };
-                    self.end += n;
-                    return Ok(n);
-                }
-                _ => match Errno::last() {
-                    Errno::EINTR => continue,
-                    Errno::EAGAIN => return Err(ReadErr::Timeout),
-                    Errno::ECONNRESET => return Err(ReadErr::Closed),
-                    e => return Err(ReadErr::Io(e)),
-                },
-            }
+        match self.recv_once(flags)? {
+            0 => Err(ReadErr::Timeout),
+            n => Ok(n),
         }
     }
 
@@ -309,6 +285,13 @@ impl<'a> Conn<'a> {
     }
 
     fn recv_nowait(&mut self) -> Result<usize, ReadErr> {
+        self.recv_once(libc::MSG_DONTWAIT)
+    }
+
+    /// One `recv` into the buffer's spare capacity: how many bytes came;
+    /// `Ok(0)` when none did (nothing there without waiting, or the socket's
+    /// `SO_RCVTIMEO` passed); `Err(Closed)` at the end of the stream.
+    fn recv_once(&mut self, flags: libc::c_int) -> Result<usize, ReadErr> {
         loop {
             let spare = self.buf.spare_capacity_mut();
             // SAFETY: recv writes at most spare.len() bytes into the spare
@@ -318,7 +301,7 @@ impl<'a> Conn<'a> {
                     self.fd.as_raw_fd(),
                     spare.as_mut_ptr().cast(),
                     spare.len(),
-                    libc::MSG_DONTWAIT,
+                    flags,
                 )
             };
             match n {
@@ -457,7 +440,8 @@ impl<'a> Conn<'a> {
     /// already closed needs no graceful close.
     pub fn has_pending_input(&self) -> bool {
         let mut byte = [std::mem::MaybeUninit::uninit()];
-        self.start < self.end || matches!(crate::sys::peek(self.fd.as_raw_fd(), &mut byte), Ok(n) if n > 0)
+        self.start < self.end
+            || matches!(crate::sys::peek(self.fd.as_raw_fd(), &mut byte), Ok(n) if n > 0)
     }
 }
 
