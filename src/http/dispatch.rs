@@ -26,10 +26,10 @@ pub fn respond(
     roots: &RootCache,
 ) -> Result<(Sent, bool), Errno> {
     let mut body = body;
-    let mut redirected: Option<Request> = None;
+    let mut redirected: Option<Box<Request>> = None;
     let mut route = route;
     for _ in 0..10 {
-        let r = redirected.as_ref().unwrap_or(req);
+        let r = redirected.as_deref().unwrap_or(req);
         if let Some(Route {
             prefix,
             action: Action::Cgi(cgi_route),
@@ -71,7 +71,7 @@ pub fn respond(
 }
 
 /// The GET a CGI `Location: /path?query` asks the server to serve instead.
-fn local_request(orig: &Request, location: &str) -> Option<Request> {
+fn local_request(orig: &Request, location: &str) -> Option<Box<Request>> {
     let (path, query) = match location.split_once('?') {
         Some((p, q)) => (p, Some(q.to_string())),
         None => (location, None),
@@ -85,7 +85,7 @@ fn local_request(orig: &Request, location: &str) -> Option<Request> {
         })
         .cloned()
         .collect();
-    Some(Request {
+    Some(Box::new(Request {
         method: if orig.is_head() {
             "HEAD".into()
         } else {
@@ -101,7 +101,7 @@ fn local_request(orig: &Request, location: &str) -> Option<Request> {
         keep_alive: orig.keep_alive,
         expect_continue: false,
         head_len: 0,
-    })
+    }))
 }
 
 /// Answer a request with a route other than CGI.

@@ -81,7 +81,11 @@ pub const KNOWN_METHODS: [&str; 9] = [
 ];
 
 /// Read one request head from the connection.
-pub fn read(conn: &mut Conn<'_>, limits: &Limits, deadline: Instant) -> Result<Request, Refusal> {
+pub fn read(
+    conn: &mut Conn<'_>,
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<Box<Request>, Refusal> {
     loop {
         let buf = conn.buffered();
         if !buf.is_empty() {
@@ -107,8 +111,10 @@ pub fn read(conn: &mut Conn<'_>, limits: &Limits, deadline: Instant) -> Result<R
     }
 }
 
-/// Parse a complete head from `buf`; `Ok(None)` while incomplete.
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Refusal> {
+/// Parse a complete head from `buf`; `Ok(None)` while incomplete. The
+/// request is boxed (in the worker's arena): it is passed down every call
+/// that answers it, and stack a worker touches is stack it copies.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Box<Request>>, Refusal> {
     let bad = Refusal::Status(400);
     // Tolerate (only) empty lines before the request line (RFC 9112 2.2).
     let skip = buf
@@ -252,7 +258,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Refusal> {
         Some(v) if v.eq_ignore_ascii_case(b"100-continue") => true,
         Some(_) => return Err(Refusal::Status(417)),
     };
-    Ok(Some(Request {
+    Ok(Some(Box::new(Request {
         method: method.to_string(),
         target: target.to_string(),
         path,
@@ -264,7 +270,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Refusal> {
         keep_alive,
         expect_continue,
         head_len: len,
-    }))
+    })))
 }
 
 /// The comma-separated values of every `name` header, trimmed, lower-cased,

@@ -70,8 +70,10 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     {
         Some(i) => &slots[i].as_ref().expect("found").1,
         None => {
+            let root = std::ffi::CString::new(route.root.as_os_str().as_encoded_bytes())
+                .map_err(|_| Errno::EINVAL)?;
             let fd = match nix::fcntl::open(
-                &route.root,
+                root.as_c_str(),
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                 Mode::empty(),
             ) {
@@ -124,14 +126,21 @@ pub fn open_beneath(dir: &OwnedFd, path: &str) -> Result<OwnedFd, Errno> {
     let how = OpenHow::new()
         .flags(flags)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    match openat2(dir, path, how) {
+    // A C string from the worker's arena: nix would otherwise copy the path
+    // into a 1 KiB buffer on the stack, and every page of stack a worker
+    // touches is a page it copies.
+    let cpath = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
+    match openat2(dir, cpath.as_c_str(), how) {
         Err(Errno::ENOSYS) => open_checked(dir, path, flags),
         r => r,
     }
 }
 
 /// The fallback for kernels without openat2: open, then make sure the file
-/// really is below the root by comparing the kernel's names for both.
+/// really is below the root by comparing the kernel's names for both. Kept
+/// out of line: its path buffer stays off the stack of the usual path.
+#[cold]
+#[inline(never)]
 fn open_checked(dir: &OwnedFd, path: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
     if path.starts_with('/') || path.split('/').any(|s| s == "..") {
         return Err(Errno::EXDEV);
@@ -192,8 +201,33 @@ fn directory(
 /// The representation chosen: the file itself or a precompressed sibling.
 struct Variant {
     fd: OwnedFd,
-    st: FileStat,
+    size: u64,
+    mtime: i64,
     encoding: Option<&'static str>,
+}
+
+/// A precompressed sibling (`FILE.br`, `FILE.gz`) the client accepts, if
+/// one exists. Out of line: the usual path keeps its stack small.
+#[inline(never)]
+fn precompressed(cx: &Ctx<'_, '_>, root: &OwnedFd, path: &str) -> Result<Option<Variant>, Errno> {
+    let accepted = accepted_encodings(cx.req);
+    for (enc, ext) in [("br", "br"), ("gzip", "gz")] {
+        if !accepted.contains(&enc) {
+            continue;
+        }
+        if let Ok(fd) = open_beneath(root, &format!("{path}.{ext}")) {
+            let st = fstat(&fd)?;
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG {
+                return Ok(Some(Variant {
+                    fd,
+                    size: st.st_size as u64,
+                    mtime: st.st_mtime,
+                    encoding: Some(enc),
+                }));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn file(
@@ -207,33 +241,20 @@ fn file(
     let content_type = content_type(path);
     let mut v = Variant {
         fd,
-        st: *st,
+        size: st.st_size as u64,
+        mtime: st.st_mtime,
         encoding: None,
     };
     if route.precompressed {
-        let accepted = accepted_encodings(cx.req);
-        for (enc, ext) in [("br", "br"), ("gzip", "gz")] {
-            if !accepted.contains(&enc) {
-                continue;
-            }
-            if let Ok(fd) = open_beneath(root, &format!("{path}.{ext}")) {
-                let st = fstat(&fd)?;
-                if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG {
-                    v = Variant {
-                        fd,
-                        st,
-                        encoding: Some(enc),
-                    };
-                    break;
-                }
-            }
+        if let Some(p) = precompressed(cx, root, path)? {
+            v = p;
         }
     }
-    let size = v.st.st_size as u64;
-    let mtime = UNIX_EPOCH + Duration::from_secs(v.st.st_mtime.max(0) as u64);
+    let size = v.size;
+    let mtime = UNIX_EPOCH + Duration::from_secs(v.mtime.max(0) as u64);
     let etag = format!(
         "\"{:x}-{:x}{}\"",
-        v.st.st_mtime,
+        v.mtime,
         size,
         v.encoding
             .map_or("", |e| if e == "br" { "-br" } else { "-gz" })

@@ -280,8 +280,10 @@ impl Supervisor {
     pub(super) fn gate_notes(&mut self) {
         loop {
             let Some(g) = &self.gate else { return };
-            let mut buf = [0u8; handoff::MAX_MSG];
-            let n = match crate::sys::recv_with_fd(g.ctl.as_fd(), &mut buf) {
+            // Into memory workers do not inherit, not onto the stack: every
+            // page of stack this loop writes is one its workers stop sharing.
+            let buf = self.msg.as_mut_slice();
+            let n = match crate::sys::recv_with_fd(g.ctl.as_fd(), buf) {
                 Ok((0, _)) => {
                     // End of stream: the gate is exiting (reaped soon).
                     self.gate.as_mut().expect("checked").gone = true;
@@ -294,11 +296,12 @@ impl Supervisor {
                     return;
                 }
             };
-            if !matches!(handoff::decode(&buf[..n]), Some(Msg::Closed { .. })) {
+            let buf = &self.msg.as_slice()[..n];
+            if !matches!(handoff::decode(buf), Some(Msg::Closed { .. })) {
                 crate::error!("unexpected message from the gate");
                 continue;
             }
-            for (key, kind) in handoff::closed_entries(&buf[..n]) {
+            for (key, kind) in handoff::closed_entries(buf) {
                 let g = self.gate.as_mut().expect("checked");
                 let h = held(g, kind);
                 *h = h.saturating_sub(1);

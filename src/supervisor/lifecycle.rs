@@ -234,7 +234,7 @@ impl Supervisor {
 
     fn tell_gate(&mut self, msg: &Msg) {
         if let Some(g) = self.gate.as_ref().filter(|g| !g.gone) {
-            let mut buf = [0u8; handoff::MAX_MSG];
+            let mut buf = [0u8; 64]; // Limits and Stop are short
             let n = handoff::encode(msg, &mut buf);
             if let Err(e) = crate::sys::send_with_fd(g.ctl.as_fd(), &buf[..n], None) {
                 crate::error!("cannot tell the gate {msg:?}: {e}");

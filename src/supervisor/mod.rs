@@ -142,6 +142,8 @@ pub struct Supervisor {
     workers: SupervisorTable<Worker>,
     pollfds: SupervisorTable<libc::pollfd>,
     peek: SupervisorTable<u8>,
+    /// Room for one message from the gate (its Closed notes).
+    msg: SupervisorTable<u8>,
     sources: Sources,
     /// Descriptors a forked child closes first (listeners, signalfd, channel
     /// ends); rebuilt when they change, so a fork allocates nothing.
@@ -199,6 +201,7 @@ impl Supervisor {
             pollfds: SupervisorTable::with_capacity(listeners.len() + 4),
             workers: SupervisorTable::with_capacity(cfg.server.max_connections),
             peek,
+            msg: zeroed_table(crate::handoff::MAX_MSG),
             sources: Sources::new(),
             child_closes: Vec::new(),
             max_pending,
@@ -469,6 +472,15 @@ impl Supervisor {
         }
         self.child_closes = v;
     }
+}
+
+/// `n` bytes, zero, in memory workers do not inherit.
+fn zeroed_table(n: usize) -> SupervisorTable<u8> {
+    let mut t = SupervisorTable::with_capacity(n);
+    for _ in 0..n {
+        t.push(0);
+    }
+    t
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {
