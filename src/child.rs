@@ -1,10 +1,12 @@
 //! What happens in a worker between `fork()` and `_exit()`.
 //!
-//! Invariant 2: the child closes every descriptor of the supervisor's that it
-//! does not need (the listeners, the signalfd, the stop pipe's write end, the
-//! supervisor's ends of the gate's channels and of the park channel), gives
-//! every signal its default disposition and an empty mask, serves its one
-//! connection, and leaves through `_exit` with a documented code
+//! Invariant 2: the child closes every descriptor of the supervisor's but the
+//! few it is given (its connection, the stop pipe's read end, the park
+//! channel, the logs): the listeners, the signalfd, the stop pipe's write
+//! end, the channels to the gate and whatever other connection the
+//! supervisor held at that moment all go, in a few `close_range` calls. It
+//! gives every signal its default disposition and an empty mask, serves its
+//! one connection, and leaves through `_exit` with a documented code
 //! ([`crate::http`]). It never returns into the supervisor's loop, not even
 //! on a panic, and runs no exit handlers or destructors of the parent's state
 //! (nothing may unlink a Unix socket or flush a buffer that belongs to the
@@ -14,13 +16,12 @@
 use crate::config::Config;
 use crate::handoff::Meta;
 use crate::http::{self, worker};
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// What a worker gets of the supervisor's descriptors and state.
-pub struct Inherited<'a> {
-    /// Descriptors to close at once (listed by the supervisor in advance, so
-    /// that forking allocates nothing).
-    pub close: &'a [RawFd],
+pub struct Inherited {
+    /// The logs' descriptors (`log::descriptors`; -1: none).
+    pub logs: [RawFd; 2],
     /// The stop pipe's read end, watched while idle.
     pub stop_reader: RawFd,
     /// The park channel, when the connection may be handed back while idle.
@@ -30,11 +31,15 @@ pub struct Inherited<'a> {
 }
 
 /// Run a worker for `conn`; never returns.
-pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited<'_>) -> ! {
-    for &fd in inherited.close {
-        // SAFETY: the child's copies; the supervisor keeps its own.
-        unsafe { libc::close(fd) };
-    }
+pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
+    let mut keep = [
+        conn.as_raw_fd(),
+        inherited.stop_reader,
+        inherited.park.unwrap_or(-1),
+        inherited.logs[0],
+        inherited.logs[1],
+    ];
+    crate::sys::close_all_but(&mut keep);
     // SAFETY: these stay open for the whole life of this process.
     let stop = unsafe { BorrowedFd::borrow_raw(inherited.stop_reader) };
     let park = inherited

@@ -8,7 +8,7 @@
 
 use crate::config::{AccessLog, Level, LogTarget};
 use std::fmt::{self, Write as _};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
@@ -156,6 +156,32 @@ pub fn reopen_access() -> Result<(), String> {
         a.1 = sink;
     }
     Ok(())
+}
+
+/// The descriptors the logs write to besides stderr (a syslog socket, the
+/// access log file), -1 where there is none: what a forked child must keep.
+/// Called in the supervisor (it locks), whenever the logs change.
+pub fn descriptors() -> [RawFd; 2] {
+    use std::os::fd::AsRawFd;
+    fn of_syslog(l: &Syslog) -> RawFd {
+        match &l.backend {
+            syslog::LoggerBackend::Unix(s) => s.as_raw_fd(),
+            syslog::LoggerBackend::UnixStream(s) => s.get_ref().as_raw_fd(),
+            syslog::LoggerBackend::Udp(s, _) => s.as_raw_fd(),
+            syslog::LoggerBackend::Tcp(s) => s.get_ref().as_raw_fd(),
+        }
+    }
+    let error = match &state().sink {
+        Sink::Syslog(l) => of_syslog(l),
+        Sink::Stderr { .. } => -1,
+    };
+    let a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let access = match &a.1 {
+        AccessSink::Syslog(l) => of_syslog(l),
+        AccessSink::File(fd) => fd.as_raw_fd(),
+        AccessSink::Off | AccessSink::Stderr => -1,
+    };
+    [error, access]
 }
 
 pub fn access_enabled() -> bool {

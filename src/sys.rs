@@ -323,6 +323,25 @@ pub fn set_name(name: &std::ffi::CStr) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
+/// Close every descriptor from 3 up but those in `keep` (sorted here, in
+/// place): one `close_range` per gap between them. A forked child does this
+/// first, so that nothing of its parent's it was not given stays open in it,
+/// whatever the parent happened to hold at the fork.
+pub fn close_all_but(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut from: u32 = 3;
+    for &k in keep.iter().filter(|&&k| k >= 3) {
+        let k = k as u32;
+        if k > from {
+            // SAFETY: closes descriptors of this process only.
+            unsafe { libc::close_range(from, k - 1, 0) };
+        }
+        from = from.max(k + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::close_range(from, u32::MAX, 0) };
+}
+
 /// `poll(2)` on a caller-owned array (reused across calls: no allocation).
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, Errno> {
     // SAFETY: fds is a valid array of pollfd of the given length.
@@ -350,6 +369,32 @@ pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_child_keeps_only_what_it_is_given() {
+        // In a forked child, so the test process keeps its descriptors.
+        let (a, b) = seqpacket_pair().unwrap();
+        let (c, d) = seqpacket_pair().unwrap();
+        // SAFETY: the child only closes descriptors, checks and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let mut keep = [d.as_raw_fd(), -1, b.as_raw_fd()];
+                close_all_but(&mut keep);
+                let open = |fd: RawFd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+                let ok = open(b.as_raw_fd())
+                    && open(d.as_raw_fd())
+                    && !open(a.as_raw_fd())
+                    && !open(c.as_raw_fd())
+                    && open(2);
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid => {
+                let mut status = 0;
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            }
+        }
+    }
 
     #[test]
     fn descriptors_travel_with_messages() {

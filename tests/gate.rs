@@ -489,3 +489,36 @@ fn accept_queue(pid: i32) -> u32 {
         })
         .sum()
 }
+
+#[test]
+fn a_worker_holds_its_connection_and_nothing_else() {
+    // Beyond stdio: its connection, the stop pipe, the park channel, and
+    // the access log file; no listener, no channel of the supervisor's, no
+    // other connection (there are twenty waiting in the gate meanwhile).
+    let d = daemon(&format!("[limits]\n{NO_PARKING}\nheader_timeout = \"60s\""));
+    let _waiting: Vec<TcpStream> = (0..20).map(|i| half_head(source(i), &d)).collect();
+    let mut c = Client::new(d.addr());
+    assert_eq!(c.get("/").status, 200);
+    d.wait_children(1);
+    let worker = d.children()[0].0;
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().unwrap().parse::<i32>().unwrap() > 2)
+        .map(|e| {
+            std::fs::read_link(e.path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let sockets = fds.iter().filter(|l| l.starts_with("socket:")).count();
+    let pipes = fds.iter().filter(|l| l.starts_with("pipe:")).count();
+    let files: Vec<_> = fds.iter().filter(|l| l.starts_with('/')).collect();
+    assert_eq!(
+        (sockets, pipes, files.len(), fds.len()),
+        (2, 1, 1, 4),
+        "the connection and the park channel, the stop pipe, the access log: {fds:?}"
+    );
+    assert!(files[0].ends_with("access.log"), "{fds:?}");
+}

@@ -118,7 +118,7 @@ impl Supervisor {
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 let inherited = child::Inherited {
-                    close: &self.child_closes,
+                    logs: self.log_fds,
                     stop_reader: self.stop_reader.as_raw_fd(),
                     park: (self.gate.is_some() && self.stop.is_none())
                         .then(|| self.park_tx.as_raw_fd()),

@@ -44,6 +44,7 @@ impl Supervisor {
                         Ok(()) => crate::info!("SIGUSR1: log files reopened"),
                         Err(e) => crate::error!("SIGUSR1: {e}"),
                     }
+                    self.log_fds = crate::log::descriptors();
                 }
                 other => crate::debug!("{other} ignored"),
             }
@@ -125,18 +126,21 @@ impl Supervisor {
             Err(e) => return self.gate_failed(&format!("socketpair: {e}")),
         };
         let limits = self.gate_limits();
-        // What a worker closes, and what only workers keep.
-        let mut closes = self.child_closes.clone();
-        closes.extend([self.stop_reader.as_raw_fd(), self.park_tx.as_raw_fd()]);
+        let logs = self.log_fds;
         // SAFETY: single-threaded; the child only closes descriptors, resets
         // signals and runs the gate's loop, leaving through _exit.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                drop((ctl, ready)); // the supervisor's ends
-                for fd in closes {
-                    // SAFETY: the child's copies of the supervisor's descriptors.
-                    unsafe { libc::close(fd) };
-                }
+                // Everything of the supervisor's goes but the gate's own ends
+                // and the logs (connections the supervisor held too).
+                let mut keep = [
+                    gate_ctl.as_raw_fd(),
+                    gate_ready.as_raw_fd(),
+                    logs[0],
+                    logs[1],
+                ];
+                crate::sys::close_all_but(&mut keep);
+                std::mem::forget((ctl, ready)); // closed just now
                 if signals::reset_in_child().is_err() {
                     // SAFETY: _exit is always safe.
                     unsafe { libc::_exit(crate::http::EXIT_OSERR) };
@@ -156,7 +160,6 @@ impl Supervisor {
                     gone: false,
                 });
                 self.gate_started = Some(Instant::now());
-                self.refresh_child_closes();
                 self.status_dirty = true;
             }
             Err(e) => self.gate_failed(&format!("fork: {e}")),
@@ -177,7 +180,6 @@ impl Supervisor {
             late.push(r);
         }
         let g = self.gate.take().expect("the gate");
-        self.refresh_child_closes();
         self.sources.clear_gate();
         self.status_dirty = true;
         let mut waiting = Vec::new();
@@ -260,7 +262,6 @@ impl Supervisor {
             }
             self.gate_restart_at = None;
             self.tell_gate(&Msg::Stop);
-            self.refresh_child_closes();
         }
         if immediate {
             if !matches!(self.stop, Some(Stop::Terminating(_)) | Some(Stop::Killed)) {
@@ -355,6 +356,7 @@ impl Supervisor {
         if let Err(e) = crate::log::configure_access(&new.log.access) {
             crate::error!("{e}; keeping the previous access log");
         }
+        self.log_fds = crate::log::descriptors();
         let max = new.server.max_connections;
         if self.workers.capacity() < max {
             let mut bigger = SupervisorTable::with_capacity(max);
@@ -371,7 +373,6 @@ impl Supervisor {
         self.reload_error = None;
         let limits = self.gate_limits();
         self.tell_gate(&Msg::Limits(limits));
-        self.refresh_child_closes();
         crate::info!(
             "reloaded configuration from {source}: {} listener(s), {} route(s)",
             self.listeners.len(),

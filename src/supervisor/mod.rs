@@ -145,9 +145,9 @@ pub struct Supervisor {
     /// Room for one message from the gate (its Closed notes).
     msg: SupervisorTable<u8>,
     sources: Sources,
-    /// Descriptors a forked child closes first (listeners, signalfd, channel
-    /// ends); rebuilt when they change, so a fork allocates nothing.
-    child_closes: Vec<RawFd>,
+    /// The logs' descriptors, which a forked child keeps (`log::descriptors`,
+    /// read again whenever the logs change).
+    log_fds: [RawFd; 2],
     /// `[server] max_pending`, resolved against `RLIMIT_NOFILE`.
     max_pending: usize,
     counters: Counters,
@@ -203,7 +203,7 @@ impl Supervisor {
             peek,
             msg: zeroed_table(crate::handoff::MAX_MSG),
             sources: Sources::new(),
-            child_closes: Vec::new(),
+            log_fds: crate::log::descriptors(),
             max_pending,
             cfg,
             cfg_path,
@@ -225,7 +225,6 @@ impl Supervisor {
             status_sent: None,
             next_watchdog: None,
         };
-        sup.refresh_child_closes();
         sup.spawn_gate();
         Ok(sup)
     }
@@ -455,22 +454,6 @@ impl Supervisor {
             let _ = write!(s, "; {e}");
         }
         s
-    }
-
-    /// Rebuild the list of descriptors a forked child closes first.
-    fn refresh_child_closes(&mut self) {
-        let mut v = Vec::with_capacity(self.listeners.len() + 6);
-        v.extend(self.listeners.iter().map(|l| l.raw()));
-        v.push(self.signal_fd.as_raw_fd());
-        v.push(self.park_rx.as_raw_fd());
-        if let Some(w) = &self.stop_writer {
-            v.push(w.as_raw_fd());
-        }
-        if let Some(g) = &self.gate {
-            v.push(g.ctl.as_raw_fd());
-            v.push(g.ready.as_raw_fd());
-        }
-        self.child_closes = v;
     }
 }
 
