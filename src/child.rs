@@ -45,7 +45,7 @@ pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
     let park = inherited
         .park
         .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
-    if crate::signals::reset_in_child().is_err() {
+    if crate::signals::reset_in_worker().is_err() {
         exit(http::EXIT_OSERR);
     }
     // From here on, allocations come from a fresh arena, not from the

@@ -247,7 +247,7 @@ fn inetd(cfg: Config) -> ExitCode {
         error!("{e}; refusing to serve as root");
         return ExitCode::from(EX_OSERR);
     }
-    let _ = signals::reset_in_child();
+    let _ = signals::reset_in_worker();
     listen::set_send_tick(&conn);
     let peer = listen::Peer::of(&conn);
     let code = http::worker::serve(&conn, peer, &cfg, http::worker::Ctx::default());

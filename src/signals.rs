@@ -7,8 +7,10 @@
 //! while the loop is busy stay pending and show up at the next poll. Several
 //! SIGCHLDs may merge into one: the reaper loops on `waitpid(WNOHANG)` anyway.
 //!
-//! Invariant 2, the other half: [`reset_in_child`] gives a forked worker the
-//! default disposition of every signal and an empty mask.
+//! Invariant 2, the other half: [`reset_in_worker`] gives a forked worker (or
+//! the gate) the default disposition of every signal but SIGPIPE, which stays
+//! ignored, and an empty mask; [`reset_in_child`] gives a CGI script every
+//! default, SIGPIPE's too.
 
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -94,18 +96,37 @@ pub fn scan_dispositions() {
     NOT_DEFAULT.store(bits, Ordering::Relaxed);
 }
 
-/// In a freshly forked child: default dispositions everywhere, nothing blocked.
-/// Ignored signals would otherwise stay ignored across `exec` (SIGPIPE is the
-/// classic case; an ignored real-time signal inherited from whoever started
-/// lbaws is another). Straight to the kernel, since glibc's wrapper refuses
-/// the two real-time signals it keeps for itself.
+/// In a child about to run another program (a CGI script): default
+/// dispositions everywhere, nothing blocked. Ignored signals would otherwise
+/// stay ignored across `exec` (SIGPIPE is the classic case; an ignored
+/// real-time signal inherited from whoever started lbaws is another).
+/// Straight to the kernel, since glibc's wrapper refuses the two real-time
+/// signals it keeps for itself.
 pub fn reset_in_child() -> nix::Result<()> {
+    reset(false)
+}
+
+/// In a freshly forked worker or gate: the same, but SIGPIPE stays ignored.
+/// `sendfile` cannot be told not to raise it, and a client that leaves in
+/// the middle of a download is an ordinary end (`EPIPE`), not a kill.
+pub fn reset_in_worker() -> nix::Result<()> {
+    reset(true)
+}
+
+fn reset(keep_sigpipe_ignored: bool) -> nix::Result<()> {
     let bits = NOT_DEFAULT.load(Ordering::Relaxed);
     let dfl: KernelSigaction = [0; 4];
     for sig in 1..=libc::SIGRTMAX().min(64) {
-        if bits & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
+        let keep = keep_sigpipe_ignored && sig == libc::SIGPIPE;
+        if bits & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP && !keep {
             rt_sigaction(sig, Some(&dfl), None);
         }
+    }
+    if keep_sigpipe_ignored && bits & (1 << (libc::SIGPIPE - 1)) == 0 {
+        // Started with SIGPIPE at its default (the Rust runtime ignores it):
+        // ignore it here.
+        let ign: KernelSigaction = [libc::SIG_IGN as u64, 0, 0, 0];
+        rt_sigaction(libc::SIGPIPE, Some(&ign), None);
     }
     signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }

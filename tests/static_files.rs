@@ -351,7 +351,7 @@ fn access_log_lines_and_reopen() {
 
 #[test]
 fn a_client_that_stops_reading_does_not_hold_a_worker() {
-    // body_timeout is the send timeout too; workers inherit it from the listener.
+    // body_timeout is how long a response may stall.
     let config = r#"
 [[listen]]
 address = "127.0.0.1:0"
@@ -376,4 +376,46 @@ static = { root = "{dir}/www" }
     // Never read: the send times out and the worker ends, connection still open.
     d.wait_no_workers();
     drop(c);
+}
+
+#[test]
+fn an_aborted_download_is_a_normal_end_with_its_access_line() {
+    // The client reads a little and leaves: the worker's sendfile gets EPIPE
+    // (SIGPIPE stays ignored in workers), it exits 0 without a warning, and
+    // the access log has the status and the body bytes that went out.
+    let d = daemon("");
+    std::fs::File::create(d.path("www/huge.bin"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    for _ in 0..20 {
+        let mut s = connect(d.addr());
+        std::io::Write::write_all(&mut s, b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut buf = [0u8; 1000];
+        std::io::Read::read_exact(&mut s, &mut buf).unwrap();
+        // Close with unread data: the client's kernel answers with a reset.
+        drop(s);
+    }
+    d.wait_no_workers();
+    let log = d.path("access.log");
+    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l
+            .matches("\"GET /huge.bin HTTP/1.1\" 200 ")
+            .count()
+            == 20)));
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines().filter(|l| l.contains("/huge.bin")) {
+        let bytes: u64 = line
+            .split("\" 200 ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(bytes < 64 << 20, "only what went out: {line}");
+    }
+    assert!(!d.logs().contains("killed by signal"), "{}", d.logs());
+    assert!(!d.logs().contains("warn:"), "{}", d.logs());
 }

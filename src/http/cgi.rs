@@ -812,6 +812,7 @@ fn respond(
         }
         Framing::Close => h.finish(None, Persist::Close),
     };
+    conn.mark_head(status, head_bytes.len());
     conn.write_all(&head_bytes, !head_only)?;
 
     // The body, as it comes.

@@ -127,6 +127,11 @@ pub struct Conn<'a> {
     sending: Cell<Progress>,
     /// The `SO_RCVTIMEO` set on the socket for idle waits, if any.
     idle_timeout: Option<Duration>,
+    /// Bytes written on the connection so far.
+    written: Cell<u64>,
+    /// The current response's status, and where in `written` its body
+    /// begins (see [`Conn::mark_head`]).
+    head: Cell<Option<(u16, u64)>>,
     buf: Vec<u8>,
     /// Unconsumed data is `buf[start..end]`.
     start: usize,
@@ -155,6 +160,8 @@ impl<'a> Conn<'a> {
             send_pace,
             sending: Cell::new(Progress::start(send_pace, Instant::now())),
             idle_timeout: None,
+            written: Cell::new(0),
+            head: Cell::new(None),
             buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             end: 0,
@@ -327,6 +334,22 @@ impl<'a> Conn<'a> {
     pub fn start_response(&self) {
         self.sending
             .set(Progress::start(self.send_pace, Instant::now()));
+        self.head.set(None);
+    }
+
+    /// A response head of `len` bytes with `status` is about to be written:
+    /// what is written after it is the body (for the access log of a
+    /// response the client did not wait for).
+    pub fn mark_head(&self, status: u16, len: usize) {
+        self.head
+            .set(Some((status, self.written.get() + len as u64)));
+    }
+
+    /// The status and body bytes of a response cut short, if its head was
+    /// on its way.
+    pub fn cut_short(&self) -> Option<(u16, u64)> {
+        let (status, body_from) = self.head.get()?;
+        Some((status, self.written.get().saturating_sub(body_from)))
     }
 
     /// After a send returned (some bytes taken, or `SO_SNDTIMEO` passed with
@@ -367,6 +390,7 @@ impl<'a> Conn<'a> {
         while !data.is_empty() {
             match send(self.fd.as_raw_fd(), data, flags) {
                 Ok(n) => {
+                    self.written.set(self.written.get() + n as u64);
                     data = &data[n..];
                     if !data.is_empty() {
                         self.sent(n)?;
@@ -391,6 +415,7 @@ impl<'a> Conn<'a> {
             match nix::sys::sendfile::sendfile64(self.fd, file, Some(&mut offset), chunk) {
                 Ok(0) => return Err(Errno::EIO), // the file shrank under us
                 Ok(n) => {
+                    self.written.set(self.written.get() + n as u64);
                     len -= n as u64;
                     if len > 0 {
                         self.sent(n)?;

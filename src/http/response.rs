@@ -124,6 +124,7 @@ pub fn send(
         head.header("Content-Type", content_type);
     }
     let mut out = head.finish((!bodyless).then_some(body.len() as u64), persist);
+    conn.mark_head(status, out.len());
     let send_body = !head_only && !bodyless;
     if send_body {
         out.extend_from_slice(body);

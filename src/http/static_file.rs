@@ -300,6 +300,7 @@ fn file(
         );
     }
     let out = h.finish(Some(len), cx.persist);
+    cx.conn.mark_head(status, out.len());
     let with_body = !cx.req.is_head() && len > 0;
     cx.conn.write_all(&out, with_body)?;
     if with_body {

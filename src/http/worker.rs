@@ -35,7 +35,7 @@ use super::body;
 use super::conn::{Conn, Pace, ReadErr};
 use super::dispatch;
 use super::request::{self, Framing, Refusal, Request};
-use super::response::{self, Persist};
+use super::response::{self, Persist, Sent};
 use super::static_file::RootCache;
 use super::{EXIT_IOERR, EXIT_OK};
 use crate::config::{Action, Config, Route};
@@ -337,7 +337,14 @@ impl Session<'_, '_> {
                 log_access(self.peer, Some(req), sent);
                 close
             }
-            Err(e) => return Some(io_exit(e)),
+            Err(e) => {
+                // Cut short (the client left, or was too slow): logged with
+                // the status and the body bytes that did go out.
+                if let Some((status, body_bytes)) = self.conn.cut_short() {
+                    log_access(self.peer, Some(req), Sent { status, body_bytes });
+                }
+                return Some(io_exit(e));
+            }
         };
         if persist == Persist::Close || close {
             if self.conn.has_pending_input() {
