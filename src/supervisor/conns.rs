@@ -20,8 +20,6 @@ const BURST: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections waiting for room on the gate's channel, at most.
 const OUTBOX_MAX: usize = 1024;
-/// Per-source refusals are logged at most this often.
-const OVER_LIMIT_LOG: Duration = Duration::from_secs(1);
 /// The answer when no worker can be forked, written without blocking.
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 24\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable\n";
@@ -71,13 +69,7 @@ impl Supervisor {
         if limit > 0 && key != NO_KEY && self.sources.total(key) as usize >= limit {
             drop(conn);
             self.counters.over_limit += 1;
-            if self.over_limit_unlogged == 0 {
-                // Logged now, or a second after the last such line.
-                let now = Instant::now();
-                self.over_limit_log_at = Some(self.over_limit_log_at.map_or(now, |t| t.max(now)));
-            }
-            self.over_limit_unlogged += 1;
-            self.over_limit_last = Some(peer);
+            self.over_limit.note(peer, Instant::now());
             self.status_dirty = true;
             return;
         }
@@ -128,7 +120,6 @@ impl Supervisor {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(conn); // the worker has its own copy
-                self.fork_error_logged = false;
                 self.sources.add(key, Place::Worker);
                 // Cannot be full: nothing forks at max_connections.
                 self.workers.push(Worker {
@@ -148,13 +139,7 @@ impl Supervisor {
                     nix::sys::socket::shutdown(conn.as_raw_fd(), nix::sys::socket::Shutdown::Write);
                 self.counters.refused += 1;
                 self.status_dirty = true;
-                if !self.fork_error_logged {
-                    crate::error!(
-                        "fork: {e}; answering 503, {} workers live",
-                        self.workers.len()
-                    );
-                    self.fork_error_logged = true;
-                }
+                self.fork_failures.note(e, Instant::now());
                 let closing = Meta {
                     kind: Kind::Closing,
                     ..meta
@@ -214,23 +199,15 @@ impl Supervisor {
         let n = handoff::encode(&Msg::Adopt(meta), &mut msg);
         crate::sys::send_with_fd(g.ctl.as_fd(), &msg[..n], Some(conn))?;
         *held(g, meta.kind) += 1;
-        self.shed_logged = false;
         Ok(())
     }
 
-    /// Close a connection the gate cannot take (logged once per burst).
+    /// Close a connection the gate cannot take (logged at most once a second).
     fn shed(&mut self, conn: OwnedFd, meta: Meta, key: u128, e: Errno) {
         drop(conn);
         self.sources.remove(key, Place::Gate);
         self.counters.shed += 1;
-        if !self.shed_logged {
-            crate::warn!(
-                "the gate cannot take a {} connection ({e}): closed; {} workers live",
-                kind_name(meta.kind),
-                self.workers.len()
-            );
-            self.shed_logged = true;
-        }
+        self.shed.note((meta.kind, e), Instant::now());
     }
 
     // -----------------------------------------------------------------------
@@ -355,27 +332,26 @@ impl Supervisor {
     }
 
     // -----------------------------------------------------------------------
-    // The per-source limit's log line
+    // Floods, logged at most once a second each
 
-    /// When the next line about per-source refusals is due, if any is.
-    pub(super) fn over_limit_due(&self) -> Option<Instant> {
-        (self.over_limit_unlogged > 0)
-            .then_some(self.over_limit_log_at)
-            .flatten()
-    }
-
-    /// At most once a second: how many were refused, and the last source.
-    pub(super) fn log_over_limit(&mut self, now: Instant) {
-        crate::warn!(
-            "{} connection(s) closed over max_connections_per_ip = {}; the last from {}",
-            self.over_limit_unlogged,
-            self.cfg.server.max_connections_per_ip,
-            self.over_limit_last
-                .map_or_else(|| "?".into(), |p| host_of(&p))
-        );
-        self.over_limit_unlogged = 0;
-        // The earliest time the next line may come.
-        self.over_limit_log_at = Some(now + OVER_LIMIT_LOG);
+    pub(super) fn log_floods(&mut self, now: Instant) {
+        let live = self.workers.len();
+        if let Some((n, e)) = self.fork_failures.take(now) {
+            crate::error!("fork failed {n} time(s) ({e}): answered 503; {live} workers live");
+        }
+        if let Some((n, (kind, e))) = self.shed.take(now) {
+            crate::warn!(
+                "the gate could not take {n} connection(s) ({e}; the last one {}): closed; {live} workers live",
+                kind_name(kind)
+            );
+        }
+        if let Some((n, peer)) = self.over_limit.take(now) {
+            crate::warn!(
+                "{n} connection(s) closed over max_connections_per_ip = {}; the last from {}",
+                self.cfg.server.max_connections_per_ip,
+                host_of(&peer)
+            );
+        }
     }
 }
 

@@ -49,6 +49,7 @@
 //! written without blocking, and the gate closes it gracefully.
 
 mod conns;
+mod floods;
 mod lifecycle;
 mod sources;
 
@@ -153,13 +154,10 @@ pub struct Supervisor {
     counters: Counters,
     accept_paused_until: Option<Instant>,
     accept_error_logged: bool,
-    fork_error_logged: bool,
-    shed_logged: bool,
-    /// Per-source refusals since the last log line about them.
-    over_limit_unlogged: u64,
-    /// When the next line about them may be written.
-    over_limit_log_at: Option<Instant>,
-    over_limit_last: Option<Peer>,
+    /// Failures logged at most once a second (see `floods`).
+    fork_failures: floods::Flood<Errno>,
+    shed: floods::Flood<(crate::handoff::Kind, Errno)>,
+    over_limit: floods::Flood<Peer>,
     stop: Option<Stop>,
     reload_error: Option<String>,
     status_dirty: bool,
@@ -214,11 +212,9 @@ impl Supervisor {
             counters: Counters::default(),
             accept_paused_until: None,
             accept_error_logged: false,
-            fork_error_logged: false,
-            shed_logged: false,
-            over_limit_unlogged: 0,
-            over_limit_log_at: None,
-            over_limit_last: None,
+            fork_failures: floods::Flood::new(),
+            shed: floods::Flood::new(),
+            over_limit: floods::Flood::new(),
             stop: None,
             reload_error: None,
             status_dirty: false,
@@ -371,7 +367,9 @@ impl Supervisor {
         due(self.accept_paused_until);
         due(self.next_watchdog);
         due(self.gate_restart_at);
-        due(self.over_limit_due());
+        due(self.fork_failures.due());
+        due(self.shed.due());
+        due(self.over_limit.due());
         if self.status_dirty && self.notifier.enabled() {
             due(Some(
                 self.status_sent
@@ -399,9 +397,7 @@ impl Supervisor {
             self.gate_restart_at = None;
             self.spawn_gate();
         }
-        if self.over_limit_due().is_some_and(|t| now >= t) {
-            self.log_over_limit(now);
-        }
+        self.log_floods(now);
         if let Some(t) = self.next_watchdog {
             if now >= t {
                 self.notifier.watchdog();
