@@ -224,9 +224,15 @@ pub struct SupervisorTable<T: Copy> {
 }
 
 impl<T: Copy> SupervisorTable<T> {
-    pub fn with_capacity(cap: usize) -> SupervisorTable<T> {
+    /// A table of at least `cap` elements; `None` when the memory cannot be
+    /// had (the caller refuses what needed it: nothing here may abort the
+    /// supervisor).
+    pub fn try_with_capacity(cap: usize) -> Option<SupervisorTable<T>> {
         let page = 4096;
-        let bytes = (cap.max(1) * std::mem::size_of::<T>()).div_ceil(page) * page;
+        let bytes = cap
+            .max(1)
+            .checked_mul(std::mem::size_of::<T>())?
+            .checked_next_multiple_of(page)?;
         // SAFETY: a fresh private anonymous mapping.
         let p = unsafe {
             libc::mmap(
@@ -238,15 +244,23 @@ impl<T: Copy> SupervisorTable<T> {
                 0,
             )
         };
-        assert!(p != libc::MAP_FAILED, "mmap of {bytes} bytes failed");
+        if p == libc::MAP_FAILED {
+            return None;
+        }
         // SAFETY: advice on our own mapping; on failure it is merely inherited.
         unsafe { libc::madvise(p, bytes, libc::MADV_DONTFORK) };
-        SupervisorTable {
+        Some(SupervisorTable {
             ptr: p.cast(),
             cap: bytes / std::mem::size_of::<T>().max(1),
             len: 0,
             bytes,
-        }
+        })
+    }
+
+    /// The same, for tests and start-up paths that treat failure as fatal.
+    #[cfg(test)]
+    pub fn with_capacity(cap: usize) -> SupervisorTable<T> {
+        Self::try_with_capacity(cap).expect("mmap")
     }
 
     pub fn capacity(&self) -> usize {

@@ -92,6 +92,63 @@ fn bad_configs_are_located() {
 }
 
 #[test]
+fn every_number_has_an_upper_bound() {
+    // Each value one past its bound is refused where it is written; a
+    // config that passes check can never make the supervisor allocate
+    // absurd tables (lbaws.toml(5) lists the bounds).
+    let over: &[(&str, &str, &str)] = &[
+        ("server", "max_connections", "4194305"),
+        ("server", "max_pending", "4194305"),
+        ("server", "max_connections_per_ip", "4194305"),
+        ("server", "shutdown_timeout", "\"61m\""),
+        ("limits", "header_timeout", "\"2h\""),
+        ("limits", "max_header_bytes", "\"2MiB\""),
+        ("limits", "max_headers", "10001"),
+        ("limits", "max_uri_bytes", "1048577"),
+        ("limits", "max_body_bytes", "\"2048GiB\""),
+        ("limits", "keepalive_timeout", "\"3601s\""),
+        ("limits", "park_after", "\"2h\""),
+        ("limits", "body_timeout", "\"2h\""),
+        ("limits", "min_body_rate", "\"2GiB\""),
+        ("limits", "min_send_rate", "\"2GiB\""),
+        ("limits", "max_requests_per_connection", "4294967296"),
+    ];
+    for (table, key, value) in over {
+        let text = format!("[{table}]\n{key} = {value}\n");
+        let (code, _, stderr, _) = check(&text);
+        assert_eq!(code, Some(78), "{text:?}: {stderr}");
+        let col = key.len() + 4;
+        assert!(
+            stderr.starts_with(&format!("FILE:2:{col}: "))
+                && (stderr.contains("at most") || stderr.contains("too")),
+            "{text:?}: {stderr}"
+        );
+    }
+    let backlog = "[[listen]]\naddress = \"127.0.0.1:1\"\nbacklog = 65536\n";
+    assert!(
+        check(backlog)
+            .2
+            .starts_with("FILE:3:11: must be at most 65535"),
+        "{}",
+        check(backlog).2
+    );
+    let cgi = "[[route]]\nprefix = \"/\"\ncgi = { dir = \"/x\", timeout = \"2h\" }\n";
+    assert!(
+        check(cgi).2.contains("is too long: at most 1h"),
+        "{}",
+        check(cgi).2
+    );
+    let many: String = (0..257)
+        .map(|i| format!("[[listen]]\naddress = \"127.0.0.1:{}\"\n", 1000 + i))
+        .collect();
+    assert!(
+        check(&many).2.contains("more than 256 [[listen]] entries"),
+        "{}",
+        check(&many).2
+    );
+}
+
+#[test]
 fn startup_refuses_a_bad_config_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");

@@ -160,6 +160,22 @@ fn reload_applies_good_config_and_keeps_old_on_error() {
     d.signal(Signal::SIGHUP);
     assert!(wait_for(DEADLINE, || d.count_log("reload failed") == 2));
     assert_eq!(get(addr, "/").body_str(), "two");
+
+    // A value past its bound (once, this aborted the supervisor): same.
+    write_config(
+        &cfg,
+        &respond_config("three", "[server]\nmax_connections = 1000000000000"),
+    );
+    d.signal(Signal::SIGHUP);
+    assert!(wait_for(DEADLINE, || d.count_log("reload failed") == 3));
+    assert!(
+        d.logs()
+            .contains(":2:19: must be at most 4194304, not 1000000000000"),
+        "{}",
+        d.logs()
+    );
+    assert!(d.alive());
+    assert_eq!(get(addr, "/").body_str(), "two");
 }
 
 #[test]

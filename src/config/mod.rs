@@ -213,6 +213,9 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
+/// The most `[[listen]]` entries a configuration may have.
+pub const MAX_LISTENERS: usize = 256;
+
 /// Descriptors the gate keeps for itself besides waiting connections.
 const GATE_RESERVE: u64 = 64;
 /// The default `max_pending` never exceeds this, however high the limit on

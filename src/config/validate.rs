@@ -32,6 +32,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let mut names: Vec<(String, Range<usize>)> = Vec::new();
     for l in &raw.listen {
         let span = l.span();
+        if listen.len() == MAX_LISTENERS {
+            return Err((
+                span,
+                format!("more than {MAX_LISTENERS} [[listen]] entries"),
+            ));
+        }
         let l = l.get_ref();
         let address = l.address.get_ref().0.clone();
         if listen.iter().any(|o| o.address == address) {

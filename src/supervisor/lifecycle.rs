@@ -328,11 +328,14 @@ impl Supervisor {
                 p.display().to_string()
             });
         crate::info!("SIGHUP: reloading configuration from {source}");
+        // Everything that can fail comes before anything changes: the new
+        // configuration, the memory its tables need, then the listeners.
         let result = config::load(self.cfg_path.as_deref())
             .map_err(|e| e.to_string())
-            .and_then(|new| self.follow_listeners(&new).map(|()| new));
+            .and_then(|new| self.tables_for(&new).map(|t| (new, t)))
+            .and_then(|(new, t)| self.follow_listeners(&new).map(|()| (new, t)));
         match result {
-            Ok(new) => self.apply(new, &source),
+            Ok((new, tables)) => self.apply(new, tables, &source),
             Err(e) => {
                 crate::error!("reload failed, keeping the running configuration: {e}");
                 self.reload_error = Some(format!("reload failed: {e}"));
@@ -346,8 +349,35 @@ impl Supervisor {
         }
     }
 
+    /// The larger tables a new configuration needs (`None`: the current
+    /// ones will do); an error if the memory cannot be had, which refuses the
+    /// reload.
+    fn tables_for(&self, new: &Config) -> Result<Tables, String> {
+        let nomem = |what: &str| format!("cannot allocate the {what} table: out of memory");
+        let max = new.server.max_connections;
+        let workers = match self.workers.capacity() < max {
+            true => {
+                let mut bigger =
+                    SupervisorTable::try_with_capacity(max).ok_or_else(|| nomem("worker"))?;
+                for w in self.workers.as_slice() {
+                    bigger.push(*w);
+                }
+                Some(bigger)
+            }
+            false => None,
+        };
+        let peek = match self.peek.capacity() < new.limits.max_header_bytes {
+            true => Some(
+                SupervisorTable::try_with_capacity(new.limits.max_header_bytes)
+                    .ok_or_else(|| nomem("peek"))?,
+            ),
+            false => None,
+        };
+        Ok(Tables { workers, peek })
+    }
+
     /// Take a validated configuration into use.
-    fn apply(&mut self, new: Config, source: &str) {
+    fn apply(&mut self, new: Config, tables: Tables, source: &str) {
         if new.server.user != self.cfg.server.user || new.server.group != self.cfg.server.group {
             crate::warn!("[server] user/group changes take effect at the next restart");
         }
@@ -357,16 +387,11 @@ impl Supervisor {
             crate::error!("{e}; keeping the previous access log");
         }
         self.log_fds = crate::log::descriptors();
-        let max = new.server.max_connections;
-        if self.workers.capacity() < max {
-            let mut bigger = SupervisorTable::with_capacity(max);
-            for w in self.workers.as_slice() {
-                bigger.push(*w);
-            }
-            self.workers = bigger;
+        if let Some(w) = tables.workers {
+            self.workers = w;
         }
-        if self.peek.capacity() < new.limits.max_header_bytes {
-            self.peek = SupervisorTable::with_capacity(new.limits.max_header_bytes);
+        if let Some(p) = tables.peek {
+            self.peek = p;
         }
         self.max_pending = pending_limit(&new);
         self.cfg = new;
@@ -436,6 +461,12 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Tables a reload has allocated before it changed anything.
+struct Tables {
+    workers: Option<SupervisorTable<super::Worker>>,
+    peek: Option<SupervisorTable<u8>>,
 }
 
 /// `[server] max_pending` under this process's descriptor limit (which the

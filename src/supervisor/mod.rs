@@ -186,7 +186,12 @@ impl Supervisor {
         let max_pending = lifecycle::pending_limit(&cfg);
         let (stop_reader, stop_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (park_rx, park_tx) = crate::sys::seqpacket_pair()?;
-        let peek = SupervisorTable::with_capacity(cfg.limits.max_header_bytes);
+        let table_fail = Errno::ENOMEM;
+        let peek =
+            SupervisorTable::try_with_capacity(cfg.limits.max_header_bytes).ok_or(table_fail)?;
+        // Room for every listener the configuration may have (it allows
+        // MAX_LISTENERS), or systemd passed: the poll set never grows later.
+        let poll_room = listeners.len().max(crate::config::MAX_LISTENERS) + 4;
         let mut sup = Supervisor {
             stop_reader,
             stop_writer: Some(stop_writer),
@@ -196,11 +201,12 @@ impl Supervisor {
             outbox: std::collections::VecDeque::new(),
             gate_restart_at: None,
             gate_started: None,
-            pollfds: SupervisorTable::with_capacity(listeners.len() + 4),
-            workers: SupervisorTable::with_capacity(cfg.server.max_connections),
+            pollfds: SupervisorTable::try_with_capacity(poll_room).ok_or(table_fail)?,
+            workers: SupervisorTable::try_with_capacity(cfg.server.max_connections)
+                .ok_or(table_fail)?,
             peek,
-            msg: zeroed_table(crate::handoff::MAX_MSG),
-            sources: Sources::new(),
+            msg: zeroed_table(crate::handoff::MAX_MSG).ok_or(table_fail)?,
+            sources: Sources::new().ok_or(table_fail)?,
             log_fds: crate::log::descriptors(),
             max_pending,
             cfg,
@@ -301,9 +307,6 @@ impl Supervisor {
     }
 
     fn build_poll_set(&mut self) -> Slots {
-        if self.pollfds.capacity() < self.listeners.len() + 4 {
-            self.pollfds = SupervisorTable::with_capacity(self.listeners.len() + 4);
-        }
         self.pollfds.clear();
         self.pollfds.push(pollfd(self.signal_fd.as_raw_fd()));
         let park = self.pollfds.len();
@@ -454,12 +457,12 @@ impl Supervisor {
 }
 
 /// `n` bytes, zero, in memory workers do not inherit.
-fn zeroed_table(n: usize) -> SupervisorTable<u8> {
-    let mut t = SupervisorTable::with_capacity(n);
+fn zeroed_table(n: usize) -> Option<SupervisorTable<u8>> {
+    let mut t = SupervisorTable::try_with_capacity(n)?;
     for _ in 0..n {
         t.push(0);
     }
-    t
+    Some(t)
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {

@@ -33,11 +33,12 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn new() -> Sources {
-        Sources {
-            slots: table(256),
+    /// `None` when even the first small table cannot be had.
+    pub fn new() -> Option<Sources> {
+        Some(Sources {
+            slots: table(256)?,
             used: 0,
-        }
+        })
     }
 
     /// Connections from `key`, wherever they are.
@@ -55,8 +56,13 @@ impl Sources {
         if key == NO_KEY {
             return;
         }
-        if (self.used + 1) * 2 > self.slots.len() {
-            self.grow();
+        if (self.used + 1) * 2 > self.slots.len()
+            && !self.grow()
+            && self.used + 1 >= self.slots.len()
+        {
+            // Full, and no memory for a larger table: this connection is not
+            // counted (the limit is approximate until memory is back).
+            return;
         }
         let i = match self.find(key) {
             Ok(i) => i,
@@ -95,7 +101,26 @@ impl Sources {
     /// The gate died and its connections with it.
     pub fn clear_gate(&mut self) {
         let n = self.slots.len();
-        let old = std::mem::replace(&mut self.slots, table(n));
+        let Some(fresh) = table(n) else {
+            // No memory for a copy: clear the gate's counts in place.
+            let keys: Vec<u128> = self
+                .slots
+                .as_slice()
+                .iter()
+                .filter(|e| e.key != EMPTY && e.workers == 0)
+                .map(|e| e.key)
+                .collect();
+            for e in self.slots.as_mut_slice() {
+                e.gate = 0;
+            }
+            for k in keys {
+                if let Ok(i) = self.find(k) {
+                    self.delete(i);
+                }
+            }
+            return;
+        };
+        let old = std::mem::replace(&mut self.slots, fresh);
         self.used = 0;
         for e in old.as_slice().iter().filter(|e| e.key != EMPTY) {
             for _ in 0..e.workers {
@@ -158,9 +183,13 @@ impl Sources {
         self.slots.as_mut_slice()[i].key = EMPTY;
     }
 
-    fn grow(&mut self) {
+    /// Double the table; false if the memory cannot be had.
+    fn grow(&mut self) -> bool {
         let n = self.slots.len() * 2;
-        let old = std::mem::replace(&mut self.slots, table(n));
+        let Some(bigger) = table(n) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut self.slots, bigger);
         self.used = 0;
         for e in old.as_slice().iter().filter(|e| e.key != EMPTY) {
             let Err(i) = self.find(e.key) else {
@@ -169,12 +198,13 @@ impl Sources {
             self.slots.as_mut_slice()[i] = *e;
             self.used += 1;
         }
+        true
     }
 }
 
 /// `n` (a power of two) free slots.
-fn table(n: usize) -> SupervisorTable<Entry> {
-    let mut t = SupervisorTable::with_capacity(n);
+fn table(n: usize) -> Option<SupervisorTable<Entry>> {
+    let mut t = SupervisorTable::try_with_capacity(n)?;
     let free = Entry {
         key: EMPTY,
         workers: 0,
@@ -184,7 +214,7 @@ fn table(n: usize) -> SupervisorTable<Entry> {
     for _ in 0..n {
         t.push(free);
     }
-    t
+    Some(t)
 }
 
 #[cfg(test)]
@@ -193,7 +223,7 @@ mod tests {
 
     #[test]
     fn counts_follow_connections() {
-        let mut s = Sources::new();
+        let mut s = Sources::new().unwrap();
         s.add(1, Place::Worker);
         s.add(1, Place::Gate);
         s.add(2, Place::Gate);
@@ -215,7 +245,7 @@ mod tests {
 
     #[test]
     fn many_sources_grow_and_shrink() {
-        let mut s = Sources::new();
+        let mut s = Sources::new().unwrap();
         let keys: Vec<u128> = (0..20_000u128)
             .map(|i| 0xffff_0000_0000 | (i * 7919))
             .collect();
