@@ -101,6 +101,12 @@ fn run(
             config::DEFAULT_PATH
         );
     }
+    if let (true, Some(p)) = (daemon, pid_file) {
+        if let Err(e) = check_pid_file_dir(&cfg, p) {
+            error!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    }
     let notifier = notify::Notifier::from_env();
     sys::raise_nofile();
     let listeners = match listen::from_systemd(&cfg.listen) {
@@ -145,6 +151,14 @@ fn run(
             error!("cannot daemonize: {e}");
             return ExitCode::from(EX_OSERR);
         }
+        if let (Some(p), Some((_, uid, gid))) = (pid_file, &cfg.server.user) {
+            // Still root: the file is the dropped user's, which may then
+            // remove it at exit (also from a sticky directory).
+            if nix::unistd::geteuid().is_root() {
+                let gid = cfg.server.group.as_ref().map_or(*gid, |g| g.1);
+                let _ = std::os::unix::fs::chown(p, Some(*uid), Some(gid));
+            }
+        }
         log::configure(cfg.log.level, cfg.log.target, true);
     }
     if let Err(e) = log::configure_access(&cfg.log.access) {
@@ -174,9 +188,51 @@ fn run(
     };
     let code = sup.run();
     if let Some(p) = pid_file {
-        let _ = std::fs::remove_file(p);
+        if let Err(e) = std::fs::remove_file(p) {
+            warn!("cannot remove the pid file {}: {e}", p.display());
+        }
     }
     ExitCode::from(code as u8)
+}
+
+/// `--pid-file` with a `[server] user` to become: the pid file is removed at
+/// exit by that user, so its directory must let that user remove it. Refused
+/// before anything starts rather than left behind at exit (a root-side
+/// remover would be one more privileged process for a file; a directory the
+/// user owns, such as /run/lbaws/, is the usual answer).
+fn check_pid_file_dir(cfg: &Config, pid_file: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some((name, uid, user_gid)) = &cfg.server.user else {
+        return Ok(());
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(()); // no privilege drop: the file stays ours
+    }
+    let gid = cfg.server.group.as_ref().map_or(*user_gid, |g| g.1);
+    let dir = match pid_file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let m = std::fs::metadata(dir)
+        .map_err(|e| format!("--pid-file {}: {}: {e}", pid_file.display(), dir.display()))?;
+    let mode = m.mode();
+    let may = if m.uid() == *uid {
+        mode & 0o300 == 0o300
+    } else if m.gid() == gid {
+        mode & 0o030 == 0o030
+    } else {
+        mode & 0o003 == 0o003
+    };
+    if may {
+        Ok(())
+    } else {
+        Err(format!(
+            "--pid-file {}: user {name} could not remove it at exit ({} is not writable by it); \
+             use a directory {name} may write, e.g. /run/lbaws/",
+            pid_file.display(),
+            dir.display()
+        ))
+    }
 }
 
 /// `[server] user`/`group`: after the listeners exist, become that user for

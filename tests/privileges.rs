@@ -111,3 +111,107 @@ fn unknown_user_is_a_config_error() {
         "/dev/stdin:2:8: unknown user \"no-such-user-lbaws\""
     );
 }
+
+#[test]
+fn pid_file_is_removed_after_the_privilege_drop_and_not_inherited() {
+    if !is_root() {
+        eprintln!("skipped: needs root (to drop privileges to nobody)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nuser = \"nobody\"\n[limits]\n{NO_PARKING}\n{}",
+            hello_routes().replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // A directory nobody may not write: refused before anything starts.
+    let rootdir = dir.path().join("root-only");
+    std::fs::create_dir(&rootdir).unwrap();
+    std::fs::set_permissions(&rootdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--daemon")
+        .arg("--pid-file")
+        .arg(rootdir.join("lbaws.pid"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("user nobody could not remove it at exit"),
+        "{out:?}"
+    );
+
+    // A directory nobody owns: the file is written, nobody's, kept by no
+    // worker, and removed at exit.
+    let rundir = dir.path().join("run");
+    std::fs::create_dir(&rundir).unwrap();
+    nix::unistd::chown(&rundir, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let pid_file = rundir.join("lbaws.pid");
+    let out = std::process::Command::new(BIN)
+        .arg("--daemon")
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&pid_file)
+        .is_ok_and(|s| s.trim().parse::<i32>().is_ok())));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let guard = KillOnDrop(pid);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&pid_file).unwrap().uid(),
+        nobody.uid.as_raw()
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
+    let mut c = Client::new(addr);
+    assert_eq!(c.get("/").status, 200);
+    assert!(wait_for(DEADLINE, || !children_of(pid).is_empty()));
+    for (child, _) in children_of(pid) {
+        for e in std::fs::read_dir(format!("/proc/{child}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            assert_ne!(target, pid_file, "process {child} holds the pid file");
+        }
+    }
+    drop(c);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        wait_for(DEADLINE, || !pid_file.exists()),
+        "pid file left behind"
+    );
+    drop(guard);
+}
+
+struct KillOnDrop(i32);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
