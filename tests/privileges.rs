@@ -7,6 +7,10 @@ mod util;
 use std::io::Write;
 use util::*;
 
+/// The tests here run processes as `nobody`, and one of them limits how many
+/// `nobody` may have: one at a time.
+static NOBODY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn processes_of(uid: u32) -> u64 {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -28,6 +32,7 @@ fn fork_failure_answers_503_and_recovers_as_unprivileged_user() {
         eprintln!("skipped: needs root (to drop privileges to nobody)");
         return;
     }
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|e| e.into_inner());
     let nobody = nix::unistd::User::from_name("nobody")
         .unwrap()
         .expect("user nobody")
@@ -118,6 +123,7 @@ fn pid_file_is_removed_after_the_privilege_drop_and_not_inherited() {
         eprintln!("skipped: needs root (to drop privileges to nobody)");
         return;
     }
+    let _one_at_a_time = NOBODY.lock().unwrap_or_else(|e| e.into_inner());
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
