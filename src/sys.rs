@@ -316,6 +316,31 @@ pub fn die_with_parent(sig: libc::c_int) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
 }
 
+/// Orphaned descendants of this process are reparented to it rather than
+/// to init (`PR_SET_CHILD_SUBREAPER`), so it can end and reap them.
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+}
+
+/// The pids of this process's children (`/proc/thread-self/children`; the
+/// process is single-threaded), into `out`, at most `out.len()`; how many.
+/// 0 where /proc cannot tell.
+pub fn children(out: &mut [libc::pid_t]) -> usize {
+    let Ok(text) = std::fs::read_to_string("/proc/thread-self/children") else {
+        return 0;
+    };
+    let mut n = 0;
+    for pid in text.split_ascii_whitespace().filter_map(|p| p.parse().ok()) {
+        if n == out.len() {
+            break;
+        }
+        out[n] = pid;
+        n += 1;
+    }
+    n
+}
+
 /// This thread's name (`PR_SET_NAME`: what `ps -o comm`, `top` and
 /// `/proc/PID/stat` show; at most 15 bytes).
 pub fn set_name(name: &std::ffi::CStr) {

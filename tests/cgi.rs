@@ -96,6 +96,25 @@ respond = {{ status = 200, body = "fixed route\n" }}
         0o755,
     );
     script(&cgi, "slow.sh", "#!/bin/sh\nexec sleep 60\n", 0o755);
+    // Markers in the command lines, so the tests can look for the processes.
+    script(
+        &cgi,
+        "closes.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nok\\n'\nexec >&- 2>&-\nexec python3 -c 'import time; time.sleep(1000)' \"lbaws-mark-closes:$0\"\n",
+        0o755,
+    );
+    script(
+        &cgi,
+        "setsid.sh",
+        "#!/bin/sh\nsetsid python3 -c 'import time; time.sleep(1000)' \"lbaws-mark-setsid:$0\" </dev/null >/dev/null 2>&1 &\nprintf 'Content-Type: text/plain\\n\\nforked\\n'\n",
+        0o755,
+    );
+    script(
+        &cgi,
+        "sleeper.sh",
+        "#!/bin/sh\nsetsid python3 -c 'import time; time.sleep(1000)' \"lbaws-mark-grandchild:$0\" </dev/null >/dev/null 2>&1 &\nexec python3 -c 'import time; time.sleep(1000)' \"lbaws-mark-sleeper:$0\"\n",
+        0o755,
+    );
     script(&cgi, "status.sh", "#!/bin/sh\nprintf 'Status: 201 Created\\nContent-Type: text/plain\\nX-Custom: yes\\nContent-Length: 3\\n\\nnew'\n", 0o755);
     script(
         &cgi,
@@ -539,4 +558,88 @@ fn wsgi_application_through_cgihandler() {
     // And through the real curl.
     let out = curl(&["-s", "--data", "x=1", &format!("http://{}/hello", d.addr())]);
     assert_eq!(out, "You posted:\nx=1\n");
+}
+
+#[test]
+fn a_script_that_closes_stdout_and_sleeps_ends_with_its_request() {
+    let d = daemon("");
+    let r = get(d.addr(), "/cgi-bin/closes.sh");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok\n"));
+    assert!(
+        wait_for(DEADLINE, || !process_with(&mark(&d, "closes"))),
+        "the script outlived its request"
+    );
+    d.wait_no_workers();
+}
+
+#[test]
+fn a_script_that_detaches_a_daemon_leaves_nothing_behind() {
+    // setsid and a fork: out of the script's process group, orphaned when
+    // the script exits. It came back to the worker (a subreaper), which ends
+    // it with the request.
+    let d = daemon("");
+    let r = get(d.addr(), "/cgi-bin/setsid.sh");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "forked\n"));
+    assert!(
+        wait_for(DEADLINE, || !process_with(&mark(&d, "setsid"))),
+        "the script's daemon outlived the request"
+    );
+    d.wait_no_workers();
+}
+
+/// Start sleeper.sh (it leaves a detached grandchild, then sleeps itself)
+/// and wait until both run.
+fn start_sleeper(d: &Daemon) -> std::net::TcpStream {
+    let mut s = connect(d.addr());
+    s.write_all(b"GET /cgi-bin/sleeper.sh HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    assert!(wait_for(DEADLINE, || process_with(&mark(d, "sleeper"))
+        && process_with(&mark(d, "grandchild"))));
+    s
+}
+
+/// The marker a test script puts in a command line: its name and its path,
+/// unique to this daemon.
+fn mark(d: &Daemon, what: &str) -> String {
+    let script = if what == "grandchild" {
+        "sleeper"
+    } else {
+        what
+    };
+    format!(
+        "lbaws-mark-{what}:{}",
+        d.path(&format!("cgi/{script}.sh")).display()
+    )
+}
+
+#[test]
+fn a_killed_worker_takes_its_script_and_what_it_left() {
+    let d = daemon("");
+    let _s = start_sleeper(&d);
+    d.wait_children(1);
+    let worker = d.children()[0].0;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        wait_for(DEADLINE, || !process_with(&mark(&d, "sleeper"))
+            && !process_with(&mark(&d, "grandchild"))),
+        "the script or its descendant outlived the killed worker"
+    );
+    d.wait_no_workers();
+}
+
+#[test]
+fn an_immediate_stop_ends_scripts_too() {
+    let mut d = daemon("");
+    let _s = start_sleeper(&d);
+    d.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert_eq!(d.wait_exit(DEADLINE).code(), Some(0));
+    assert!(
+        wait_for(DEADLINE, || !process_with(&mark(&d, "sleeper"))
+            && !process_with(&mark(&d, "grandchild"))),
+        "a script outlived lbaws"
+    );
 }

@@ -122,11 +122,15 @@ pub fn serve(
         )?,
     };
 
+    // Descendants the script leaves behind (a daemon it starts with setsid)
+    // come back to this worker, which ends them with the request.
+    crate::sys::become_subreaper();
+    let worker = nix::unistd::getpid();
     // SAFETY: the worker is single-threaded; the child only sets up
     // descriptors and execs (or writes errno and _exits).
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => exec_child(
-            &stdin, &out_w, &err_w, &st_w, &workdir, &program, &argv, &env,
+            worker, &stdin, &out_w, &err_w, &st_w, &workdir, &program, &argv, &env,
         ),
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {
@@ -389,6 +393,7 @@ fn document_root(cfg: &Config, route: &CgiRoute) -> PathBuf {
 /// group, the script's directory, exec. Never returns.
 #[allow(clippy::too_many_arguments)]
 fn exec_child(
+    worker: Pid,
     stdin: &OwnedFd,
     out: &OwnedFd,
     err: &OwnedFd,
@@ -404,6 +409,12 @@ fn exec_child(
         unsafe { libc::_exit(127) }
     };
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    // A worker killed by anything (SIGKILL, the stall backstop, an
+    // immediate stop) takes its script along. If it is already gone, go.
+    crate::sys::die_with_parent(libc::SIGKILL);
+    if nix::unistd::getppid() != worker {
+        fail(Errno::ESRCH);
+    }
     // SAFETY: plain descriptor calls in a single-threaded child.
     unsafe {
         if libc::dup2(stdin.as_raw_fd(), 0) < 0
@@ -553,7 +564,8 @@ impl Running {
         }
     }
 
-    /// TERM the script's group, then KILL after a grace period; reap it.
+    /// TERM the script's group, then KILL after a grace period; reap it
+    /// and every descendant it left.
     fn terminate(&mut self) {
         self.kill(Signal::SIGTERM);
         let until = Instant::now() + KILL_GRACE;
@@ -562,6 +574,7 @@ impl Running {
         }
         self.kill(Signal::SIGKILL);
         self.reap_blocking();
+        end_descendants();
     }
 
     /// At the end: drain stderr, reap (killing the group if it lingers), and
@@ -588,8 +601,10 @@ impl Running {
             self.kill(Signal::SIGKILL);
             self.reap_blocking();
         }
-        // Whatever it left in its group goes too.
+        // Whatever it left in its group goes too, and whatever it left
+        // anywhere else: detached descendants came back to this worker.
         let _ = killpg(self.pid, Signal::SIGKILL);
+        end_descendants();
         match self.reaped {
             Some(WaitStatus::Exited(_, 0)) | None => {}
             Some(WaitStatus::Exited(_, code)) => {
@@ -608,6 +623,41 @@ impl Running {
             Some(WaitStatus::Exited(_, code)) => format!("exited with code {code}"),
             Some(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
             _ => "ended".into(),
+        }
+    }
+}
+
+/// End what a script left behind: this worker is a subreaper, so every
+/// descendant that outlived its parent is now a child of the worker (which
+/// has no other). SIGTERM to each and its group, SIGKILL to what is left
+/// after the grace, and reap them all; again, until none is left (an ended
+/// descendant's own children come back too).
+fn end_descendants() {
+    let mut pids = [0 as libc::pid_t; 64];
+    for _ in 0..8 {
+        let n = crate::sys::children(&mut pids);
+        if n == 0 {
+            break;
+        }
+        for &p in &pids[..n] {
+            let pid = Pid::from_raw(p);
+            let _ = killpg(pid, Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        }
+        let until = Instant::now() + KILL_GRACE;
+        while Instant::now() < until {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => break, // ECHILD: none left
+            }
+        }
+        for &p in &pids[..n] {
+            let pid = Pid::from_raw(p);
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            // Dying now: wait for it (an error means it was reaped above).
+            let _ = waitpid(pid, None);
         }
     }
 }

@@ -82,11 +82,18 @@ impl Supervisor {
             return self.gate_ended(code, signal);
         }
         let Some(i) = self.workers.as_slice().iter().position(|w| w.pid == pid) else {
-            // Not a worker (e.g. a daemonize helper): nothing to account.
+            // Not a worker: a stray (see end_strays), whose own orphans have
+            // just come back here too; or a daemonize helper.
+            self.end_strays();
             return;
         };
         let w = self.workers.swap_remove(i);
         self.sources.remove(w.key, Place::Worker);
+        if signal.is_some() {
+            // Killed before it could end its CGI script's descendants: they
+            // came back to the supervisor (a subreaper too).
+            self.end_strays();
+        }
         self.counters.served += 1;
         self.status_dirty = true;
         let age = w.started.elapsed().as_secs_f64();
@@ -109,6 +116,44 @@ impl Supervisor {
                 exit_meaning(code)
             ),
             None => {}
+        }
+    }
+
+    /// Children that are neither workers nor the gate: descendants of a
+    /// worker that died before it could end them (a CGI script's daemon).
+    /// They are killed (with their process groups) and reaped as they end.
+    pub(super) fn end_strays(&self) {
+        let mut pids = [0 as libc::pid_t; 128];
+        let n = crate::sys::children(&mut pids);
+        for &p in &pids[..n] {
+            let pid = Pid::from_raw(p);
+            let ours = self.gate.as_ref().is_some_and(|g| g.pid == pid)
+                || self.workers.as_slice().iter().any(|w| w.pid == pid);
+            if !ours {
+                crate::debug!("ending stray process {p}");
+                let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// At exit: what is left under the supervisor ends with it. Each one
+    /// that ends may hand its own orphans back here: kill and reap until none
+    /// is left (two seconds at most).
+    pub(super) fn end_all_strays(&self) {
+        let until = Instant::now() + KILL_GRACE;
+        let mut pids = [0 as libc::pid_t; 1];
+        loop {
+            self.end_strays();
+            while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                if s == WaitStatus::StillAlive {
+                    break;
+                }
+            }
+            if crate::sys::children(&mut pids) == 0 || Instant::now() >= until {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -186,6 +186,9 @@ impl Supervisor {
         let max_pending = lifecycle::pending_limit(&cfg);
         let (stop_reader, stop_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (park_rx, park_tx) = crate::sys::seqpacket_pair()?;
+        // Descendants of workers that die before ending them (a CGI
+        // script's daemon) come back here rather than to init.
+        crate::sys::become_subreaper();
         let table_fail = Errno::ENOMEM;
         let peek =
             SupervisorTable::try_with_capacity(cfg.limits.max_header_bytes).ok_or(table_fail)?;
@@ -292,6 +295,9 @@ impl Supervisor {
             }
             self.timers();
         }
+        // A script's descendant orphaned by an immediate stop came back to
+        // the supervisor: it does not outlive lbaws.
+        self.end_all_strays();
         let c = &self.counters;
         crate::info!(
             "stopped: {} served, {} refused, {} over the per-source limit, {} parked",
