@@ -309,6 +309,16 @@ impl<T: Copy> SupervisorTable<T> {
         self.len = 0;
     }
 
+    /// Remove and return the last element.
+    pub fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        // SAFETY: index `len` was initialised.
+        Some(unsafe { self.ptr.add(self.len).read() })
+    }
+
     /// The whole capacity past the initialised elements, to be written
     /// (e.g. by `recv`) before it is read.
     pub fn spare(&mut self) -> &mut [std::mem::MaybeUninit<T>] {

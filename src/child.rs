@@ -20,6 +20,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// What a worker gets of the supervisor's descriptors and state.
 pub struct Inherited {
+    /// This worker's scoreboard slot.
+    pub slot: usize,
     /// The logs' descriptors (`log::descriptors`; -1: none).
     pub logs: [RawFd; 2],
     /// The stop pipe's read end, watched while idle.
@@ -51,6 +53,7 @@ pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
     // From here on, allocations come from a fresh arena, not from the
     // supervisor's (copy-on-write) heap.
     crate::alloc::enter_worker();
+    crate::scoreboard::enter(inherited.slot);
     let ctx = worker::Ctx {
         stop: Some(stop),
         park,

@@ -8,7 +8,7 @@
 
 use crate::config::{AccessLog, Level, LogTarget};
 use std::fmt::{self, Write as _};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
@@ -204,14 +204,31 @@ pub fn access(line: &str) {
             }
             out.push_str(line);
             out.push('\n');
-            let _ = nix::unistd::write(std::io::stderr(), out.as_bytes());
+            write_line(std::io::stderr().as_fd(), &out, false);
         }
         AccessSink::File(fd) => {
-            let mut out = String::with_capacity(line.len() + 1);
+            // After a line cut short (a full file system), start afresh on a
+            // line of its own.
+            let cut_before = crate::scoreboard::take_cut();
+            let mut out = String::with_capacity(line.len() + 2);
+            if cut_before {
+                out.push('\n');
+            }
             out.push_str(line);
             out.push('\n');
-            let _ = nix::unistd::write(&*fd, out.as_bytes());
+            write_line(fd.as_fd(), &out, cut_before);
         }
+    }
+}
+
+/// One access-log line in one `write(2)`. What is not written whole is
+/// counted in the scoreboard (the supervisor reports the losses); a line cut
+/// in the middle marks the next one to begin with a newline.
+fn write_line(fd: std::os::fd::BorrowedFd<'_>, out: &str, was_cut: bool) {
+    match nix::unistd::write(fd, out.as_bytes()) {
+        Ok(n) if n == out.len() => {}
+        Ok(n) => crate::scoreboard::lost_line(libc::ENOSPC, n > 0 || was_cut),
+        Err(e) => crate::scoreboard::lost_line(e as i32, was_cut),
     }
 }
 

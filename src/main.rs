@@ -13,7 +13,7 @@
 //!
 //! Layering (imports point down): `main` -> `supervisor` -> `gate`, `child` ->
 //! `http::{worker, request, response}` -> leaves `config`, `listen`, `handoff`,
-//! `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`.
+//! `scoreboard`, `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`.
 //!
 //! Exit codes of the `lbaws` process: 0 stopped normally or `check` passed;
 //! 64 usage error; 71 cannot set up (bind, socket, signals, privileges, daemon);
@@ -29,6 +29,7 @@ mod http;
 mod listen;
 mod log;
 mod notify;
+mod scoreboard;
 mod signals;
 mod supervisor;
 mod sys;

@@ -260,3 +260,84 @@ fn header_timeout_answers_408() {
     assert!(buf.is_empty());
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn a_worker_that_makes_no_progress_is_ended_by_the_backstop() {
+    // A worker frozen (SIGSTOP) with a kept connection: its own deadlines
+    // cannot fire, so the supervisor's backstop does, after stall_timeout
+    // (here the longest other timeout, 1 s, plus 5 s): SIGTERM, then SIGKILL.
+    let mut d = Daemon::hello(
+        "[limits]\nstall_timeout = \"1s\"\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\n\
+         keepalive_timeout = \"1s\"\npark_after = \"1s\"",
+    );
+    let mut c = Client::new(d.addr());
+    assert_eq!(c.get("/").status, 200);
+    d.wait_children(1);
+    let (worker, _) = d.children()[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), Signal::SIGSTOP).unwrap();
+    d.wait_log(&format!("worker {worker} (peer 127.0.0.1:"));
+    d.wait_log("(stall_timeout): terminating it");
+    d.wait_log(&format!("worker {worker} (peer"));
+    d.wait_no_workers();
+    assert!(
+        d.logs().contains("killed by signal 9 (SIGKILL)"),
+        "{}",
+        d.logs()
+    );
+    // A download that keeps moving is never cut: served whole meanwhile.
+    assert_eq!(get(d.addr(), "/").status, 200);
+}
+
+#[test]
+fn access_log_losses_on_a_full_file_system_are_reported() {
+    if !is_root() {
+        eprintln!("skipped: needs root (to mount a small tmpfs)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("full");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=16k",
+            "lbaws-test",
+            mnt.to_str().unwrap(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let log = mnt.join("access.log");
+    let mut d = Daemon::hello(&format!(
+        "[server]\nmax_connections_per_ip = 0\n[log]\naccess = \"{}\"",
+        log.display()
+    ));
+    // Fill the file system, but for a few bytes.
+    let filler = mnt.join("filler");
+    let _ = std::fs::write(&filler, vec![b'x'; 16 << 10]);
+    for _ in 0..50 {
+        assert_eq!(get(d.addr(), "/").status, 200, "serving goes on");
+    }
+    d.wait_log("access log: ");
+    assert!(d.logs().contains("line(s) lost (ENOSPC"), "{}", d.logs());
+    // Every line in the file is whole: a line cut short is ended before the
+    // next begins (the one cut stays as a fragment on a line of its own).
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(get(d.addr(), "/").status, 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.starts_with("127.0.0.1 - - ["), "{text:?}");
+    assert!(text.ends_with('\n'));
+}

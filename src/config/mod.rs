@@ -147,6 +147,9 @@ pub struct Limits {
     pub min_body_rate: u64,
     /// Bytes per second a client must read a response at, on average (0: off).
     pub min_send_rate: u64,
+    /// The supervisor's backstop: a worker with no progress for this long
+    /// (or longer, see [`Config::stall_backstop`]) is ended.
+    pub stall_timeout: Duration,
     pub max_requests_per_connection: u64,
 }
 
@@ -213,6 +216,9 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
+/// The most workers any configuration may have (`max_connections`' bound).
+pub const MAX_WORKERS: usize = 4_194_304;
+
 /// The most `[[listen]]` entries a configuration may have.
 pub const MAX_LISTENERS: usize = 256;
 
@@ -234,6 +240,25 @@ impl Config {
             Some(n) => (n, false),
             None => (room.min(DEFAULT_PENDING_CAP as usize), false),
         }
+    }
+
+    /// How long a worker may go without progress before the supervisor
+    /// ends it: `stall_timeout`, but never less than the longest wait a
+    /// worker may legitimately make (each of which has its own deadline)
+    /// plus the graces that follow it, so that the backstop only catches
+    /// what the worker's own deadlines did not.
+    pub fn stall_backstop(&self) -> Duration {
+        let l = &self.limits;
+        let mut longest = l
+            .header_timeout
+            .max(l.body_timeout)
+            .max(l.keepalive_timeout);
+        for r in &self.routes {
+            if let Action::Cgi(c) = &r.action {
+                longest = longest.max(c.timeout);
+            }
+        }
+        l.stall_timeout.max(longest + Duration::from_secs(5))
     }
 
     /// The route for a request path: the longest matching prefix.

@@ -80,6 +80,7 @@ pub(super) struct RawLimits {
     pub body_timeout: Option<Dur<HOUR>>,
     pub min_body_rate: Option<Size<GIB, 0>>,
     pub min_send_rate: Option<Size<GIB, 0>>,
+    pub stall_timeout: Option<Dur<HOUR>>,
     pub max_requests_per_connection: Option<Count<1, 4_294_967_295>>,
 }
 

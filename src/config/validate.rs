@@ -236,6 +236,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             .map_or(Duration::from_secs(30), |d| d.0),
         min_body_rate: raw.limits.min_body_rate.map_or(500, |s| s.0),
         min_send_rate: raw.limits.min_send_rate.map_or(500, |s| s.0),
+        stall_timeout: raw
+            .limits
+            .stall_timeout
+            .map_or(Duration::from_secs(60), |d| d.0),
         max_requests_per_connection: raw.limits.max_requests_per_connection.map_or(1000, |c| c.0),
     };
     let access = match &raw.log.access {

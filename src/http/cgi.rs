@@ -674,7 +674,10 @@ fn read_out(
             return Err(());
         }
         match nix::unistd::read(out, buf) {
-            Ok(n) => return Ok(n),
+            Ok(n) => {
+                crate::scoreboard::progress();
+                return Ok(n);
+            }
             Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
             Err(_) => return Ok(0),
         }

@@ -317,6 +317,7 @@ impl<'a> Conn<'a> {
                     let n = n as usize;
                     unsafe { self.buf.set_len(self.end + n) };
                     self.end += n;
+                    crate::scoreboard::progress();
                     return Ok(n);
                 }
                 _ => match Errno::last() {
@@ -332,6 +333,7 @@ impl<'a> Conn<'a> {
     /// A response begins: its sending is timed from now (an idle keep-alive
     /// wait before it does not count against the client).
     pub fn start_response(&self) {
+        crate::scoreboard::progress();
         self.sending
             .set(Progress::start(self.send_pace, Instant::now()));
         self.head.set(None);
@@ -355,6 +357,9 @@ impl<'a> Conn<'a> {
     /// After a send returned (some bytes taken, or `SO_SNDTIMEO` passed with
     /// none): account for it, and end the response if the client is too slow.
     fn sent(&self, n: usize) -> Result<(), Errno> {
+        if n > 0 {
+            crate::scoreboard::progress();
+        }
         let now = Instant::now();
         let mut p = self.sending.get();
         p.moved(n, now);

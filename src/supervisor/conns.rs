@@ -106,10 +106,17 @@ impl Supervisor {
 
     /// Fork a worker for a connection with a complete head.
     pub(super) fn fork_worker(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+        // A scoreboard slot: one a worker left, or the next never used.
+        let slot = match self.free_slots.len() {
+            0 => self.next_slot,
+            n => self.free_slots.as_slice()[n - 1],
+        };
+        crate::scoreboard::assign(slot as usize);
         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 let inherited = child::Inherited {
+                    slot: slot as usize,
                     logs: self.log_fds,
                     stop_reader: self.stop_reader.as_raw_fd(),
                     park: (self.gate.is_some() && self.stop.is_none())
@@ -127,7 +134,17 @@ impl Supervisor {
                     peer: meta.peer,
                     started: Instant::now(),
                     key,
+                    slot,
+                    stalled: None,
                 });
+                if self.free_slots.is_empty() {
+                    self.next_slot += 1;
+                } else {
+                    self.free_slots.pop();
+                }
+                if self.next_check.is_none() {
+                    self.next_check = Some(Instant::now() + Duration::from_secs(1));
+                }
                 self.status_dirty = true;
             }
             Err(e) => {

@@ -14,8 +14,9 @@ use nix::unistd::{fork, ForkResult, Pid};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-/// After SIGTERM to the workers (stop timeout, or SIGQUIT), time until SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+/// After SIGTERM to the workers (stop timeout, SIGQUIT, the stall
+/// backstop), time until SIGKILL.
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(2);
 /// The gate is started again at most this often.
 const GATE_RESTART: Duration = Duration::from_secs(1);
 
@@ -89,6 +90,7 @@ impl Supervisor {
         };
         let w = self.workers.swap_remove(i);
         self.sources.remove(w.key, Place::Worker);
+        self.free_slots.push(w.slot);
         if signal.is_some() {
             // Killed before it could end its CGI script's descendants: they
             // came back to the supervisor (a subreaper too).
@@ -418,7 +420,22 @@ impl Supervisor {
             ),
             false => None,
         };
-        Ok(Tables { workers, peek })
+        let free_slots = match self.free_slots.capacity() < max {
+            true => {
+                let mut bigger =
+                    SupervisorTable::try_with_capacity(max).ok_or_else(|| nomem("slot"))?;
+                for s in self.free_slots.as_slice() {
+                    bigger.push(*s);
+                }
+                Some(bigger)
+            }
+            false => None,
+        };
+        Ok(Tables {
+            workers,
+            peek,
+            free_slots,
+        })
     }
 
     /// Take a validated configuration into use.
@@ -437,6 +454,9 @@ impl Supervisor {
         }
         if let Some(p) = tables.peek {
             self.peek = p;
+        }
+        if let Some(f) = tables.free_slots {
+            self.free_slots = f;
         }
         self.max_pending = pending_limit(&new);
         self.cfg = new;
@@ -512,6 +532,7 @@ impl Supervisor {
 struct Tables {
     workers: Option<SupervisorTable<super::Worker>>,
     peek: Option<SupervisorTable<u8>>,
+    free_slots: Option<SupervisorTable<u32>>,
 }
 
 /// `[server] max_pending` under this process's descriptor limit (which the

@@ -77,6 +77,10 @@ struct Worker {
     /// Its connection's source key; `NO_KEY` once the connection was parked
     /// (it is counted in the gate then).
     key: u128,
+    /// Its scoreboard slot.
+    slot: u32,
+    /// When the stall backstop sent it SIGTERM.
+    stalled: Option<Instant>,
 }
 
 enum Stop {
@@ -145,6 +149,15 @@ pub struct Supervisor {
     peek: SupervisorTable<u8>,
     /// Room for one message from the gate (its Closed notes).
     msg: SupervisorTable<u8>,
+    /// Scoreboard slots free for the next workers, and the first never used.
+    free_slots: SupervisorTable<u32>,
+    next_slot: u32,
+    /// The next check of the workers' progress (`stall_backstop`) and of the
+    /// access log's losses, while there are workers.
+    next_check: Option<Instant>,
+    /// Access-log lines lost so far, and when that was last logged.
+    lost_lines: u64,
+    lost_logged: Option<Instant>,
     sources: Sources,
     /// The logs' descriptors, which a forked child keeps (`log::descriptors`,
     /// read again whenever the logs change).
@@ -189,6 +202,9 @@ impl Supervisor {
         // Descendants of workers that die before ending them (a CGI
         // script's daemon) come back here rather than to init.
         crate::sys::become_subreaper();
+        if !crate::scoreboard::create(crate::config::MAX_WORKERS) {
+            return Err(Errno::ENOMEM);
+        }
         let table_fail = Errno::ENOMEM;
         let peek =
             SupervisorTable::try_with_capacity(cfg.limits.max_header_bytes).ok_or(table_fail)?;
@@ -209,6 +225,12 @@ impl Supervisor {
                 .ok_or(table_fail)?,
             peek,
             msg: zeroed_table(crate::handoff::MAX_MSG).ok_or(table_fail)?,
+            free_slots: SupervisorTable::try_with_capacity(cfg.server.max_connections)
+                .ok_or(table_fail)?,
+            next_slot: 0,
+            next_check: None,
+            lost_lines: 0,
+            lost_logged: None,
             sources: Sources::new().ok_or(table_fail)?,
             log_fds: crate::log::descriptors(),
             max_pending,
@@ -376,6 +398,7 @@ impl Supervisor {
         due(self.accept_paused_until);
         due(self.next_watchdog);
         due(self.gate_restart_at);
+        due(self.next_check);
         due(self.fork_failures.due());
         due(self.shed.due());
         due(self.over_limit.due());
@@ -407,6 +430,9 @@ impl Supervisor {
             self.spawn_gate();
         }
         self.log_floods(now);
+        if self.next_check.is_some_and(|t| now >= t) {
+            self.check_workers(now);
+        }
         if let Some(t) = self.next_watchdog {
             if now >= t {
                 self.notifier.watchdog();
@@ -455,10 +481,64 @@ impl Supervisor {
         if self.gate.is_none() && self.stop.is_none() {
             s.push_str("; gate down");
         }
+        if self.lost_lines > 0 {
+            let _ = write!(s, "; access log: {} line(s) lost", self.lost_lines);
+        }
         if let Some(e) = &self.reload_error {
             let _ = write!(s, "; {e}");
         }
         s
+    }
+
+    /// Once a second while there are workers: the stall backstop, and the
+    /// access log's losses.
+    fn check_workers(&mut self, now: Instant) {
+        let backstop = self.cfg.stall_backstop();
+        let now_ms = crate::scoreboard::now_ms();
+        for w in self.workers.as_mut_slice() {
+            match w.stalled {
+                None => {
+                    let idle =
+                        now_ms.saturating_sub(crate::scoreboard::last_progress(w.slot as usize));
+                    if idle > backstop.as_millis() as u64 {
+                        crate::warn!(
+                            "worker {} (peer {}) made no progress for {:.1}s (stall_timeout): terminating it",
+                            w.pid,
+                            w.peer,
+                            idle as f64 / 1000.0
+                        );
+                        let _ = nix::sys::signal::kill(w.pid, nix::sys::signal::Signal::SIGTERM);
+                        w.stalled = Some(now);
+                    }
+                }
+                Some(t) if now >= t + lifecycle::KILL_GRACE => {
+                    let _ = nix::sys::signal::kill(w.pid, nix::sys::signal::Signal::SIGKILL);
+                    w.stalled = Some(now + Duration::from_secs(3600));
+                }
+                Some(_) => {}
+            }
+        }
+        self.report_lost_lines(now);
+        self.next_check = (!self.workers.is_empty()).then(|| now + Duration::from_secs(1));
+    }
+
+    /// Access-log lines the workers could not write: in STATUS at once, in
+    /// the error log at most once a minute (with how many and why).
+    fn report_lost_lines(&mut self, now: Instant) {
+        const EVERY: Duration = Duration::from_secs(60);
+        if self.lost_logged.is_some_and(|t| now < t + EVERY) {
+            return;
+        }
+        if let Some((n, errno)) = crate::scoreboard::take_lost() {
+            self.lost_lines += n;
+            crate::error!(
+                "access log: {n} line(s) lost ({}); {} lost since start",
+                Errno::from_raw(errno),
+                self.lost_lines
+            );
+            self.lost_logged = Some(now);
+            self.status_dirty = true;
+        }
     }
 }
 
