@@ -204,7 +204,7 @@ pub fn access(line: &str) {
             }
             out.push_str(line);
             out.push('\n');
-            write_line(std::io::stderr().as_fd(), &out, false);
+            write_line(std::io::stderr().as_fd(), &out);
         }
         AccessSink::File(fd) => {
             // After a line cut short (a full file system), start afresh on a
@@ -216,19 +216,43 @@ pub fn access(line: &str) {
             }
             out.push_str(line);
             out.push('\n');
-            write_line(fd.as_fd(), &out, cut_before);
+            match nix::unistd::write(fd.as_fd(), out.as_bytes()) {
+                Ok(n) if n == out.len() => {}
+                Ok(n) => {
+                    let cut = !take_back(fd.as_fd(), n) || cut_before;
+                    crate::scoreboard::lost_line(libc::ENOSPC, cut);
+                }
+                Err(e) => crate::scoreboard::lost_line(e as i32, cut_before),
+            }
         }
     }
 }
 
-/// One access-log line in one `write(2)`. What is not written whole is
-/// counted in the scoreboard (the supervisor reports the losses); a line cut
-/// in the middle marks the next one to begin with a newline.
-fn write_line(fd: std::os::fd::BorrowedFd<'_>, out: &str, was_cut: bool) {
+/// A line written only in part (`n` bytes, the file system full) is taken
+/// back: the file is cut to where the line began, if nothing was appended
+/// since (the file ends where this write left the shared offset). A line is
+/// then in the file whole or not at all; when it cannot be taken back, the
+/// caller marks the next line to begin on a line of its own.
+fn take_back(fd: std::os::fd::BorrowedFd<'_>, n: usize) -> bool {
+    use nix::unistd::{ftruncate, lseek, Whence};
+    let Ok(end) = lseek(fd, 0, Whence::SeekCur) else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(fd) else {
+        return false;
+    };
+    let n = n as i64;
+    st.st_size == end && end >= n && ftruncate(fd, end - n).is_ok()
+}
+
+/// One line in one `write(2)` (the access log on stderr). What is not
+/// written whole is counted in the scoreboard (the supervisor reports the
+/// losses).
+fn write_line(fd: std::os::fd::BorrowedFd<'_>, out: &str) {
     match nix::unistd::write(fd, out.as_bytes()) {
         Ok(n) if n == out.len() => {}
-        Ok(n) => crate::scoreboard::lost_line(libc::ENOSPC, n > 0 || was_cut),
-        Err(e) => crate::scoreboard::lost_line(e as i32, was_cut),
+        Ok(_) => crate::scoreboard::lost_line(libc::ENOSPC, false),
+        Err(e) => crate::scoreboard::lost_line(e as i32, false),
     }
 }
 

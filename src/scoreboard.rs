@@ -21,8 +21,8 @@ struct Header {
     /// Access-log lines not written (whole), and the last error's errno.
     lost_lines: AtomicU64,
     lost_errno: AtomicU32,
-    /// A line was cut short: the next writer starts with a newline, so the
-    /// fragment stands on a line of its own.
+    /// A line was cut short and could not be taken back: the next writer
+    /// starts with a newline, so the fragment stands on a line of its own.
     cut: AtomicU32,
     _room: [u64; 6],
 }
