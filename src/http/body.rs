@@ -7,6 +7,7 @@
 
 use super::conn::{Conn, Pace, Progress, ReadErr, Slow};
 use super::request::Framing;
+use lbaws::proto::chunked::{self, Decoder};
 use std::time::Instant;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,9 +59,6 @@ impl Reader<'_, '_> {
     }
 }
 
-/// Longest chunk-size line (with extensions) or trailer line accepted.
-const MAX_LINE: usize = 4096;
-
 /// Read the whole body, passing its decoded bytes to `sink`; returns the length.
 pub fn read(
     conn: &mut Conn<'_>,
@@ -106,78 +104,26 @@ fn copy(
     Ok(())
 }
 
-/// One CRLF-terminated line (without the CRLF); bare LF or CR is malformed.
-fn line(r: &mut Reader<'_, '_>) -> Result<Vec<u8>, BodyErr> {
-    loop {
-        let buf = r.conn.buffered();
-        if let Some(lf) = buf.iter().position(|&b| b == b'\n') {
-            if lf == 0 || buf[lf - 1] != b'\r' || buf[..lf - 1].contains(&b'\r') {
-                return Err(BodyErr::Bad);
-            }
-            let l = buf[..lf - 1].to_vec();
-            r.conn.consume(lf + 1);
-            return Ok(l);
-        }
-        if buf.len() > MAX_LINE {
-            return Err(BodyErr::Bad);
-        }
-        r.fill()?;
-    }
-}
-
+/// A chunked body, through the decoder of the library target (the grammar
+/// and its limits are there).
 fn chunked(
     r: &mut Reader<'_, '_>,
     max: u64,
     sink: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<u64, BodyErr> {
-    let mut total: u64 = 0;
-    loop {
-        let l = line(r)?;
-        // chunk-size [ chunk-ext ]: hex digits, then optionally ";ext".
-        let size_part = l.split(|&b| b == b';').next().unwrap_or(b"");
-        let size_part = trim_ws(size_part);
-        if size_part.is_empty()
-            || size_part.len() > 15
-            || !size_part.iter().all(u8::is_ascii_hexdigit)
-        {
-            return Err(BodyErr::Bad);
+    let mut dec = Decoder::new(max);
+    while !dec.done() {
+        if r.conn.buffered().is_empty() {
+            r.fill()?;
         }
-        let size = u64::from_str_radix(std::str::from_utf8(size_part).unwrap(), 16)
-            .map_err(|_| BodyErr::Bad)?;
-        if size == 0 {
-            break;
+        let (used, data) = dec.feed(r.conn.buffered()).map_err(|e| match e {
+            chunked::Error::Bad => BodyErr::Bad,
+            chunked::Error::TooLarge => BodyErr::TooLarge,
+        })?;
+        if !data.is_empty() && !sink(data) {
+            return Err(BodyErr::Sink);
         }
-        total = total.checked_add(size).ok_or(BodyErr::TooLarge)?;
-        if total > max {
-            return Err(BodyErr::TooLarge);
-        }
-        copy(r, size, sink)?;
-        if !line(r)?.is_empty() {
-            return Err(BodyErr::Bad); // data longer than its size, or no CRLF after it
-        }
+        r.conn.consume(used);
     }
-    // Trailer section: header lines until an empty one (read and dropped).
-    let mut trailer_bytes = 0;
-    loop {
-        let l = line(r)?;
-        if l.is_empty() {
-            return Ok(total);
-        }
-        trailer_bytes += l.len();
-        if trailer_bytes > 16 << 10 || !l.contains(&b':') || l[0] == b' ' || l[0] == b'\t' {
-            return Err(BodyErr::Bad);
-        }
-    }
-}
-
-fn trim_ws(b: &[u8]) -> &[u8] {
-    let s = b
-        .iter()
-        .position(|c| *c != b' ' && *c != b'\t')
-        .unwrap_or(b.len());
-    let e = b
-        .iter()
-        .rposition(|c| *c != b' ' && *c != b'\t')
-        .map_or(s, |p| p + 1);
-    &b[s..e]
+    Ok(dec.total())
 }

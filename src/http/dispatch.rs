@@ -76,7 +76,7 @@ fn local_request(orig: &Request, location: &str) -> Option<Box<Request>> {
         Some((p, q)) => (p, Some(q.to_string())),
         None => (location, None),
     };
-    let path = request::normalize_path(path).ok()?;
+    let path = request::normalize_path(path)?;
     let headers = orig
         .headers
         .iter()

@@ -391,7 +391,12 @@ impl Session<'_, '_> {
     /// Refuse with `status`, `Connection: close`, and close gracefully.
     fn refuse(&mut self, req: Option<&Request>, status: u16) -> i32 {
         self.conn.start_response();
-        let head_only = req.is_some_and(Request::is_head);
+        // A HEAD request's answer has no body, refusals included, even when
+        // the head was refused before it parsed.
+        let head_only = match req {
+            Some(r) => r.is_head(),
+            None => request::begins_head_request(self.conn.buffered()),
+        };
         let sent = response::error(
             self.conn,
             status,
