@@ -201,6 +201,90 @@ fn malformed_requests_are_refused_and_closed() {
 }
 
 #[test]
+fn the_edges_of_the_grammar_are_refused() {
+    let d = daemon("");
+    let chunked = |body: &[u8]| {
+        [
+            &b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            body,
+        ]
+        .concat()
+    };
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        // Chunk sizes are 1*HEXDIG: no whitespace unless a ';' follows.
+        (chunked(b" 5\r\nhello\r\n0\r\n\r\n"), 400),
+        (chunked(b"5\r\nhello\r\n0 \r\n\r\n"), 400),
+        // Chunk extensions are held to their grammar.
+        (chunked(b"5;a\x00b\r\nhello\r\n0\r\n\r\n"), 400),
+        (chunked(b"5;\xff\r\nhello\r\n0\r\n\r\n"), 400),
+        (chunked(b"5;a=\x01\r\nhello\r\n0\r\n\r\n"), 400),
+        // A request line that is not method SP target SP version: 400.
+        (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        (b"GE T /a HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        (b"GET /a  HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        // Only CRLF may come before the request line.
+        (b"\rGET /a HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 400),
+        // IP-literals must be IPv6 (or IPvFuture), then only :port.
+        (b"GET /a HTTP/1.1\r\nHost: [a.b]\r\n\r\n".to_vec(), 400),
+        (b"GET /a HTTP/1.1\r\nHost: [::1]x\r\n\r\n".to_vec(), 400),
+        (b"GET /a HTTP/1.1\r\nHost: [::1]:8x\r\n\r\n".to_vec(), 400),
+        (
+            b"GET http://[1.2.3.4]/a HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"GET http://[::1]x/a HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (b"GET /a HTTP/3.1\r\nHost: a\r\n\r\n".to_vec(), 505),
+    ];
+    for (raw, status) in &cases {
+        refused(&d, raw, *status);
+    }
+    // What the same rules accept.
+    let mut c = Client::new(d.addr());
+    c.send(&chunked(b"5 ; x = \"y z\"\r\nhello\r\n0\r\n\r\n"));
+    assert_eq!(c.read(false).body_str(), "5");
+    c.send(b"\r\nGET /a HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
+    assert_eq!(c.read(false).body, b"A");
+}
+
+#[test]
+fn refusals_of_head_requests_have_no_body() {
+    let d = daemon("[limits]\nheader_timeout = \"300ms\"");
+    for raw in [
+        &b"HEAD /a HTTP/1.1\r\n\r\n"[..], // no Host: refused after it parsed
+        b"HEAD /a HTTP/1.1\r\nHost: a\r\n", // never complete: the gate's 408
+        b"HEAD /a b HTTP/1.1\r\nHost: a\r\n\r\n", // refused before it parsed
+        b"HEAD /a HTTP/1.1\r\nHost: a\r\nExpect: tea\r\n\r\n",
+    ] {
+        let mut c = Client::new(d.addr());
+        c.send(raw);
+        let r = c.read(true);
+        assert!(r.status >= 400, "{}", r.head);
+        assert!(r.header("content-length").is_some(), "{}", r.head);
+        assert!(c.closed(), "bytes after the head of {}", r.head);
+    }
+}
+
+#[test]
+fn later_http_1_minors_are_served_as_1_1_and_1_0_gets_no_100() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    c.send(b"GET /a HTTP/1.2\r\nHost: t\r\n\r\n");
+    let r = c.read(false);
+    assert!(r.head.starts_with("HTTP/1.1 200 "), "{}", r.head);
+    assert_eq!(r.header("connection"), None, "persistent, as 1.1");
+    assert_eq!(c.get("/b").body, b"B");
+    // RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored.
+    let mut c = Client::new(d.addr());
+    c.send(b"POST /count HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    c.send(b"abc");
+    let r = c.read(false);
+    assert_eq!((r.status, r.body_str().as_str()), (200, "3"), "{}", r.head);
+}
+
+#[test]
 fn timeouts_408_then_idle_close() {
     let d = daemon("[limits]\nheader_timeout = \"300ms\"\nkeepalive_timeout = \"300ms\"");
     // Half a head: 408 and close.

@@ -37,6 +37,12 @@ fn tree(dir: &Path) {
     symlink("../outside.txt", www.join("up.txt")).unwrap();
     symlink(dir.join("outside.txt"), www.join("abs.txt")).unwrap();
     symlink("hello.txt", www.join("alias.txt")).unwrap();
+    // Symlinks inside the root that lead to hidden names.
+    symlink(".secret", www.join("dot_link")).unwrap();
+    symlink(".git", www.join("git_link")).unwrap();
+    symlink("list/.hidden", www.join("deep_link")).unwrap();
+    std::fs::create_dir_all(www.join("linked")).unwrap();
+    symlink("../.secret", www.join("linked/index.html")).unwrap();
 }
 
 fn daemon(extra_route: &str) -> Daemon {
@@ -251,6 +257,14 @@ fn dotfiles_are_refused() {
     assert_eq!(c.get("/.secret").status, 403);
     assert_eq!(c.get("/.git/config").status, 403);
     assert_eq!(c.get("/list/.hidden").status, 403);
+    // Nor through a symlink inside the root that leads to one.
+    for path in ["/dot_link", "/git_link/config", "/deep_link", "/linked/"] {
+        let r = c.get(path);
+        assert_eq!(r.status, 403, "{path}");
+        assert!(!r.body_str().contains("dot"), "{path}");
+    }
+    // A symlink to a visible name is still followed.
+    assert_eq!(c.get("/alias.txt").body_str(), "Hello, World!\n");
 }
 
 #[test]

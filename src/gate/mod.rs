@@ -32,7 +32,8 @@
 //! gate handles no signal (it has the default dispositions: the supervisor
 //! ends it with SIGTERM when it stops at once) and dies with the supervisor
 //! (`PR_SET_PDEATHSIG`). It parses nothing and answers nothing but 408/503
-//! (each with its access log line, request `"-"`).
+//! (each with its access log line, request `"-"`; without a body when the
+//! bytes begin a HEAD request, the one other look it takes).
 
 pub mod head;
 
@@ -440,9 +441,10 @@ impl Gate {
 
     /// The fixed answer, written without waiting, then a graceful close.
     fn answer(&mut self, slot: u32, status: u16) {
+        let head_only = self.begins_head(slot);
         let h = self.slots[slot as usize].as_mut().expect("live");
         let mut out = [0u8; 256];
-        let (n, body) = fixed_response(&mut out, status, self.server_header);
+        let (n, body) = fixed_response(&mut out, status, self.server_header, head_only);
         let sent = crate::sys::send_nowait(h.fd.as_raw_fd(), &out[..n]);
         let body_bytes = if sent == Ok(n) { body as u64 } else { 0 };
         crate::http::access::log_access(
@@ -457,6 +459,19 @@ impl Gate {
             .push(Reverse((h.deadline, slot, self.gens[slot as usize])));
         // Edge-triggered: what has already arrived gives no new event.
         self.drain(slot);
+    }
+
+    /// Whether the connection's first bytes begin a HEAD request, whose
+    /// answer has no body (RFC 9110 9.3.2), even a 408 or 503.
+    fn begins_head(&mut self, slot: u32) -> bool {
+        let Some(h) = self.slots[slot as usize].as_ref() else {
+            return false;
+        };
+        let limit = 64.min(self.peek.len());
+        let n = crate::sys::peek(h.fd.as_raw_fd(), &mut self.peek[..limit]).unwrap_or(0);
+        // SAFETY: peek initialised the first n bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(self.peek.as_ptr().cast::<u8>(), n) };
+        lbaws::proto::head::begins_head_request(bytes)
     }
 
     fn close(&mut self, slot: u32) {
@@ -564,9 +579,15 @@ fn key_of(meta: &Meta) -> u128 {
     handoff::source_key(&meta.peer).unwrap_or(handoff::NO_KEY)
 }
 
-/// "HTTP/1.1 408 Request Timeout" with `Date`, a one-line body and
-/// `Connection: close`, into `out`; returns its length and its body's.
-pub fn fixed_response(out: &mut [u8; 256], status: u16, server_header: bool) -> (usize, usize) {
+/// "HTTP/1.1 408 Request Timeout" with `Date`, a one-line body (none for
+/// `head_only`) and `Connection: close`, into `out`; returns its length and
+/// its body's.
+pub fn fixed_response(
+    out: &mut [u8; 256],
+    status: u16,
+    server_header: bool,
+    head_only: bool,
+) -> (usize, usize) {
     use std::io::Write as _;
     let reason = match status {
         408 => "Request Timeout",
@@ -583,8 +604,13 @@ pub fn fixed_response(out: &mut [u8; 256], status: u16, server_header: bool) -> 
         reason.len() + 5,
         if status == 503 { "Retry-After: 1\r\n" } else { "" },
     );
-    let left = w.len();
-    (256 - left, reason.len() + 5)
+    let body = reason.len() + 5;
+    let len = 256 - w.len();
+    if head_only {
+        (len - body, 0)
+    } else {
+        (len, body)
+    }
 }
 
 #[cfg(test)]
@@ -595,7 +621,10 @@ mod tests {
     fn fixed_responses_are_whole() {
         for (status, sh) in [(408, true), (503, false)] {
             let mut out = [0u8; 256];
-            let (n, _) = fixed_response(&mut out, status, sh);
+            let (n, b) = fixed_response(&mut out, status, sh, true);
+            assert_eq!(b, 0);
+            assert!(out[..n].ends_with(b"\r\n\r\n"), "HEAD: no body");
+            let (n, _) = fixed_response(&mut out, status, sh, false);
             let text = std::str::from_utf8(&out[..n]).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");

@@ -7,7 +7,8 @@
 //! leave the root. Where the kernel lacks openat2 (before 5.6), the fallback
 //! opens normally and then checks the opened file's real path against the
 //! root's. The request path has already been decoded and normalised (no `..`
-//! can reach here); names starting with '.' are refused unless `dotfiles`.
+//! can reach here); names starting with '.' are refused unless `dotfiles`,
+//! in the request path and in what a symlink inside the root leads to.
 
 use super::conn::Conn;
 use super::request::Request;
@@ -100,7 +101,7 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     } else {
         rel.trim_end_matches('/')
     };
-    let fd = match open_beneath(root, target) {
+    let fd = match open_visible(route, root, target) {
         Ok(fd) => fd,
         Err(e) => return cx.error(open_status(e)),
     };
@@ -120,19 +121,65 @@ fn open_status(e: Errno) -> u16 {
     }
 }
 
+const OPEN_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY);
+
 /// Open `path` below `dir` without ever resolving outside it.
 pub fn open_beneath(dir: &OwnedFd, path: &str) -> Result<OwnedFd, Errno> {
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-    let how = OpenHow::new()
-        .flags(flags)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2_beneath(dir, path, ResolveFlag::empty()) {
+        Err(Errno::ENOSYS) => open_checked(dir, path, OPEN_FLAGS),
+        r => r,
+    }
+}
+
+fn openat2_beneath(dir: &OwnedFd, path: &str, extra: ResolveFlag) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new().flags(OPEN_FLAGS).resolve(
+        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS | extra,
+    );
     // A C string from the worker's arena: nix would otherwise copy the path
     // into a 1 KiB buffer on the stack, and every page of stack a worker
     // touches is a page it copies.
     let cpath = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
-    match openat2(dir, cpath.as_c_str(), how) {
-        Err(Errno::ENOSYS) => open_checked(dir, path, flags),
-        r => r,
+    openat2(dir, cpath.as_c_str(), how)
+}
+
+/// Open `path` below the route's root, keeping hidden what `dotfiles =
+/// false` hides: the request path was checked for names starting with '.',
+/// but a symlink inside the root may lead to one (`link -> .secret`). So
+/// the path is first opened with no symlink followed; only if it has one is
+/// it opened again and where it really led checked (EACCES: 403).
+fn open_visible(route: &StaticRoute, root: &OwnedFd, path: &str) -> Result<OwnedFd, Errno> {
+    if route.dotfiles {
+        return open_beneath(root, path);
+    }
+    match openat2_beneath(root, path, ResolveFlag::RESOLVE_NO_SYMLINKS) {
+        Err(Errno::ELOOP) | Err(Errno::ENOSYS) => {}
+        r => return r,
+    }
+    let fd = open_beneath(root, path)?;
+    if leads_to_hidden(root, &fd) {
+        return Err(Errno::EACCES);
+    }
+    Ok(fd)
+}
+
+/// Whether `fd`, opened below `root`, is (or is inside) a name starting
+/// with '.' there, by the kernel's names for both. Out of line: only paths
+/// through a symlink come here.
+#[cold]
+#[inline(never)]
+fn leads_to_hidden(root: &OwnedFd, fd: &OwnedFd) -> bool {
+    let real = |fd: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let (Ok(root), Ok(file)) = (real(root), real(fd)) else {
+        return true;
+    };
+    match file.strip_prefix(&root) {
+        Ok(rel) => rel
+            .components()
+            .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b".")),
+        Err(_) => true,
     }
 }
 
@@ -182,7 +229,7 @@ fn directory(
         } else {
             format!("{target}/{name}")
         };
-        if let Ok(fd) = open_beneath(root, &path) {
+        if let Ok(fd) = open_visible(route, root, &path) {
             let st = fstat(&fd)?;
             if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG {
                 return file(cx, route, root, &path, fd, &st);
@@ -209,13 +256,18 @@ struct Variant {
 /// A precompressed sibling (`FILE.br`, `FILE.gz`) the client accepts, if
 /// one exists. Out of line: the usual path keeps its stack small.
 #[inline(never)]
-fn precompressed(cx: &Ctx<'_, '_>, root: &OwnedFd, path: &str) -> Result<Option<Variant>, Errno> {
+fn precompressed(
+    cx: &Ctx<'_, '_>,
+    route: &StaticRoute,
+    root: &OwnedFd,
+    path: &str,
+) -> Result<Option<Variant>, Errno> {
     let accepted = accepted_encodings(cx.req);
     for (enc, ext) in [("br", "br"), ("gzip", "gz")] {
         if !accepted.contains(&enc) {
             continue;
         }
-        if let Ok(fd) = open_beneath(root, &format!("{path}.{ext}")) {
+        if let Ok(fd) = open_visible(route, root, &format!("{path}.{ext}")) {
             let st = fstat(&fd)?;
             if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG {
                 return Ok(Some(Variant {
@@ -246,7 +298,7 @@ fn file(
         encoding: None,
     };
     if route.precompressed {
-        if let Some(p) = precompressed(cx, root, path)? {
+        if let Some(p) = precompressed(cx, route, root, path)? {
             v = p;
         }
     }
