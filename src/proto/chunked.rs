@@ -99,7 +99,8 @@ impl Decoder {
         self.state == State::Done
     }
 
-    /// Decoded bytes so far.
+    /// The sum of the chunk sizes read so far: once [`done`](Self::done),
+    /// the body's length.
     pub fn total(&self) -> u64 {
         self.total
     }
