@@ -141,6 +141,12 @@ respond = {{ status = 200, body = "fixed route\n" }}
         0o755,
     );
     script(&cgi, "forever.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nwhile :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\n", 0o755);
+    script(
+        &cgi,
+        "interim.sh",
+        "#!/bin/sh\nprintf 'Status: 100 Continue\\nContent-Type: text/plain\\n\\nbody'\n",
+        0o755,
+    );
     script(&cgi, "logs.sh", "#!/bin/sh\necho 'first stderr line' >&2\necho 'second stderr line' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n", 0o755);
     d
 }
@@ -642,4 +648,27 @@ fn an_immediate_stop_ends_scripts_too() {
             && !process_with(&mark(&d, "grandchild"))),
         "a script outlived lbaws"
     );
+}
+
+#[test]
+fn an_interim_status_from_a_script_is_a_502_and_the_connection_stays_in_step() {
+    // Sent on, "100 Continue" would be taken as the forerunner of the real
+    // answer: the client would wait for it, and the request pipelined behind
+    // would never be answered.
+    let mut d = daemon("");
+    let mut c = Client::new(d.addr());
+    c.send(
+        b"GET /cgi-bin/interim.sh HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /fixed HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    let r = c.read(false);
+    assert_eq!(r.status, 502, "{}", r.head);
+    let next = c.read(false);
+    assert_eq!(
+        (next.status, next.body_str().as_str()),
+        (200, "fixed route\n"),
+        "the pipelined request is answered"
+    );
+    d.wait_log("Status 100 is an interim response");
+    assert!(d.logs().contains("interim.sh["), "{}", d.logs());
 }

@@ -15,8 +15,10 @@
 //! - a field is `name: value`; the name a token, the value without control
 //!   characters (a bare CR, NUL, DEL...) but HTAB; no obs-fold; UTF-8;
 //! - `Status` is three digits, optionally followed by a reason phrase (which
-//!   the server does not pass on), 100 to 599 (RFC 9110 15: others are
-//!   invalid);
+//!   the server does not pass on), and a *final* status, 200 to 599: a script
+//!   cannot send an interim response (1xx), which the client would take as
+//!   the forerunner of a final response that never comes, leaving the
+//!   connection out of step (a pipelined request after it would hang);
 //! - `Content-Length` is digits only and fits in 64 bits;
 //! - `Status`, `Content-Type`, `Location` and `Content-Length` appear at most
 //!   once (which of two would be meant is not for the server to guess).
@@ -49,7 +51,7 @@ const SERVER_OWNED: [&str; 9] = [
 /// A parsed CGI response header.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgiHead {
-    /// `Status:` (100-599).
+    /// `Status:`, a final status (200-599).
     pub status: Option<u16>,
     pub content_type: Option<String>,
     pub location: Option<String>,
@@ -72,8 +74,10 @@ pub enum Refusal {
     BadField(usize),
     /// Line `n` has a control character in its value.
     BadValue(usize),
-    /// `Status:` is not three digits of a status.
+    /// `Status:` is not three digits of a final status.
     BadStatus,
+    /// `Status: 1xx`: an interim response, not a final one.
+    Interim(u16),
     /// `Content-Length:` is not a 64-bit decimal number.
     BadContentLength,
     /// One of the fields that may appear once appears again.
@@ -97,6 +101,9 @@ impl fmt::Display for Refusal {
                 "malformed response header: control character in line {n}"
             ),
             Refusal::BadStatus => write!(f, "malformed response header: bad Status"),
+            Refusal::Interim(code) => {
+                write!(f, "Status {code} is an interim response, not a final one")
+            }
             Refusal::BadContentLength => {
                 write!(f, "malformed response header: bad Content-Length")
             }
@@ -174,7 +181,7 @@ fn field(head: &mut CgiHead, line: &[u8], number: usize) -> Result<(), Refusal> 
     Ok(())
 }
 
-/// `Status: 404 Not Found`: the code.
+/// `Status: 404 Not Found`: the code, which must be a final one.
 fn status(value: &str) -> Result<u16, Refusal> {
     let code = value.split([' ', '\t']).next().unwrap_or("");
     if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -182,7 +189,8 @@ fn status(value: &str) -> Result<u16, Refusal> {
     }
     let n: u16 = code.parse().map_err(|_| Refusal::BadStatus)?;
     match n {
-        100..=599 => Ok(n),
+        100..=199 => Err(Refusal::Interim(n)),
+        200..=599 => Ok(n),
         _ => Err(Refusal::BadStatus),
     }
 }
@@ -238,6 +246,16 @@ mod tests {
         ] {
             assert_eq!(parse(raw), Ok(None), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn interim_statuses_are_refused() {
+        for code in [100, 101, 103, 199] {
+            let raw = format!("Status: {code} Continue\r\n\r\n");
+            assert_eq!(parse(raw.as_bytes()), Err(Refusal::Interim(code)));
+        }
+        // Refused as soon as the line is complete, before the blank line.
+        assert_eq!(parse(b"Status: 100\n"), Err(Refusal::Interim(100)));
     }
 
     #[test]

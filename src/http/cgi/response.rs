@@ -11,6 +11,10 @@
 //! Failures: the script ends before a complete header, or writes one the
 //! parser refuses: 502; no complete header within `timeout`: SIGTERM to its
 //! group, SIGKILL 2 s later, 504. Each is logged with the script and its pid.
+//! Among the refusals is an interim status (`Status: 1xx`): sent on as the
+//! answer, it would leave the client waiting for the final response, and a
+//! request pipelined after it unanswered; it is a 502 like any other header
+//! the server cannot send.
 
 use super::process::Running;
 use super::Outcome;
