@@ -147,6 +147,19 @@ respond = {{ status = 200, body = "fixed route\n" }}
         "#!/bin/sh\nprintf 'Status: 100 Continue\\nContent-Type: text/plain\\n\\nbody'\n",
         0o755,
     );
+    // Bodyless statuses with framing and a body they must not have.
+    script(
+        &cgi,
+        "no-content.sh",
+        "#!/bin/sh\nprintf 'Status: 204 No Content\\nContent-Length: 5\\nTransfer-Encoding: chunked\\nX-Done: yes\\n\\nhello'\n",
+        0o755,
+    );
+    script(
+        &cgi,
+        "not-modified.sh",
+        "#!/bin/sh\nprintf 'Status: 304 Not Modified\\nContent-Length: 12\\nETag: \"v1\"\\n\\nnot modified'\n",
+        0o755,
+    );
     script(&cgi, "logs.sh", "#!/bin/sh\necho 'first stderr line' >&2\necho 'second stderr line' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n", 0o755);
     d
 }
@@ -671,4 +684,46 @@ fn an_interim_status_from_a_script_is_a_502_and_the_connection_stays_in_step() {
     );
     d.wait_log("Status 100 is an interim response");
     assert!(d.logs().contains("interim.sh["), "{}", d.logs());
+}
+
+#[test]
+fn a_204_or_304_from_a_script_has_no_body_and_no_framing() {
+    // Whatever the script sent (a Content-Length, Transfer-Encoding, a
+    // body), the response is the head alone, and the next request on the
+    // connection is answered in step: no byte of the script's body is taken
+    // for the start of the next response.
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let r = request_head_only(&mut c, "/cgi-bin/no-content.sh");
+    assert_eq!(r.status, 204, "{}", r.head);
+    assert_eq!(r.header("x-done").as_deref(), Some("yes"));
+    let r = request_head_only(&mut c, "/cgi-bin/not-modified.sh");
+    assert_eq!(r.status, 304, "{}", r.head);
+    assert_eq!(r.header("etag").as_deref(), Some("\"v1\""));
+    let next = c.get("/fixed");
+    assert_eq!(
+        (next.status, next.body_str().as_str()),
+        (200, "fixed route\n")
+    );
+    // Pipelined: both answers, then the third, from one write.
+    let mut c = Client::new(d.addr());
+    c.send(
+        b"GET /cgi-bin/no-content.sh HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /cgi-bin/not-modified.sh HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /fixed HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_eq!(c.read(false).status, 204);
+    assert_eq!(c.read(false).status, 304);
+    assert_eq!(c.read(false).body_str(), "fixed route\n");
+}
+
+/// GET `path` on a kept-alive connection and read a head that must come
+/// without a body or any framing header.
+fn request_head_only(c: &mut Client, path: &str) -> Response {
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    let r = c.read(true);
+    for framing in ["content-length", "transfer-encoding", "connection"] {
+        assert_eq!(r.header(framing), None, "{framing} in\n{}", r.head);
+    }
+    r
 }

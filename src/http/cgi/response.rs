@@ -5,8 +5,13 @@
 //!
 //! Framing is the server's: the script's `Content-Length` when it gave one,
 //! else chunked on a keep-alive HTTP/1.1 connection, else close-delimited
-//! (and the connection closes). HEAD sends the head only; the script's body
-//! is read and dropped, so that the connection stays in step.
+//! (and the connection closes). A response that has no body sends the head
+//! only, and the script's body, if it writes one, is read and dropped, so
+//! that the connection stays in step: HEAD (with the script's
+//! `Content-Length`, what a GET would have had), and 204 and 304, which
+//! carry no framing at all (no `Content-Length`, no `Transfer-Encoding`,
+//! whatever the script sent: RFC 9110 8.6 and 15.3.5, RFC 9112 6.3), so that
+//! no client can take bytes of the next response for a body of this one.
 //!
 //! Failures: the script ends before a complete header, or writes one the
 //! parser refuses: 502; no complete header within `timeout`: SIGTERM to its
@@ -29,9 +34,27 @@ use std::time::Instant;
 
 /// How the body goes out.
 enum Framing {
+    /// No body on the wire (HEAD, 204, 304): the script's is dropped.
+    /// `Some(n)`: a HEAD's `Content-Length`, as the script gave it.
+    Nothing(Option<u64>),
     Length(u64),
     Chunked,
     Close,
+}
+
+/// The framing of the answer to `req` with `status` and the script's head.
+fn framing(head: &CgiHead, status: u16, req: &Request, persist: Persist) -> Framing {
+    if status == 204 || status == 304 {
+        return Framing::Nothing(None);
+    }
+    if req.is_head() {
+        return Framing::Nothing(head.content_length);
+    }
+    match (head.content_length, persist) {
+        (Some(n), _) => Framing::Length(n),
+        (None, Persist::KeepAlive { http10: false }) => Framing::Chunked,
+        _ => Framing::Close,
+    }
 }
 
 /// Read the header, answer, stream the body.
@@ -75,17 +98,12 @@ pub fn respond(
         return bad_gateway(conn, req, sh, persist, 502);
     }
 
-    let head_only = req.is_head() || bodyless_status;
-    let framing = match (head.content_length, persist) {
-        (Some(n), _) => Framing::Length(n),
-        (None, Persist::KeepAlive { http10: false }) if !head_only => Framing::Chunked,
-        (None, Persist::KeepAlive { .. }) if head_only => Framing::Length(0),
-        _ => Framing::Close,
-    };
-    let head_bytes = response_head(&head, status, sh, &framing, head_only, persist);
+    let framing = framing(&head, status, req, persist);
+    let head_bytes = response_head(&head, status, sh, &framing, persist);
+    let body_follows = !matches!(framing, Framing::Nothing(_));
     conn.mark_head(status, head_bytes.len());
-    conn.write_all(&head_bytes, !head_only)?;
-    let (sent, broken) = stream_body(conn, run, route, cfg, &framing, head_only, leftover)?;
+    conn.write_all(&head_bytes, body_follows)?;
+    let (sent, broken) = stream_body(conn, run, route, cfg, &framing, leftover)?;
     Ok(Outcome::Sent {
         sent: Sent {
             status,
@@ -153,7 +171,6 @@ fn response_head(
     status: u16,
     server_header: bool,
     framing: &Framing,
-    head_only: bool,
     persist: Persist,
 ) -> Vec<u8> {
     let mut h = Head::new(status, server_header);
@@ -167,10 +184,8 @@ fn response_head(
         h.header(k, v);
     }
     match framing {
-        Framing::Length(n) => {
-            let length = (!head_only || head.content_length.is_some()).then_some(*n);
-            h.finish(length, persist)
-        }
+        Framing::Nothing(length) => h.finish(*length, persist),
+        Framing::Length(n) => h.finish(Some(*n), persist),
         Framing::Chunked => {
             h.header("Transfer-Encoding", "chunked");
             h.finish(None, persist)
@@ -188,14 +203,14 @@ fn stream_body(
     route: &CgiRoute,
     cfg: &Config,
     framing: &Framing,
-    head_only: bool,
     mut pending: Vec<u8>,
 ) -> Result<(u64, bool), Errno> {
     let mut chunk = [0u8; 16384];
     let mut sent: u64 = 0;
     loop {
-        if !pending.is_empty() && !head_only {
+        if !pending.is_empty() {
             let data: &[u8] = match framing {
+                Framing::Nothing(_) => &[],
                 Framing::Length(n) => {
                     &pending[..(n.saturating_sub(sent) as usize).min(pending.len())]
                 }
@@ -232,7 +247,7 @@ fn stream_body(
     }
     match framing {
         Framing::Chunked => conn.write_all(b"0\r\n\r\n", false)?,
-        Framing::Length(n) if !head_only && sent < *n => {
+        Framing::Length(n) if sent < *n => {
             crate::warn!(
                 "cgi {}[{}]: sent {sent} of its Content-Length {n}",
                 run.name,
