@@ -727,3 +727,23 @@ fn request_head_only(c: &mut Client, path: &str) -> Response {
     }
     r
 }
+
+#[test]
+fn header_names_with_an_underscore_do_not_reach_scripts() {
+    // X_Forwarded_For would become HTTP_X_FORWARDED_FOR too, and pass for
+    // the header a proxy in front sets.
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let v = vars(&request(
+        &mut c,
+        "GET /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n\
+         X-Forwarded-For: 192.0.2.1\r\nX_Other: y\r\n\r\n",
+    ));
+    assert_eq!(v["HTTP_X_FORWARDED_FOR"], "192.0.2.1");
+    assert!(!v.contains_key("HTTP_X_OTHER"), "{v:#?}");
+    let v = vars(&request(
+        &mut c,
+        "GET /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n",
+    ));
+    assert!(!v.contains_key("HTTP_X_FORWARDED_FOR"), "{v:#?}");
+}

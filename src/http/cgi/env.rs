@@ -3,9 +3,13 @@
 //!
 //! `HTTP_*` comes from each request header but those that RFC 3875 gives
 //! variables of their own (`Content-Type`, `Content-Length`), the hop-by-hop
-//! ones, and `Proxy` (httpoxy: `HTTP_PROXY` would be taken for the proxy
-//! setting). Duplicates are joined with `, ` (cookies with `; `). Then `PATH`
-//! (a standard one unless the route's `env` sets it) and the route's `env`.
+//! ones, `Proxy` (httpoxy: `HTTP_PROXY` would be taken for the proxy
+//! setting), and names with an underscore: `-` becomes `_` in a variable's
+//! name, so `X_Forwarded_For` would pass for `X-Forwarded-For`, which a proxy
+//! in front may have set and a script may trust (Apache and nginx drop them
+//! too; logged at debug level). Duplicates are joined with `, ` (cookies with
+//! `; `). Then `PATH` (a standard one unless the route's `env` sets it) and
+//! the route's `env`.
 
 use super::resolve::Script;
 use super::CgiRequest;
@@ -144,6 +148,13 @@ fn http_variables(cx: &CgiRequest<'_>) -> Vars {
     let mut http: Vars = Vec::new();
     for (name, value) in &cx.req.headers {
         if SKIP.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            continue;
+        }
+        if name.contains('_') {
+            crate::debug!(
+                "{}: request header {name:?} not passed to the script (its name has '_')",
+                cx.peer
+            );
             continue;
         }
         let key: String = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
