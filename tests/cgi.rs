@@ -36,6 +36,21 @@ fds = [f for f in os.listdir("/proc/self/fd") if os.path.exists("/proc/self/fd/"
 print("fds", " ".join(sorted(fds, key=int)))'
 "#;
 
+/// What the kernel says the program was exec'd as (`AT_EXECFN`: the path,
+/// or `/dev/fd/N` for a descriptor), `argv[0]` and its descriptors. As a
+/// script (`#!`), or as the program a copy of python3 reads from stdin.
+const EXECFN_PY: &str = r#"#!/usr/bin/python3
+import ctypes, os, sys
+libc = ctypes.CDLL(None)
+libc.getauxval.restype = ctypes.c_char_p
+fds = [f for f in os.listdir("/proc/self/fd") if os.path.exists("/proc/self/fd/" + f)]
+print("Content-Type: text/plain\n")
+print("execfn", libc.getauxval(31).decode())
+print("argv0", sys.argv[0])
+print("fds", " ".join(sorted(fds, key=int)))
+print("cwd", os.getcwd())
+"#;
+
 fn script(dir: &Path, name: &str, body: &str, mode: u32) {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
@@ -160,6 +175,7 @@ respond = {{ status = 200, body = "fixed route\n" }}
         "#!/bin/sh\nprintf 'Status: 304 Not Modified\\nContent-Length: 12\\nETag: \"v1\"\\n\\nnot modified'\n",
         0o755,
     );
+    script(&cgi, "execfn.py", EXECFN_PY, 0o755);
     script(&cgi, "logs.sh", "#!/bin/sh\necho 'first stderr line' >&2\necho 'second stderr line' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n", 0o755);
     d
 }
@@ -746,4 +762,59 @@ fn header_names_with_an_underscore_do_not_reach_scripts() {
         "GET /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n",
     ));
     assert!(!v.contains_key("HTTP_X_FORWARDED_FOR"), "{v:#?}");
+}
+
+/// The `key value` lines of a reflector's body.
+fn lines(r: &Response) -> BTreeMap<String, String> {
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body_str());
+    r.body_str()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn programs_run_from_the_checked_descriptor_and_scripts_by_their_path() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    // A program the kernel runs by itself (ELF: a copy of python3, which
+    // runs the program it reads on stdin, the request body) is exec'd from
+    // the descriptor that was checked: the kernel names it /dev/fd/N.
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    std::fs::copy(&python, d.path("cgi/python-elf")).unwrap();
+    let body = EXECFN_PY.replace("#!/usr/bin/python3\n", "");
+    let r = request(
+        &mut c,
+        &format!(
+            "POST /cgi-bin/python-elf HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let elf = lines(&r);
+    assert!(elf["execfn"].starts_with("/dev/fd/"), "{elf:?}");
+    assert_eq!(elf["fds"], "0 1 2", "the checked descriptor closed on exec");
+    assert_eq!(elf["cwd"], d.path("cgi").display().to_string());
+    // A script with a #! line: its interpreter needs a path that opens, so
+    // it runs by its path (checked to name the checked file still), with
+    // the descriptor closed all the same and $0 the real path.
+    let script = lines(&request(
+        &mut c,
+        "GET /cgi-bin/execfn.py HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    let path = d.path("cgi/execfn.py").display().to_string();
+    assert_eq!(
+        (script["execfn"].as_str(), script["argv0"].as_str()),
+        (path.as_str(), path.as_str()),
+        "{script:?}"
+    );
+    assert_eq!(script["fds"], "0 1 2");
+    // Also through a symbolic link that stays below dir: resolved once,
+    // run as what it resolved to.
+    std::os::unix::fs::symlink("execfn.py", d.path("cgi/link.py")).unwrap();
+    let linked = lines(&request(
+        &mut c,
+        "GET /cgi-bin/link.py HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    assert_eq!(linked["fds"], "0 1 2");
 }

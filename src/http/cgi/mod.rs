@@ -39,7 +39,6 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use process::{Program, SpawnErr};
 use std::os::fd::OwnedFd;
-use std::path::Path;
 
 /// What the worker does after a CGI request.
 pub enum Outcome {
@@ -77,26 +76,30 @@ pub fn serve(
         Ok(s) => s,
         Err(status) => return refuse(status),
     };
-    let interpreter = resolve::interpreter(route, &script);
-    if interpreter.is_none()
-        && nix::unistd::access(&script.path, nix::unistd::AccessFlags::X_OK).is_err()
-    {
+    let interpreter =
+        resolve::interpreter(route, &script).map(|i| cstring(i.as_os_str().as_encoded_bytes()));
+    if interpreter.is_none() && !resolve::executable(&script.file) {
         crate::debug!("cgi {}: not executable", script.path.display());
         return refuse(403);
     }
 
-    let mut argv = Vec::new();
-    if let Some(i) = &interpreter {
-        argv.push(cstring(i.as_os_str().as_encoded_bytes()));
-    }
-    argv.push(cstring(script.path.as_os_str().as_encoded_bytes()));
-    let program = Program {
-        program: argv[0].clone(),
-        argv,
-        env: env::environment(&cx, &script, route, cfg, conn),
-        workdir: script.path.parent().unwrap_or(Path::new("/")).to_path_buf(),
-    };
+    let path = cstring(script.path.as_os_str().as_encoded_bytes());
+    let argv = interpreter.iter().chain([&path]).cloned().collect();
+    let env = env::environment(&cx, &script, route, cfg, conn);
     let name = script.path.display().to_string();
+    let nph = script
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("nph-"));
+    let program = Program {
+        file: script.file,
+        path,
+        interpreter,
+        argv,
+        env,
+        dir: script.dir,
+    };
     let stdin = match cx.body {
         Some((fd, _)) => fd,
         None => match nix::fcntl::open(
@@ -111,23 +114,23 @@ pub fn serve(
             }
         },
     };
-    let mut run = match process::spawn(&program, stdin, name) {
+    let mut run = match process::spawn(&program, stdin, name.clone()) {
         Ok(run) => run,
         Err(SpawnErr::Setup(what, e)) => {
-            crate::error!("cgi {}: {what}: {e}", script.path.display());
+            crate::error!("cgi {name}: {what}: {e}");
             return refuse(503);
         }
         Err(SpawnErr::Exec(e)) => {
-            crate::error!("cgi {}: exec: {e}", script.path.display());
+            crate::error!("cgi {name}: exec: {e}");
+            return refuse(500);
+        }
+        Err(SpawnErr::Replaced) => {
+            crate::error!("cgi {name}: replaced between its check and its exec: not run");
             return refuse(500);
         }
     };
+    drop(program);
 
-    let nph = script
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("nph-"));
     let result = if nph {
         response::pass_raw(conn, &mut run, cfg)
     } else {

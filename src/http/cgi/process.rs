@@ -7,9 +7,36 @@
 //! descriptors 0-2 only (everything else of the worker's is closed, and what
 //! the child still holds for the exec itself is close-on-exec); default signal
 //! dispositions and an empty mask; the descriptor limit lbaws was started
-//! with; the script's directory as working directory. Whether `exec` worked
-//! comes back on a close-on-exec status pipe: closed by a successful exec, or
-//! carrying the errno before the child leaves through `_exit`.
+//! with; the script's directory as working directory, entered from the
+//! descriptor `resolve` opened (`fchdir`). Whether `exec` worked comes back
+//! on a close-on-exec status pipe: closed by a successful exec, or carrying
+//! the errno before the child leaves through `_exit`.
+//!
+//! What runs is the file that was checked, as far as the kernel allows:
+//!
+//! - A program the kernel runs by itself (an ELF executable) is exec'd from
+//!   the checked descriptor: `execveat(fd, "", AT_EMPTY_PATH)`. Nothing
+//!   looks its path up again, so a file swapped in at that path after the
+//!   check (a symbolic link out of `dir`, another program) is not what runs.
+//!   (On kernels before 6.14, `/proc/PID/comm` of such a program is the
+//!   descriptor's number, the name the kernel gives it: `/dev/fd/N`.)
+//! - A script with a `#!` line (or a `binfmt_misc` format) cannot run that
+//!   way and keep descriptors 0-2 only. The kernel hands the interpreter a
+//!   *path* to open, `/dev/fd/N` for a descriptor; the checked descriptor is
+//!   close-on-exec, so that path would be gone by the time the interpreter
+//!   opens it, and the kernel refuses up front with ENOENT (execveat(2),
+//!   BUGS). Left open across the exec instead, the descriptor would stay in
+//!   the script and everything it starts, for their whole life, and the
+//!   script's `$0` or `__file__` would be `/dev/fd/N` (scripts that find their
+//!   own files beside them, like `examples/wsgi/hello.cgi`, would break). So
+//!   on ENOENT from the descriptor, the child makes sure the path still names
+//!   the checked file (same device and inode, followed as exec follows it)
+//!   and execs the path. The race that remains is the interpreter's own:
+//!   between that check and the moment the interpreter opens the path, the
+//!   path could be made to name another file. Only someone who may write in
+//!   the script's directory (or above it) can do that, and such a one can
+//!   change the script itself anyway. The same holds for a route's
+//!   `interpreters`, which get the script's path as their argument.
 //!
 //! The worker is a subreaper (`PR_SET_CHILD_SUBREAPER`): a descendant the
 //! script detaches (`setsid`, a double fork) comes back to it, and when the
@@ -18,14 +45,14 @@
 
 use crate::sys;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
+use nix::sys::stat::fstat;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// From SIGTERM to SIGKILL for a script that overstays.
@@ -33,12 +60,17 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// What to exec, and where.
 pub struct Program {
-    /// The file `execve` runs: the script, or its interpreter.
-    pub program: CString,
+    /// The script that was checked, open (close-on-exec).
+    pub file: OwnedFd,
+    /// Its path (where the kernel or an interpreter must have one).
+    pub path: CString,
+    /// The interpreter configured for its extension, if any.
+    pub interpreter: Option<CString>,
+    /// `[interpreter,] path`.
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
-    /// The working directory (the script's own).
-    pub workdir: PathBuf,
+    /// The working directory (the script's own), open.
+    pub dir: OwnedFd,
 }
 
 /// Why there is no running script.
@@ -47,7 +79,13 @@ pub enum SpawnErr {
     Setup(&'static str, Errno),
     /// `exec` failed (500).
     Exec(Errno),
+    /// The script's path no longer names the file that was checked (500).
+    Replaced,
 }
+
+/// What the status pipe carries for [`SpawnErr::Replaced`] (no errno is
+/// negative).
+const REPLACED: i32 = -1;
 
 /// Fork and exec `p` with `stdin`; `name` names it in the log.
 pub fn spawn(p: &Program, stdin: OwnedFd, name: String) -> Result<Running, SpawnErr> {
@@ -82,7 +120,10 @@ pub fn spawn(p: &Program, stdin: OwnedFd, name: String) -> Result<Running, Spawn
     drop(st_r);
     if n == 4 {
         run.reap_blocking();
-        return Err(SpawnErr::Exec(Errno::from_raw(i32::from_ne_bytes(errno))));
+        return Err(match i32::from_ne_bytes(errno) {
+            REPLACED => SpawnErr::Replaced,
+            e => SpawnErr::Exec(Errno::from_raw(e)),
+        });
     }
     Ok(run)
 }
@@ -90,39 +131,72 @@ pub fn spawn(p: &Program, stdin: OwnedFd, name: String) -> Result<Running, Spawn
 /// In the forked child: descriptors 0-2 only, default signals, own process
 /// group, the script's directory, exec. Never returns.
 fn exec_child(worker: Pid, stdio: [&OwnedFd; 3], status: &OwnedFd, p: &Program) -> ! {
-    let fail = |e: Errno| -> ! {
-        let _ = nix::unistd::write(status, &(e as i32).to_ne_bytes());
+    let fail = |e: i32| -> ! {
+        let _ = nix::unistd::write(status, &e.to_ne_bytes());
         // SAFETY: _exit runs nothing of the worker's in this copy of it.
         unsafe { libc::_exit(127) }
     };
+    set_up_child(worker, stdio, status, p).unwrap_or_else(|e| fail(e as i32));
+    let e = match &p.interpreter {
+        None => {
+            match nix::unistd::execveat(&p.file, c"", &p.argv, &p.env, AtFlags::AT_EMPTY_PATH) {
+                // A script: the kernel needs a path for its interpreter.
+                Err(Errno::ENOENT) => exec_path(&p.path, p),
+                Err(e) => e as i32,
+                Ok(never) => match never {},
+            }
+        }
+        Some(interpreter) => exec_path(interpreter, p),
+    };
+    fail(e)
+}
+
+/// Exec `program` by its path, once the script's path is checked to name
+/// the checked file still: an errno, or [`REPLACED`].
+fn exec_path(program: &CStr, p: &Program) -> i32 {
+    let same = match (nix::sys::stat::stat(p.path.as_c_str()), fstat(&p.file)) {
+        (Ok(now), Ok(checked)) => now.st_dev == checked.st_dev && now.st_ino == checked.st_ino,
+        (Err(e), _) | (_, Err(e)) => return e as i32,
+    };
+    if !same {
+        return REPLACED;
+    }
+    match nix::unistd::execve(program, &p.argv, &p.env) {
+        Err(e) => e as i32,
+        Ok(never) => match never {},
+    }
+}
+
+/// Everything between fork and exec but the exec.
+fn set_up_child(
+    worker: Pid,
+    stdio: [&OwnedFd; 3],
+    status: &OwnedFd,
+    p: &Program,
+) -> Result<(), Errno> {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     // A worker killed by anything (SIGKILL, the stall backstop, an
     // immediate stop) takes its script along. If it is already gone, go.
     sys::die_with_parent(libc::SIGKILL);
     if nix::unistd::getppid() != worker {
-        fail(Errno::ESRCH);
+        return Err(Errno::ESRCH);
     }
     for (to, fd) in stdio.iter().enumerate() {
         // SAFETY: plain descriptor calls in a single-threaded child.
         if unsafe { libc::dup2(fd.as_raw_fd(), to as libc::c_int) } < 0 {
-            fail(Errno::last());
+            return Err(Errno::last());
         }
     }
-    // Everything above 2 goes, except the status pipe (close-on-exec).
-    sys::close_all_but(&mut [status.as_raw_fd()]);
+    // Everything above 2 goes, except what the exec itself needs, all
+    // close-on-exec: the status pipe, the script and its directory.
+    sys::close_all_but(&mut [status.as_raw_fd(), p.file.as_raw_fd(), p.dir.as_raw_fd()]);
     if crate::signals::reset_in_child().is_err() {
-        fail(Errno::EINVAL);
+        return Err(Errno::EINVAL);
     }
     // The descriptor limit lbaws was started with, not the one it raised
     // for itself (programs that loop up to it, or use select, expect 1024).
     sys::restore_nofile();
-    if let Err(e) = nix::unistd::chdir(&p.workdir) {
-        fail(e);
-    }
-    match nix::unistd::execve(&p.program, &p.argv, &p.env) {
-        Err(e) => fail(e),
-        Ok(never) => match never {},
-    }
+    nix::unistd::fchdir(&p.dir)
 }
 
 fn read_retry(fd: &OwnedFd, buf: &mut [u8]) -> usize {
