@@ -51,6 +51,15 @@ print("fds", " ".join(sorted(fds, key=int)))
 print("cwd", os.getcwd())
 "#;
 
+/// Echoes its stdin, and says what it is (`X-Stdin:`, the target of
+/// /proc/self/fd/0: a memfd, or an unlinked file in temp_dir).
+const STDIN_PY: &str = r#"#!/usr/bin/env python3
+import os, sys
+where = os.readlink("/proc/self/fd/0").encode()
+data = sys.stdin.buffer.read()
+sys.stdout.buffer.write(b"Content-Type: application/octet-stream\r\nX-Stdin: " + where + b"\r\n\r\n" + data)
+"#;
+
 fn script(dir: &Path, name: &str, body: &str, mode: u32) {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
@@ -60,6 +69,9 @@ fn script(dir: &Path, name: &str, body: &str, mode: u32) {
 fn daemon(extra: &str) -> Daemon {
     let config = format!(
         r#"
+[server]
+temp_dir = "{{dir}}"
+
 [[listen]]
 address = "127.0.0.1:0"
 
@@ -176,6 +188,7 @@ respond = {{ status = 200, body = "fixed route\n" }}
         0o755,
     );
     script(&cgi, "execfn.py", EXECFN_PY, 0o755);
+    script(&cgi, "stdin.py", STDIN_PY, 0o755);
     script(&cgi, "logs.sh", "#!/bin/sh\necho 'first stderr line' >&2\necho 'second stderr line' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n", 0o755);
     d
 }
@@ -817,4 +830,143 @@ fn programs_run_from_the_checked_descriptor_and_scripts_by_their_path() {
         "GET /cgi-bin/link.py HTTP/1.1\r\nHost: h\r\n\r\n",
     ));
     assert_eq!(linked["fds"], "0 1 2");
+}
+
+/// `n` bytes that a shifted or truncated copy would not match.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8 ^ (i >> 11) as u8).collect()
+}
+
+fn post(c: &mut Client, path: &str, body: &[u8]) -> Response {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    c.send(&raw);
+    read_any(c)
+}
+
+#[test]
+fn request_bodies_up_to_the_threshold_stay_in_memory_larger_ones_go_to_temp_dir() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let temp = d.dir.path().display().to_string();
+    // [limits] cgi_body_in_memory: 64 KiB by default.
+    for (len, on_disk) in [(5, false), (65536, false), (65537, true), (3 << 20, true)] {
+        let body = pattern(len);
+        let r = post(&mut c, "/cgi-bin/stdin.py", &body);
+        assert_eq!(r.status, 200, "{}", r.head);
+        let stdin = r.header("x-stdin").unwrap();
+        if on_disk {
+            assert!(
+                stdin.starts_with(&format!("{temp}/")) && stdin.ends_with(" (deleted)"),
+                "{len} bytes: {stdin}"
+            );
+        } else {
+            assert!(stdin.starts_with("/memfd:"), "{len} bytes: {stdin}");
+        }
+        assert!(r.body == body, "{len} bytes arrived changed");
+    }
+    // Chunked, decoded on its way to the file.
+    let body = pattern(200_000);
+    let mut raw =
+        b"POST /cgi-bin/stdin.py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for part in body.chunks(30_000) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    c.send(&raw);
+    let r = read_any(&mut c);
+    assert!(r.header("x-stdin").unwrap().starts_with(&temp));
+    assert!(r.body == body, "a chunked body arrived changed");
+    // Unlinked: nothing is left in the directory but what the test put there.
+    let left: Vec<_> = std::fs::read_dir(d.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !["cgi", "www", "config.toml"].contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_temp_dir_that_cannot_be_used_is_refused_at_check_and_reload_and_500_if_it_goes_later() {
+    let mut d = daemon("");
+    let cfg = d.path("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let temp_line = format!("temp_dir = \"{}\"", d.dir.path().display());
+    assert!(text.contains(&temp_line));
+    let line = text.lines().position(|l| l == temp_line).unwrap() + 1;
+    let check = |text: &str| {
+        write_config(&cfg, text);
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let missing = d.path("missing");
+    let regular = d.path("config.toml");
+    for (dir, why) in [
+        (missing.display().to_string(), "no such directory"),
+        (regular.display().to_string(), "not a directory"),
+        ("relative/dir".to_string(), "must be an absolute path"),
+    ] {
+        let (code, stderr) = check(&text.replace(&temp_line, &format!("temp_dir = \"{dir}\"")));
+        assert_eq!(code, Some(78), "{dir}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}:{line}:12: ", cfg.display())) && stderr.contains(why),
+            "{dir}: {stderr}"
+        );
+    }
+    if is_root() {
+        // Started as root to become another user: that user must be able
+        // to write there (the test's directory is root's alone).
+        let as_nobody = text.replacen("[server]\n", "[server]\nuser = \"nobody\"\n", 1);
+        let (code, stderr) = check(&as_nobody);
+        assert_eq!(code, Some(78), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}:{}:12: ", cfg.display(), line + 1))
+                && stderr.contains("not writable by user nobody"),
+            "{stderr}"
+        );
+    }
+
+    // A reload to a directory that exists: accepted. To one that does not:
+    // refused, located, and the running configuration keeps serving.
+    let spool = d.path("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let to_spool = text.replace(&temp_line, &format!("temp_dir = \"{}\"", spool.display()));
+    write_config(&cfg, &to_spool);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("reloaded configuration");
+    write_config(
+        &cfg,
+        &text.replace(&temp_line, &format!("temp_dir = \"{}\"", missing.display())),
+    );
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("reload failed");
+    assert!(
+        d.logs()
+            .contains(&format!("{}:{line}:12: temp_dir", cfg.display())),
+        "{}",
+        d.logs()
+    );
+    // The directory goes while lbaws runs: a body too large for memory is
+    // answered 500 (logged), a small one still reaches its script.
+    std::fs::remove_dir(&spool).unwrap();
+    let mut c = Client::new(d.addr());
+    let small = post(&mut c, "/cgi-bin/stdin.py", b"small");
+    assert_eq!((small.status, small.body_str().as_str()), (200, "small"));
+    let r = post(&mut c, "/cgi-bin/stdin.py", &pattern(100_000));
+    assert_eq!(r.status, 500, "{}", r.head);
+    d.wait_log("cannot keep it in");
 }

@@ -16,8 +16,10 @@
 //! ```
 //!
 //! The request body was read by the worker before any of this (the answer
-//! depends on it): the script's stdin is a descriptor holding exactly
-//! `CONTENT_LENGTH` decoded bytes, positioned at 0.
+//! depends on it), into a [`spool::Spool`]: in memory up to `[limits]
+//! cgi_body_in_memory`, else in an unlinked file in `[server] temp_dir`. The
+//! script's stdin is that descriptor, holding exactly `CONTENT_LENGTH`
+//! decoded bytes, positioned at 0.
 //!
 //! Failures: no such script 404, not executable 403, fork failed 503, exec
 //! failed 500, exit or crash before a complete header 502 (logged with the
@@ -27,6 +29,7 @@ mod env;
 mod process;
 mod resolve;
 mod response;
+pub mod spool;
 
 use crate::config::{CgiRoute, Config};
 use crate::http::conn::Conn;
