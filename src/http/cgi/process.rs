@@ -74,6 +74,7 @@ pub struct Program {
 }
 
 /// Why there is no running script.
+#[derive(Debug)]
 pub enum SpawnErr {
     /// What failed before the script could start (`pipe`, `fork`: 503).
     Setup(&'static str, Errno),
@@ -446,5 +447,58 @@ fn end_descendants() {
             // Dying now: wait for it (an error means it was reaped above).
             let _ = waitpid(pid, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A program for `script` as `serve` builds it (no interpreter).
+    fn program(script: &std::path::Path, named: &std::path::Path) -> Program {
+        let open = |p: &std::path::Path, how: OFlag| {
+            nix::fcntl::open(p, how | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).unwrap()
+        };
+        let path = CString::new(named.as_os_str().as_encoded_bytes()).unwrap();
+        Program {
+            file: open(script, OFlag::O_RDONLY),
+            argv: vec![path.clone()],
+            path,
+            interpreter: None,
+            env: vec![c"PATH=/usr/bin:/bin".to_owned()],
+            dir: open(script.parent().unwrap(), OFlag::O_PATH | OFlag::O_DIRECTORY),
+        }
+    }
+
+    fn write_script(path: &std::path::Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn null() -> OwnedFd {
+        nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).unwrap()
+    }
+
+    #[test]
+    fn a_script_runs_by_its_path_only_while_it_names_the_checked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.sh"), dir.path().join("b.sh"));
+        write_script(&a, "#!/bin/sh\necho \"ran $0 in $PWD\"\n");
+        write_script(&b, "#!/bin/sh\necho other\n");
+        // The checked file, by its own path: from the descriptor the kernel
+        // refuses (a #! script), by the path it runs, in its directory.
+        let mut run = spawn(&program(&a, &a), null(), "a".into()).unwrap();
+        let mut out = [0u8; 256];
+        let n = run.read(&mut out, Instant::now() + Duration::from_secs(10));
+        let want = format!("ran {} in {}\n", a.display(), dir.path().display());
+        assert_eq!(n.map(|n| &out[..n]), Ok(want.as_bytes()));
+        run.finish();
+        // The path names another file now: not run.
+        let replaced = spawn(&program(&a, &b), null(), "a".into());
+        assert!(matches!(replaced, Err(SpawnErr::Replaced)));
+        // Nor when it names nothing.
+        let gone = spawn(&program(&a, &dir.path().join("gone")), null(), "a".into());
+        assert!(matches!(gone, Err(SpawnErr::Exec(Errno::ENOENT))));
     }
 }
