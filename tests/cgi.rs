@@ -36,6 +36,30 @@ fds = [f for f in os.listdir("/proc/self/fd") if os.path.exists("/proc/self/fd/"
 print("fds", " ".join(sorted(fds, key=int)))'
 "#;
 
+/// What the kernel says the program was exec'd as (`AT_EXECFN`: the path,
+/// or `/dev/fd/N` for a descriptor), `argv[0]` and its descriptors. As a
+/// script (`#!`), or as the program a copy of python3 reads from stdin.
+const EXECFN_PY: &str = r#"#!/usr/bin/python3
+import ctypes, os, sys
+libc = ctypes.CDLL(None)
+libc.getauxval.restype = ctypes.c_char_p
+fds = [f for f in os.listdir("/proc/self/fd") if os.path.exists("/proc/self/fd/" + f)]
+print("Content-Type: text/plain\n")
+print("execfn", libc.getauxval(31).decode())
+print("argv0", sys.argv[0])
+print("fds", " ".join(sorted(fds, key=int)))
+print("cwd", os.getcwd())
+"#;
+
+/// Echoes its stdin, and says what it is (`X-Stdin:`, the target of
+/// /proc/self/fd/0: a memfd, or an unlinked file in temp_dir).
+const STDIN_PY: &str = r#"#!/usr/bin/env python3
+import os, sys
+where = os.readlink("/proc/self/fd/0").encode()
+data = sys.stdin.buffer.read()
+sys.stdout.buffer.write(b"Content-Type: application/octet-stream\r\nX-Stdin: " + where + b"\r\n\r\n" + data)
+"#;
+
 fn script(dir: &Path, name: &str, body: &str, mode: u32) {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
@@ -45,6 +69,9 @@ fn script(dir: &Path, name: &str, body: &str, mode: u32) {
 fn daemon(extra: &str) -> Daemon {
     let config = format!(
         r#"
+[server]
+temp_dir = "{{dir}}"
+
 [[listen]]
 address = "127.0.0.1:0"
 
@@ -141,6 +168,27 @@ respond = {{ status = 200, body = "fixed route\n" }}
         0o755,
     );
     script(&cgi, "forever.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nwhile :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\n", 0o755);
+    script(
+        &cgi,
+        "interim.sh",
+        "#!/bin/sh\nprintf 'Status: 100 Continue\\nContent-Type: text/plain\\n\\nbody'\n",
+        0o755,
+    );
+    // Bodyless statuses with framing and a body they must not have.
+    script(
+        &cgi,
+        "no-content.sh",
+        "#!/bin/sh\nprintf 'Status: 204 No Content\\nContent-Length: 5\\nTransfer-Encoding: chunked\\nX-Done: yes\\n\\nhello'\n",
+        0o755,
+    );
+    script(
+        &cgi,
+        "not-modified.sh",
+        "#!/bin/sh\nprintf 'Status: 304 Not Modified\\nContent-Length: 12\\nETag: \"v1\"\\n\\nnot modified'\n",
+        0o755,
+    );
+    script(&cgi, "execfn.py", EXECFN_PY, 0o755);
+    script(&cgi, "stdin.py", STDIN_PY, 0o755);
     script(&cgi, "logs.sh", "#!/bin/sh\necho 'first stderr line' >&2\necho 'second stderr line' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n", 0o755);
     d
 }
@@ -642,4 +690,283 @@ fn an_immediate_stop_ends_scripts_too() {
             && !process_with(&mark(&d, "grandchild"))),
         "a script outlived lbaws"
     );
+}
+
+#[test]
+fn an_interim_status_from_a_script_is_a_502_and_the_connection_stays_in_step() {
+    // Sent on, "100 Continue" would be taken as the forerunner of the real
+    // answer: the client would wait for it, and the request pipelined behind
+    // would never be answered.
+    let mut d = daemon("");
+    let mut c = Client::new(d.addr());
+    c.send(
+        b"GET /cgi-bin/interim.sh HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /fixed HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    let r = c.read(false);
+    assert_eq!(r.status, 502, "{}", r.head);
+    let next = c.read(false);
+    assert_eq!(
+        (next.status, next.body_str().as_str()),
+        (200, "fixed route\n"),
+        "the pipelined request is answered"
+    );
+    d.wait_log("Status 100 is an interim response");
+    assert!(d.logs().contains("interim.sh["), "{}", d.logs());
+}
+
+#[test]
+fn a_204_or_304_from_a_script_has_no_body_and_no_framing() {
+    // Whatever the script sent (a Content-Length, Transfer-Encoding, a
+    // body), the response is the head alone, and the next request on the
+    // connection is answered in step: no byte of the script's body is taken
+    // for the start of the next response.
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let r = request_head_only(&mut c, "/cgi-bin/no-content.sh");
+    assert_eq!(r.status, 204, "{}", r.head);
+    assert_eq!(r.header("x-done").as_deref(), Some("yes"));
+    let r = request_head_only(&mut c, "/cgi-bin/not-modified.sh");
+    assert_eq!(r.status, 304, "{}", r.head);
+    assert_eq!(r.header("etag").as_deref(), Some("\"v1\""));
+    let next = c.get("/fixed");
+    assert_eq!(
+        (next.status, next.body_str().as_str()),
+        (200, "fixed route\n")
+    );
+    // Pipelined: both answers, then the third, from one write.
+    let mut c = Client::new(d.addr());
+    c.send(
+        b"GET /cgi-bin/no-content.sh HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /cgi-bin/not-modified.sh HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /fixed HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_eq!(c.read(false).status, 204);
+    assert_eq!(c.read(false).status, 304);
+    assert_eq!(c.read(false).body_str(), "fixed route\n");
+}
+
+/// GET `path` on a kept-alive connection and read a head that must come
+/// without a body or any framing header.
+fn request_head_only(c: &mut Client, path: &str) -> Response {
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    let r = c.read(true);
+    for framing in ["content-length", "transfer-encoding", "connection"] {
+        assert_eq!(r.header(framing), None, "{framing} in\n{}", r.head);
+    }
+    r
+}
+
+#[test]
+fn header_names_with_an_underscore_do_not_reach_scripts() {
+    // X_Forwarded_For would become HTTP_X_FORWARDED_FOR too, and pass for
+    // the header a proxy in front sets.
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let v = vars(&request(
+        &mut c,
+        "GET /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n\
+         X-Forwarded-For: 192.0.2.1\r\nX_Other: y\r\n\r\n",
+    ));
+    assert_eq!(v["HTTP_X_FORWARDED_FOR"], "192.0.2.1");
+    assert!(!v.contains_key("HTTP_X_OTHER"), "{v:#?}");
+    let v = vars(&request(
+        &mut c,
+        "GET /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n",
+    ));
+    assert!(!v.contains_key("HTTP_X_FORWARDED_FOR"), "{v:#?}");
+}
+
+/// The `key value` lines of a reflector's body.
+fn lines(r: &Response) -> BTreeMap<String, String> {
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body_str());
+    r.body_str()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn programs_run_from_the_checked_descriptor_and_scripts_by_their_path() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    // A program the kernel runs by itself (ELF: a copy of python3, which
+    // runs the program it reads on stdin, the request body) is exec'd from
+    // the descriptor that was checked: the kernel names it /dev/fd/N.
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    std::fs::copy(&python, d.path("cgi/python-elf")).unwrap();
+    let body = EXECFN_PY.replace("#!/usr/bin/python3\n", "");
+    let r = request(
+        &mut c,
+        &format!(
+            "POST /cgi-bin/python-elf HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let elf = lines(&r);
+    assert!(elf["execfn"].starts_with("/dev/fd/"), "{elf:?}");
+    assert_eq!(elf["fds"], "0 1 2", "the checked descriptor closed on exec");
+    assert_eq!(elf["cwd"], d.path("cgi").display().to_string());
+    // A script with a #! line: its interpreter needs a path that opens, so
+    // it runs by its path (checked to name the checked file still), with
+    // the descriptor closed all the same and $0 the real path.
+    let script = lines(&request(
+        &mut c,
+        "GET /cgi-bin/execfn.py HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    let path = d.path("cgi/execfn.py").display().to_string();
+    assert_eq!(
+        (script["execfn"].as_str(), script["argv0"].as_str()),
+        (path.as_str(), path.as_str()),
+        "{script:?}"
+    );
+    assert_eq!(script["fds"], "0 1 2");
+    // Also through a symbolic link that stays below dir: resolved once,
+    // run as what it resolved to.
+    std::os::unix::fs::symlink("execfn.py", d.path("cgi/link.py")).unwrap();
+    let linked = lines(&request(
+        &mut c,
+        "GET /cgi-bin/link.py HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    assert_eq!(linked["fds"], "0 1 2");
+}
+
+/// `n` bytes that a shifted or truncated copy would not match.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8 ^ (i >> 11) as u8).collect()
+}
+
+fn post(c: &mut Client, path: &str, body: &[u8]) -> Response {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    c.send(&raw);
+    read_any(c)
+}
+
+#[test]
+fn request_bodies_up_to_the_threshold_stay_in_memory_larger_ones_go_to_temp_dir() {
+    let d = daemon("");
+    let mut c = Client::new(d.addr());
+    let temp = d.dir.path().display().to_string();
+    // [limits] cgi_body_in_memory: 64 KiB by default.
+    for (len, on_disk) in [(5, false), (65536, false), (65537, true), (3 << 20, true)] {
+        let body = pattern(len);
+        let r = post(&mut c, "/cgi-bin/stdin.py", &body);
+        assert_eq!(r.status, 200, "{}", r.head);
+        let stdin = r.header("x-stdin").unwrap();
+        if on_disk {
+            assert!(
+                stdin.starts_with(&format!("{temp}/")) && stdin.ends_with(" (deleted)"),
+                "{len} bytes: {stdin}"
+            );
+        } else {
+            assert!(stdin.starts_with("/memfd:"), "{len} bytes: {stdin}");
+        }
+        assert!(r.body == body, "{len} bytes arrived changed");
+    }
+    // Chunked, decoded on its way to the file.
+    let body = pattern(200_000);
+    let mut raw =
+        b"POST /cgi-bin/stdin.py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for part in body.chunks(30_000) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    c.send(&raw);
+    let r = read_any(&mut c);
+    assert!(r.header("x-stdin").unwrap().starts_with(&temp));
+    assert!(r.body == body, "a chunked body arrived changed");
+    // Unlinked: nothing is left in the directory but what the test put there.
+    let left: Vec<_> = std::fs::read_dir(d.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !["cgi", "www", "config.toml"].contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_temp_dir_that_cannot_be_used_is_refused_at_check_and_reload_and_500_if_it_goes_later() {
+    let mut d = daemon("");
+    let cfg = d.path("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let temp_line = format!("temp_dir = \"{}\"", d.dir.path().display());
+    assert!(text.contains(&temp_line));
+    let line = text.lines().position(|l| l == temp_line).unwrap() + 1;
+    let check = |text: &str| {
+        write_config(&cfg, text);
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let missing = d.path("missing");
+    let regular = d.path("config.toml");
+    for (dir, why) in [
+        (missing.display().to_string(), "no such directory"),
+        (regular.display().to_string(), "not a directory"),
+        ("relative/dir".to_string(), "must be an absolute path"),
+    ] {
+        let (code, stderr) = check(&text.replace(&temp_line, &format!("temp_dir = \"{dir}\"")));
+        assert_eq!(code, Some(78), "{dir}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}:{line}:12: ", cfg.display())) && stderr.contains(why),
+            "{dir}: {stderr}"
+        );
+    }
+    if is_root() {
+        // Started as root to become another user: that user must be able
+        // to write there (the test's directory is root's alone).
+        let as_nobody = text.replacen("[server]\n", "[server]\nuser = \"nobody\"\n", 1);
+        let (code, stderr) = check(&as_nobody);
+        assert_eq!(code, Some(78), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}:{}:12: ", cfg.display(), line + 1))
+                && stderr.contains("not writable by user nobody"),
+            "{stderr}"
+        );
+    }
+
+    // A reload to a directory that exists: accepted. To one that does not:
+    // refused, located, and the running configuration keeps serving.
+    let spool = d.path("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let to_spool = text.replace(&temp_line, &format!("temp_dir = \"{}\"", spool.display()));
+    write_config(&cfg, &to_spool);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("reloaded configuration");
+    write_config(
+        &cfg,
+        &text.replace(&temp_line, &format!("temp_dir = \"{}\"", missing.display())),
+    );
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("reload failed");
+    assert!(
+        d.logs()
+            .contains(&format!("{}:{line}:12: temp_dir", cfg.display())),
+        "{}",
+        d.logs()
+    );
+    // The directory goes while lbaws runs: a body too large for memory is
+    // answered 500 (logged), a small one still reaches its script.
+    std::fs::remove_dir(&spool).unwrap();
+    let mut c = Client::new(d.addr());
+    let small = post(&mut c, "/cgi-bin/stdin.py", b"small");
+    assert_eq!((small.status, small.body_str().as_str()), (200, "small"));
+    let r = post(&mut c, "/cgi-bin/stdin.py", &pattern(100_000));
+    assert_eq!(r.status, 500, "{}", r.head);
+    d.wait_log("cannot keep it in");
 }

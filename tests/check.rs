@@ -47,7 +47,7 @@ fn bad_configs_are_located() {
         // unknown key
         (
             "[server]\nmax_connections = 4\nmax_conection = 5\n",
-            "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`",
+            "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`",
         ),
         // unknown table
         ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`"),
@@ -112,6 +112,7 @@ fn every_number_has_an_upper_bound() {
         ("limits", "min_body_rate", "\"2GiB\""),
         ("limits", "min_send_rate", "\"2GiB\""),
         ("limits", "max_requests_per_connection", "4294967296"),
+        ("limits", "cgi_body_in_memory", "\"2GiB\""),
     ];
     for (table, key, value) in over {
         let text = format!("[{table}]\n{key} = {value}\n");

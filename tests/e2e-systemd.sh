@@ -9,8 +9,11 @@
 #   1. dpkg -i: lbaws.socket active, lbaws.service inactive, user, default page
 #   2. curl :8080 returns the default page; the service is active, its
 #      StatusText has the live counts, its MainPID runs as lbaws
-#   3. reload with a new route (same MainPID); a broken edit keeps the old
-#      configuration and the journal names config.toml:LINE:COL
+#   3. reload with a new route and a CGI route (same MainPID): a request
+#      body over 64 KiB reaches its script from an unlinked file in /var/tmp
+#      (the service's own, PrivateTmp=), a small one from memory; a broken
+#      edit keeps the old configuration and the journal names
+#      config.toml:LINE:COL
 #   4. the journal has the start and reload lines at their priorities; the
 #      access log file has the requests, and so has the journal once a
 #      reload moved the access log to stderr
@@ -321,16 +324,40 @@ c cp "$conf" /root/config.toml.orig
 # stderr, i.e. the journal, so that step 4 sees access lines in both places.
 access_file=$(c sed -n 's|^access *= *"\(/[^"]*\)".*|\1|p' "$conf")
 [ -n "$access_file" ] && c sed -i 's|^access *= *".*"|access = "stderr"|' "$conf"
-c sh -c "cat >>$conf" <<'EOF'
+# A CGI script that says where its stdin (the request body) is kept, and its size.
+cgi_dir=/srv/lbaws-e2e-cgi
+c mkdir -p "$cgi_dir"
+c sh -c "cat >$cgi_dir/body.sh" <<'EOF'
+#!/bin/sh
+printf 'Content-Type: text/plain\n\n'
+readlink /proc/self/fd/0
+wc -c
+EOF
+c chmod 755 "$cgi_dir/body.sh"
+c sh -c "cat >>$conf" <<EOF
 
 # added by tests/e2e-systemd.sh
 [[route]]
 prefix = "/e2e-reload"
 respond = { status = 200, body = "reloaded route\n", content_type = "text/plain" }
+
+[[route]]
+prefix = "/e2e-cgi"
+cgi = { script = "$cgi_dir/body.sh" }
 EOF
 check "systemctl reload lbaws" c systemctl reload lbaws
 # `systemctl reload` returns once kill(1) has run, not when lbaws has reloaded.
 check "the new route answers" wait_for 10 body_has http://127.0.0.1:8080/e2e-reload "reloaded route"
+post_body() { # post_body BYTES : what body.sh answers to a body of BYTES zeros
+	c sh -c "head -c $1 /dev/zero | curl -sS --max-time 5 --data-binary @- http://127.0.0.1:8080/e2e-cgi"
+}
+small_body=$(post_body 5)
+big_body=$(post_body 70000)
+say "       5 bytes: $(echo "$small_body" | tr '\n' ' '); 70000 bytes: $(echo "$big_body" | tr '\n' ' ')"
+check "CGI: a 5-byte body reaches the script from memory" \
+	test "$small_body" = "$(printf '/memfd:lbaws-body (deleted)\n5')"
+big_ok() { [[ $big_body == "/var/tmp/#"*" (deleted)"$'\n'"70000" ]]; }
+check "CGI: a 70000-byte body reaches the script from an unlinked file in /var/tmp" big_ok
 check "same MainPID after the reload ($pid1)" test "$(prop lbaws.service MainPID)" = "$pid1"
 check "lbaws.service still active" active lbaws.service
 c cp "$conf" /root/config.toml.good
@@ -442,6 +469,7 @@ check "group lbaws gone" not c getent group lbaws
 check "nothing listens on 8080" not listening 8080
 check "nothing listens on 8081" not listening 8081
 check "no lbaws process left" not c pgrep -f /usr/sbin/lbaws
+c rm -rf "$cgi_dir"
 snapshot >"$work/after.txt"
 # New paths that the purge left behind, less what the system itself writes meanwhile.
 comm -13 "$work/before.txt" "$work/after.txt" |

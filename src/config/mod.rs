@@ -112,6 +112,9 @@ pub struct Server {
     pub shutdown_timeout: Duration,
     /// Send `Server: lbaws`.
     pub server_header: bool,
+    /// Where request bodies larger than [`Limits::cgi_body_in_memory`] are
+    /// kept for a CGI script: unlinked files (`O_TMPFILE`) in this directory.
+    pub temp_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +154,9 @@ pub struct Limits {
     /// (or longer, see [`Config::stall_backstop`]) is ended.
     pub stall_timeout: Duration,
     pub max_requests_per_connection: u64,
+    /// A CGI request body up to this size is kept in memory (a memfd);
+    /// a larger one in an unlinked file in [`Server::temp_dir`].
+    pub cgi_body_in_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -343,7 +349,7 @@ mod tests {
     fn errors_carry_line_and_column() {
         assert_eq!(
             err("[server]\nmax_connection = 3\n"),
-            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`"
+            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`"
         );
         assert!(err("[server]\nshutdown_timeout = \"10 parsecs\"\n")
             .starts_with("t.toml:2:20: bad duration"));
@@ -390,6 +396,29 @@ mod tests {
         assert_eq!(c.limits.park_after, Duration::ZERO);
         assert_eq!(c.limits.min_body_rate, 0);
         assert_eq!(c.limits.min_send_rate, 500, "the default");
+    }
+
+    #[test]
+    fn temp_dir_is_checked_where_cgi_needs_it() {
+        let cgi = "[[route]]\nprefix = \"/c/\"\ncgi = { dir = \"/srv\" }\n";
+        let c = parse("", "t").unwrap();
+        assert_eq!(c.server.temp_dir, Path::new(validate::DEFAULT_TEMP_DIR));
+        assert_eq!(c.limits.cgi_body_in_memory, 64 << 10);
+        // No CGI route: nothing will write there, nothing to check.
+        let c = parse("[server]\ntemp_dir = \"/nonexistent/lbaws\"\n", "t").unwrap();
+        assert_eq!(c.server.temp_dir, Path::new("/nonexistent/lbaws"));
+        assert_eq!(
+            err(&format!(
+                "[server]\ntemp_dir = \"/nonexistent/lbaws\"\n{cgi}"
+            )),
+            "t.toml:2:12: temp_dir \"/nonexistent/lbaws\": no such directory"
+        );
+        assert_eq!(
+            err("[server]\ntemp_dir = \"tmp\"\n"),
+            "t.toml:2:12: temp_dir \"tmp\" must be an absolute path"
+        );
+        let c = parse(&format!("[limits]\ncgi_body_in_memory = 0\n{cgi}"), "t").unwrap();
+        assert_eq!(c.limits.cgi_body_in_memory, 0, "every body to a file");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub(super) struct RawServer {
     pub max_connections_per_ip: Option<Count<0, MAX_PROCESSES>>,
     pub shutdown_timeout: Option<Dur<HOUR>>,
     pub server_header: Option<bool>,
+    pub temp_dir: Option<Spanned<String>>,
 }
 
 /// The kernel's highest possible pid count (`PID_MAX_LIMIT`): no table of
@@ -82,6 +83,7 @@ pub(super) struct RawLimits {
     pub min_send_rate: Option<Size<GIB, 0>>,
     pub stall_timeout: Option<Dur<HOUR>>,
     pub max_requests_per_connection: Option<Count<1, 4_294_967_295>>,
+    pub cgi_body_in_memory: Option<Size<GIB, 0>>,
 }
 
 #[derive(Deserialize)]

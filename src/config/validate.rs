@@ -14,6 +14,11 @@ pub const DEFAULT_PARK_AFTER: Duration = Duration::from_millis(100);
 /// `max_connections`, so that one host cannot hold more than that many
 /// workers, nor fill the gate.
 pub const DEFAULT_PER_IP: usize = 64;
+/// `[server] temp_dir`: for files that may be large (`/tmp` is often a small
+/// tmpfs); under systemd's `PrivateTmp=` it is the service's own.
+pub const DEFAULT_TEMP_DIR: &str = "/var/tmp";
+/// `[limits] cgi_body_in_memory`: most form posts fit; uploads go to disk.
+pub const DEFAULT_CGI_BODY_IN_MEMORY: u64 = 64 << 10;
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let user = match &raw.server.user {
@@ -212,6 +217,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     }
     // Longest prefix first: a stable sort keeps file order among equals (none: duplicates refused).
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    let temp_dir = temp_dir(&raw, user.as_ref(), group.as_ref())?;
 
     let limits = Limits {
         header_timeout: raw
@@ -241,6 +247,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             .stall_timeout
             .map_or(Duration::from_secs(60), |d| d.0),
         max_requests_per_connection: raw.limits.max_requests_per_connection.map_or(1000, |c| c.0),
+        cgi_body_in_memory: raw
+            .limits
+            .cgi_body_in_memory
+            .map_or(DEFAULT_CGI_BODY_IN_MEMORY, |s| s.0),
     };
     let access = match &raw.log.access {
         None => AccessLog::Off,
@@ -271,6 +281,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                 .shutdown_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
             server_header: raw.server.server_header.unwrap_or(true),
+            temp_dir,
         },
         listen,
         log: LogConfig {
@@ -363,6 +374,84 @@ fn static_route(st: &RawStatic) -> Result<StaticRoute, Invalid> {
         dotfiles: st.dotfiles,
         precompressed: st.precompressed,
     })
+}
+
+/// `[server] temp_dir`: an absolute path; and, when a CGI route may need it,
+/// a directory where the workers can create unlinked files. Refused here
+/// (at start, `check` and reload) rather than with a 500 on the first large
+/// body; the error points at the key, or at the first CGI route when the
+/// default is the problem.
+fn temp_dir(
+    raw: &RawConfig,
+    user: Option<&(String, u32, u32)>,
+    group: Option<&(String, u32)>,
+) -> Result<PathBuf, Invalid> {
+    let set = raw.server.temp_dir.as_ref();
+    let dir = set.map_or(DEFAULT_TEMP_DIR, |d| d.get_ref().as_str());
+    if !dir.starts_with('/') || dir.contains('\0') {
+        let span = set.map_or(0..0, |d| d.span());
+        return Err((span, format!("temp_dir {dir:?} must be an absolute path")));
+    }
+    let dir = PathBuf::from(dir);
+    let Some(cgi) = raw.route.iter().find_map(|r| r.get_ref().cgi.as_ref()) else {
+        return Ok(dir); // nothing will use it
+    };
+    let gid = group.map(|g| g.1).or(user.map(|u| u.2));
+    if let Err(why) = usable_temp_dir(&dir, user.map(|u| (u.0.as_str(), u.1)), gid) {
+        return Err(match set {
+            Some(d) => (d.span(), format!("temp_dir {:?}: {why}", dir.display())),
+            None => (
+                cgi.span(),
+                format!(
+                    "CGI request bodies go to [server] temp_dir, by default {:?}: {why}",
+                    dir.display()
+                ),
+            ),
+        });
+    }
+    Ok(dir)
+}
+
+/// Can the workers create an unlinked file in `dir`? Tried as this process
+/// (which is what the workers will be, unless started as root to drop to
+/// `user`: then the directory's permissions must let that user write too).
+fn usable_temp_dir(dir: &Path, user: Option<(&str, u32)>, gid: Option<u32>) -> Result<(), String> {
+    use nix::errno::Errno;
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::unix::fs::MetadataExt;
+    let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    if let Err(e) = open(dir, flags, Mode::S_IRUSR | Mode::S_IWUSR) {
+        return Err(match e {
+            Errno::ENOENT => "no such directory".to_string(),
+            Errno::ENOTDIR => "not a directory".to_string(),
+            Errno::EACCES | Errno::EPERM => "not writable".to_string(),
+            Errno::EROFS => "on a read-only file system".to_string(),
+            Errno::EOPNOTSUPP | Errno::EISDIR => {
+                "its file system cannot make unlinked files (O_TMPFILE)".to_string()
+            }
+            e => format!("cannot make a file there: {e}"),
+        });
+    }
+    let Some((name, uid)) = user else {
+        return Ok(());
+    };
+    if !nix::unistd::geteuid().is_root() || uid == 0 {
+        return Ok(()); // no privilege drop: what was tried is what will be
+    }
+    let m = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    let may = if m.uid() == uid {
+        m.mode() & 0o300 == 0o300
+    } else if Some(m.gid()) == gid {
+        m.mode() & 0o030 == 0o030
+    } else {
+        m.mode() & 0o003 == 0o003
+    };
+    if may {
+        Ok(())
+    } else {
+        Err(format!("not writable by user {name}"))
+    }
 }
 
 fn lookup_group(g: &Spanned<String>) -> Result<u32, Invalid> {

@@ -252,17 +252,12 @@ impl Session<'_, '_> {
                     return Some(io_exit(e));
                 }
             }
-            let store = match nix::sys::memfd::memfd_create(
-                c"lbaws-body",
-                nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-            ) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    crate::error!("memfd_create: {e}");
-                    return Some(EXIT_IOERR);
-                }
-            };
-            let mut sink = |data: &[u8]| write_fully(&store, data);
+            // In memory up to [limits] cgi_body_in_memory, then in an
+            // unlinked file in [server] temp_dir (cgi/spool.rs).
+            let cfg = self.cfg;
+            let mut spool =
+                super::cgi::spool::Spool::new(cfg.limits.cgi_body_in_memory, &cfg.server.temp_dir);
+            let mut sink = |data: &[u8]| spool.write(data);
             match body::read(
                 self.conn,
                 req.framing,
@@ -270,10 +265,13 @@ impl Session<'_, '_> {
                 self.body_pace(),
                 &mut sink,
             ) {
-                Ok(len) => {
-                    let _ = nix::unistd::lseek(&store, 0, nix::unistd::Whence::SeekSet);
-                    body_fd = Some((store, len));
-                }
+                Ok(_) => match spool.finish() {
+                    Ok(body) => body_fd = Some(body),
+                    Err(e) => {
+                        crate::error!("request body: {e}");
+                        return Some(self.body_failed(req, body::BodyErr::Sink));
+                    }
+                },
                 Err(e) => return Some(self.body_failed(req, e)),
             }
         }
@@ -408,17 +406,6 @@ impl Session<'_, '_> {
         self.conn.close_gracefully();
         EXIT_OK
     }
-}
-
-fn write_fully(fd: &OwnedFd, mut data: &[u8]) -> bool {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-    }
-    true
 }
 
 /// The client going away is a normal end; anything else is an I/O error.

@@ -1,0 +1,322 @@
+//! The answer to a CGI request: the script's header read (within the
+//! route's `timeout`) and parsed ([`lbaws::proto::cgi_head`]), the response
+//! head built from it, and the body streamed to the client as the script
+//! writes it.
+//!
+//! Framing is the server's: the script's `Content-Length` when it gave one,
+//! else chunked on a keep-alive HTTP/1.1 connection, else close-delimited
+//! (and the connection closes). A response that has no body sends the head
+//! only, and the script's body, if it writes one, is read and dropped, so
+//! that the connection stays in step: HEAD (with the script's
+//! `Content-Length`, what a GET would have had), and 204 and 304, which
+//! carry no framing at all (no `Content-Length`, no `Transfer-Encoding`,
+//! whatever the script sent: RFC 9110 8.6 and 15.3.5, RFC 9112 6.3), so that
+//! no client can take bytes of the next response for a body of this one.
+//!
+//! Failures: the script ends before a complete header, or writes one the
+//! parser refuses: 502; no complete header within `timeout`: SIGTERM to its
+//! group, SIGKILL 2 s later, 504. Each is logged with the script and its pid.
+//! Among the refusals is an interim status (`Status: 1xx`): sent on as the
+//! answer, it would leave the client waiting for the final response, and a
+//! request pipelined after it unanswered; it is a 502 like any other header
+//! the server cannot send.
+
+use super::process::Running;
+use super::Outcome;
+use crate::config::{CgiRoute, Config};
+use crate::http::conn::Conn;
+use crate::http::request::Request;
+use crate::http::response::{self, Head, Persist, Sent};
+use lbaws::proto::cgi_head::{self, CgiHead};
+use nix::errno::Errno;
+use std::io::Write as _;
+use std::time::Instant;
+
+/// How the body goes out.
+enum Framing {
+    /// No body on the wire (HEAD, 204, 304): the script's is dropped.
+    /// `Some(n)`: a HEAD's `Content-Length`, as the script gave it.
+    Nothing(Option<u64>),
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// The framing of the answer to `req` with `status` and the script's head.
+fn framing(head: &CgiHead, status: u16, req: &Request, persist: Persist) -> Framing {
+    if status == 204 || status == 304 {
+        return Framing::Nothing(None);
+    }
+    if req.is_head() {
+        return Framing::Nothing(head.content_length);
+    }
+    match (head.content_length, persist) {
+        (Some(n), _) => Framing::Length(n),
+        (None, Persist::KeepAlive { http10: false }) => Framing::Chunked,
+        _ => Framing::Close,
+    }
+}
+
+/// Read the header, answer, stream the body.
+pub fn respond(
+    conn: &Conn<'_>,
+    run: &mut Running,
+    req: &Request,
+    route: &CgiRoute,
+    cfg: &Config,
+    persist: Persist,
+) -> Result<Outcome, Errno> {
+    let sh = cfg.server.server_header;
+    let deadline = Instant::now() + route.timeout;
+    let (head, leftover) = match read_head(run, route, deadline) {
+        Ok(h) => h,
+        Err(status) => return bad_gateway(conn, req, sh, persist, status),
+    };
+
+    // Local redirect: the server fetches that path instead (RFC 3875 6.2.2).
+    if let (Some(loc), None) = (&head.location, head.status) {
+        if loc.starts_with('/') {
+            drain(run, deadline);
+            return Ok(Outcome::Redirect(loc.clone()));
+        }
+    }
+    let status = head
+        .status
+        .unwrap_or(if head.location.is_some() { 302 } else { 200 });
+    let bodyless_status = status == 204 || status == 304;
+    if head.content_type.is_none()
+        && head.location.is_none()
+        && !bodyless_status
+        && head.status.is_none()
+    {
+        crate::error!(
+            "cgi {}[{}]: response header without Content-Type, Location or Status",
+            run.name,
+            run.pid
+        );
+        run.terminate();
+        return bad_gateway(conn, req, sh, persist, 502);
+    }
+
+    let framing = framing(&head, status, req, persist);
+    let head_bytes = response_head(&head, status, sh, &framing, persist);
+    let body_follows = !matches!(framing, Framing::Nothing(_));
+    conn.mark_head(status, head_bytes.len());
+    conn.write_all(&head_bytes, body_follows)?;
+    let (sent, broken) = stream_body(conn, run, route, cfg, &framing, leftover)?;
+    Ok(Outcome::Sent {
+        sent: Sent {
+            status,
+            body_bytes: sent,
+        },
+        close: broken || matches!(framing, Framing::Close),
+    })
+}
+
+/// Read until the header is complete: the parsed head and the body bytes
+/// that came with it, or the status to answer with (logged, the script
+/// ended).
+fn read_head(
+    run: &mut Running,
+    route: &CgiRoute,
+    deadline: Instant,
+) -> Result<(CgiHead, Vec<u8>), u16> {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = match run.read(&mut chunk, deadline) {
+            Ok(0) => {
+                let how = run.describe_end();
+                crate::error!(
+                    "cgi {}[{}]: {how} before a complete response header",
+                    run.name,
+                    run.pid
+                );
+                return Err(502);
+            }
+            Ok(n) => n,
+            Err(()) => {
+                crate::error!(
+                    "cgi {}[{}]: no response header within {:?}; terminating it",
+                    run.name,
+                    run.pid,
+                    route.timeout
+                );
+                run.terminate();
+                return Err(504);
+            }
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        // Parse again only once a line has ended (or the limit is reached):
+        // a script writing a byte at a time costs no more than one that
+        // writes its header at once.
+        if !chunk[..n].contains(&b'\n') && buf.len() < cgi_head::MAX_HEAD {
+            continue;
+        }
+        match cgi_head::parse(&buf) {
+            Ok(Some((head, body_start))) => return Ok((head, buf.split_off(body_start))),
+            Ok(None) => {}
+            Err(why) => {
+                crate::error!("cgi {}[{}]: {why}", run.name, run.pid);
+                run.terminate();
+                return Err(502);
+            }
+        }
+    }
+}
+
+/// The response head: the status, the script's fields, the framing.
+fn response_head(
+    head: &CgiHead,
+    status: u16,
+    server_header: bool,
+    framing: &Framing,
+    persist: Persist,
+) -> Vec<u8> {
+    let mut h = Head::new(status, server_header);
+    if let Some(ct) = &head.content_type {
+        h.header("Content-Type", ct);
+    }
+    if let Some(loc) = &head.location {
+        h.header("Location", loc);
+    }
+    for (k, v) in &head.other {
+        h.header(k, v);
+    }
+    match framing {
+        Framing::Nothing(length) => h.finish(*length, persist),
+        Framing::Length(n) => h.finish(Some(*n), persist),
+        Framing::Chunked => {
+            h.header("Transfer-Encoding", "chunked");
+            h.finish(None, persist)
+        }
+        Framing::Close => h.finish(None, Persist::Close),
+    }
+}
+
+/// Stream the body as the script writes it (or read and drop it, for a
+/// response without one): the body bytes sent, and whether the response
+/// broke its own framing (the connection must close).
+fn stream_body(
+    conn: &Conn<'_>,
+    run: &mut Running,
+    route: &CgiRoute,
+    cfg: &Config,
+    framing: &Framing,
+    mut pending: Vec<u8>,
+) -> Result<(u64, bool), Errno> {
+    let mut chunk = [0u8; 16384];
+    let mut sent: u64 = 0;
+    loop {
+        if !pending.is_empty() {
+            let data: &[u8] = match framing {
+                Framing::Nothing(_) => &[],
+                Framing::Length(n) => {
+                    &pending[..(n.saturating_sub(sent) as usize).min(pending.len())]
+                }
+                _ => &pending,
+            };
+            if !data.is_empty() {
+                if let Framing::Chunked = framing {
+                    let mut frame = Vec::with_capacity(data.len() + 16);
+                    let _ = write!(frame, "{:x}\r\n", data.len());
+                    frame.extend_from_slice(data);
+                    frame.extend_from_slice(b"\r\n");
+                    conn.write_all(&frame, false)?;
+                } else {
+                    conn.write_all(data, false)?;
+                }
+                sent += data.len() as u64;
+            }
+        }
+        pending.clear();
+        let stall = Instant::now() + cfg.limits.body_timeout.max(route.timeout);
+        match run.read(&mut chunk, stall) {
+            Ok(0) => break,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            Err(()) => {
+                crate::error!(
+                    "cgi {}[{}]: response body stalled; terminating it",
+                    run.name,
+                    run.pid
+                );
+                run.terminate();
+                return Ok((sent, true));
+            }
+        }
+    }
+    match framing {
+        Framing::Chunked => conn.write_all(b"0\r\n\r\n", false)?,
+        Framing::Length(n) if sent < *n => {
+            crate::warn!(
+                "cgi {}[{}]: sent {sent} of its Content-Length {n}",
+                run.name,
+                run.pid
+            );
+            return Ok((sent, true));
+        }
+        _ => {}
+    }
+    Ok((sent, false))
+}
+
+/// Read and drop what the script still writes (before an internal redirect).
+fn drain(run: &mut Running, deadline: Instant) {
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = run.read(&mut chunk, deadline) {
+        if n == 0 {
+            return;
+        }
+    }
+    run.terminate();
+}
+
+/// The script failed: `status` (502, 504) to the client.
+fn bad_gateway(
+    conn: &Conn<'_>,
+    req: &Request,
+    sh: bool,
+    persist: Persist,
+    status: u16,
+) -> Result<Outcome, Errno> {
+    let sent = response::error(conn, status, sh, req.is_head(), persist)?;
+    Ok(Outcome::Sent { sent, close: false })
+}
+
+/// `nph-` scripts write the whole response themselves; it goes out as is and
+/// the connection closes after it.
+pub fn pass_raw(conn: &Conn<'_>, run: &mut Running, cfg: &Config) -> Result<Outcome, Errno> {
+    let mut chunk = [0u8; 16384];
+    let mut sent = 0u64;
+    let mut status = 200;
+    let mut first = true;
+    loop {
+        let stall = Instant::now() + cfg.limits.body_timeout;
+        match run.read(&mut chunk, stall) {
+            Ok(0) => break,
+            Ok(n) => {
+                if first {
+                    status = std::str::from_utf8(&chunk[..n.min(12)])
+                        .ok()
+                        .and_then(|s| s.split(' ').nth(1))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(200);
+                    first = false;
+                }
+                conn.write_all(&chunk[..n], false)?;
+                sent += n as u64;
+            }
+            Err(()) => {
+                run.terminate();
+                break;
+            }
+        }
+    }
+    Ok(Outcome::Sent {
+        sent: Sent {
+            status,
+            body_bytes: sent,
+        },
+        close: true,
+    })
+}
