@@ -10,6 +10,7 @@
 //! into their real types, routes sorted for longest-prefix matching.
 
 mod raw;
+mod routes;
 mod validate;
 
 use std::fmt;

@@ -143,6 +143,7 @@ pub(super) struct RawRespond {
 // written (invariant 4: nothing unbounded reaches a table size or a buffer).
 
 /// An integer in `MIN..=MAX` (limits are at least 1 unless `MIN` is 0).
+#[derive(Clone, Copy)]
 pub(super) struct Count<const MIN: u64, const MAX: u64>(pub u64);
 impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -163,6 +164,7 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
 }
 
 /// "10s", "500ms", "2m", "1h", at most `MAX_MS`; zero only where `ZERO`.
+#[derive(Clone, Copy)]
 pub(super) struct Dur<const MAX_MS: u64, const ZERO: bool = false>(pub Duration);
 impl<'de, const MAX_MS: u64, const ZERO: bool> Deserialize<'de> for Dur<MAX_MS, ZERO> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -211,6 +213,7 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// A byte size: an integer, or "16KiB", "10MiB", "1GiB" (also kB/MB/GB,
 /// powers of 1000); at least 1 (0 only where `MIN` is 0), at most `MAX`.
+#[derive(Clone, Copy)]
 pub(super) struct Size<const MAX: u64, const MIN: u64 = 1>(pub u64);
 impl<'de, const MAX: u64, const MIN: u64> Deserialize<'de> for Size<MAX, MIN> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

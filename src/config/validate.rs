@@ -1,12 +1,13 @@
 //! Validation: everything serde cannot see on its own (names, paths,
 //! cross-field rules, user lookups), and defaults applied.
 
-use super::raw::{RawCgi, RawConfig, RawStatic};
+use super::raw::{RawConfig, RawLimits, RawLog};
 use super::*;
 use std::ops::Range;
 use toml::Spanned;
 
-type Invalid = (Range<usize>, String);
+/// A refusal: the span of the offending text and why.
+pub(super) type Invalid = (Range<usize>, String);
 
 /// `[limits] park_after`: see `http::worker` for how it was chosen.
 pub const DEFAULT_PARK_AFTER: Duration = Duration::from_millis(100);
@@ -33,6 +34,44 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         Some(g) => Some((g.get_ref().clone(), lookup_group(g)?)),
     };
 
+    let listen = listeners(&raw)?;
+    let routes = super::routes::routes(&raw)?;
+    let temp_dir = temp_dir(&raw, user.as_ref(), group.as_ref())?;
+    let limits = limits(&raw.limits);
+    let access = access_log(&raw.log)?;
+
+    Ok(Config {
+        source: String::new(),
+        server: Server {
+            user,
+            group,
+            max_connections: raw.server.max_connections.map_or(512, |c| c.0 as usize),
+            max_pending: raw.server.max_pending.map(|c| c.0 as usize),
+            max_connections_per_ip: raw
+                .server
+                .max_connections_per_ip
+                .map_or(DEFAULT_PER_IP, |c| c.0 as usize),
+            shutdown_timeout: raw
+                .server
+                .shutdown_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
+            server_header: raw.server.server_header.unwrap_or(true),
+            temp_dir,
+        },
+        listen,
+        log: LogConfig {
+            level: raw.log.level.map_or(Level::Info, |l| l.0),
+            target: raw.log.target.map_or(LogTarget::Auto, |t| t.0),
+            access,
+        },
+        limits,
+        routes,
+    })
+}
+
+/// The `[[listen]]` entries: distinct addresses and names, options that
+/// fit their kind of socket.
+fn listeners(raw: &RawConfig) -> Result<Vec<ListenSpec>, Invalid> {
     let mut listen: Vec<ListenSpec> = Vec::new();
     let mut names: Vec<(String, Range<usize>)> = Vec::new();
     for l in &raw.listen {
@@ -114,145 +153,35 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
             group,
         });
     }
+    Ok(listen)
+}
 
-    let mut routes: Vec<Route> = Vec::new();
-    for r in &raw.route {
-        let span = r.span();
-        let r = r.get_ref();
-        let prefix = r.prefix.get_ref();
-        if !prefix.starts_with('/') {
-            return Err((
-                r.prefix.span(),
-                format!("route prefix {prefix:?} must start with '/'"),
-            ));
-        }
-        if routes.iter().any(|o| &o.prefix == prefix) {
-            return Err((
-                r.prefix.span(),
-                format!("duplicate route prefix {prefix:?}"),
-            ));
-        }
-        let actions = [
-            r.respond.is_some(),
-            r.static_.is_some(),
-            r.redirect.is_some(),
-            r.cgi.is_some(),
-        ];
-        if actions.iter().filter(|a| **a).count() > 1 {
-            return Err((
-                span,
-                "a route has one action: respond, static, redirect or cgi".into(),
-            ));
-        }
-        if let Some(c) = &r.cgi {
-            routes.push(Route {
-                prefix: prefix.clone(),
-                action: Action::Cgi(cgi_route(c)?),
-            });
-            continue;
-        }
-        if let Some(st) = &r.static_ {
-            routes.push(Route {
-                prefix: prefix.clone(),
-                action: Action::Static(static_route(st.get_ref())?),
-            });
-            continue;
-        }
-        if let Some(rd) = &r.redirect {
-            let v = rd.get_ref();
-            let status = v.status.as_ref().map_or(Ok(301), |s| match *s.get_ref() {
-                n @ (301 | 302 | 303 | 307 | 308) => Ok(n),
-                n => Err((
-                    s.span(),
-                    format!("redirect status {n} is not one of 301, 302, 303, 307, 308"),
-                )),
-            })?;
-            let to = v.to.get_ref();
-            if to.is_empty() || to.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err((
-                    v.to.span(),
-                    "redirect target must be a non-empty URL without spaces or control characters"
-                        .into(),
-                ));
-            }
-            routes.push(Route {
-                prefix: prefix.clone(),
-                action: Action::Redirect {
-                    to: to.clone(),
-                    status,
-                },
-            });
-            continue;
-        }
-        let action = match &r.respond {
-            Some(resp) => {
-                let v = resp.get_ref();
-                let status = *v.status.get_ref();
-                if !(200..=599).contains(&status) {
-                    return Err((
-                        v.status.span(),
-                        format!("status {status} out of range 200-599"),
-                    ));
-                }
-                Action::Respond {
-                    status,
-                    body: v.body.clone(),
-                    content_type: v
-                        .content_type
-                        .clone()
-                        .unwrap_or_else(|| "text/plain".into()),
-                }
-            }
-            None => {
-                return Err((
-                    span,
-                    "route needs an action: respond, static, redirect or cgi".into(),
-                ))
-            }
-        };
-        routes.push(Route {
-            prefix: prefix.clone(),
-            action,
-        });
-    }
-    // Longest prefix first: a stable sort keeps file order among equals (none: duplicates refused).
-    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    let temp_dir = temp_dir(&raw, user.as_ref(), group.as_ref())?;
-
-    let limits = Limits {
-        header_timeout: raw
-            .limits
-            .header_timeout
-            .map_or(Duration::from_secs(10), |d| d.0),
-        max_header_bytes: raw
-            .limits
-            .max_header_bytes
-            .map_or(16 << 10, |s| s.0 as usize),
-        max_headers: raw.limits.max_headers.map_or(100, |c| c.0 as usize),
-        max_uri_bytes: raw.limits.max_uri_bytes.map_or(8 << 10, |s| s.0 as usize),
-        max_body_bytes: raw.limits.max_body_bytes.map_or(10 << 20, |s| s.0),
+/// `[limits]`, with defaults (the bounds were checked as the file was read).
+fn limits(raw: &RawLimits) -> Limits {
+    Limits {
+        header_timeout: raw.header_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        max_header_bytes: raw.max_header_bytes.map_or(16 << 10, |s| s.0 as usize),
+        max_headers: raw.max_headers.map_or(100, |c| c.0 as usize),
+        max_uri_bytes: raw.max_uri_bytes.map_or(8 << 10, |s| s.0 as usize),
+        max_body_bytes: raw.max_body_bytes.map_or(10 << 20, |s| s.0),
         keepalive_timeout: raw
-            .limits
             .keepalive_timeout
             .map_or(Duration::from_secs(5), |d| d.0),
-        park_after: raw.limits.park_after.map_or(DEFAULT_PARK_AFTER, |d| d.0),
-        body_timeout: raw
-            .limits
-            .body_timeout
-            .map_or(Duration::from_secs(30), |d| d.0),
-        min_body_rate: raw.limits.min_body_rate.map_or(500, |s| s.0),
-        min_send_rate: raw.limits.min_send_rate.map_or(500, |s| s.0),
-        stall_timeout: raw
-            .limits
-            .stall_timeout
-            .map_or(Duration::from_secs(60), |d| d.0),
-        max_requests_per_connection: raw.limits.max_requests_per_connection.map_or(1000, |c| c.0),
+        park_after: raw.park_after.map_or(DEFAULT_PARK_AFTER, |d| d.0),
+        body_timeout: raw.body_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        min_body_rate: raw.min_body_rate.map_or(500, |s| s.0),
+        min_send_rate: raw.min_send_rate.map_or(500, |s| s.0),
+        stall_timeout: raw.stall_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        max_requests_per_connection: raw.max_requests_per_connection.map_or(1000, |c| c.0),
         cgi_body_in_memory: raw
-            .limits
             .cgi_body_in_memory
             .map_or(DEFAULT_CGI_BODY_IN_MEMORY, |s| s.0),
-    };
-    let access = match &raw.log.access {
+    }
+}
+
+/// `[log] access`.
+fn access_log(raw: &RawLog) -> Result<AccessLog, Invalid> {
+    Ok(match &raw.access {
         None => AccessLog::Off,
         Some(a) => match a.get_ref().as_str() {
             "off" => AccessLog::Off,
@@ -263,116 +192,6 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                 return Err((a.span(), format!("access log {other:?}: expected \"off\", \"stderr\", \"syslog\" or an absolute path")))
             }
         },
-    };
-
-    Ok(Config {
-        source: String::new(),
-        server: Server {
-            user,
-            group,
-            max_connections: raw.server.max_connections.map_or(512, |c| c.0 as usize),
-            max_pending: raw.server.max_pending.map(|c| c.0 as usize),
-            max_connections_per_ip: raw
-                .server
-                .max_connections_per_ip
-                .map_or(DEFAULT_PER_IP, |c| c.0 as usize),
-            shutdown_timeout: raw
-                .server
-                .shutdown_timeout
-                .map_or(Duration::from_secs(10), |d| d.0),
-            server_header: raw.server.server_header.unwrap_or(true),
-            temp_dir,
-        },
-        listen,
-        log: LogConfig {
-            level: raw.log.level.map_or(Level::Info, |l| l.0),
-            target: raw.log.target.map_or(LogTarget::Auto, |t| t.0),
-            access,
-        },
-        limits,
-        routes,
-    })
-}
-
-fn cgi_route(c: &Spanned<RawCgi>) -> Result<CgiRoute, Invalid> {
-    let raw = c.get_ref();
-    let absolute = |v: &Spanned<String>, what: &str| -> Result<PathBuf, Invalid> {
-        if v.get_ref().starts_with('/') {
-            Ok(PathBuf::from(v.get_ref()))
-        } else {
-            Err((
-                v.span(),
-                format!("cgi {what} {:?} must be an absolute path", v.get_ref()),
-            ))
-        }
-    };
-    let target = match (&raw.dir, &raw.script) {
-        (Some(d), None) => CgiTarget::Dir(absolute(d, "dir")?),
-        (None, Some(s)) => CgiTarget::Script(absolute(s, "script")?),
-        _ => return Err((c.span(), "cgi needs exactly one of dir or script".into())),
-    };
-    let mut interpreters = Vec::new();
-    for (ext, path) in &raw.interpreters {
-        if !ext.starts_with('.') || ext.len() < 2 || ext[1..].contains('.') {
-            return Err((
-                path.span(),
-                format!("interpreter key {ext:?} must be an extension like \".py\""),
-            ));
-        }
-        interpreters.push((ext.clone(), absolute(path, "interpreter")?));
-    }
-    let mut env = Vec::new();
-    for (k, v) in &raw.env {
-        let valid = !k.is_empty()
-            && !k.as_bytes()[0].is_ascii_digit()
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid || v.get_ref().contains('\0') {
-            return Err((v.span(), format!("bad environment variable {k:?}")));
-        }
-        env.push((k.clone(), v.get_ref().clone()));
-    }
-    Ok(CgiRoute {
-        target,
-        timeout: raw
-            .timeout
-            .as_ref()
-            .map_or(Duration::from_secs(30), |d| d.0),
-        interpreters,
-        env,
-    })
-}
-
-fn static_route(st: &RawStatic) -> Result<StaticRoute, Invalid> {
-    let root = st.root.get_ref();
-    if !root.starts_with('/') {
-        return Err((
-            st.root.span(),
-            format!("static root {root:?} must be an absolute path"),
-        ));
-    }
-    let index = match &st.index {
-        None => vec!["index.html".to_string()],
-        Some(list) => {
-            let mut v = Vec::new();
-            for i in list {
-                let name = i.get_ref();
-                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                    return Err((
-                        i.span(),
-                        format!("index {name:?} must be a plain file name"),
-                    ));
-                }
-                v.push(name.clone());
-            }
-            v
-        }
-    };
-    Ok(StaticRoute {
-        root: PathBuf::from(root),
-        index,
-        autoindex: st.autoindex,
-        dotfiles: st.dotfiles,
-        precompressed: st.precompressed,
     })
 }
 

@@ -135,9 +135,9 @@ pub fn open_beneath(dir: &OwnedFd, path: &str) -> Result<OwnedFd, Errno> {
 }
 
 fn openat2_beneath(dir: &OwnedFd, path: &str, extra: ResolveFlag) -> Result<OwnedFd, Errno> {
-    let how = OpenHow::new().flags(OPEN_FLAGS).resolve(
-        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS | extra,
-    );
+    let how = OpenHow::new()
+        .flags(OPEN_FLAGS)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS | extra);
     // A C string from the worker's arena: nix would otherwise copy the path
     // into a 1 KiB buffer on the stack, and every page of stack a worker
     // touches is a page it copies.

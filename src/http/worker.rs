@@ -20,7 +20,7 @@
 //! | a request body | `body_timeout` between bytes, `min_body_rate` on average | 408 |
 //! | a response write | `body_timeout` between progress, `min_send_rate` on average | close |
 //! | the graceful close | 2 s | close |
-//! | a CGI script's header (`cgi.rs`) | the route's `timeout` | SIGTERM to its group, SIGKILL 2 s later, 504 |
+//! | a CGI script's header (`cgi/process.rs`) | the route's `timeout` | SIGTERM to its group, SIGKILL 2 s later, 504 |
 //! | a CGI script's body | `body_timeout` between output (or the route's `timeout`, if longer) | the same, and a close |
 //! | a script's exit once its output has ended | 2 s | SIGKILL to its group |
 //! | descendants a script left (they come back to the worker, a subreaper) | SIGTERM, 2 s | SIGKILL, reaped |

@@ -1,0 +1,184 @@
+//! `[[route]]` entries: a prefix and exactly one action, each action's
+//! fields checked (absolute paths, plain index names, redirect statuses and
+//! targets, environment names).
+
+use super::raw::{RawCgi, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic};
+use super::validate::Invalid;
+use super::*;
+use toml::Spanned;
+
+/// The `[[route]]` entries, longest prefix first.
+pub(super) fn routes(raw: &RawConfig) -> Result<Vec<Route>, Invalid> {
+    let mut routes: Vec<Route> = Vec::new();
+    for r in &raw.route {
+        let prefix = r.get_ref().prefix.get_ref();
+        if routes.iter().any(|o| &o.prefix == prefix) {
+            return Err((
+                r.get_ref().prefix.span(),
+                format!("duplicate route prefix {prefix:?}"),
+            ));
+        }
+        routes.push(route(r)?);
+    }
+    // Longest prefix first: a stable sort keeps file order among equals (none: duplicates refused).
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    Ok(routes)
+}
+
+/// One route: its prefix and its one action.
+fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
+    let span = r.span();
+    let r = r.get_ref();
+    let prefix = r.prefix.get_ref();
+    if !prefix.starts_with('/') {
+        return Err((
+            r.prefix.span(),
+            format!("route prefix {prefix:?} must start with '/'"),
+        ));
+    }
+    let action = match (&r.respond, &r.static_, &r.redirect, &r.cgi) {
+        (Some(v), None, None, None) => respond(v)?,
+        (None, Some(st), None, None) => Action::Static(static_route(st.get_ref())?),
+        (None, None, Some(rd), None) => redirect(rd)?,
+        (None, None, None, Some(c)) => Action::Cgi(cgi_route(c)?),
+        (None, None, None, None) => {
+            return Err((
+                span,
+                "route needs an action: respond, static, redirect or cgi".into(),
+            ))
+        }
+        _ => {
+            return Err((
+                span,
+                "a route has one action: respond, static, redirect or cgi".into(),
+            ))
+        }
+    };
+    Ok(Route {
+        prefix: prefix.clone(),
+        action,
+    })
+}
+
+fn respond(resp: &Spanned<RawRespond>) -> Result<Action, Invalid> {
+    let v = resp.get_ref();
+    let status = *v.status.get_ref();
+    if !(200..=599).contains(&status) {
+        return Err((
+            v.status.span(),
+            format!("status {status} out of range 200-599"),
+        ));
+    }
+    Ok(Action::Respond {
+        status,
+        body: v.body.clone(),
+        content_type: v
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "text/plain".into()),
+    })
+}
+
+fn redirect(rd: &Spanned<RawRedirect>) -> Result<Action, Invalid> {
+    let v = rd.get_ref();
+    let status = v.status.as_ref().map_or(Ok(301), |s| match *s.get_ref() {
+        n @ (301 | 302 | 303 | 307 | 308) => Ok(n),
+        n => Err((
+            s.span(),
+            format!("redirect status {n} is not one of 301, 302, 303, 307, 308"),
+        )),
+    })?;
+    let to = v.to.get_ref();
+    if to.is_empty() || to.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err((
+            v.to.span(),
+            "redirect target must be a non-empty URL without spaces or control characters".into(),
+        ));
+    }
+    Ok(Action::Redirect {
+        to: to.clone(),
+        status,
+    })
+}
+
+fn cgi_route(c: &Spanned<RawCgi>) -> Result<CgiRoute, Invalid> {
+    let raw = c.get_ref();
+    let absolute = |v: &Spanned<String>, what: &str| -> Result<PathBuf, Invalid> {
+        if v.get_ref().starts_with('/') {
+            Ok(PathBuf::from(v.get_ref()))
+        } else {
+            Err((
+                v.span(),
+                format!("cgi {what} {:?} must be an absolute path", v.get_ref()),
+            ))
+        }
+    };
+    let target = match (&raw.dir, &raw.script) {
+        (Some(d), None) => CgiTarget::Dir(absolute(d, "dir")?),
+        (None, Some(s)) => CgiTarget::Script(absolute(s, "script")?),
+        _ => return Err((c.span(), "cgi needs exactly one of dir or script".into())),
+    };
+    let mut interpreters = Vec::new();
+    for (ext, path) in &raw.interpreters {
+        if !ext.starts_with('.') || ext.len() < 2 || ext[1..].contains('.') {
+            return Err((
+                path.span(),
+                format!("interpreter key {ext:?} must be an extension like \".py\""),
+            ));
+        }
+        interpreters.push((ext.clone(), absolute(path, "interpreter")?));
+    }
+    let mut env = Vec::new();
+    for (k, v) in &raw.env {
+        let valid = !k.is_empty()
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid || v.get_ref().contains('\0') {
+            return Err((v.span(), format!("bad environment variable {k:?}")));
+        }
+        env.push((k.clone(), v.get_ref().clone()));
+    }
+    Ok(CgiRoute {
+        target,
+        timeout: raw
+            .timeout
+            .as_ref()
+            .map_or(Duration::from_secs(30), |d| d.0),
+        interpreters,
+        env,
+    })
+}
+
+fn static_route(st: &RawStatic) -> Result<StaticRoute, Invalid> {
+    let root = st.root.get_ref();
+    if !root.starts_with('/') {
+        return Err((
+            st.root.span(),
+            format!("static root {root:?} must be an absolute path"),
+        ));
+    }
+    let index = match &st.index {
+        None => vec!["index.html".to_string()],
+        Some(list) => {
+            let mut v = Vec::new();
+            for i in list {
+                let name = i.get_ref();
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    return Err((
+                        i.span(),
+                        format!("index {name:?} must be a plain file name"),
+                    ));
+                }
+                v.push(name.clone());
+            }
+            v
+        }
+    };
+    Ok(StaticRoute {
+        root: PathBuf::from(root),
+        index,
+        autoindex: st.autoindex,
+        dotfiles: st.dotfiles,
+        precompressed: st.precompressed,
+    })
+}
