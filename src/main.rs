@@ -13,7 +13,10 @@
 //!
 //! Layering (imports point down): `main` -> `supervisor` -> `gate`, `child` ->
 //! `http::{worker, request, response}` -> leaves `config`, `listen`, `handoff`,
-//! `scoreboard`, `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`.
+//! `scoreboard`, `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`,
+//! and the parsers of the crate's library target, `lbaws::proto` (request
+//! heads and targets, chunked bodies, CGI response headers: pure functions
+//! over bytes, which the fuzz targets in `fuzz/` reach too).
 //!
 //! Exit codes of the `lbaws` process: 0 stopped normally or `check` passed;
 //! 64 usage error; 71 cannot set up (bind, socket, signals, privileges, daemon);
