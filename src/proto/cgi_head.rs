@@ -3,7 +3,7 @@
 //!
 //! [`parse`] takes the raw bytes the script has written so far and returns
 //! the parsed head with where its body starts, "not complete yet", or why the
-//! header is refused. It depends on `std` only, never panics and bounds its
+//! header is refused. It depends on `std` (and `proto`'s token rule) only, never panics and bounds its
 //! work, whatever the bytes (a fuzz target calls it on arbitrary input): it
 //! looks at no more than [`MAX_HEAD`] bytes, refuses more than [`MAX_FIELDS`]
 //! fields, and refuses a line as soon as that line is complete, so a caller
@@ -28,6 +28,7 @@
 //! `TE`, `Trailer`, `Upgrade`, `Proxy-Connection`), as are `Date` and
 //! `Server`, which the server writes itself.
 
+use super::is_tchar;
 use std::fmt;
 
 /// The longest header accepted, blank line included.
@@ -149,7 +150,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(CgiHead, usize)>, Refusal> {
 fn field(head: &mut CgiHead, line: &[u8], number: usize) -> Result<(), Refusal> {
     let text = std::str::from_utf8(line).map_err(|_| Refusal::NotUtf8(number))?;
     let (name, value) = text.split_once(':').ok_or(Refusal::BadField(number))?;
-    if name.is_empty() || !name.bytes().all(is_token) {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
         return Err(Refusal::BadField(number));
     }
     let value = value.trim_matches([' ', '\t']);
@@ -200,11 +201,6 @@ fn content_length(value: &str) -> Result<u64, Refusal> {
         return Err(Refusal::BadContentLength);
     }
     value.parse().map_err(|_| Refusal::BadContentLength)
-}
-
-/// RFC 9110 `tchar`.
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

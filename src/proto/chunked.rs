@@ -19,6 +19,8 @@
 //! same however the bytes arrive. Extensions and trailers are read and
 //! dropped.
 
+use super::is_tchar;
+
 /// Longest chunk-size line, extensions included, without its CRLF.
 pub const MAX_LINE: usize = 4096;
 /// Most bytes of trailer field lines.
@@ -234,11 +236,6 @@ impl Decoder {
             State::TrailerStart | State::TrailerName | State::TrailerValue | State::TrailerLf
         )
     }
-}
-
-/// A token character (RFC 9110 5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! - `Expect: 100-continue` from an HTTP/1.0 client is ignored (RFC 9110
 //!   10.1.1); any other expectation is 417.
 
+use super::is_tchar;
 use super::target;
 
 /// How the request body is framed (RFC 9112 6).
@@ -264,11 +265,6 @@ fn line_prefix_ok(part: &[u8]) -> bool {
         }
     }
     true
-}
-
-/// A token character (RFC 9110 5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn count(headers: &[(String, Vec<u8>)], name: &str) -> usize {

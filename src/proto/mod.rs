@@ -6,3 +6,9 @@ pub mod cgi_head;
 pub mod chunked;
 pub mod head;
 pub mod target;
+
+/// A token character (RFC 9110 5.6.2): what methods, field names and
+/// chunk-extension names are made of.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
