@@ -3,8 +3,9 @@
 //!
 //! [`parse`] takes the raw bytes the script has written so far and returns
 //! the parsed head with where its body starts, "not complete yet", or why the
-//! header is refused. It depends on `std` (and `proto`'s token rule) only, never panics and bounds its
-//! work, whatever the bytes (a fuzz target calls it on arbitrary input): it
+//! header is refused. It depends on `std` (and `proto`'s token rule) only,
+//! never panics and bounds its work, whatever the bytes (a fuzz target calls
+//! it on arbitrary input): it
 //! looks at no more than [`MAX_HEAD`] bytes, refuses more than [`MAX_FIELDS`]
 //! fields, and refuses a line as soon as that line is complete, so a caller
 //! that calls it again each time a line ends does a bounded amount of work in
