@@ -6,6 +6,7 @@ pub const USAGE: &str = "\
 usage: lbaws [--config FILE] [--daemon [--pid-file PATH]]   run the server
        lbaws --inetd [--config FILE]                        serve one inherited connection
        lbaws check [--config FILE]   (or: lbaws -t)         validate the configuration
+                                                            (SIGUSR2 to a running lbaws: upgrade in place)
        lbaws --help | --version
 
 Without --config, lbaws reads /etc/lbaws/config.toml, or if that does not exist
@@ -26,6 +27,10 @@ pub struct Args {
     pub config: Option<PathBuf>,
     pub daemon: bool,
     pub pid_file: Option<PathBuf>,
+    /// `check --upgrade-format N`: also say whether this binary can take
+    /// over from a running lbaws that hands over a record of format N (an
+    /// upgrade in place asks this of the new binary before it executes it).
+    pub upgrade_format: Option<u32>,
 }
 
 pub fn parse() -> Result<Args, String> {
@@ -39,6 +44,7 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
         config: None,
         daemon: false,
         pid_file: None,
+        upgrade_format: None,
     };
     let set_mode = |a: &mut Args, m: Mode| -> Result<(), String> {
         if a.mode != Mode::Run {
@@ -56,6 +62,11 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
             Long("inetd") => set_mode(&mut a, Mode::Inetd)?,
             Long("daemon") | Short('d') => a.daemon = true,
             Long("pid-file") => a.pid_file = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Long("upgrade-format") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                let n = v.to_str().and_then(|s| s.parse().ok());
+                a.upgrade_format = Some(n.ok_or("--upgrade-format takes a number")?);
+            }
             Short('h') | Long("help") => a.mode = Mode::Help,
             Short('V') | Long("version") => a.mode = Mode::Version,
             Value(v) if v == "check" => set_mode(&mut a, Mode::Check)?,
@@ -65,6 +76,9 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
     }
     if a.pid_file.is_some() && !a.daemon {
         return Err("--pid-file goes with --daemon".into());
+    }
+    if a.upgrade_format.is_some() && a.mode != Mode::Check {
+        return Err("--upgrade-format goes with check".into());
     }
     if a.daemon && a.mode != Mode::Run {
         return Err("--daemon only applies to running the server".into());
@@ -92,5 +106,13 @@ mod tests {
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--pid-file", "x"]).is_err());
         assert!(p(&["check", "--inetd"]).is_err());
+        assert_eq!(
+            p(&["check", "--upgrade-format", "1"])
+                .unwrap()
+                .upgrade_format,
+            Some(1)
+        );
+        assert!(p(&["--upgrade-format", "1"]).is_err());
+        assert!(p(&["check", "--upgrade-format", "x"]).is_err());
     }
 }

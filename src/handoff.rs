@@ -9,6 +9,8 @@
 //!   gate --Closed(keys)--> supervisor          connections the gate closed (accounting)
 //!   worker --Park(pid, meta)+fd--> supervisor  idle between requests: take it back
 //!   supervisor --Limits / Stop--> gate         configuration, graceful stop
+//!   supervisor --Handover--> gate              an upgrade in place: send every
+//!                                              connection back (Ready), then exit
 //! ```
 //!
 //! Only bytes and descriptors cross: no pointers, no allocation to decode.
@@ -39,10 +41,11 @@ pub struct Meta {
 }
 
 /// Bytes of an encoded [`Meta`].
-const META_LEN: usize = 32;
+pub const META_LEN: usize = 32;
 
 impl Meta {
-    fn encode(&self, out: &mut [u8]) {
+    /// Into `out[..META_LEN]`.
+    pub fn encode(&self, out: &mut [u8]) {
         out[..META_LEN].fill(0);
         out[0] = self.kind as u8;
         out[1..5].copy_from_slice(&self.served.to_le_bytes());
@@ -63,7 +66,7 @@ impl Meta {
         }
     }
 
-    fn decode(b: &[u8]) -> Option<Meta> {
+    pub fn decode(b: &[u8]) -> Option<Meta> {
         let b: &[u8; META_LEN] = b.get(..META_LEN)?.try_into().ok()?;
         let kind = match b[0] {
             1 => Kind::New,
@@ -130,6 +133,9 @@ pub enum Msg {
     Limits(GateLimits),
     /// supervisor -> gate: close what is idle, finish the rest, then exit.
     Stop,
+    /// supervisor -> gate: hand every connection back (as `Ready`, with the
+    /// kind it was adopted as), close those being closed, then exit.
+    Handover,
     /// gate -> supervisor: `n` connections closed; their keys and kinds are
     /// read with [`closed_entries`].
     Closed { n: usize },
@@ -145,6 +151,7 @@ const TAG_PARK: u8 = 3;
 const TAG_LIMITS: u8 = 4;
 const TAG_STOP: u8 = 5;
 const TAG_CLOSED: u8 = 6;
+const TAG_HANDOVER: u8 = 7;
 
 /// Encode a message into `out` (at least [`MAX_MSG`] bytes); returns its
 /// length. `Closed` is built with [`ClosedBatch`] instead.
@@ -183,6 +190,10 @@ pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
             out[0] = TAG_STOP;
             1
         }
+        Msg::Handover => {
+            out[0] = TAG_HANDOVER;
+            1
+        }
         Msg::Closed { .. } => unreachable!("built by ClosedBatch"),
     }
 }
@@ -206,6 +217,7 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
             max_pending: u64_at(33)? as usize,
         })),
         TAG_STOP => Some(Msg::Stop),
+        TAG_HANDOVER => Some(Msg::Handover),
         TAG_CLOSED if (b.len() - 1) % CLOSED_ENTRY == 0 => Some(Msg::Closed {
             n: (b.len() - 1) / CLOSED_ENTRY,
         }),
@@ -315,6 +327,7 @@ mod tests {
             round_trip(Msg::Park { pid: 4242, meta });
         }
         round_trip(Msg::Stop);
+        round_trip(Msg::Handover);
         round_trip(Msg::Limits(GateLimits {
             header_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_millis(4_900),

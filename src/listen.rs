@@ -158,6 +158,51 @@ pub fn from_systemd(specs: &[ListenSpec]) -> Option<Result<Vec<Listener>, String
 
 const SD_LISTEN_FDS_START: RawFd = 3;
 
+/// In an image started by an upgrade in place: a listener the previous image
+/// held, open across the exec. A self-bound one is matched to its
+/// `[[listen]]` entry (by address; a port-0 entry by its host), so that
+/// reloads follow it as before.
+pub fn adopt(
+    fd: RawFd,
+    inherited: bool,
+    name: Option<String>,
+    specs: &[ListenSpec],
+    taken: &[ListenAddr],
+) -> Result<Listener, String> {
+    // SAFETY: handed over open by the previous image, for this one to own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    crate::sys::set_cloexec(fd, true);
+    if !is_listening_stream(fd) {
+        return Err(format!("carried fd {fd} is not a listening socket"));
+    }
+    let local = local_addr(&owned).ok_or_else(|| format!("carried fd {fd}: no address"))?;
+    let spec = (!inherited)
+        .then(|| {
+            let free = |s: &&ListenSpec| !taken.contains(&s.address);
+            let exact = specs.iter().filter(free).find(|s| s.address == local);
+            exact.or_else(|| {
+                specs
+                    .iter()
+                    .filter(free)
+                    .find(|s| match (&s.address, &local) {
+                        (ListenAddr::Tcp(a), ListenAddr::Tcp(b)) => {
+                            a.port() == 0 && a.ip() == b.ip()
+                        }
+                        _ => false,
+                    })
+            })
+        })
+        .flatten()
+        .cloned();
+    Ok(Listener {
+        fd: owned,
+        local,
+        name,
+        inherited,
+        spec,
+    })
+}
+
 /// inetd mode: the one accepted connection systemd (`Accept=yes`) or inetd
 /// handed over, on fd 3 with `LISTEN_FDNAMES=connection`, or else on fd 0.
 pub fn inherited_connection() -> Result<OwnedFd, String> {

@@ -36,7 +36,11 @@ mod scoreboard;
 mod signals;
 mod supervisor;
 mod sys;
+mod upgrade;
 mod users;
+
+/// This build's version, as `--version`, the log and STATUS say it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 use config::Config;
 use std::path::Path;
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         return ExitCode::from(EX_OSERR);
     }
     signals::scan_dispositions();
+    let image = supervisor::Image::current();
     let args = match cli::parse() {
         Ok(a) => a,
         Err(e) => {
@@ -69,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         cli::Mode::Version => {
-            println!("lbaws {}", env!("CARGO_PKG_VERSION"));
+            println!("lbaws {VERSION}");
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -83,13 +88,99 @@ fn main() -> ExitCode {
         }
     };
     match args.mode {
-        cli::Mode::Check => {
-            println!("configuration OK ({})", cfg.source);
-            ExitCode::SUCCESS
-        }
+        cli::Mode::Check => check(&cfg, args.upgrade_format),
         cli::Mode::Inetd => inetd(cfg),
-        _ => run(cfg, path, args.daemon, args.pid_file.as_deref()),
+        _ => match upgrade::take() {
+            Some(state) => resume(cfg, path, state, args.pid_file.as_deref(), image),
+            None => run(cfg, path, args.daemon, args.pid_file.as_deref(), image),
+        },
     }
+}
+
+/// `lbaws check`: the configuration is valid; with `--upgrade-format N`,
+/// also that this binary can take over from an lbaws handing over a record
+/// of that format (what an upgrade in place asks before it executes it).
+fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
+    if let Some(n) = upgrade_format {
+        if n != upgrade::FORMAT {
+            eprintln!(
+                "lbaws {VERSION} cannot take over from this lbaws: it hands over format {n}, this binary reads {}",
+                upgrade::FORMAT
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    }
+    println!("configuration OK ({})", cfg.source);
+    ExitCode::SUCCESS
+}
+
+/// The image an upgrade in place started: take over what the previous one
+/// carried (see `upgrade`). No binding, no daemonizing, no privilege drop:
+/// all done already, by the same process. A failure here can only be
+/// logged: the previous image is gone.
+fn resume(
+    cfg: Config,
+    path: Option<std::path::PathBuf>,
+    state: Result<upgrade::State, String>,
+    pid_file: Option<&Path>,
+    image: supervisor::Image,
+) -> ExitCode {
+    let daemon = state.as_ref().is_ok_and(|s| s.daemon);
+    log::configure(cfg.log.level, cfg.log.target, daemon);
+    let state = match state {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot take over after an upgrade in place: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    let notifier = notify::Notifier::from_env();
+    sys::raise_nofile();
+    let mut listeners = Vec::with_capacity(state.listeners.len());
+    let mut taken = Vec::new();
+    for l in &state.listeners {
+        match listen::adopt(l.fd, l.inherited, l.name.clone(), &cfg.listen, &taken) {
+            Ok(l) => {
+                if let Some(spec) = &l.spec {
+                    taken.push(spec.address.clone());
+                }
+                listeners.push(l);
+            }
+            Err(e) => error!("after the upgrade: {e}"),
+        }
+    }
+    if let Err(e) = log::configure_access(&cfg.log.access) {
+        error!("{e}; no access log");
+    }
+    let signal_fd = match signals::open() {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!("cannot open signalfd: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    http::warm_up(&cfg);
+    alloc::reserve_worker_arena();
+    listen::tune(&listeners, &cfg.limits);
+    let io = (listeners, signal_fd, notifier);
+    let sup = match supervisor::Supervisor::resume(cfg, path, io, image, state) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot set up the supervisor after the upgrade: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    finish(sup.run(), daemon.then_some(pid_file).flatten())
+}
+
+/// The supervisor has stopped: the pid file goes, and the exit code.
+fn finish(code: i32, pid_file: Option<&Path>) -> ExitCode {
+    if let Some(p) = pid_file {
+        if let Err(e) = std::fs::remove_file(p) {
+            warn!("cannot remove the pid file {}: {e}", p.display());
+        }
+    }
+    ExitCode::from(code as u8)
 }
 
 fn run(
@@ -97,6 +188,7 @@ fn run(
     path: Option<std::path::PathBuf>,
     daemon: bool,
     pid_file: Option<&Path>,
+    image: supervisor::Image,
 ) -> ExitCode {
     log::configure(cfg.log.level, cfg.log.target, false);
     if path.is_none() {
@@ -113,57 +205,15 @@ fn run(
     }
     let notifier = notify::Notifier::from_env();
     sys::raise_nofile();
-    let listeners = match listen::from_systemd(&cfg.listen) {
-        Some(Ok(l)) => l,
-        Some(Err(e)) => {
-            error!("{e}");
-            return ExitCode::from(EX_OSERR);
-        }
-        None => {
-            if cfg.listen.is_empty() {
-                error!(
-                    "{}: no [[listen]] entry and no socket from systemd: nothing to serve",
-                    cfg.source
-                );
-                return ExitCode::from(EX_CONFIG);
-            }
-            let mut v = Vec::with_capacity(cfg.listen.len());
-            for spec in &cfg.listen {
-                match listen::bind(spec) {
-                    Ok(l) => v.push(l),
-                    Err(e) => {
-                        error!("{e}");
-                        for l in v {
-                            l.close();
-                        }
-                        return ExitCode::from(EX_OSERR);
-                    }
-                }
-            }
-            v
-        }
+    let listeners = match listeners(&cfg) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     if daemon {
-        info!("detaching (--daemon); logging to syslog from now on");
-        let mut d = daemonize::Daemonize::new()
-            .working_directory("/")
-            .umask(0o022);
-        if let Some(p) = pid_file {
-            d = d.pid_file(p);
-        }
-        if let Err(e) = d.start() {
+        if let Err(e) = detach(&cfg, pid_file) {
             error!("cannot daemonize: {e}");
             return ExitCode::from(EX_OSERR);
         }
-        if let (Some(p), Some((_, uid, gid))) = (pid_file, &cfg.server.user) {
-            // Still root: the file is the dropped user's, which may then
-            // remove it at exit (also from a sticky directory).
-            if nix::unistd::geteuid().is_root() {
-                let gid = cfg.server.group.as_ref().map_or(*gid, |g| g.1);
-                let _ = std::os::unix::fs::chown(p, Some(*uid), Some(gid));
-            }
-        }
-        log::configure(cfg.log.level, cfg.log.target, true);
     }
     if let Err(e) = log::configure_access(&cfg.log.access) {
         error!("{e}");
@@ -183,20 +233,72 @@ fn run(
     http::warm_up(&cfg);
     alloc::reserve_worker_arena();
     listen::tune(&listeners, &cfg.limits);
-    let sup = match supervisor::Supervisor::new(cfg, path, daemon, listeners, signal_fd, notifier) {
+    let io = (listeners, signal_fd, notifier);
+    let sup = match supervisor::Supervisor::new(cfg, path, daemon, io, image) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot set up the supervisor: {e}");
             return ExitCode::from(EX_OSERR);
         }
     };
-    let code = sup.run();
-    if let Some(p) = pid_file {
-        if let Err(e) = std::fs::remove_file(p) {
-            warn!("cannot remove the pid file {}: {e}", p.display());
+    finish(sup.run(), pid_file)
+}
+
+/// systemd's sockets, or every `[[listen]]` entry bound (all or nothing).
+fn listeners(cfg: &Config) -> Result<Vec<listen::Listener>, ExitCode> {
+    match listen::from_systemd(&cfg.listen) {
+        Some(Ok(l)) => Ok(l),
+        Some(Err(e)) => {
+            error!("{e}");
+            Err(ExitCode::from(EX_OSERR))
+        }
+        None => {
+            if cfg.listen.is_empty() {
+                error!(
+                    "{}: no [[listen]] entry and no socket from systemd: nothing to serve",
+                    cfg.source
+                );
+                return Err(ExitCode::from(EX_CONFIG));
+            }
+            let mut v = Vec::with_capacity(cfg.listen.len());
+            for spec in &cfg.listen {
+                match listen::bind(spec) {
+                    Ok(l) => v.push(l),
+                    Err(e) => {
+                        error!("{e}");
+                        for l in v {
+                            l.close();
+                        }
+                        return Err(ExitCode::from(EX_OSERR));
+                    }
+                }
+            }
+            Ok(v)
         }
     }
-    ExitCode::from(code as u8)
+}
+
+/// `--daemon`: detach, write the pid file (given to `[server] user`, who
+/// removes it at exit), log to syslog from now on.
+fn detach(cfg: &Config, pid_file: Option<&Path>) -> Result<(), String> {
+    info!("detaching (--daemon); logging to syslog from now on");
+    let mut d = daemonize::Daemonize::new()
+        .working_directory("/")
+        .umask(0o022);
+    if let Some(p) = pid_file {
+        d = d.pid_file(p);
+    }
+    d.start().map_err(|e| e.to_string())?;
+    if let (Some(p), Some((_, uid, gid))) = (pid_file, &cfg.server.user) {
+        // Still root: the file is the dropped user's, which may then
+        // remove it at exit (also from a sticky directory).
+        if nix::unistd::geteuid().is_root() {
+            let gid = cfg.server.group.as_ref().map_or(*gid, |g| g.1);
+            let _ = std::os::unix::fs::chown(p, Some(*uid), Some(gid));
+        }
+    }
+    log::configure(cfg.log.level, cfg.log.target, true);
+    Ok(())
 }
 
 /// `--pid-file` with a `[server] user` to become: the pid file is removed at

@@ -34,6 +34,23 @@ impl Notifier {
         }
     }
 
+    /// The variables this notifier was started with, for the image an
+    /// upgrade in place executes (same pid, so `WATCHDOG_PID` holds).
+    pub fn env(&self) -> Vec<(OsString, OsString)> {
+        let mut v = Vec::new();
+        if let Some(s) = &self.socket {
+            v.push(("NOTIFY_SOCKET".into(), s.clone()));
+        }
+        if let Some(d) = self.watchdog {
+            v.push((
+                "WATCHDOG_USEC".into(),
+                (d * 2).as_micros().to_string().into(),
+            ));
+            v.push(("WATCHDOG_PID".into(), std::process::id().to_string().into()));
+        }
+        v
+    }
+
     pub fn enabled(&self) -> bool {
         self.socket.is_some()
     }

@@ -1,7 +1,8 @@
-//! The scoreboard: memory shared by the supervisor and every worker (an
-//! anonymous `MAP_SHARED` mapping made before the first fork, so every
-//! worker inherits it), where workers leave what the supervisor needs to see
-//! of them without a message or a system call:
+//! The scoreboard: memory shared by the supervisor and every worker (a memfd
+//! mapped `MAP_SHARED` before the first fork, so every worker inherits it;
+//! the memfd lets an upgrade in place map it again in the new image), where
+//! workers leave what the supervisor needs to see of them without a message
+//! or a system call:
 //!
 //! - one slot per live worker, with the time of its last progress (a byte
 //!   moved, a request begun, a CGI stage reached): the supervisor's stall
@@ -45,25 +46,68 @@ thread_local! {
     static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// In the supervisor, before the first fork: map room for `slots` slots.
-/// False if the memory cannot be had.
+/// The memfd behind the mapping (-1: none), kept so that an upgrade in
+/// place can map the same memory again in the new image.
+static FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// In the supervisor, before the first fork: room for `slots` slots, in a
+/// memfd mapped shared (sparse: only pages of live slots are ever
+/// touched). False if the memory cannot be had.
 pub fn create(slots: usize) -> bool {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
     let bytes = HEADER + slots * std::mem::size_of::<Slot>();
-    // SAFETY: a fresh shared anonymous mapping; zero-filled, which is a
-    // valid state for every atomic in it.
+    let Ok(fd) = memfd_create(c"lbaws-scoreboard", MFdFlags::MFD_CLOEXEC) else {
+        return false;
+    };
+    if nix::unistd::ftruncate(&fd, bytes as i64).is_err() {
+        return false;
+    }
+    map(std::os::fd::IntoRawFd::into_raw_fd(fd), slots)
+}
+
+/// In an image started by an upgrade in place: the scoreboard the previous
+/// image made (and its workers still write to), from its memfd.
+pub fn adopt(fd: std::os::fd::RawFd) -> bool {
+    let Ok(st) = nix::sys::stat::fstat(
+        // SAFETY: borrowed for the call; the descriptor was handed over open.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+    ) else {
+        return false;
+    };
+    let slots = (st.st_size as usize).saturating_sub(HEADER) / std::mem::size_of::<Slot>();
+    let _ = nix::fcntl::fcntl(
+        // SAFETY: as above.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    map(fd, slots)
+}
+
+/// The memfd behind the scoreboard, for an upgrade in place.
+pub fn fd() -> std::os::fd::RawFd {
+    FD.load(Ordering::Relaxed)
+}
+
+fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
+    let bytes = HEADER + slots * std::mem::size_of::<Slot>();
+    // SAFETY: a shared mapping of our own memfd; zero-filled where never
+    // written, which is a valid state for every atomic in it.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             bytes,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            fd,
             0,
         )
     };
     if p == libc::MAP_FAILED {
+        // SAFETY: ours, unused.
+        unsafe { libc::close(fd) };
         return false;
     }
+    FD.store(fd, Ordering::Relaxed);
     SLOTS.store(slots, Ordering::Relaxed);
     BASE.store(p as usize, Ordering::Relaxed);
     true

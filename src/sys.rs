@@ -367,6 +367,14 @@ pub fn close_all_but(keep: &mut [RawFd]) {
     unsafe { libc::close_range(from, u32::MAX, 0) };
 }
 
+/// Set or clear close-on-exec (an upgrade in place keeps a few descriptors
+/// open across `execve`). Harmless on a descriptor that is not open.
+pub fn set_cloexec(fd: RawFd, on: bool) {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: fcntl on a descriptor number of this process.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
+}
+
 /// `poll(2)` on a caller-owned array (reused across calls: no allocation).
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, Errno> {
     // SAFETY: fds is a valid array of pollfd of the given length.

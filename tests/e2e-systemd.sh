@@ -309,7 +309,7 @@ check "systemd-analyze security lbaws.service (installed): ${exposure:-?} <= 2.0
 step 2 "first connection: socket activation"
 check "curl http://127.0.0.1:8080/ returns the default page" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
 check "lbaws.service is now active" wait_for 10 active lbaws.service
-served_status() { prop lbaws.service StatusText | grep -Eq '^[0-9]+ active, [0-9]+ waiting, [0-9]+ parked; [1-9][0-9]* served, [0-9]+ refused'; }
+served_status() { prop lbaws.service StatusText | grep -Eq '^lbaws [^:]+: [0-9]+ active, [0-9]+ waiting, [0-9]+ parked; [1-9][0-9]* served, [0-9]+ refused'; }
 # STATUS= is sent at most once a second.
 check "StatusText shows the live counts" wait_for 5 served_status
 say "       StatusText=$(prop lbaws.service StatusText)"

@@ -31,7 +31,9 @@
 //! At `max_pending` the connection nearest its deadline makes room. The
 //! gate handles no signal (it has the default dispositions: the supervisor
 //! ends it with SIGTERM when it stops at once) and dies with the supervisor
-//! (`PR_SET_PDEATHSIG`). It parses nothing and answers nothing but 408/503
+//! (`PR_SET_PDEATHSIG`). For an upgrade in place it hands every connection
+//! back to the supervisor and exits (`Msg::Handover`), so that the new image
+//! runs a gate of its own version. It parses nothing and answers nothing but 408/503
 //! (each with its access log line, request `"-"`; without a body when the
 //! bytes begin a HEAD request, the one other look it takes).
 
@@ -224,6 +226,7 @@ impl Gate {
                 }
                 (Some(Msg::Limits(l)), _) => self.set_limits(l),
                 (Some(Msg::Stop), _) => self.stop(),
+                (Some(Msg::Handover), _) => self.handover(),
                 (other, _) => crate::error!("gate: unexpected message {other:?}"),
             }
         }
@@ -251,6 +254,26 @@ impl Gate {
                 self.look(i as u32, EpollFlags::empty());
                 if idle(self, i) {
                     self.close(i as u32);
+                }
+            }
+        }
+    }
+
+    /// An upgrade in place: every connection goes back to the supervisor on
+    /// the ready channel, as the kind it came as (the new image's gate takes
+    /// it again); those being closed are closed now. Then the gate exits.
+    fn handover(&mut self) {
+        self.stopping = true;
+        for i in 0..self.slots.len() {
+            let Some(h) = self.slots[i].as_mut() else {
+                continue;
+            };
+            match h.state {
+                State::Lingering => self.close(i as u32),
+                State::Ready => {} // queued already
+                State::Waiting => {
+                    h.state = State::Ready;
+                    self.queue.push_back((i as u32, self.gens[i]));
                 }
             }
         }

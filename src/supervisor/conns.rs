@@ -171,6 +171,9 @@ impl Supervisor {
     /// the outbox and accepting pauses until the gate has caught up; with no
     /// gate, or the outbox full too, it is closed.
     pub(super) fn hand_to_gate(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+        if self.handing_over() {
+            return self.carry(conn, meta); // for the next image's gate
+        }
         self.status_dirty = true;
         self.sources.add(key, Place::Gate);
         if !self.outbox.is_empty() {
@@ -232,6 +235,12 @@ impl Supervisor {
 
     /// Complete heads from the gate: a worker each, while below max_connections.
     pub(super) fn take_ready(&mut self) {
+        if self.handing_over() {
+            while let Some((conn, meta, _)) = self.next_ready() {
+                self.carry(conn, meta);
+            }
+            return;
+        }
         for _ in 0..BURST {
             if self.workers.len() >= self.cfg.server.max_connections {
                 return;

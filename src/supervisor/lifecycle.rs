@@ -39,6 +39,7 @@ impl Supervisor {
                         self.reload();
                     }
                 }
+                Signal::SIGUSR2 => self.begin_upgrade(),
                 Signal::SIGUSR1 => {
                     crate::log::reopen();
                     match crate::log::reopen_access() {
@@ -79,6 +80,9 @@ impl Supervisor {
     }
 
     fn ended(&mut self, pid: Pid, code: i32, signal: Option<(Signal, bool)>) {
+        if self.is_upgrade_check(pid) {
+            return self.check_ended(code, signal.map(|s| s.0));
+        }
         if self.gate.as_ref().is_some_and(|g| g.pid == pid) {
             return self.gate_ended(code, signal);
         }
@@ -130,7 +134,8 @@ impl Supervisor {
         for &p in &pids[..n] {
             let pid = Pid::from_raw(p);
             let ours = self.gate.as_ref().is_some_and(|g| g.pid == pid)
-                || self.workers.as_slice().iter().any(|w| w.pid == pid);
+                || self.workers.as_slice().iter().any(|w| w.pid == pid)
+                || self.is_upgrade_check(pid);
             if !ours {
                 crate::debug!("ending stray process {p}");
                 let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
@@ -229,6 +234,17 @@ impl Supervisor {
         let g = self.gate.take().expect("the gate");
         self.sources.clear_gate();
         self.status_dirty = true;
+        if self.handing_over() {
+            // An upgrade in place: it has handed everything back.
+            for (conn, meta, _) in late {
+                self.carry(conn, meta);
+            }
+            let left = g.new + g.parked + g.closing;
+            if signal.is_some() && left > 0 {
+                crate::warn!("upgrade: {left} waiting connection(s) lost with the gate");
+            }
+            return self.exec_upgrade();
+        }
         let mut waiting = Vec::new();
         for (conn, meta, key) in late {
             if self.workers.len() < self.cfg.server.max_connections {
@@ -281,7 +297,7 @@ impl Supervisor {
         }
     }
 
-    fn tell_gate(&mut self, msg: &Msg) {
+    pub(super) fn tell_gate(&mut self, msg: &Msg) {
         if let Some(g) = self.gate.as_ref().filter(|g| !g.gone) {
             let mut buf = [0u8; 64]; // Limits and Stop are short
             let n = handoff::encode(msg, &mut buf);
@@ -295,6 +311,7 @@ impl Supervisor {
     // Stopping
 
     fn begin_stop(&mut self, immediate: bool, sig: Signal) {
+        self.abandon_upgrade();
         if self.stop.is_none() {
             // Idle keep-alive workers see the stop pipe hang up and close.
             self.stop_writer = None;
@@ -474,7 +491,7 @@ impl Supervisor {
     /// unchanged, bind the added ones, close the removed ones. All or nothing:
     /// if one bind fails, the ones just bound are closed and nothing changes.
     /// Listeners from systemd are kept as they are.
-    fn follow_listeners(&mut self, new: &Config) -> Result<(), String> {
+    pub(super) fn follow_listeners(&mut self, new: &Config) -> Result<(), String> {
         if self.listeners.iter().any(|l| l.inherited) {
             return Ok(());
         }

@@ -8,6 +8,7 @@
 //!     gate ctl      -> gate_notes(): connections the gate closed (accounting)
 //!     signalfd      -> SIGCHLD: reap()   SIGTERM/SIGINT: begin_stop(graceful)
 //!                      SIGQUIT: begin_stop(immediate)   SIGHUP: reload()   SIGUSR1: reopen logs
+//!                      SIGUSR2: begin_upgrade() (upgrade in place, see `upgrade`)
 //!     gate ready    -> take_ready(): complete heads from the gate, a worker each
 //!                      (polled only below max_connections)
 //!     listener      -> accept_burst(): accept4, per-source limit, one MSG_PEEK:
@@ -52,6 +53,9 @@ mod conns;
 mod floods;
 mod lifecycle;
 mod sources;
+mod upgrade;
+
+pub use upgrade::Image;
 
 use crate::alloc::SupervisorTable;
 use crate::config::Config;
@@ -173,6 +177,12 @@ pub struct Supervisor {
     over_limit: floods::Flood<Peer>,
     stop: Option<Stop>,
     reload_error: Option<String>,
+    /// What this process was started as (an upgrade runs it again).
+    image: Image,
+    upgrade: Option<upgrade::Upgrade>,
+    /// Connections collected for the next image while the gate hands back.
+    carried: Vec<(OwnedFd, crate::handoff::Meta)>,
+    upgrade_error: Option<String>,
     status_dirty: bool,
     status_sent: Option<Instant>,
     next_watchdog: Option<Instant>,
@@ -187,46 +197,145 @@ struct Slots {
     listeners: Option<usize>,
 }
 
+/// The supervisor's ends of what workers inherit: the stop pipe and the
+/// park channel (made at start, or carried over by an upgrade in place).
+struct Channels {
+    stop_reader: OwnedFd,
+    stop_writer: Option<OwnedFd>,
+    park_rx: OwnedFd,
+    park_tx: OwnedFd,
+}
+
 impl Supervisor {
     pub fn new(
         cfg: Config,
         cfg_path: Option<PathBuf>,
         daemon: bool,
-        listeners: Vec<Listener>,
-        signal_fd: SignalFd,
-        notifier: Notifier,
+        io: (Vec<Listener>, SignalFd, Notifier),
+        image: Image,
     ) -> Result<Supervisor, Errno> {
-        let max_pending = lifecycle::pending_limit(&cfg);
         let (stop_reader, stop_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (park_rx, park_tx) = crate::sys::seqpacket_pair()?;
-        // Descendants of workers that die before ending them (a CGI
-        // script's daemon) come back here rather than to init.
-        crate::sys::become_subreaper();
         if !crate::scoreboard::create(crate::config::MAX_WORKERS) {
             return Err(Errno::ENOMEM);
         }
+        let channels = Channels {
+            stop_reader,
+            stop_writer: Some(stop_writer),
+            park_rx,
+            park_tx,
+        };
+        let mut sup = Supervisor::build(cfg, cfg_path, daemon, io, image, channels, 0)?;
+        sup.spawn_gate();
+        Ok(sup)
+    }
+
+    /// The supervisor of an image started by an upgrade in place: what the
+    /// previous image carried over (`crate::upgrade::State`) is taken back;
+    /// its workers go on and are reaped here, its connections go to a new
+    /// gate. Self-bound listeners follow the configuration as on a reload.
+    pub fn resume(
+        cfg: Config,
+        cfg_path: Option<PathBuf>,
+        io: (Vec<Listener>, SignalFd, Notifier),
+        image: Image,
+        state: crate::upgrade::State,
+    ) -> Result<Supervisor, Errno> {
+        if !crate::scoreboard::adopt(state.scoreboard) {
+            return Err(Errno::ENOMEM);
+        }
+        let channels = Channels {
+            stop_reader: upgrade::own(state.stop_reader),
+            stop_writer: (state.stop_writer >= 0).then(|| upgrade::own(state.stop_writer)),
+            park_rx: upgrade::own(state.park_rx),
+            park_tx: upgrade::own(state.park_tx),
+        };
+        let carried_workers = state.workers.len();
+        let mut sup = Supervisor::build(
+            cfg,
+            cfg_path,
+            state.daemon,
+            io,
+            image,
+            channels,
+            carried_workers,
+        )?;
+        let now = Instant::now();
+        for w in &state.workers {
+            sup.workers.push(upgrade::worker_of(w, now));
+            sup.sources.add(w.key, sources::Place::Worker);
+        }
+        for s in &state.free_slots {
+            if sup.free_slots.len() < sup.free_slots.capacity() {
+                sup.free_slots.push(*s);
+            }
+        }
+        sup.next_slot = state.next_slot;
+        let [served, refused, over_limit, shed, parked, lost] = state.counters;
+        sup.counters = Counters {
+            served,
+            refused,
+            over_limit,
+            shed,
+            parked,
+        };
+        sup.lost_lines = lost;
+        if !sup.workers.is_empty() {
+            sup.next_check = Some(now + Duration::from_secs(1));
+        }
+        sup.spawn_gate();
+        for c in &state.conns {
+            let key = crate::handoff::source_key(&c.meta.peer).unwrap_or(crate::handoff::NO_KEY);
+            sup.hand_to_gate(upgrade::own(c.fd), c.meta, key);
+        }
+        let cfg = sup.cfg.clone();
+        if let Err(e) = sup.follow_listeners(&cfg) {
+            crate::error!("after the upgrade: {e}; serving on the listeners carried over");
+        }
+        crate::info!(
+            "upgraded in place from {} to {}: {} worker(s) and {} connection(s) taken over",
+            state.from_version,
+            crate::VERSION,
+            carried_workers,
+            state.conns.len()
+        );
+        Ok(sup)
+    }
+
+    fn build(
+        cfg: Config,
+        cfg_path: Option<PathBuf>,
+        daemon: bool,
+        (listeners, signal_fd, notifier): (Vec<Listener>, SignalFd, Notifier),
+        image: Image,
+        channels: Channels,
+        min_workers: usize,
+    ) -> Result<Supervisor, Errno> {
+        let max_pending = lifecycle::pending_limit(&cfg);
+        // Descendants of workers that die before ending them (a CGI
+        // script's daemon) come back here rather than to init.
+        crate::sys::become_subreaper();
         let table_fail = Errno::ENOMEM;
         let peek =
             SupervisorTable::try_with_capacity(cfg.limits.max_header_bytes).ok_or(table_fail)?;
         // Room for every listener the configuration may have (it allows
         // MAX_LISTENERS), or systemd passed: the poll set never grows later.
         let poll_room = listeners.len().max(crate::config::MAX_LISTENERS) + 4;
-        let mut sup = Supervisor {
-            stop_reader,
-            stop_writer: Some(stop_writer),
-            park_rx,
-            park_tx,
+        let max_workers = cfg.server.max_connections.max(min_workers);
+        Ok(Supervisor {
+            stop_reader: channels.stop_reader,
+            stop_writer: channels.stop_writer,
+            park_rx: channels.park_rx,
+            park_tx: channels.park_tx,
             gate: None,
             outbox: std::collections::VecDeque::new(),
             gate_restart_at: None,
             gate_started: None,
             pollfds: SupervisorTable::try_with_capacity(poll_room).ok_or(table_fail)?,
-            workers: SupervisorTable::try_with_capacity(cfg.server.max_connections)
-                .ok_or(table_fail)?,
+            workers: SupervisorTable::try_with_capacity(max_workers).ok_or(table_fail)?,
             peek,
             msg: zeroed_table(crate::handoff::MAX_MSG).ok_or(table_fail)?,
-            free_slots: SupervisorTable::try_with_capacity(cfg.server.max_connections)
-                .ok_or(table_fail)?,
+            free_slots: SupervisorTable::try_with_capacity(max_workers).ok_or(table_fail)?,
             next_slot: 0,
             next_check: None,
             lost_lines: 0,
@@ -248,12 +357,14 @@ impl Supervisor {
             over_limit: floods::Flood::new(),
             stop: None,
             reload_error: None,
+            image,
+            upgrade: None,
+            carried: Vec::new(),
+            upgrade_error: None,
             status_dirty: false,
             status_sent: None,
             next_watchdog: None,
-        };
-        sup.spawn_gate();
-        Ok(sup)
+        })
     }
 
     /// Serve until stopped; returns the process exit code.
@@ -355,7 +466,7 @@ impl Supervisor {
                 }
                 self.pollfds.push(p);
             }
-            if can_fork {
+            if can_fork || self.handing_over() {
                 slots.ready = Some(self.pollfds.len());
                 self.pollfds.push(pollfd(g.ready.as_raw_fd()));
             }
@@ -374,7 +485,7 @@ impl Supervisor {
     /// cap here: a connection that cannot have a worker yet waits in the
     /// gate, where timeouts and the per-source limit hold.
     fn accepting(&mut self) -> bool {
-        if self.stop.is_some() || !self.outbox.is_empty() {
+        if self.stop.is_some() || !self.outbox.is_empty() || self.handing_over() {
             return false;
         }
         match self.accept_paused_until {
@@ -399,6 +510,7 @@ impl Supervisor {
         due(self.next_watchdog);
         due(self.gate_restart_at);
         due(self.next_check);
+        due(self.upgrade_deadline());
         due(self.fork_failures.due());
         due(self.shed.due());
         due(self.over_limit.due());
@@ -430,6 +542,7 @@ impl Supervisor {
             self.spawn_gate();
         }
         self.log_floods(now);
+        self.upgrade_timers(now);
         if self.next_check.is_some_and(|t| now >= t) {
             self.check_workers(now);
         }
@@ -450,12 +563,15 @@ impl Supervisor {
         }
     }
 
-    /// e.g. "3 active, 120 waiting, 40 parked; 10412 served, 0 refused;
-    /// listening on 0.0.0.0:8080 (http)".
+    /// e.g. "lbaws 0.2.0: 3 active, 120 waiting, 40 parked; 10412 served,
+    /// 0 refused; listening on 0.0.0.0:8080 (http)".
     fn status_line(&self) -> String {
         let mut s = String::with_capacity(160);
+        let _ = write!(s, "lbaws {}: ", crate::VERSION);
         if self.stop.is_some() {
             s.push_str("stopping: ");
+        } else if self.upgrade.is_some() {
+            s.push_str("upgrading: ");
         }
         let (waiting, parked) = self
             .gate
@@ -485,6 +601,9 @@ impl Supervisor {
             let _ = write!(s, "; access log: {} line(s) lost", self.lost_lines);
         }
         if let Some(e) = &self.reload_error {
+            let _ = write!(s, "; {e}");
+        }
+        if let Some(e) = &self.upgrade_error {
             let _ = write!(s, "; {e}");
         }
         s

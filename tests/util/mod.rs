@@ -60,9 +60,15 @@ pub struct Builder {
     nproc: Option<u64>,
     wrapper: Vec<String>,
     wait_ready: bool,
+    binary: Option<PathBuf>,
 }
 
 impl Builder {
+    /// Run this file instead of the built binary (a copy, for upgrades).
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
         self
@@ -101,11 +107,12 @@ impl Builder {
             self.config.replace("{dir}", dir.path().to_str().unwrap()),
         )
         .unwrap();
+        let bin = self.binary.clone().unwrap_or_else(|| PathBuf::from(BIN));
         let mut cmd = if self.wrapper.is_empty() {
-            Command::new(BIN)
+            Command::new(&bin)
         } else {
             let mut c = Command::new(&self.wrapper[0]);
-            c.args(&self.wrapper[1..]).arg(BIN);
+            c.args(&self.wrapper[1..]).arg(&bin);
             c
         };
         cmd.arg("--config").arg(&cfg).args(&self.args);
@@ -174,6 +181,7 @@ impl Daemon {
             nproc: None,
             wrapper: Vec::new(),
             wait_ready: true,
+            binary: None,
         }
     }
 
@@ -694,5 +702,47 @@ impl Client {
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
         matches!(self.reader.read(&mut b), Ok(0))
+    }
+}
+
+/// The notification socket a service manager would own.
+pub struct Manager {
+    pub sock: std::os::unix::net::UnixDatagram,
+    pub seen: Vec<String>,
+}
+
+impl Manager {
+    pub fn bind(path: &std::path::Path) -> Manager {
+        let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Manager {
+            sock,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a datagram containing every one of `keys`; returns it.
+    pub fn expect(&mut self, keys: &[&str]) -> String {
+        let mut buf = [0u8; 4096];
+        let found = wait_for(DEADLINE, || {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            self.seen
+                .iter()
+                .any(|m| keys.iter().all(|k| m.lines().any(|l| l.starts_with(k))))
+        });
+        assert!(found, "no notification with {keys:?}; got {:?}", self.seen);
+        let i = self
+            .seen
+            .iter()
+            .position(|m| keys.iter().all(|k| m.lines().any(|l| l.starts_with(k))))
+            .unwrap();
+        // Later expectations only look at what came after this one.
+        let m = self.seen[i].clone();
+        self.seen.drain(..=i);
+        m
     }
 }

@@ -1,0 +1,421 @@
+//! Upgrade in place (SIGUSR2): the supervisor replaces its own image with
+//! the binary at the path it was started from (after a package upgrade, the
+//! new version), keeping its pid, its listeners, the connections that wait
+//! and the workers that serve. Models: nginx's binary upgrade (USR2) and
+//! HAProxy's master re-exec; neither keeps its pid under systemd, lbaws does
+//! (systemd's MainPID, the pid file and every worker's parent stay).
+//!
+//! ```text
+//!   SIGUSR2 -> RELOADING=1
+//!   Checking   `NEW check [--config F] --upgrade-format N`, a child whose
+//!              end is reaped in the loop like any other (30 s at most);
+//!              it fails: logged with its output, STATUS says so, READY=1,
+//!              the running image goes on as if nothing happened
+//!   Handover   accepting pauses (the backlog keeps what comes); the gate
+//!              sends every connection back and exits; parked connections
+//!              and complete heads are collected too (5 s at most)
+//!   exec       the record (`crate::upgrade::State`) in a memfd, close-on-exec
+//!              cleared on what it names, execve(NEW, same argv, same env +
+//!              NOTIFY_SOCKET/WATCHDOG_*) -- if execve itself fails: a new
+//!              gate takes the connections back, and serving goes on
+//! ```
+//!
+//! Workers are not told anything: each keeps serving its connection, parks
+//! it on the same channel and is reaped by the new image, which has the
+//! table of them. Everything that can fail comes before the exec (the check
+//! runs the new binary on the configuration and asks it whether it reads
+//! this record's format); after it, the new image only logs and carries on.
+
+use super::{Supervisor, Worker};
+use crate::handoff::{Meta, Msg};
+use crate::upgrade::{CarriedConn, CarriedListener, CarriedWorker, State};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long the new binary may take to check the configuration.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the gate may take to hand its connections back.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most of the check's output kept for the log.
+const CHECK_OUTPUT: usize = 4096;
+
+/// What this process was started as: an upgrade executes the file at `exe`
+/// again (which a package upgrade has replaced) with the same arguments.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl Image {
+    /// This process, as it was started (call early: before anything changes
+    /// the working directory).
+    pub fn current() -> Image {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&args[0]));
+        // After the file was replaced, the kernel's name for it ends in
+        // " (deleted)"; the path is what an upgrade runs.
+        let exe = match exe.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+            Some(p) => PathBuf::from(std::ffi::OsStr::from_bytes(p)),
+            None => exe,
+        };
+        Image { exe, args }
+    }
+}
+
+/// Where an upgrade stands.
+pub(super) enum Upgrade {
+    /// The new binary checks the configuration.
+    Checking {
+        pid: Pid,
+        output: OwnedFd,
+        deadline: Instant,
+    },
+    /// The gate sends its connections back.
+    Handover { deadline: Instant },
+}
+
+impl Supervisor {
+    pub(super) fn begin_upgrade(&mut self) {
+        if self.stop.is_some() {
+            crate::info!("SIGUSR2 ignored: stopping");
+            return;
+        }
+        if self.upgrade.is_some() {
+            crate::info!("SIGUSR2 ignored: an upgrade is under way");
+            return;
+        }
+        self.notifier.reloading();
+        crate::info!(
+            "SIGUSR2: upgrading in place to {}; checking it first",
+            self.image.exe.display()
+        );
+        match self.spawn_check() {
+            Ok((pid, output)) => {
+                self.upgrade = Some(Upgrade::Checking {
+                    pid,
+                    output,
+                    deadline: Instant::now() + CHECK_TIMEOUT,
+                });
+            }
+            Err(e) => self.upgrade_refused(&format!("cannot run the check: {e}")),
+        }
+    }
+
+    /// Whether `pid` is the upgrade's check (a child, but no worker).
+    pub(super) fn is_upgrade_check(&self, pid: Pid) -> bool {
+        matches!(self.upgrade, Some(Upgrade::Checking { pid: p, .. }) if p == pid)
+    }
+
+    pub(super) fn handing_over(&self) -> bool {
+        matches!(self.upgrade, Some(Upgrade::Handover { .. }))
+    }
+
+    /// `NEW check [--config F] --upgrade-format N`, its output (stdout and
+    /// stderr) into a pipe read when it ends.
+    fn spawn_check(&self) -> Result<(Pid, OwnedFd), Errno> {
+        use nix::fcntl::OFlag;
+        let exe = cstring(self.image.exe.as_os_str().as_bytes())?;
+        let mut argv = vec![exe.clone(), cstring(b"check")?];
+        if let Some(p) = &self.cfg_path {
+            argv.push(cstring(b"--config")?);
+            argv.push(cstring(p.as_os_str().as_bytes())?);
+        }
+        argv.push(cstring(b"--upgrade-format")?);
+        argv.push(cstring(crate::upgrade::FORMAT.to_string().as_bytes())?);
+        let env = environment(&[])?;
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        // SAFETY: single-threaded; the child only moves descriptors, resets
+        // signals and execs (or _exits), all prepared before the fork.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                let w = w.as_raw_fd();
+                // SAFETY: plain system calls on our own descriptors.
+                unsafe {
+                    libc::dup2(w, 1);
+                    libc::dup2(w, 2);
+                }
+                crate::sys::close_all_but(&mut [0, 1, 2]);
+                let _ = crate::signals::reset_in_child();
+                let _ = nix::unistd::execve(&exe, &argv, &env);
+                // SAFETY: _exit is always safe.
+                unsafe { libc::_exit(127) }
+            }
+            ForkResult::Parent { child } => {
+                drop(w);
+                Ok((child, r))
+            }
+        }
+    }
+
+    /// The check ended (reaped): on to the hand-over, or refused.
+    pub(super) fn check_ended(&mut self, code: i32, signal: Option<Signal>) {
+        let Some(Upgrade::Checking { output, .. }) = self.upgrade.take() else {
+            return;
+        };
+        let mut buf = [0u8; CHECK_OUTPUT];
+        let n = nix::unistd::read(&output, &mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let text = text.trim().replace('\n', "; ");
+        match (code, signal) {
+            (0, None) => self.begin_handover(),
+            (127, None) if text.is_empty() => self.upgrade_refused(&format!(
+                "{} could not be executed",
+                self.image.exe.display()
+            )),
+            (code, None) => self.upgrade_refused(&format!(
+                "{} check exited with code {code}: {text}",
+                self.image.exe.display()
+            )),
+            (_, Some(sig)) => self.upgrade_refused(&format!(
+                "{} check was killed by {sig}",
+                self.image.exe.display()
+            )),
+        }
+    }
+
+    fn begin_handover(&mut self) {
+        crate::info!(
+            "upgrade: {} accepts the configuration; taking the waiting connections back from the gate",
+            self.image.exe.display()
+        );
+        // What waited for the gate's channel is carried as it is.
+        for (conn, meta, _) in self.outbox.drain(..) {
+            self.carried.push((conn, meta));
+        }
+        self.upgrade = Some(Upgrade::Handover {
+            deadline: Instant::now() + HANDOVER_TIMEOUT,
+        });
+        match &self.gate {
+            Some(g) if !g.gone => self.tell_gate(&Msg::Handover),
+            Some(g) => {
+                // Exiting already: its end is reaped, then the exec.
+                crate::debug!("upgrade: gate {} is ending", g.pid);
+            }
+            None => self.exec_upgrade(),
+        }
+    }
+
+    /// A connection on its way to the gate, during the hand-over: carried.
+    pub(super) fn carry(&mut self, conn: OwnedFd, meta: Meta) {
+        self.carried.push((conn, meta));
+    }
+
+    /// The upgrade's deadlines (the check, the hand-over).
+    pub(super) fn upgrade_timers(&mut self, now: Instant) {
+        match &self.upgrade {
+            Some(Upgrade::Checking { pid, deadline, .. }) if now >= *deadline => {
+                crate::warn!("upgrade: the check takes over {CHECK_TIMEOUT:?}: killing it");
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
+            Some(Upgrade::Handover { deadline }) if now >= *deadline => {
+                if let Some(g) = &self.gate {
+                    crate::warn!(
+                        "upgrade: the gate took over {HANDOVER_TIMEOUT:?} to hand its connections back: killing it"
+                    );
+                    let _ = kill(g.pid, Signal::SIGKILL);
+                }
+                self.upgrade = Some(Upgrade::Handover {
+                    deadline: now + HANDOVER_TIMEOUT,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn upgrade_deadline(&self) -> Option<Instant> {
+        match &self.upgrade {
+            Some(Upgrade::Checking { deadline, .. }) | Some(Upgrade::Handover { deadline }) => {
+                Some(*deadline)
+            }
+            None => None,
+        }
+    }
+
+    /// A stop during an upgrade ends the upgrade: the check is killed (and
+    /// reaped as a stray), or the connections collected so far are closed
+    /// (the gate is ending anyway).
+    pub(super) fn abandon_upgrade(&mut self) {
+        match self.upgrade.take() {
+            Some(Upgrade::Checking { pid, .. }) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                crate::info!("upgrade abandoned: stopping");
+            }
+            Some(Upgrade::Handover { .. }) => {
+                let n = self.carried.len();
+                self.carried.clear();
+                crate::info!("upgrade abandoned: stopping; {n} waiting connection(s) closed");
+            }
+            None => {}
+        }
+    }
+
+    fn upgrade_refused(&mut self, why: &str) {
+        crate::error!("upgrade refused: {why}; the running version keeps serving");
+        self.upgrade = None;
+        self.upgrade_error = Some(format!("upgrade refused: {why}"));
+        self.ready_again();
+    }
+
+    fn ready_again(&mut self) {
+        self.status_dirty = true;
+        if self.notifier.enabled() {
+            self.notifier.ready(&self.status_line());
+            self.status_sent = Some(Instant::now());
+            self.status_dirty = false;
+        }
+    }
+
+    /// The gate has handed everything back and ended (or was killed):
+    /// replace this image.
+    pub(super) fn exec_upgrade(&mut self) {
+        let state = self.upgrade_state();
+        let fds = state.fds();
+        for &fd in &fds {
+            crate::sys::set_cloexec(fd, false);
+        }
+        let why = match self.exec_with(&state) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        for &fd in &fds {
+            crate::sys::set_cloexec(fd, true);
+        }
+        crate::error!("upgrade failed: {why}; the running version goes on serving");
+        self.upgrade = None;
+        self.upgrade_error = Some(format!("upgrade failed: {why}"));
+        // A new gate of this version takes the connections back.
+        self.spawn_gate();
+        for (conn, meta) in std::mem::take(&mut self.carried) {
+            let key = crate::handoff::source_key(&meta.peer).unwrap_or(crate::handoff::NO_KEY);
+            self.hand_to_gate(conn, meta, key);
+        }
+        self.ready_again();
+    }
+
+    fn exec_with(&self, state: &State) -> Result<std::convert::Infallible, String> {
+        let record = state.to_memfd().map_err(|e| format!("memfd: {e}"))?;
+        let exe = cstring(self.image.exe.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        let argv = self
+            .image
+            .args
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let mut extra = self.notifier.env();
+        extra.push((
+            crate::upgrade::ENV.into(),
+            record.as_raw_fd().to_string().into(),
+        ));
+        let env = environment(&extra).map_err(|e| e.to_string())?;
+        crate::info!(
+            "upgrade: executing {} (pid {} stays): {} worker(s), {} connection(s), {} listener(s) carried over",
+            self.image.exe.display(),
+            std::process::id(),
+            state.workers.len(),
+            state.conns.len(),
+            state.listeners.len()
+        );
+        let e = nix::unistd::execve(&exe, &argv, &env).unwrap_err();
+        Err(format!("execve {}: {e}", self.image.exe.display()))
+    }
+
+    /// What the new image takes over.
+    fn upgrade_state(&self) -> State {
+        let c = &self.counters;
+        let now = Instant::now();
+        State {
+            from_version: crate::VERSION.into(),
+            daemon: self.daemon,
+            counters: [
+                c.served,
+                c.refused,
+                c.over_limit,
+                c.shed,
+                c.parked,
+                self.lost_lines,
+            ],
+            stop_reader: self.stop_reader.as_raw_fd(),
+            stop_writer: self.stop_writer.as_ref().map_or(-1, |w| w.as_raw_fd()),
+            park_rx: self.park_rx.as_raw_fd(),
+            park_tx: self.park_tx.as_raw_fd(),
+            scoreboard: crate::scoreboard::fd(),
+            next_slot: self.next_slot,
+            free_slots: self.free_slots.as_slice().to_vec(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| CarriedListener {
+                    fd: l.raw(),
+                    inherited: l.inherited,
+                    name: l.name.clone(),
+                })
+                .collect(),
+            workers: self
+                .workers
+                .as_slice()
+                .iter()
+                .map(|w| CarriedWorker {
+                    pid: w.pid.as_raw(),
+                    peer: w.peer,
+                    age_ms: now.saturating_duration_since(w.started).as_millis() as u64,
+                    key: w.key,
+                    slot: w.slot,
+                })
+                .collect(),
+            conns: self
+                .carried
+                .iter()
+                .map(|(c, meta)| CarriedConn {
+                    fd: c.as_raw_fd(),
+                    meta: *meta,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A carried worker, back in the table of the new image.
+pub(super) fn worker_of(w: &CarriedWorker, now: Instant) -> Worker {
+    Worker {
+        pid: Pid::from_raw(w.pid),
+        peer: w.peer,
+        started: now
+            .checked_sub(Duration::from_millis(w.age_ms))
+            .unwrap_or(now),
+        key: w.key,
+        slot: w.slot,
+        stalled: None,
+    }
+}
+
+fn cstring(b: &[u8]) -> Result<CString, Errno> {
+    CString::new(b).map_err(|_| Errno::EINVAL)
+}
+
+/// This process's environment (what is left of it: lbaws removed systemd's
+/// variables at start) and `extra`.
+fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os().chain(extra.iter().cloned()) {
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        env.push(cstring(&kv)?);
+    }
+    Ok(env)
+}
+
+/// The carried listening sockets' descriptors (close-on-exec again).
+pub(super) fn own(fd: RawFd) -> OwnedFd {
+    crate::sys::set_cloexec(fd, true);
+    // SAFETY: handed over open by the previous image, for this one to own.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,221 @@
+//! Upgrade in place (SIGUSR2): lbaws runs the binary at the path it was
+//! started from (here a copy, replaced the way a package upgrade replaces
+//! it) in check mode, then re-executes it with the same pid. A download in
+//! flight, a parked keep-alive connection and a half-sent head all go on
+//! across it; a failed check changes nothing.
+
+mod util;
+
+use nix::sys::signal::Signal;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use util::*;
+
+const BIG: usize = 8 << 20;
+
+/// One test at a time: a copy of the binary being written while another
+/// thread of this test process forks would make its exec fail (ETXTBSY).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const CONFIG: &str = r#"
+[[listen]]
+address = "127.0.0.1:0"
+
+[log]
+level = "debug"
+
+[limits]
+park_after = "50ms"
+
+[[route]]
+prefix = "/big"
+static = { root = "{dir}/www" }
+
+[[route]]
+prefix = "/"
+respond = { status = 200, body = "Hello, World!\n", content_type = "text/plain" }
+"#;
+
+/// A copy of the binary in a directory of its own: what the daemon runs,
+/// and what the test replaces.
+fn binary_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("lbaws");
+    std::fs::copy(BIN, &bin).unwrap();
+    (dir, bin)
+}
+
+/// Replace the file as dpkg does: a new file renamed over the old one.
+fn replace(bin: &Path) {
+    let new = bin.with_extension("new");
+    std::fs::copy(BIN, &new).unwrap();
+    std::fs::rename(&new, bin).unwrap();
+}
+
+fn exe_of(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn big_file(d: &Daemon) -> Vec<u8> {
+    let body: Vec<u8> = (0..BIG as u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+    std::fs::create_dir_all(d.path("www")).unwrap();
+    std::fs::write(d.path("www/file.bin"), &body).unwrap();
+    body
+}
+
+#[test]
+fn sigusr2_replaces_the_image_and_loses_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let notify_dir = tempfile::tempdir().unwrap();
+    let sock = notify_dir.path().join("notify.sock");
+    let mut mgr = Manager::bind(&sock);
+    let mut d = Daemon::with_config(CONFIG)
+        .binary(&bin)
+        .env("NOTIFY_SOCKET", sock.to_str().unwrap())
+        .start();
+    mgr.expect(&["READY=1"]);
+    let body = big_file(&d);
+    let addr = d.addr();
+
+    // A download in flight: its head and a first piece read, the rest
+    // waiting in the worker (blocked on a full socket buffer).
+    let mut download = connect(addr);
+    download
+        .write_all(b"GET /big/file.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = vec![0u8; 64 << 10];
+    download.read_exact(&mut got).unwrap();
+    // A keep-alive connection, parked in the gate once idle.
+    let mut parked = Client::new(addr);
+    assert_eq!(parked.get("/").status, 200);
+    // A head half sent, waiting in the gate.
+    let mut half = connect(addr);
+    half.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    // The download's worker only (the keep-alive one has parked).
+    assert!(wait_for(DEADLINE, || d.children().len() == 1));
+
+    replace(&bin);
+    assert!(exe_of(d.pid).ends_with(" (deleted)"), "{}", exe_of(d.pid));
+    let pid = d.pid;
+    d.signal(Signal::SIGUSR2);
+    mgr.expect(&["RELOADING=1"]);
+    let ready = mgr.expect(&["READY=1"]);
+    assert!(
+        ready.contains(&format!("STATUS=lbaws {}: ", env!("CARGO_PKG_VERSION"))),
+        "{ready}"
+    );
+    d.wait_log("upgraded in place from");
+    assert_eq!(d.count_log("info: ready:"), 2, "{}", d.logs());
+    assert!(d.alive());
+    assert_eq!(d.pid, pid);
+    assert_eq!(exe_of(pid), bin.to_str().unwrap(), "the new file runs");
+    assert!(
+        d.logs().contains("1 worker(s), 2 connection(s)"),
+        "{}",
+        d.logs()
+    );
+
+    // Everything goes on: the half head, the parked connection, the download.
+    half.write_all(b"Connection: close\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut half).status, 200);
+    assert_eq!(parked.get("/").status, 200);
+    download.read_to_end(&mut got).unwrap();
+    let start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(got.len() - start, BIG, "the whole download");
+    assert!(got[start..] == body[..], "the download intact");
+    // The old worker is reaped by the new image, as a normal end.
+    drop(download);
+    d.wait_no_workers();
+    assert_eq!(get(addr, "/").status, 200);
+    let logs = d.logs();
+    for bad in ["killed by", "exited with code", "stray", "lost", "error:"] {
+        assert!(!logs.contains(bad), "{bad:?} in\n{logs}");
+    }
+}
+
+#[test]
+fn a_failed_check_refuses_the_upgrade_and_keeps_serving() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let mut d = Daemon::with_config(CONFIG).binary(&bin).start();
+    let addr = d.addr();
+    let good = std::fs::read_to_string(d.path("config.toml")).unwrap();
+
+    // A broken configuration: refused with its location, nothing changes.
+    let broken = good.replace("park_after", "bogus");
+    std::fs::write(d.path("config.toml"), broken).unwrap();
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgrade refused:");
+    let logs = d.logs();
+    assert!(logs.contains("config.toml:"), "{logs}");
+    assert!(logs.contains("the running version keeps serving"), "{logs}");
+    assert_eq!(get(addr, "/").status, 200);
+
+    // A file that cannot run: refused too.
+    std::fs::write(d.path("config.toml"), &good).unwrap();
+    let junk = bin.with_extension("junk");
+    std::fs::write(&junk, b"not a program").unwrap();
+    std::fs::rename(&junk, &bin).unwrap();
+    d.signal(Signal::SIGUSR2);
+    assert!(wait_for(DEADLINE, || d.count_log("upgrade refused:") == 2));
+    assert_eq!(get(addr, "/").status, 200);
+    assert_eq!(d.count_log("info: ready:"), 1, "still the first image");
+
+    // Once the file is good again, the upgrade goes through.
+    replace(&bin);
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgraded in place from");
+    assert_eq!(get(addr, "/").status, 200);
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(DEADLINE).success());
+}
+
+#[test]
+fn an_upgrade_keeps_systemds_sockets_and_their_names() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = r#"
+[[listen]]
+address = "127.0.0.1:1"   # not bound: socket-activated lbaws binds nothing
+name = "web"
+
+[[route]]
+prefix = "/"
+respond = { status = 200, body = "activated\n" }
+"#;
+    let mut d = Daemon::with_config(config)
+        .wrapper(&["systemd-socket-activate", "-l", &listen, "--fdname=web"])
+        .no_wait()
+        .start();
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
+    assert_eq!(get(addr, "/").body_str(), "activated\n");
+    d.wait_log("info: ready:");
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgraded in place from");
+    assert!(wait_for(DEADLINE, || d.count_log("info: ready:") == 2));
+    assert_eq!(get(addr, "/").body_str(), "activated\n");
+    let logs = d.logs();
+    assert_eq!(
+        logs.matches(&format!("listening on {listen} (web) [from systemd]"))
+            .count(),
+        2,
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("127.0.0.1:1 "),
+        "bound the config address:\n{logs}"
+    );
+    // Every descriptor but 0-2 is close-on-exec again in the new image.
+    for (fd, flags) in d.fd_flags() {
+        assert!(
+            fd <= 2 || flags & 0o2000000 != 0,
+            "fd {fd} not close-on-exec"
+        );
+    }
+}
