@@ -12,6 +12,8 @@
 //! (nothing may unlink a Unix socket or flush a buffer that belongs to the
 //! supervisor). It keeps the stop pipe's read end, which it watches while
 //! idle, and the park channel, on which it may hand its connection back.
+//! It also keeps the sandbox's prepared rulesets ([`crate::sandbox`]), and
+//! enters its own before it reads a byte of the connection.
 
 use crate::config::Config;
 use crate::handoff::Meta;
@@ -34,13 +36,15 @@ pub struct Inherited {
 
 /// Run a worker for `conn`; never returns.
 pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
-    let mut keep = [
+    let mut keep = [-1; 6 + crate::config::MAX_CGI_ROUTES];
+    keep[..5].copy_from_slice(&[
         conn.as_raw_fd(),
         inherited.stop_reader,
         inherited.park.unwrap_or(-1),
         inherited.logs[0],
         inherited.logs[1],
-    ];
+    ]);
+    crate::sandbox::keep(&mut keep[5..]);
     crate::sys::close_all_but(&mut keep);
     // SAFETY: these stay open for the whole life of this process.
     let stop = unsafe { BorrowedFd::borrow_raw(inherited.stop_reader) };
@@ -54,6 +58,11 @@ pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
     // supervisor's (copy-on-write) heap.
     crate::alloc::enter_worker();
     crate::scoreboard::enter(inherited.slot);
+    // Its own Landlock domain and seccomp filter (prepared by the
+    // supervisor; two system calls here), before it reads a byte.
+    if crate::sandbox::enter_worker().is_err() {
+        exit(http::EXIT_OSERR);
+    }
     let ctx = worker::Ctx {
         stop: Some(stop),
         park,

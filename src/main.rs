@@ -32,6 +32,7 @@ mod http;
 mod listen;
 mod log;
 mod notify;
+mod sandbox;
 mod scoreboard;
 mod signals;
 mod supervisor;
@@ -111,7 +112,40 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
         }
     }
     println!("configuration OK ({})", cfg.source);
-    ExitCode::SUCCESS
+    for line in sandbox::describe(cfg) {
+        println!("{line}");
+    }
+    match sandbox::prepare(cfg) {
+        Ok(p) => {
+            println!("{}", p.summary);
+            for m in &p.missing {
+                println!("sandbox: {} does not exist: it grants nothing", m.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", cfg.source);
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// The sandbox `cfg` asks for, into use for every worker; logged once.
+fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
+    match sandbox::prepare(cfg) {
+        Ok(p) => {
+            info!("{}", p.summary);
+            for m in &p.missing {
+                warn!("sandbox: {} does not exist: it grants nothing", m.display());
+            }
+            let _ = sandbox::install(p);
+            Ok(())
+        }
+        Err(e) => {
+            error!("{e}; refusing to serve");
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
 }
 
 /// The image an upgrade in place started: take over what the previous one
@@ -151,6 +185,9 @@ fn resume(
     }
     if let Err(e) = log::configure_access(&cfg.log.access) {
         error!("{e}; no access log");
+    }
+    if let Err(code) = enter_sandbox_mode(&cfg) {
+        return code;
     }
     let signal_fd = match signals::open() {
         Ok(fd) => fd,
@@ -222,6 +259,9 @@ fn run(
     if let Err(e) = drop_privileges(&cfg) {
         error!("{e}; refusing to serve as root");
         return ExitCode::from(EX_OSERR);
+    }
+    if let Err(code) = enter_sandbox_mode(&cfg) {
+        return code;
     }
     let signal_fd = match signals::open() {
         Ok(fd) => fd,

@@ -32,7 +32,8 @@ struct Header {
 struct Slot {
     /// CLOCK_MONOTONIC, milliseconds, of the worker's last progress.
     progress_ms: AtomicU64,
-    _room: AtomicU64,
+    /// The system call the worker's seccomp filter refused it, + 1 (0: none).
+    denied: AtomicU64,
 }
 
 const HEADER: usize = 64;
@@ -144,6 +145,7 @@ pub fn now_ms() -> u64 {
 pub fn assign(i: usize) {
     if let Some(s) = slot(i) {
         s.progress_ms.store(now_ms(), Ordering::Relaxed);
+        s.denied.store(0, Ordering::Relaxed);
     }
 }
 
@@ -161,6 +163,24 @@ pub fn progress() {
             s.progress_ms.store(now_ms(), Ordering::Relaxed);
         }
     }
+}
+
+/// In a worker's `SIGSYS` handler: the sandbox refused system call `nr`.
+/// (A thread-local read and an atomic store: safe in a signal handler.)
+pub fn denied(nr: i32) {
+    let i = MINE.with(std::cell::Cell::get);
+    if i > 0 {
+        if let Some(s) = slot(i - 1) {
+            s.denied.store(nr as u32 as u64 + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// In the supervisor, for a worker that ended by `SIGSYS`: the system call
+/// its filter refused, if it recorded one.
+pub fn denied_call(i: usize) -> Option<i32> {
+    let v = slot(i)?.denied.load(Ordering::Relaxed);
+    (v > 0).then(|| (v - 1) as u32 as i32)
 }
 
 /// In the supervisor: the last progress of slot `i`, in `now_ms` time.

@@ -101,6 +101,7 @@ respond = {{ status = 200, body = "fixed route\n" }}
     );
     let d = Daemon::with_config(&config)
         .env("LBAWS_TEST_SECRET", "must-not-leak")
+        .dirs(&["cgi", "www"])
         .start();
     let cgi = d.path("cgi");
     std::fs::create_dir_all(&cgi).unwrap();

@@ -50,7 +50,7 @@ fn bad_configs_are_located() {
             "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`",
         ),
         // unknown table
-        ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`"),
+        ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`, `sandbox`"),
         // bad duration
         (
             "[server]\nshutdown_timeout = \"10 seconds\"\n",
@@ -80,6 +80,16 @@ fn bad_configs_are_located() {
         ),
         // TOML syntax
         ("[server\n", "FILE:1:8: invalid table header expected `.`, `]`"),
+        // sandbox
+        ("[sandbox]\nmode = \"strict\"\n", "FILE:2:8: sandbox mode \"strict\": expected \"best-effort\", \"required\" or \"off\""),
+        (
+            "[[route]]\nprefix = \"/\"\nrespond = { status = 200 }\nsandbox = { read = [\"/srv\"] }\n",
+            "FILE:4:11: sandbox widens what a route's CGI scripts get: this route runs none",
+        ),
+        (
+            "[[route]]\nprefix = \"/\"\ncgi = { dir = \"/srv/cgi\" }\nsandbox = { write = [\"data\"] }\n",
+            "FILE:4:22: sandbox write path \"data\" must be absolute",
+        ),
         // unix-only key on TCP
         ("[[listen]]\naddress = \"127.0.0.1:1\"\nmode = \"0600\"\n", "FILE:3:8: mode applies to unix sockets only"),
     ];

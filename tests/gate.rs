@@ -492,8 +492,8 @@ fn accept_queue(pid: i32) -> u32 {
 
 #[test]
 fn a_worker_holds_its_connection_and_nothing_else() {
-    // Beyond stdio: its connection, the stop pipe, the park channel, and
-    // the access log file; no listener, no channel of the supervisor's, no
+    // Beyond stdio: its connection, the stop pipe, the park channel, the
+    // access log file and its scripts' Landlock rulesets; no listener, no channel of the supervisor's, no
     // other connection (there are twenty waiting in the gate meanwhile).
     let d = daemon(&format!("[limits]\n{NO_PARKING}\nheader_timeout = \"60s\""));
     let _waiting: Vec<TcpStream> = (0..20).map(|i| half_head(source(i), &d)).collect();
@@ -515,10 +515,15 @@ fn a_worker_holds_its_connection_and_nothing_else() {
     let sockets = fds.iter().filter(|l| l.starts_with("socket:")).count();
     let pipes = fds.iter().filter(|l| l.starts_with("pipe:")).count();
     let files: Vec<_> = fds.iter().filter(|l| l.starts_with('/')).collect();
+    let rulesets = fds
+        .iter()
+        .filter(|l| l.contains("landlock-ruleset"))
+        .count();
     assert_eq!(
-        (sockets, pipes, files.len(), fds.len()),
-        (2, 1, 1, 4),
-        "the connection and the park channel, the stop pipe, the access log: {fds:?}"
+        (sockets, pipes, files.len(), rulesets, fds.len()),
+        (2, 1, 1, 2, 6),
+        "the connection and the park channel, the stop pipe, the access log, \
+         the sandbox of each of the two CGI routes' scripts: {fds:?}"
     );
     assert!(files[0].ends_with("access.log"), "{fds:?}");
 }

@@ -64,10 +64,9 @@ static = {{ root = "{{dir}}/www/list", autoindex = true }}
 {extra_route}
 "#
     );
-    let b = Daemon::with_config(&config);
-    // The tree must exist before the first request; build it in the daemon's
-    // own directory right after start.
-    let d = b.start();
+    // The roots must exist when lbaws starts (its sandbox grants them by
+    // what they are then); the files in them are made right after start.
+    let d = Daemon::with_config(&config).dirs(&["www/list"]).start();
     tree(d.dir.path());
     d
 }
@@ -377,8 +376,7 @@ body_timeout = "300ms"
 prefix = "/"
 static = { root = "{dir}/www" }
 "#;
-    let d = Daemon::with_config(config).start();
-    std::fs::create_dir_all(d.path("www")).unwrap();
+    let d = Daemon::with_config(config).dirs(&["www"]).start();
     // Far more than the socket buffers hold: the worker blocks in sendfile.
     std::fs::File::create(d.path("www/huge.bin"))
         .unwrap()

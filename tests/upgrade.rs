@@ -74,6 +74,7 @@ fn sigusr2_replaces_the_image_and_loses_nothing() {
     let sock = notify_dir.path().join("notify.sock");
     let mut mgr = Manager::bind(&sock);
     let mut d = Daemon::with_config(CONFIG)
+        .dirs(&["www"])
         .binary(&bin)
         .env("NOTIFY_SOCKET", sock.to_str().unwrap())
         .start();

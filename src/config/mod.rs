@@ -186,7 +186,34 @@ pub struct CgiRoute {
     pub interpreters: Vec<(String, PathBuf)>,
     /// Extra environment for every script (PATH defaults to a standard one).
     pub env: Vec<(String, String)>,
+    /// What the route's `sandbox` adds for its scripts.
+    pub widen: Widen,
+    /// This route's place among the CGI routes (its scripts' sandbox).
+    pub slot: usize,
 }
+
+/// A route's `sandbox = { read, write, connect_ports }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Widen {
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+    pub connect_ports: Vec<u16>,
+}
+
+/// `[sandbox] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// Enforce what the kernel supports; say once what is not.
+    #[default]
+    BestEffort,
+    /// Refuse to start (or reload) without all of it.
+    Required,
+    Off,
+}
+
+/// The most CGI routes a configuration may have: each keeps a sandbox
+/// ready in every worker (a descriptor).
+pub const MAX_CGI_ROUTES: usize = 64;
 
 #[derive(Debug, Clone)]
 pub enum CgiTarget {
@@ -221,6 +248,7 @@ pub struct Config {
     pub limits: Limits,
     /// Longest prefix first, so the first match wins.
     pub routes: Vec<Route>,
+    pub sandbox: SandboxMode,
 }
 
 /// The most workers any configuration may have (`max_connections`' bound).

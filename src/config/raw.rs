@@ -23,6 +23,27 @@ pub(super) struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub sandbox: RawSandbox,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSandbox {
+    pub mode: Option<Spanned<String>>,
+}
+
+/// A route's `sandbox = { read, write, connect_ports }`: what its CGI
+/// scripts get beyond the default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWiden {
+    #[serde(default)]
+    pub read: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub write: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub connect_ports: Vec<Spanned<u16>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -95,6 +116,7 @@ pub(super) struct RawRoute {
     pub static_: Option<Spanned<RawStatic>>,
     pub redirect: Option<Spanned<RawRedirect>>,
     pub cgi: Option<Spanned<RawCgi>>,
+    pub sandbox: Option<Spanned<RawWiden>>,
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! fields checked (absolute paths, plain index names, redirect statuses and
 //! targets, environment names).
 
-use super::raw::{RawCgi, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic};
+use super::raw::{RawCgi, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic, RawWiden};
 use super::validate::Invalid;
 use super::*;
 use toml::Spanned;
@@ -10,6 +10,7 @@ use toml::Spanned;
 /// The `[[route]]` entries, longest prefix first.
 pub(super) fn routes(raw: &RawConfig) -> Result<Vec<Route>, Invalid> {
     let mut routes: Vec<Route> = Vec::new();
+    let mut cgi_routes = 0;
     for r in &raw.route {
         let prefix = r.get_ref().prefix.get_ref();
         if routes.iter().any(|o| &o.prefix == prefix) {
@@ -18,7 +19,15 @@ pub(super) fn routes(raw: &RawConfig) -> Result<Vec<Route>, Invalid> {
                 format!("duplicate route prefix {prefix:?}"),
             ));
         }
-        routes.push(route(r)?);
+        let mut route = route(r)?;
+        if let Action::Cgi(c) = &mut route.action {
+            if cgi_routes == MAX_CGI_ROUTES {
+                return Err((r.span(), format!("more than {MAX_CGI_ROUTES} cgi routes")));
+            }
+            c.slot = cgi_routes;
+            cgi_routes += 1;
+        }
+        routes.push(route);
     }
     // Longest prefix first: a stable sort keeps file order among equals (none: duplicates refused).
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -36,11 +45,23 @@ fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
             format!("route prefix {prefix:?} must start with '/'"),
         ));
     }
+    if let (Some(w), None) = (&r.sandbox, &r.cgi) {
+        return Err((
+            w.span(),
+            "sandbox widens what a route's CGI scripts get: this route runs none".into(),
+        ));
+    }
     let action = match (&r.respond, &r.static_, &r.redirect, &r.cgi) {
         (Some(v), None, None, None) => respond(v)?,
         (None, Some(st), None, None) => Action::Static(static_route(st.get_ref())?),
         (None, None, Some(rd), None) => redirect(rd)?,
-        (None, None, None, Some(c)) => Action::Cgi(cgi_route(c)?),
+        (None, None, None, Some(c)) => Action::Cgi(CgiRoute {
+            widen: match &r.sandbox {
+                Some(w) => widen(w.get_ref())?,
+                None => Widen::default(),
+            },
+            ..cgi_route(c)?
+        }),
         (None, None, None, None) => {
             return Err((
                 span,
@@ -146,6 +167,37 @@ fn cgi_route(c: &Spanned<RawCgi>) -> Result<CgiRoute, Invalid> {
             .map_or(Duration::from_secs(30), |d| d.0),
         interpreters,
         env,
+        widen: Widen::default(),
+        slot: 0,
+    })
+}
+
+/// A route's `sandbox = { read, write, connect_ports }`: absolute paths
+/// (they need not exist yet: a missing one grants nothing, and is said at
+/// start), ports other than 0.
+fn widen(w: &RawWiden) -> Result<Widen, Invalid> {
+    let paths = |list: &[Spanned<String>], what: &str| -> Result<Vec<PathBuf>, Invalid> {
+        list.iter()
+            .map(|p| match p.get_ref().starts_with('/') {
+                true => Ok(PathBuf::from(p.get_ref())),
+                false => Err((
+                    p.span(),
+                    format!("sandbox {what} path {:?} must be absolute", p.get_ref()),
+                )),
+            })
+            .collect()
+    };
+    let mut connect_ports = Vec::new();
+    for p in &w.connect_ports {
+        if *p.get_ref() == 0 {
+            return Err((p.span(), "sandbox connect_ports: port 0".into()));
+        }
+        connect_ports.push(*p.get_ref());
+    }
+    Ok(Widen {
+        read: paths(&w.read, "read")?,
+        write: paths(&w.write, "write")?,
+        connect_ports,
     })
 }
 

@@ -39,6 +39,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let temp_dir = temp_dir(&raw, user.as_ref(), group.as_ref())?;
     let limits = limits(&raw.limits);
     let access = access_log(&raw.log)?;
+    let sandbox = sandbox_mode(&raw)?;
 
     Ok(Config {
         source: String::new(),
@@ -66,7 +67,24 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         },
         limits,
         routes,
+        sandbox,
     })
+}
+
+/// `[sandbox] mode`.
+fn sandbox_mode(raw: &RawConfig) -> Result<SandboxMode, Invalid> {
+    let Some(m) = &raw.sandbox.mode else {
+        return Ok(SandboxMode::BestEffort);
+    };
+    match m.get_ref().as_str() {
+        "best-effort" => Ok(SandboxMode::BestEffort),
+        "required" => Ok(SandboxMode::Required),
+        "off" => Ok(SandboxMode::Off),
+        other => Err((
+            m.span(),
+            format!("sandbox mode {other:?}: expected \"best-effort\", \"required\" or \"off\""),
+        )),
+    }
 }
 
 /// The `[[listen]]` entries: distinct addresses and names, options that

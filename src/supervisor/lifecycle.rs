@@ -110,6 +110,16 @@ impl Supervisor {
                 "worker {pid} (peer {}) ended by {sig} at shutdown after {age:.3}s",
                 w.peer
             ),
+            Some((Signal::SIGSYS, _))
+                if crate::scoreboard::denied_call(w.slot as usize).is_some() =>
+            {
+                let nr = crate::scoreboard::denied_call(w.slot as usize).unwrap_or(-1);
+                crate::warn!(
+                    "worker {pid} (peer {}) killed by its sandbox: system call {} ({nr}) refused after {age:.3}s",
+                    w.peer,
+                    crate::sandbox::syscall_name(nr).unwrap_or("unknown")
+                )
+            }
             Some((sig, core)) => crate::warn!(
                 "worker {pid} (peer {}) killed by signal {} ({sig}){} after {age:.3}s",
                 w.peer,
@@ -397,9 +407,18 @@ impl Supervisor {
         let result = config::load(self.cfg_path.as_deref())
             .map_err(|e| e.to_string())
             .and_then(|new| self.tables_for(&new).map(|t| (new, t)))
-            .and_then(|(new, t)| self.follow_listeners(&new).map(|()| (new, t)));
+            .and_then(|(new, t)| crate::sandbox::prepare(&new).map(|s| (new, t, s)))
+            .and_then(|(new, t, s)| self.follow_listeners(&new).map(|()| (new, t, s)));
         match result {
-            Ok((new, tables)) => self.apply(new, tables, &source),
+            Ok((new, tables, sandbox)) => {
+                for m in &sandbox.missing {
+                    crate::warn!("sandbox: {} does not exist: it grants nothing", m.display());
+                }
+                if let Some(changed) = crate::sandbox::install(sandbox) {
+                    crate::info!("{changed}");
+                }
+                self.apply(new, tables, &source)
+            }
             Err(e) => {
                 crate::error!("reload failed, keeping the running configuration: {e}");
                 self.reload_error = Some(format!("reload failed: {e}"));

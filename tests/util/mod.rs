@@ -61,9 +61,16 @@ pub struct Builder {
     wrapper: Vec<String>,
     wait_ready: bool,
     binary: Option<PathBuf>,
+    dirs: Vec<String>,
 }
 
 impl Builder {
+    /// Make these directories in the temp dir before lbaws starts (paths
+    /// its sandbox must find at start).
+    pub fn dirs(mut self, names: &[&str]) -> Self {
+        self.dirs.extend(names.iter().map(|s| s.to_string()));
+        self
+    }
     /// Run this file instead of the built binary (a copy, for upgrades).
     pub fn binary(mut self, path: &Path) -> Self {
         self.binary = Some(path.to_path_buf());
@@ -101,6 +108,9 @@ impl Builder {
             .prefix("lbaws-test-")
             .tempdir()
             .unwrap();
+        for d in &self.dirs {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
         let cfg = dir.path().join("config.toml");
         std::fs::write(
             &cfg,
@@ -182,6 +192,7 @@ impl Daemon {
             wrapper: Vec::new(),
             wait_ready: true,
             binary: None,
+            dirs: Vec::new(),
         }
     }
 

@@ -102,6 +102,7 @@ pub fn serve(
         argv,
         env,
         dir: script.dir,
+        sandbox: route.slot,
     };
     let stdin = match cx.body {
         Some((fd, _)) => fd,

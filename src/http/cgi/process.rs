@@ -71,6 +71,8 @@ pub struct Program {
     pub env: Vec<CString>,
     /// The working directory (the script's own), open.
     pub dir: OwnedFd,
+    /// Its route's place among the CGI routes: the sandbox it enters.
+    pub sandbox: usize,
 }
 
 /// Why there is no running script.
@@ -182,6 +184,9 @@ fn set_up_child(
     if nix::unistd::getppid() != worker {
         return Err(Errno::ESRCH);
     }
+    // Its route's Landlock domain, nested in the worker's (the ruleset is
+    // one of the descriptors closed below).
+    crate::sandbox::enter_script(p.sandbox)?;
     for (to, fd) in stdio.iter().enumerate() {
         // SAFETY: plain descriptor calls in a single-threaded child.
         if unsafe { libc::dup2(fd.as_raw_fd(), to as libc::c_int) } < 0 {
@@ -462,6 +467,7 @@ mod tests {
         };
         let path = CString::new(named.as_os_str().as_encoded_bytes()).unwrap();
         Program {
+            sandbox: 0,
             file: open(script, OFlag::O_RDONLY),
             argv: vec![path.clone()],
             path,

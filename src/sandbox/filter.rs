@@ -1,0 +1,294 @@
+//! The seccomp filter of a worker, compiled once per configuration with
+//! `seccompiler` (pure Rust, so the static executable needs no libseccomp;
+//! maintained with Firecracker, which filters its own processes the same
+//! way) and installed in each worker by one system call.
+//!
+//! Two filters, by what the configuration serves:
+//!
+//! - **Static only** (no CGI route): an allow-list of the calls a worker
+//!   makes (read and write a socket, open and send files, map memory, log).
+//!   Anything else, `fork` and `execve` first, raises `SIGSYS`; the worker
+//!   records the call's number in its scoreboard slot and dies of it, and
+//!   the supervisor logs the call by name.
+//! - **With CGI routes**: the worker forks and execs scripts, which inherit
+//!   the filter, and an allow-list cannot know what an interpreter calls.
+//!   So a deny-list: the calls that reach into other processes or the
+//!   kernel's global state (`ptrace`, `process_vm_readv`, `bpf`, `mount`,
+//!   `unshare`, `keyctl`, `io_uring`, ...) fail with `EPERM`, and the
+//!   script goes on to answer.
+//!
+//! Both begin with a check of the architecture and a refusal of x32 call
+//! numbers, which a deny-list keyed by x86_64 numbers would otherwise let
+//! through.
+
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+};
+use std::collections::BTreeMap;
+
+/// A compiled program, in the kernel's layout.
+pub type Program = Vec<libc::sock_filter>;
+
+/// The calls a static worker makes (strace of the test suite's static
+/// requests, keep-alive, parking, refusals, logging), with what the Rust
+/// runtime and glibc may need on a rarer path (memory, time, randomness,
+/// an abort).
+#[cfg(target_arch = "x86_64")]
+const STATIC_WORKER: &[i64] = &[
+    // The connection and the files it is answered from.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_sendfile,
+    libc::SYS_shutdown,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_openat,
+    libc::SYS_openat2,
+    libc::SYS_close,
+    libc::SYS_close_range,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_getdents64,
+    libc::SYS_readlink,
+    libc::SYS_readlinkat,
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    libc::SYS_dup3,
+    libc::SYS_fadvise64,
+    // syslog's socket, reconnected after a restart of the log daemon
+    // (AF_UNIX only: see `socket_rule`).
+    libc::SYS_connect,
+    // Memory.
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_brk,
+    // Time, randomness, the process itself.
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_gettimeofday,
+    libc::SYS_getrandom,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_futex,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_prctl,
+    // Signals: the default dispositions it resets, the SIGSYS it dies of.
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_restart_syscall,
+    libc::SYS_tgkill,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// Denied to workers that run CGI scripts, and so to the scripts.
+#[cfg(target_arch = "x86_64")]
+const CGI_DENIED: &[i64] = &[
+    // Into other processes.
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_kcmp,
+    // Kernel attack surface a script has no use for.
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_modify_ldt,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_fanotify_init,
+    libc::SYS_lookup_dcookie,
+    // Namespaces and mounts.
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    // The machine's global state.
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_syslog,
+    libc::SYS_quotactl,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_vhangup,
+    libc::SYS_uselib,
+];
+
+/// Which filter, and the program.
+pub struct Filter {
+    /// The static allow-list (a denied call ends the worker), or the CGI
+    /// deny-list (a denied call fails with EPERM).
+    pub allow_list: bool,
+    pub program: Program,
+}
+
+/// The filter for a configuration with or without CGI routes; an error
+/// where seccomp filters are not built for this architecture.
+pub fn compile(cgi: bool) -> Result<Filter, String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let arch = seccompiler::TargetArch::x86_64;
+        let (filter, allow_list) = if cgi {
+            let rules = CGI_DENIED.iter().map(|&nr| (nr, vec![])).collect();
+            let denied = SeccompAction::Errno(libc::EPERM as u32);
+            (
+                SeccompFilter::new(rules, SeccompAction::Allow, denied, arch),
+                false,
+            )
+        } else {
+            let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+                STATIC_WORKER.iter().map(|&nr| (nr, vec![])).collect();
+            rules.insert(libc::SYS_socket, socket_rule().map_err(|e| e.to_string())?);
+            (
+                SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch),
+                true,
+            )
+        };
+        let filter = filter.map_err(|e| e.to_string())?;
+        let bpf: seccompiler::BpfProgram = filter.try_into().map_err(|e| format!("{e}"))?;
+        let mut program = x32_guard(if allow_list {
+            SECCOMP_RET_TRAP
+        } else {
+            SECCOMP_RET_ERRNO | libc::EPERM as u32
+        });
+        program.extend(bpf.iter().map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        }));
+        Ok(Filter {
+            allow_list,
+            program,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = cgi;
+        Err("seccomp filters are built for x86_64 only".into())
+    }
+}
+
+/// `socket(AF_UNIX, ...)` only: the log's socket, not a way out.
+#[cfg(target_arch = "x86_64")]
+fn socket_rule() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let unix = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::AF_UNIX as u64,
+    )?;
+    Ok(vec![SeccompRule::new(vec![unix])?])
+}
+
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// x86_64 only, and no x32 numbers (`refuse` for those).
+fn x32_guard(refuse: u32) -> Program {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let i = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // struct seccomp_data: nr at 0, arch at 4.
+    vec![
+        i(LD_W_ABS, 0, 0, 4),
+        i(JEQ, 1, 0, AUDIT_ARCH_X86_64),
+        i(RET, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        i(LD_W_ABS, 0, 0, 0),
+        i(JGE, 0, 1, X32_SYSCALL_BIT),
+        i(RET, 0, 0, refuse),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_filters_compile_within_the_kernel_limit() {
+        for cgi in [false, true] {
+            let f = compile(cgi).unwrap();
+            assert_eq!(f.allow_list, !cgi);
+            // BPF_MAXINSNS
+            assert!(f.program.len() < 4096, "{}", f.program.len());
+        }
+    }
+
+    #[test]
+    fn the_static_list_has_no_way_to_run_a_program() {
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_ptrace,
+            libc::SYS_kill,
+            libc::SYS_bind,
+            libc::SYS_listen,
+        ] {
+            assert!(!STATIC_WORKER.contains(&nr), "{nr}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! A sandbox per worker: a Landlock domain of its own and a seccomp filter,
+//! so that what one connection's process can reach is its configuration's
+//! files and nothing of the other connections' processes.
+//!
+//! The supervisor prepares everything when it loads a configuration
+//! ([`prepare`], then [`install`]): the worker's Landlock ruleset, one
+//! ruleset per CGI route for its scripts, and the compiled filter. It also
+//! sets `no_new_privs` on itself, once, which every worker inherits. A
+//! forked worker then pays two system calls ([`enter_worker`]):
+//! `landlock_restrict_self` with the prepared ruleset and `seccomp` with the
+//! prepared program; nothing is built or allocated per connection. A CGI
+//! script's process enters its route's ruleset too ([`enter_script`]),
+//! nested in its worker's domain, so it can only narrow it.
+//!
+//! What that gives, on a kernel with Landlock ABI 6 or newer:
+//!
+//! - files: a worker reads its static roots; with CGI routes, also what
+//!   their scripts get (`fs::script_plan`) and it writes only unnamed files
+//!   in the spool directory. A script gets its route's share.
+//! - network: no TCP bind anywhere, TCP connect only to the ports a route
+//!   lists (`connect_ports`).
+//! - processes: Landlock's signal scope and its ptrace rule mean a worker or
+//!   script can signal, trace or read `/proc/PID/environ` of nothing but its
+//!   own descendants: not the supervisor, not another connection's worker
+//!   or script. Abstract Unix sockets made outside its domain are out of
+//!   reach.
+//! - system calls: see [`filter`].
+//!
+//! Invariant 1 has one exception here: a worker under the static
+//! allow-list has a `SIGSYS` handler, which only its own filter triggers.
+//! It stores the refused call's number in the worker's scoreboard slot and
+//! ends the worker with that same signal (no other work), so that the
+//! supervisor can log the call by name when it reaps it.
+
+mod filter;
+mod fs;
+mod names;
+#[cfg(debug_assertions)]
+mod probe;
+
+use crate::config::{Action, Config, SandboxMode};
+use nix::errno::Errno;
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+pub use names::name as syscall_name;
+
+/// What a configuration's workers get, ready to enter.
+pub struct Prepared {
+    /// The worker's ruleset (`None`: no Landlock).
+    worker: Option<OwnedFd>,
+    /// Each CGI route's ruleset, by `CgiRoute::slot`.
+    scripts: Vec<Option<OwnedFd>>,
+    filter: Option<filter::Filter>,
+    /// One line: what is enforced, what is not and why.
+    pub summary: String,
+    /// Paths of the configuration that do not exist (they grant nothing).
+    pub missing: Vec<std::path::PathBuf>,
+}
+
+thread_local! {
+    /// The sandbox in force (the supervisor is single-threaded; a forked
+    /// worker reads its copy).
+    static CURRENT: RefCell<Option<Prepared>> = const { RefCell::new(None) };
+}
+
+/// The Landlock ABI the pinned rights need in full.
+const FULL_ABI: i32 = 6;
+
+/// Build the sandbox `cfg` asks for. An error in `required` mode when the
+/// kernel cannot give all of it, or when the rulesets cannot be built.
+pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
+    if cfg.sandbox == SandboxMode::Off {
+        return Ok(Prepared {
+            worker: None,
+            scripts: Vec::new(),
+            filter: None,
+            summary: "sandbox off ([sandbox] mode = \"off\")".into(),
+            missing: Vec::new(),
+        });
+    }
+    let required = cfg.sandbox == SandboxMode::Required;
+    let abi = crate::sys::landlock_abi();
+    let (on, off) = fs::coverage(abi);
+    let cgi = cfg
+        .routes
+        .iter()
+        .any(|r| matches!(r.action, Action::Cgi(_)));
+    let filter = filter::compile(cgi);
+    let mut lacking: Vec<String> = off.iter().map(|s| s.to_string()).collect();
+    if let Err(e) = &filter {
+        lacking.push(format!("seccomp ({e})"));
+    }
+    if required && (abi < FULL_ABI || filter.is_err()) {
+        return Err(format!(
+            "[sandbox] mode = \"required\", but this kernel {}: not enforced: {}",
+            match abi {
+                -1 => "has Landlock disabled".to_string(),
+                0 => "has no Landlock".to_string(),
+                n => format!("offers Landlock ABI {n} (lbaws needs {FULL_ABI})"),
+            },
+            lacking.join(", ")
+        ));
+    }
+    crate::sys::no_new_privs().map_err(|e| format!("prctl(PR_SET_NO_NEW_PRIVS): {e}"))?;
+    let (worker, mut missing) = match abi > 0 {
+        true => fs::build(&fs::worker_plan(cfg))?,
+        false => (None, Vec::new()),
+    };
+    let mut scripts: Vec<Option<OwnedFd>> = Vec::new();
+    for route in &cfg.routes {
+        if let Action::Cgi(c) = &route.action {
+            if abi > 0 {
+                // By slot: routes are sorted by prefix length, slots are
+                // in file order.
+                scripts.resize_with(scripts.len().max(c.slot + 1), || None);
+                scripts[c.slot] = fs::build(&fs::script_plan(c))?.0;
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    let filter = filter.ok();
+    let summary = format!(
+        "sandbox {}: Landlock {}; seccomp {}{}",
+        match required {
+            true => "required",
+            false => "best-effort",
+        },
+        match abi {
+            n if n > 0 => format!("ABI {n} ({})", on.join(", ")),
+            -1 => "disabled at boot".into(),
+            _ => "not in this kernel".into(),
+        },
+        match &filter {
+            Some(f) if f.allow_list => "allow-list (static workers: no fork, no exec)",
+            Some(_) => "deny-list (CGI: ptrace, bpf, mount, namespaces, keys, io_uring ...)",
+            None => "not available",
+        },
+        match lacking.is_empty() {
+            true => String::new(),
+            false => format!("; not enforced: {}", lacking.join(", ")),
+        }
+    );
+    Ok(Prepared {
+        worker,
+        scripts,
+        filter,
+        summary,
+        missing,
+    })
+}
+
+/// In the supervisor: take `p` into use for the workers forked from now on.
+/// Its summary if that differs from the one it replaces.
+pub fn install(p: Prepared) -> Option<String> {
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let changed = c.as_ref().is_none_or(|old| old.summary != p.summary);
+        let line = changed.then(|| p.summary.clone());
+        *c = Some(p);
+        line
+    })
+}
+
+/// The descriptors a worker must keep open (its rulesets) into `out`; how
+/// many (at most `out.len()`, which must allow `MAX_CGI_ROUTES + 1`).
+pub fn keep(out: &mut [RawFd]) -> usize {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let Some(p) = c.as_ref() else { return 0 };
+        let fds = p.worker.iter().chain(p.scripts.iter().flatten());
+        // (`scripts` holds at most MAX_CGI_ROUTES.)
+        let mut n = 0;
+        for (slot, fd) in out.iter_mut().zip(fds) {
+            *slot = fd.as_raw_fd();
+            n += 1;
+        }
+        n
+    })
+}
+
+/// In a fresh worker, after it closed what it must not hold and before it
+/// reads a byte: enter the domain, then the filter.
+pub fn enter_worker() -> Result<(), Errno> {
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(p) = c.as_mut() else { return Ok(()) };
+        // Entered, its ruleset is of no more use here: closed.
+        if let Some(fd) = p.worker.take() {
+            crate::sys::landlock_restrict(fd.as_raw_fd())?;
+        }
+        if let Some(f) = &p.filter {
+            if f.allow_list {
+                crate::sys::on_sigsys(on_sigsys);
+            }
+            crate::sys::seccomp_filter(&f.program)?;
+        }
+        Ok(())
+    })?;
+    #[cfg(debug_assertions)]
+    probe::run();
+    Ok(())
+}
+
+/// In a CGI script's process, before it closes its worker's descriptors:
+/// the domain of route `slot`, nested in the worker's.
+pub fn enter_script(slot: usize) -> Result<(), Errno> {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        match c.as_ref().and_then(|p| p.scripts.get(slot)) {
+            Some(Some(fd)) => crate::sys::landlock_restrict(fd.as_raw_fd()),
+            _ => Ok(()),
+        }
+    })
+}
+
+/// `SIGSYS` from the static filter: record the call, die of the signal.
+extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel's siginfo_t for an SA_SIGINFO handler.
+    let nr = unsafe { crate::sys::sigsys_syscall(info) };
+    crate::scoreboard::denied(nr);
+    // SA_RESETHAND restored the default action: this ends the worker.
+    crate::sys::raise(libc::SIGSYS);
+}
+
+/// For `lbaws check`: what each route's workers (and scripts) would get.
+pub fn describe(cfg: &Config) -> Vec<String> {
+    if cfg.sandbox == SandboxMode::Off {
+        return vec!["sandbox: off".into()];
+    }
+    let show = |plan: &fs::Plan| {
+        let mut s: Vec<String> = plan
+            .paths
+            .iter()
+            .map(|(p, r)| format!("{} ({})", p.display(), r.word()))
+            .collect();
+        if plan.ports.is_empty() {
+            s.push("no TCP connect".into());
+        } else {
+            let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
+            s.push(format!("TCP connect to port {}", ports.join(", ")));
+        }
+        s.join(", ")
+    };
+    let mut lines = vec![format!(
+        "sandbox: every worker: {}",
+        show(&fs::worker_plan(cfg))
+    )];
+    for route in &cfg.routes {
+        if let Action::Cgi(c) = &route.action {
+            lines.push(format!(
+                "sandbox: scripts of {}: {}",
+                route.prefix,
+                show(&fs::script_plan(c))
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_prepares_nothing_and_says_so() {
+        let cfg = crate::config::parse("[sandbox]\nmode = \"off\"\n", "t.toml").unwrap();
+        let p = prepare(&cfg).unwrap();
+        assert!(p.worker.is_none() && p.filter.is_none());
+        assert_eq!(describe(&cfg), vec!["sandbox: off".to_string()]);
+    }
+
+    #[test]
+    fn a_bad_mode_is_refused_where_it_is_written() {
+        let e = crate::config::parse("[sandbox]\nmode = \"strict\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:2:8:"), "{e}");
+    }
+}
