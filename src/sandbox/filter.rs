@@ -85,6 +85,7 @@ const STATIC_WORKER: &[i64] = &[
     libc::SYS_gettimeofday,
     libc::SYS_getrandom,
     libc::SYS_getpid,
+    libc::SYS_getppid,
     libc::SYS_gettid,
     libc::SYS_getuid,
     libc::SYS_geteuid,

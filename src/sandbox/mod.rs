@@ -120,7 +120,27 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
     }
     missing.sort();
     missing.dedup();
-    let filter = filter.ok();
+    let mut filter = filter.ok();
+    // The calls may be refused although the kernel has them (a seccomp
+    // filter around lbaws, such as a unit's SystemCallFilter= without
+    // them): try them once in a throw-away child.
+    let (landlock_ok, seccomp_ok) = trial(worker.as_ref(), filter.as_ref());
+    let mut worker = worker;
+    if !landlock_ok {
+        worker = None;
+        scripts.clear();
+        lacking.push("Landlock (landlock_restrict_self refused)".into());
+    }
+    if !seccomp_ok {
+        filter = None;
+        lacking.push("seccomp (refused)".into());
+    }
+    if required && !(landlock_ok && seccomp_ok) {
+        return Err(format!(
+            "[sandbox] mode = \"required\", but not enforced: {}",
+            lacking.join(", ")
+        ));
+    }
     let summary = format!(
         "sandbox {}: Landlock {}; seccomp {}{}",
         match required {
@@ -128,7 +148,8 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
             false => "best-effort",
         },
         match abi {
-            n if n > 0 => format!("ABI {n} ({})", on.join(", ")),
+            n if n > 0 && landlock_ok => format!("ABI {n} ({})", on.join(", ")),
+            n if n > 0 => "refused".into(),
             -1 => "disabled at boot".into(),
             _ => "not in this kernel".into(),
         },
@@ -149,6 +170,34 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         summary,
         missing,
     })
+}
+
+/// Whether a process can enter `ruleset` and install `filter`: tried in a
+/// child that does both and exits with a bit for each that worked.
+fn trial(ruleset: Option<&OwnedFd>, filter: Option<&filter::Filter>) -> (bool, bool) {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    // SAFETY: the child makes two system calls and _exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let mut code = 0;
+            if ruleset.is_none_or(|fd| crate::sys::landlock_restrict(fd.as_raw_fd()).is_ok()) {
+                code |= 1;
+            }
+            if filter.is_none_or(|f| crate::sys::seccomp_filter(&f.program).is_ok()) {
+                code |= 2;
+            }
+            // SAFETY: nothing of the parent's runs in this copy.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return (code & 1 != 0, code & 2 != 0),
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => return (false, false),
+            }
+        },
+        Err(_) => (false, false),
+    }
 }
 
 /// In the supervisor: take `p` into use for the workers forked from now on.

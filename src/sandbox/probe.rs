@@ -6,7 +6,7 @@
 //! The variable holds probes separated by spaces:
 //! `open:PATH` (open a file for reading), `write:DIR` (create a file in a
 //! directory), `connect:PORT` (TCP to 127.0.0.1), `exec:PATH` (execve),
-//! `kill:PID` (signal 0). Each logs `sandbox probe WHAT: allowed` or
+//! `kill:PID` or `kill:parent` (signal 0). Each logs `sandbox probe WHAT: allowed` or
 //! `sandbox probe WHAT: refused (ERRNO)` at error level; `exec` under the
 //! static filter ends the worker instead (the supervisor logs the call).
 
@@ -27,8 +27,11 @@ pub fn run() {
                 Err(std::process::Command::new(arg).exec())
             }
             "kill" => {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(arg.parse().unwrap_or(0)), None)
-                    .map_err(std::io::Error::from)
+                let pid = match arg {
+                    "parent" => nix::unistd::getppid(),
+                    pid => nix::unistd::Pid::from_raw(pid.parse().unwrap_or(-1)),
+                };
+                nix::sys::signal::kill(pid, None).map_err(std::io::Error::from)
             }
             _ => continue,
         };

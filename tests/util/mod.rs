@@ -111,6 +111,12 @@ impl Builder {
         for d in &self.dirs {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
+        if !self.dirs.is_empty() {
+            // Reachable by a supervisor that dropped root for another user.
+            use std::os::unix::fs::PermissionsExt;
+            let open = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(dir.path(), open).unwrap();
+        }
         let cfg = dir.path().join("config.toml");
         std::fs::write(
             &cfg,
