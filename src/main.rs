@@ -139,6 +139,13 @@ fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
                 warn!("sandbox: {} does not exist: it grants nothing", m.display());
             }
             let _ = sandbox::install(p);
+            // Before the first fork (the gate's): everything inherits it.
+            if let Err(e) = sandbox::attach_shared() {
+                error!("cannot attach the seccomp filter: {e}");
+                if cfg.sandbox.mode == config::SandboxMode::Required {
+                    return Err(ExitCode::from(EX_OSERR));
+                }
+            }
             Ok(())
         }
         Err(e) => {
@@ -450,6 +457,21 @@ fn inetd(cfg: Config) -> ExitCode {
         return ExitCode::from(EX_OSERR);
     }
     let _ = signals::reset_in_worker();
+    // The same sandbox as a forked worker's (prepared here, for this one
+    // connection).
+    match sandbox::prepare(&cfg) {
+        Ok(p) => {
+            let _ = sandbox::install(p);
+        }
+        Err(e) => {
+            error!("{e}; refusing to serve");
+            return ExitCode::from(EX_CONFIG);
+        }
+    }
+    if let Err(e) = sandbox::attach_shared().and_then(|()| sandbox::enter_worker()) {
+        error!("cannot enter the sandbox: {e}");
+        return ExitCode::from(EX_OSERR);
+    }
     listen::set_send_tick(&conn);
     let peer = listen::Peer::of(&conn);
     let code = http::worker::serve(&conn, peer, &cfg, http::worker::Ctx::default());

@@ -357,6 +357,17 @@ pub fn no_new_privs() -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
+/// `RLIMIT_NPROC` 0: this process can no longer `fork` (unless it runs
+/// with `CAP_SYS_RESOURCE` or as root, which the limit does not bind).
+pub fn forbid_fork() -> Result<(), Errno> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a pointer to a valid rlimit for the duration of the call.
+    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &zero) }).map(drop)
+}
+
 /// The Landlock ABI version the kernel offers (0: none; -1 if Landlock is
 /// built in but disabled at boot).
 pub fn landlock_abi() -> i32 {

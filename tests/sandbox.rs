@@ -261,10 +261,10 @@ fn workers_run_under_a_seccomp_filter_with_no_new_privileges() {
 }
 
 /// A static-only daemon whose workers run `probes` after entering their
-/// sandbox (test builds only).
-fn static_daemon(probes: &str) -> Daemon {
+/// sandbox (test builds only); `extra` goes into `[sandbox]`.
+fn static_daemon(probes: &str, extra: &str) -> Daemon {
     let d = Daemon::with_config(&format!(
-        "{}\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nprefix = \"/\"\nstatic = {{ root = \"{{dir}}/www\" }}\n",
+        "{}\n[sandbox]\n{extra}\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nprefix = \"/\"\nstatic = {{ root = \"{{dir}}/www\" }}\n",
         as_nobody()
     ))
     .dirs(&["www", "outside"])
@@ -276,29 +276,47 @@ fn static_daemon(probes: &str) -> Daemon {
 }
 
 #[test]
-fn a_static_worker_cannot_open_outside_its_roots_nor_write() {
-    let mut d =
-        static_daemon("open:{dir}/outside/secret.txt open:{dir}/www/index.html write:{dir}/www");
+fn a_static_worker_reads_its_roots_only_and_cannot_write_run_fork_connect_or_signal() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut d = static_daemon(
+        &format!(
+            "open:{{dir}}/outside/secret.txt open:{{dir}}/www/index.html write:{{dir}}/www \
+             exec:/bin/true fork connect:{port} kill:parent"
+        ),
+        "",
+    );
+    // Each refusal is an error for the probe only: the request is answered.
     assert_eq!(get(d.addr(), "/").body_str(), "home\n");
     let dir = d.dir.path().display().to_string();
-    d.wait_log(&format!(
-        "sandbox probe open:{dir}/outside/secret.txt: refused (Permission denied"
-    ));
-    d.wait_log(&format!("sandbox probe open:{dir}/www/index.html: allowed"));
-    d.wait_log(&format!("sandbox probe write:{dir}/www: refused"));
+    for (probe, outcome) in [
+        (
+            format!("open:{dir}/outside/secret.txt"),
+            "refused (Permission denied",
+        ),
+        (format!("open:{dir}/www/index.html"), "allowed"),
+        (format!("write:{dir}/www"), "refused (Permission denied"),
+        ("exec:/bin/true".into(), "refused (Permission denied"),
+        ("fork".into(), "refused (Resource temporarily unavailable"),
+        (format!("connect:{port}"), "refused (Permission denied"),
+        ("kill:parent".into(), "refused (Operation not permitted"),
+    ] {
+        d.wait_log(&format!("sandbox probe {probe}: {outcome}"));
+    }
     assert!(!d.path("www/lbaws-probe").exists());
 }
 
 #[test]
-fn a_static_worker_cannot_run_a_program_connect_or_signal() {
+fn with_strict_syscalls_a_refused_call_ends_the_worker_and_is_logged_by_name() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     for (probe, call) in [
         ("exec:/bin/true".to_string(), "execve"),
         (format!("connect:{port}"), "socket"),
         ("kill:parent".to_string(), "kill"),
+        ("fork".to_string(), "clone"),
     ] {
-        let mut d = static_daemon(&probe);
+        let mut d = static_daemon(&probe, "strict_syscalls = true");
         // The worker dies before it answers.
         let mut s = connect(d.addr());
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
@@ -307,8 +325,7 @@ fn a_static_worker_cannot_run_a_program_connect_or_signal() {
         assert!(buf.is_empty(), "{probe}: {}", String::from_utf8_lossy(&buf));
         d.wait_log(&format!("killed by its sandbox: system call {call} ("));
         assert_eq!(d.count_log("sandbox probe"), 0, "{probe}: {}", d.logs());
-        // The supervisor goes on serving: the next worker dies the same
-        // way, but it is forked.
+        // The supervisor goes on: the next worker is forked as usual.
         assert!(d.alive());
     }
 }

@@ -211,6 +211,14 @@ pub enum SandboxMode {
     Off,
 }
 
+/// `[sandbox]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sandbox {
+    pub mode: SandboxMode,
+    /// Static-only configurations: a seccomp allow-list per worker too.
+    pub strict_syscalls: bool,
+}
+
 /// The most CGI routes a configuration may have: each keeps a sandbox
 /// ready in every worker (a descriptor).
 pub const MAX_CGI_ROUTES: usize = 64;
@@ -248,7 +256,7 @@ pub struct Config {
     pub limits: Limits,
     /// Longest prefix first, so the first match wins.
     pub routes: Vec<Route>,
-    pub sandbox: SandboxMode,
+    pub sandbox: Sandbox,
 }
 
 /// The most workers any configuration may have (`max_connections`' bound).

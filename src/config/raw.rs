@@ -31,6 +31,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSandbox {
     pub mode: Option<Spanned<String>>,
+    pub strict_syscalls: Option<bool>,
 }
 
 /// A route's `sandbox = { read, write, connect_ports }`: what its CGI

@@ -39,7 +39,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     let temp_dir = temp_dir(&raw, user.as_ref(), group.as_ref())?;
     let limits = limits(&raw.limits);
     let access = access_log(&raw.log)?;
-    let sandbox = sandbox_mode(&raw)?;
+    let sandbox = Sandbox {
+        mode: sandbox_mode(&raw)?,
+        strict_syscalls: raw.sandbox.strict_syscalls.unwrap_or(false),
+    };
 
     Ok(Config {
         source: String::new(),

@@ -1,22 +1,26 @@
-//! A sandbox per worker: a Landlock domain of its own and a seccomp filter,
-//! so that what one connection's process can reach is its configuration's
-//! files and nothing of the other connections' processes.
+//! A sandbox per worker: a Landlock domain of its own, under a seccomp
+//! filter, so that what one connection's process can reach is its
+//! configuration's files and nothing of the other connections' processes.
 //!
 //! The supervisor prepares everything when it loads a configuration
 //! ([`prepare`], then [`install`]): the worker's Landlock ruleset, one
-//! ruleset per CGI route for its scripts, and the compiled filter. It also
-//! sets `no_new_privs` on itself, once, which every worker inherits. A
-//! forked worker then pays two system calls ([`enter_worker`]):
-//! `landlock_restrict_self` with the prepared ruleset and `seccomp` with the
-//! prepared program; nothing is built or allocated per connection. A CGI
-//! script's process enters its route's ruleset too ([`enter_script`]),
-//! nested in its worker's domain, so it can only narrow it.
+//! ruleset per CGI route for its scripts, and the compiled filters. It sets
+//! `no_new_privs` on itself, and attaches the shared seccomp filter
+//! ([`attach_shared`]) before it forks anything, so that the gate, every
+//! worker and every script inherit both at no cost. A forked worker then
+//! pays one or two system calls ([`enter_worker`]): `landlock_restrict_self`
+//! with the prepared ruleset, and, where no CGI route exists, `setrlimit`
+//! of `RLIMIT_NPROC` to 0; nothing is built or allocated per connection. A
+//! CGI script's process enters its route's ruleset too ([`enter_script`]),
+//! nested in its worker's, so it can only narrow it. Why the filter is
+//! shared rather than attached per worker: [`filter`].
 //!
 //! What that gives, on a kernel with Landlock ABI 6 or newer:
 //!
 //! - files: a worker reads its static roots; with CGI routes, also what
 //!   their scripts get (`fs::script_plan`) and it writes only unnamed files
-//!   in the spool directory. A script gets its route's share.
+//!   in the spool directory. A script gets its route's share. Without CGI
+//!   routes nothing is executable to a worker.
 //! - network: no TCP bind anywhere, TCP connect only to the ports a route
 //!   lists (`connect_ports`).
 //! - processes: Landlock's signal scope and its ptrace rule mean a worker or
@@ -26,11 +30,11 @@
 //!   reach.
 //! - system calls: see [`filter`].
 //!
-//! Invariant 1 has one exception here: a worker under the static
-//! allow-list has a `SIGSYS` handler, which only its own filter triggers.
-//! It stores the refused call's number in the worker's scoreboard slot and
-//! ends the worker with that same signal (no other work), so that the
-//! supervisor can log the call by name when it reaps it.
+//! Invariant 1 has one exception here: a worker under the optional
+//! per-worker allow-list (`strict_syscalls`) has a `SIGSYS` handler, which
+//! only its own filter triggers. It stores the refused call's number in the
+//! worker's scoreboard slot and ends the worker with that same signal (no
+//! other work), so that the supervisor can log the call by name.
 
 mod filter;
 mod fs;
@@ -51,7 +55,12 @@ pub struct Prepared {
     worker: Option<OwnedFd>,
     /// Each CGI route's ruleset, by `CgiRoute::slot`.
     scripts: Vec<Option<OwnedFd>>,
-    filter: Option<filter::Filter>,
+    /// The shared filter, attached once by the supervisor.
+    shared: Option<filter::Filter>,
+    /// The worker allow-list (`strict_syscalls`), attached by each worker.
+    strict: Option<filter::Filter>,
+    /// No CGI route: a worker may not fork (`RLIMIT_NPROC` 0).
+    no_fork: bool,
     /// One line: what is enforced, what is not and why.
     pub summary: String,
     /// Paths of the configuration that do not exist (they grant nothing).
@@ -62,6 +71,8 @@ thread_local! {
     /// The sandbox in force (the supervisor is single-threaded; a forked
     /// worker reads its copy).
     static CURRENT: RefCell<Option<Prepared>> = const { RefCell::new(None) };
+    /// This process attached the shared filter already.
+    static SHARED_ATTACHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The Landlock ABI the pinned rights need in full.
@@ -70,28 +81,40 @@ const FULL_ABI: i32 = 6;
 /// Build the sandbox `cfg` asks for. An error in `required` mode when the
 /// kernel cannot give all of it, or when the rulesets cannot be built.
 pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
-    if cfg.sandbox == SandboxMode::Off {
+    if cfg.sandbox.mode == SandboxMode::Off {
         return Ok(Prepared {
             worker: None,
             scripts: Vec::new(),
-            filter: None,
+            shared: None,
+            strict: None,
+            no_fork: false,
             summary: "sandbox off ([sandbox] mode = \"off\")".into(),
             missing: Vec::new(),
         });
     }
-    let required = cfg.sandbox == SandboxMode::Required;
+    let required = cfg.sandbox.mode == SandboxMode::Required;
     let abi = crate::sys::landlock_abi();
     let (on, off) = fs::coverage(abi);
     let cgi = cfg
         .routes
         .iter()
         .any(|r| matches!(r.action, Action::Cgi(_)));
-    let filter = filter::compile(cgi);
     let mut lacking: Vec<String> = off.iter().map(|s| s.to_string()).collect();
-    if let Err(e) = &filter {
+    let shared = filter::shared();
+    let strict = match cfg.sandbox.strict_syscalls && !cgi {
+        true => Some(filter::worker_allow_list()),
+        false => None,
+    };
+    for e in [
+        shared.as_ref().err(),
+        strict.as_ref().and_then(|s| s.as_ref().err()),
+    ]
+    .into_iter()
+    .flatten()
+    {
         lacking.push(format!("seccomp ({e})"));
     }
-    if required && (abi < FULL_ABI || filter.is_err()) {
+    if required && (abi < FULL_ABI || lacking.iter().any(|l| l.starts_with("seccomp"))) {
         return Err(format!(
             "[sandbox] mode = \"required\", but this kernel {}: not enforced: {}",
             match abi {
@@ -120,29 +143,32 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
     }
     missing.sort();
     missing.dedup();
-    let mut filter = filter.ok();
+    let mut shared = shared.ok();
+    let mut strict = strict.and_then(Result::ok);
     // The calls may be refused although the kernel has them (a seccomp
     // filter around lbaws, such as a unit's SystemCallFilter= without
     // them): try them once in a throw-away child.
-    let (landlock_ok, seccomp_ok) = trial(worker.as_ref(), filter.as_ref());
+    let filters = [shared.as_ref(), strict.as_ref()];
+    let [landlock_ok, shared_ok, strict_ok] = trial(worker.as_ref(), filters);
     let mut worker = worker;
     if !landlock_ok {
         worker = None;
         scripts.clear();
         lacking.push("Landlock (landlock_restrict_self refused)".into());
     }
-    if !seccomp_ok {
-        filter = None;
+    if !shared_ok || !strict_ok {
+        shared = shared.filter(|_| shared_ok);
+        strict = strict.filter(|_| strict_ok);
         lacking.push("seccomp (refused)".into());
     }
-    if required && !(landlock_ok && seccomp_ok) {
+    if required && !(landlock_ok && shared_ok && strict_ok) {
         return Err(format!(
             "[sandbox] mode = \"required\", but not enforced: {}",
             lacking.join(", ")
         ));
     }
     let summary = format!(
-        "sandbox {}: Landlock {}; seccomp {}{}",
+        "sandbox {}: Landlock {}; seccomp {}{}{}",
         match required {
             true => "required",
             false => "best-effort",
@@ -153,10 +179,15 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
             -1 => "disabled at boot".into(),
             _ => "not in this kernel".into(),
         },
-        match &filter {
-            Some(f) if f.allow_list => "allow-list (static workers: no fork, no exec)",
-            Some(_) => "deny-list (CGI: ptrace, bpf, mount, namespaces, keys, io_uring ...)",
+        match &shared {
+            Some(_) =>
+                "deny-list for every process (ptrace, bpf, mount, namespaces, keys, io_uring ...)",
             None => "not available",
+        },
+        match (&strict, cgi) {
+            (Some(_), _) => "; each worker: an allow-list (strict_syscalls), no fork, no exec",
+            (None, false) => "; each worker: no fork, no exec",
+            (None, true) => "",
         },
         match lacking.is_empty() {
             true => String::new(),
@@ -166,38 +197,63 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
     Ok(Prepared {
         worker,
         scripts,
-        filter,
+        shared,
+        strict,
+        no_fork: !cgi,
         summary,
         missing,
     })
 }
 
-/// Whether a process can enter `ruleset` and install `filter`: tried in a
-/// child that does both and exits with a bit for each that worked.
-fn trial(ruleset: Option<&OwnedFd>, filter: Option<&filter::Filter>) -> (bool, bool) {
+/// Whether a process can enter `ruleset` and attach each of `filters`:
+/// tried in a child that does it and exits with a bit for each that worked.
+fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [bool; 3] {
     use nix::sys::wait::{waitpid, WaitStatus};
-    // SAFETY: the child makes two system calls and _exits.
+    // SAFETY: the child makes a few system calls and _exits.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             let mut code = 0;
             if ruleset.is_none_or(|fd| crate::sys::landlock_restrict(fd.as_raw_fd()).is_ok()) {
                 code |= 1;
             }
-            if filter.is_none_or(|f| crate::sys::seccomp_filter(&f.program).is_ok()) {
-                code |= 2;
+            for (bit, f) in [2, 4].into_iter().zip(filters) {
+                if f.is_none_or(|f| crate::sys::seccomp_filter(&f.program).is_ok()) {
+                    code |= bit;
+                }
             }
             // SAFETY: nothing of the parent's runs in this copy.
             unsafe { libc::_exit(code) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => loop {
             match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return (code & 1 != 0, code & 2 != 0),
+                Ok(WaitStatus::Exited(_, code)) => {
+                    return [code & 1 != 0, code & 2 != 0, code & 4 != 0]
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
-                _ => return (false, false),
+                _ => return [false; 3],
             }
         },
-        Err(_) => (false, false),
+        Err(_) => [false; 3],
     }
+}
+
+/// In the supervisor, before it forks anything (and after each reload):
+/// attach the shared filter, once per process image. It stays for the life
+/// of the process, a reload that turns the sandbox off included.
+pub fn attach_shared() -> Result<(), Errno> {
+    if SHARED_ATTACHED.with(std::cell::Cell::get) {
+        return Ok(());
+    }
+    CURRENT.with(
+        |c| match c.borrow().as_ref().and_then(|p| p.shared.as_ref()) {
+            Some(f) => {
+                crate::sys::seccomp_filter(&f.program)?;
+                SHARED_ATTACHED.with(|a| a.set(true));
+                Ok(())
+            }
+            None => Ok(()),
+        },
+    )
 }
 
 /// In the supervisor: take `p` into use for the workers forked from now on.
@@ -239,10 +295,11 @@ pub fn enter_worker() -> Result<(), Errno> {
         if let Some(fd) = p.worker.take() {
             crate::sys::landlock_restrict(fd.as_raw_fd())?;
         }
-        if let Some(f) = &p.filter {
-            if f.allow_list {
-                crate::sys::on_sigsys(on_sigsys);
-            }
+        if p.no_fork {
+            crate::sys::forbid_fork()?;
+        }
+        if let Some(f) = &p.strict {
+            crate::sys::on_sigsys(on_sigsys);
             crate::sys::seccomp_filter(&f.program)?;
         }
         Ok(())
@@ -275,7 +332,7 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 
 /// For `lbaws check`: what each route's workers (and scripts) would get.
 pub fn describe(cfg: &Config) -> Vec<String> {
-    if cfg.sandbox == SandboxMode::Off {
+    if cfg.sandbox.mode == SandboxMode::Off {
         return vec!["sandbox: off".into()];
     }
     let show = |plan: &fs::Plan| {
@@ -316,7 +373,7 @@ mod tests {
     fn off_prepares_nothing_and_says_so() {
         let cfg = crate::config::parse("[sandbox]\nmode = \"off\"\n", "t.toml").unwrap();
         let p = prepare(&cfg).unwrap();
-        assert!(p.worker.is_none() && p.filter.is_none());
+        assert!(p.worker.is_none() && p.shared.is_none() && p.strict.is_none());
         assert_eq!(describe(&cfg), vec!["sandbox: off".to_string()]);
     }
 

@@ -6,7 +6,7 @@
 //! The variable holds probes separated by spaces:
 //! `open:PATH` (open a file for reading), `write:DIR` (create a file in a
 //! directory), `connect:PORT` (TCP to 127.0.0.1), `exec:PATH` (execve),
-//! `kill:PID` or `kill:parent` (signal 0). Each logs `sandbox probe WHAT: allowed` or
+//! `kill:PID` or `kill:parent` (signal 0), `fork`. Each logs `sandbox probe WHAT: allowed` or
 //! `sandbox probe WHAT: refused (ERRNO)` at error level; `exec` under the
 //! static filter ends the worker instead (the supervisor logs the call).
 
@@ -32,6 +32,17 @@ pub fn run() {
                     pid => nix::unistd::Pid::from_raw(pid.parse().unwrap_or(-1)),
                 };
                 nix::sys::signal::kill(pid, None).map_err(std::io::Error::from)
+            }
+            "fork" => {
+                // SAFETY: the child only _exits.
+                match unsafe { nix::unistd::fork() } {
+                    Ok(nix::unistd::ForkResult::Child) => unsafe { libc::_exit(0) },
+                    Ok(nix::unistd::ForkResult::Parent { child }) => {
+                        let _ = nix::sys::wait::waitpid(child, None);
+                        Ok(())
+                    }
+                    Err(e) => Err(std::io::Error::from(e)),
+                }
             }
             _ => continue,
         };

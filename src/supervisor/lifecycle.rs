@@ -417,6 +417,10 @@ impl Supervisor {
                 if let Some(changed) = crate::sandbox::install(sandbox) {
                     crate::info!("{changed}");
                 }
+                // The sandbox was off until now: from here on it is on.
+                if let Err(e) = crate::sandbox::attach_shared() {
+                    crate::error!("cannot attach the seccomp filter: {e}");
+                }
                 self.apply(new, tables, &source)
             }
             Err(e) => {
