@@ -218,7 +218,7 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
         })),
         TAG_STOP => Some(Msg::Stop),
         TAG_HANDOVER => Some(Msg::Handover),
-        TAG_CLOSED if (b.len() - 1) % CLOSED_ENTRY == 0 => Some(Msg::Closed {
+        TAG_CLOSED if (b.len() - 1).is_multiple_of(CLOSED_ENTRY) => Some(Msg::Closed {
             n: (b.len() - 1) / CLOSED_ENTRY,
         }),
         _ => None,

@@ -41,7 +41,7 @@ mod upgrade;
 mod users;
 
 /// This build's version, as `--version`, the log and STATUS say it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = env!("LBAWS_VERSION");
 
 use config::Config;
 use std::path::Path;

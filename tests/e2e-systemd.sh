@@ -11,20 +11,38 @@
 #      StatusText has the live counts, its MainPID runs as lbaws
 #   3. reload with a new route and a CGI route (same MainPID): a request
 #      body over 64 KiB reaches its script from an unlinked file in /var/tmp
-#      (the service's own, PrivateTmp=), a small one from memory; a broken
-#      edit keeps the old configuration and the journal names
-#      config.toml:LINE:COL
+#      (the service's own, PrivateTmp=), a small one from memory; `systemctl
+#      reload` of a broken edit fails; SIGHUP with it keeps the old
+#      configuration and the journal names config.toml:LINE:COL
 #   4. the journal has the start and reload lines at their priorities; the
 #      access log file has the requests, and so has the journal once a
 #      reload moved the access log to stderr
 #   5. stopping the service: the next connection starts it again; installing
-#      the package again (the upgrade path) restarts it and keeps the edited
-#      conffile; stopping socket and service: nothing listens
+#      the package again (the upgrade path) upgrades it in place (same
+#      MainPID, lbaws.socket untouched) and keeps the edited conffile;
+#      stopping socket and service: nothing listens
 #   6. Accept=yes: lbaws-accept.socket, one instance per connection
 #   7. dpkg --purge: units, user and listeners gone, no file left behind
+#   8. version N, then N+1 installed under load (request loops, connections
+#      queued behind max_connections = 2, a keep-alive client, a 60 MB
+#      download at 2 MB/s): no failed request, the download intact, the same
+#      MainPID, lbaws.socket never restarted, N+1 serving; then the same with
+#      SIGUSR2 sent directly
+#   9. a refused upgrade (broken configuration): dpkg succeeds and says why,
+#      the running version serves on; from a version before 0.2.0: a restart
+#      of lbaws.service only; abort-upgrade and the old scripts' upgrade
+#      calls touch nothing
+#  10. broken configuration: `systemctl reload` fails; a restart fails, yet
+#      the port listens for a whole minute (no start limit) and serves once
+#      the file is fixed; try-reload-or-restart of a stopped service is a no-op
+#  11. logrotate: the access log is rotated and lbaws writes to the new file
+#  12. remove, then install again: lbaws.socket listens, the inetd pair can be
+#      enabled; purge
 #
 # Usage (as root, from anywhere):  bash tests/e2e-systemd.sh [PATH.deb]
-# Without an argument the .deb is built with `cargo deb`.
+# Without an argument the .deb is built with packaging/build-deb. Version N+1 (the
+# same tree with LBAWS_VERSION_SUFFIX=+next, Debian version UPSTREAM+next-1)
+# is built with packaging/build-deb into $LBAWS_E2E_CACHE/cargo-target.
 # Environment: LBAWS_E2E_CACHE (default /var/cache/lbaws-e2e) holds the
 # rootfs; LBAWS_E2E_KEEP=1 leaves the container running at the end (for
 # debugging; its PID 1 is printed).
@@ -36,7 +54,7 @@ cd "$(dirname "$0")/.." || exit 2
 CACHE=${LBAWS_E2E_CACHE:-/var/cache/lbaws-e2e}
 ROOTFS=$CACHE/rootfs
 SUITE=bookworm
-INCLUDE=systemd,systemd-sysv,dbus,curl,iproute2,procps
+INCLUDE=systemd,systemd-sysv,dbus,curl,iproute2,procps,logrotate
 STAMP_TEXT="$SUITE minbase $INCLUDE"
 START=$SECONDS
 
@@ -135,13 +153,27 @@ if [ $# -ge 1 ]; then
 else
 	export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 	command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet || die "cannot install cargo-deb"
-	say "== cargo deb"
-	cargo deb --target x86_64-unknown-linux-gnu >"$work/cargo-deb.log" 2>&1 || { cat "$work/cargo-deb.log"; die "cargo deb failed"; }
+	say "== packaging/build-deb"
+	packaging/build-deb >"$work/cargo-deb.log" 2>&1 || { cat "$work/cargo-deb.log"; die "packaging/build-deb failed"; }
 	deb=$(tail -n 1 "$work/cargo-deb.log")
 fi
 [ -f "$deb" ] || die "no package at $deb"
 cp "$deb" "$work/debs/lbaws.deb"
 say "package: $deb"
+# Version N+1, from the same tree: what an upgrade installs.
+ver_n=$(dpkg-deb -f "$deb" Version)
+upstream_n=${ver_n%-*}
+ver_next=$upstream_n+next-1
+say "== cargo deb: version N+1 ($ver_next)"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet || die "cannot install cargo-deb"
+if ! LBAWS_VERSION_SUFFIX=+next CARGO_TARGET_DIR=$CACHE/cargo-target \
+	packaging/build-deb --deb-version "$ver_next" -o "$work/debs/lbaws-next.deb" \
+	>"$work/cargo-deb-next.log" 2>&1; then
+	tail -n 30 "$work/cargo-deb-next.log"
+	die "cargo deb (version N+1) failed"
+fi
+say "package N+1: $ver_next"
 
 # --- the root file system, cached ----------------------------------------------------
 # The mirror is the one apt already uses here (deb822 .sources or one-line .list).
@@ -370,7 +402,12 @@ respond = { status = 42 }
 prefix = "/broken"
 EOF
 broken_col=22
-check "systemctl reload lbaws (broken file)" c systemctl reload lbaws
+check "systemctl reload lbaws (broken file) fails" not c systemctl reload lbaws
+status_names() { c systemctl status --no-pager -n 20 lbaws | grep -qF "$conf:$broken_line:$broken_col:"; }
+check "systemctl status lbaws names config.toml:$broken_line:$broken_col" status_names
+check "same MainPID after the refused reload" test "$(prop lbaws.service MainPID)" = "$pid1"
+# lbaws itself, sent SIGHUP with the broken file (as if it broke after the check):
+check "systemctl kill -s HUP --kill-whom=main lbaws (broken file)" c systemctl kill -s HUP --kill-whom=main lbaws
 check "journal: config.toml:$broken_line:$broken_col named" \
 	wait_for 10 journal_has 3 "reload failed, keeping the running configuration: $conf:$broken_line:$broken_col:"
 say "       $(c journalctl -u lbaws --no-pager -o cat -p 3..3 | grep -F 'reload failed' | tail -n 1)"
@@ -412,13 +449,16 @@ check "lbaws.service started again" wait_for 10 active lbaws.service
 pid2=$(prop lbaws.service MainPID)
 check "new MainPID ($pid1 -> $pid2)" test "$pid2" != "$pid1" -a "$pid2" != 0
 # The upgrade path of the maintainer scripts: installing the package again
-# restarts the running service and keeps the edited conffile.
+# upgrades the running service in place and keeps the edited conffile.
+sock_since=$(prop lbaws.socket ActiveEnterTimestampMonotonic)
 if c dpkg -i /debs/lbaws.deb >"$work/dpkg-i2.log" 2>&1; then ok "dpkg -i again (upgrade path)"; else
 	bad "dpkg -i again (upgrade path)"
 	cat "$work/dpkg-i2.log"
 fi
-new_pid() { local p; p=$(prop lbaws.service MainPID); [ "$p" != 0 ] && [ "$p" != "$pid2" ]; }
-check "lbaws.service restarted by the upgrade" wait_for 10 new_pid
+sed 's/^/       /' "$work/dpkg-i2.log" | grep -F 'lbaws:'
+check "postinst: upgraded in place" grep -qF "lbaws: upgraded in place to $upstream_n (pid $pid2" "$work/dpkg-i2.log"
+check "same MainPID after the upgrade ($pid2)" test "$(prop lbaws.service MainPID)" = "$pid2"
+check "lbaws.socket not restarted by the upgrade" test "$(prop lbaws.socket ActiveEnterTimestampMonotonic)" = "$sock_since"
 check "lbaws.socket and lbaws.service active after the upgrade" test "$(c systemctl is-active lbaws.socket lbaws.service | tr '\n' ' ')" = "active active "
 check "the edited conffile was kept" body_has http://127.0.0.1:8080/e2e-reload "reloaded route"
 check "systemctl stop lbaws.socket lbaws.service" c systemctl stop lbaws.socket lbaws.service
@@ -481,6 +521,214 @@ if [ -s "$work/left.txt" ]; then
 else
 	ok "no file left outside dpkg's list"
 fi
+
+# helpers for the upgrade steps
+upgraded_count() { # "upgraded in place" lines of lbaws.service so far
+	c journalctl -u lbaws --no-pager -o cat | grep -c 'info: upgraded in place from ' || true
+}
+# holds SECONDS CMD... : CMD succeeds at every poll for SECONDS (an
+# observation over a span of time, not a wait).
+holds() {
+	local deadline=$((SECONDS + $1))
+	shift
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		"$@" >/dev/null 2>&1 || return 1
+		sleep 0.5
+	done
+}
+# maint SCRIPT ARGS... : an installed maintainer script, run as dpkg runs it
+maint() {
+	c env DPKG_MAINTSCRIPT_PACKAGE=lbaws DPKG_MAINTSCRIPT_NAME="$1" DPKG_MAINTSCRIPT_ARCH=amd64 \
+		"/var/lib/dpkg/info/lbaws.$1" "${@:2}"
+}
+same_pid_socket() { # same_pid_socket PID SOCKET-SINCE
+	[ "$(prop lbaws.service MainPID)/$(prop lbaws.socket ActiveEnterTimestampMonotonic)" = "$1/$2" ]
+}
+
+# --- 8 -------------------------------------------------------------------------------
+step 8 "upgrade in place under load: N to N+1, then SIGUSR2"
+if c dpkg -i /debs/lbaws.deb >"$work/dpkg-n.log" 2>&1; then ok "dpkg -i version N ($ver_n)"; else
+	bad "dpkg -i version N ($ver_n)"
+	cat "$work/dpkg-n.log"
+fi
+# Two workers at most: the rest of the load waits in lbaws's gate.
+c sed -i 's/^max_connections = .*/max_connections = 2/' "$conf"
+c sh -c 'head -c 60M /dev/urandom >/var/www/lbaws/big.bin'
+big_sum=$(c sha256sum /var/www/lbaws/big.bin | cut -d' ' -f1)
+check "first connection served" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+check "lbaws.service active" wait_for 10 active lbaws.service
+pid_n=$(prop lbaws.service MainPID)
+sock_since=$(prop lbaws.socket ActiveEnterTimestampMonotonic)
+# The load runs in the container, detached; each part writes its results and
+# a .done file, and ends by itself (the stop file, or 120 s).
+c sh -c 'cat >/root/load.sh' <<'LOAD'
+#!/bin/sh
+# load.sh: request loops, a keep-alive client and a throttled download
+cd /root && rm -f load.* ka.* dl.* big.out stop
+end=$(($(date +%s) + 120))
+for i in 1 2 3 4; do
+	(
+		while [ ! -e stop ] && [ "$(date +%s)" -lt "$end" ]; do
+			curl -s -o /dev/null --max-time 30 -w '%{http_code}\n' "http://127.0.0.1:8080/?loop=$i" >>"load.$i" ||
+				echo "curl-exit-$?" >>"load.$i"
+		done
+		touch "load.$i.done"
+	) &
+done
+(
+	# one connection, a request every 100 ms (keepalive_timeout is 5 s)
+	set --
+	n=0
+	while [ $n -lt 400 ]; do set -- "$@" "http://127.0.0.1:8080/?ka=$n"; n=$((n + 1)); done
+	curl -s --rate 10/s --max-time 100 -w '%{stderr}%{http_code} %{num_connects}\n' "$@" >/dev/null 2>ka.out ||
+		echo "curl-exit-$?" >>ka.out
+	touch ka.done
+) &
+(
+	curl -s --limit-rate 2M --max-time 100 -o big.out -w '%{http_code}\n' http://127.0.0.1:8080/big.bin >dl.out ||
+		echo "curl-exit-$?" >>dl.out
+	touch dl.done
+) &
+wait
+LOAD
+c sh -c 'setsid sh /root/load.sh </dev/null >/dev/null 2>&1 &'
+dl_running() { [ "$(c stat -c %s /root/big.out 2>/dev/null || echo 0)" -gt 4000000 ]; }
+check "the download is under way" wait_for 20 dl_running
+queued() { prop lbaws.service StatusText | grep -Eq ' [1-9][0-9]* waiting'; }
+check "connections wait for a worker (max_connections = 2)" wait_for 10 queued
+say "       StatusText=$(prop lbaws.service StatusText)"
+n_up=$(upgraded_count)
+t0=$SECONDS
+if c dpkg -i /debs/lbaws-next.deb >"$work/dpkg-next.log" 2>&1; then
+	ok "dpkg -i version N+1 ($ver_next) under load, $((SECONDS - t0)) s"
+else
+	bad "dpkg -i version N+1 ($ver_next)"
+	cat "$work/dpkg-next.log"
+fi
+grep -F 'lbaws:' "$work/dpkg-next.log" | sed 's/^/       /'
+check "postinst: upgraded in place to ${upstream_n}+next" \
+	grep -qF "lbaws: upgraded in place to ${upstream_n}+next (pid $pid_n" "$work/dpkg-next.log"
+check "same MainPID ($pid_n), lbaws.socket not restarted" same_pid_socket "$pid_n" "$sock_since"
+check "StatusText: lbaws ${upstream_n}+next" wait_for 5 status_has "lbaws ${upstream_n}+next: "
+check "lbaws --version: lbaws ${upstream_n}+next" test "$(c lbaws --version)" = "lbaws ${upstream_n}+next"
+check "journal: one upgrade in place" test "$(upgraded_count)" = $((n_up + 1))
+check "the download is still under way" not c test -e /root/dl.done
+# The same, asked for directly (the binary is the same file now).
+check "systemctl kill -s USR2 --kill-whom=main lbaws" c systemctl kill -s USR2 --kill-whom=main lbaws
+up_again() { [ "$(upgraded_count)" = $((n_up + 2)) ] && active lbaws.service; }
+check "journal: upgraded in place again" wait_for 30 up_again
+check "same MainPID ($pid_n), lbaws.socket not restarted" same_pid_socket "$pid_n" "$sock_since"
+load_done() {
+	local f
+	for f in load.1 load.2 load.3 load.4 ka dl; do c test -e "/root/$f.done" || return 1; done
+}
+check "the download ends" wait_for 60 c test -e /root/dl.done
+c touch /root/stop
+check "the load ends" wait_for 60 load_done
+check "download: 200" test "$(c cat /root/dl.out)" = 200
+check "download: 60 MiB intact (sha256)" test "$(c sha256sum /root/big.out | cut -d' ' -f1)" = "$big_sum"
+loop_total=$(c sh -c 'cat /root/load.[1-4]' | wc -l)
+loop_bad=$(c sh -c 'cat /root/load.[1-4]' | grep -vcx 200)
+ka_total=$(c cat /root/ka.out | wc -l)
+ka_bad=$(c cat /root/ka.out | grep -vc '^200 ')
+ka_connects=$(c cat /root/ka.out | awk '{ n += $2 } END { print n + 0 }')
+say "       request loops: $loop_total requests, $loop_bad failed; keep-alive: $ka_total requests, $ka_bad failed, $ka_connects connection(s)"
+check "request loops: no failed request (of $loop_total)" test "$loop_bad" = 0 -a "$loop_total" -gt 20
+check "keep-alive client: no failed request (of $ka_total)" test "$ka_bad" = 0 -a "$ka_total" = 400
+check "keep-alive client: one connection throughout" test "$ka_connects" = 1
+check "no worker ended abnormally (journal, warning)" not journal_has 4 "worker"
+check "lbaws.socket never restarted" same_pid_socket "$pid_n" "$sock_since"
+c rm -f /var/www/lbaws/big.bin /root/big.out
+
+# --- 9 -------------------------------------------------------------------------------
+step 9 "a refused upgrade, an old version, abort-upgrade"
+c cp "$conf" /root/config.toml.good
+c sh -c "printf '\n[[route]]\nprefix = \"/broken\"\nrespond = { status = 42 }\n' >>$conf"
+n_up=$(upgraded_count)
+if c dpkg -i /debs/lbaws.deb >"$work/dpkg-refused.log" 2>&1; then ok "dpkg -i $ver_n with a broken configuration: exit 0"; else
+	bad "dpkg -i $ver_n with a broken configuration"
+fi
+grep -F 'lbaws:' "$work/dpkg-refused.log" | sed 's/^/       /'
+check "postinst says why the upgrade was refused" grep -qF "lbaws:   upgrade refused: " "$work/dpkg-refused.log"
+check "postinst says the old version still serves" grep -qF "still runs and serves (pid $pid_n)" "$work/dpkg-refused.log"
+check "journal: upgrade refused at err (3)" journal_has 3 "upgrade refused: "
+check "same MainPID ($pid_n), no upgrade happened" test "$(prop lbaws.service MainPID)/$(upgraded_count)" = "$pid_n/$n_up"
+check "StatusText: still ${upstream_n}+next" status_has "lbaws ${upstream_n}+next: "
+check "StatusText: upgrade refused" status_has "; upgrade refused: "
+check "the running version serves" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+c cp /root/config.toml.good "$conf"
+# From a version before upgrade in place: a restart of the service only.
+maint postinst configure 0.1.0-1 >"$work/postinst-old.log" 2>&1
+check "postinst configure 0.1.0-1: exit 0" test $? = 0
+check "from 0.1.0: lbaws.service restarted" test "$(prop lbaws.service MainPID)" != "$pid_n"
+check "from 0.1.0: lbaws.socket not restarted" test "$(prop lbaws.socket ActiveEnterTimestampMonotonic)" = "$sock_since"
+check "from 0.1.0: $upstream_n serves" wait_for 5 status_has "lbaws $upstream_n: "
+pid_r=$(prop lbaws.service MainPID)
+# dpkg's error unwinding, and the old package's scripts during an upgrade.
+for call in "prerm upgrade 9.9-1" "postrm upgrade 9.9-1" "prerm failed-upgrade 9.9-1" "postinst abort-upgrade 9.9-1"; do
+	# shellcheck disable=SC2086 # the words of the call
+	maint $call >"$work/maint.log" 2>&1
+	check "$call: exit 0" test $? = 0
+	check "$call: same MainPID, lbaws.socket untouched" same_pid_socket "$pid_r" "$sock_since"
+done
+check "lbaws.service still serves" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+
+# --- 10 ------------------------------------------------------------------------------
+step 10 "broken configuration: reload fails, the port stays open"
+c sh -c "printf '\n[[route]]\nprefix = \"/broken\"\nrespond = { status = 42 }\n' >>$conf"
+check "systemctl reload lbaws fails" not c systemctl reload lbaws
+check "the running configuration still serves" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+check "systemctl restart lbaws fails" not c systemctl restart lbaws
+say "       watching lbaws.socket for a minute"
+socket_holds() {
+	active lbaws.socket && listening 8080 &&
+		[ "$(prop lbaws.service Result)" != start-limit-hit ] && [ "$(prop lbaws.socket Result)" = success ]
+}
+check "for 60 s: lbaws.socket listens, no start limit hit" holds 60 socket_holds
+restarts=$(prop lbaws.service NRestarts)
+check "lbaws.service kept trying ($restarts restarts)" test "$restarts" -ge 10
+# (systemctl status, between two attempts, shows the log of the next
+# attempt only, which is empty: systemd 252 filters it by invocation.)
+journal_error() { c journalctl -u lbaws --no-pager -o cat -n 20 | grep -qF "$conf:"; }
+check "journalctl -u lbaws shows the error line" wait_for 10 journal_error
+say "       $(c journalctl -u lbaws --no-pager -o cat -n 20 | grep -F "$conf:" | tail -n 1)"
+c cp /root/config.toml.good "$conf"
+check "fixed: the next connection is served" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+check "lbaws.service active" wait_for 10 active lbaws.service
+check "systemctl stop lbaws.service" c systemctl stop lbaws.service
+check "systemctl try-reload-or-restart lbaws (stopped): exit 0" c systemctl try-reload-or-restart lbaws
+check "... and lbaws.service stays stopped" inactive lbaws.service
+
+# --- 11 ------------------------------------------------------------------------------
+step 11 "logrotate"
+access_log=/var/log/lbaws/access.log
+check "a request before the rotation" get -o /dev/null "http://127.0.0.1:8080/?before-rotation"
+check "the access log has it" wait_for 5 c grep -qF "?before-rotation" "$access_log"
+check "logrotate -f /etc/logrotate.d/lbaws" c logrotate -f /etc/logrotate.d/lbaws
+check "rotated to $access_log.1" c grep -qF "?before-rotation" "$access_log.1"
+check "a request after the rotation" get -o /dev/null "http://127.0.0.1:8080/?after-rotation"
+check "lbaws writes to the new $access_log" wait_for 5 c grep -qF "?after-rotation" "$access_log"
+check "... and not to the old one" not c grep -qF "?after-rotation" "$access_log.1"
+check "the new file belongs to lbaws" test "$(c stat -c %U "$access_log")" = lbaws
+
+# --- 12 ------------------------------------------------------------------------------
+step 12 "remove, then install again"
+if c dpkg -r lbaws >"$work/dpkg-r.log" 2>&1; then ok "dpkg -r lbaws"; else bad "dpkg -r lbaws"; cat "$work/dpkg-r.log"; fi
+check "nothing listens on 8080" wait_for 5 not_listening 8080
+check "lbaws-accept.socket masked while removed" test "$(c systemctl is-enabled lbaws-accept.socket 2>&1)" = masked
+if c dpkg -i /debs/lbaws.deb >"$work/dpkg-again.log" 2>&1; then ok "dpkg -i again"; else bad "dpkg -i again"; cat "$work/dpkg-again.log"; fi
+check "lbaws.socket active" active lbaws.socket
+check "port 8080 answers" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+check "lbaws-accept.socket no longer masked" test "$(c systemctl is-enabled lbaws-accept.socket 2>&1)" = disabled
+check "systemctl enable --now lbaws-accept.socket" c systemctl enable --now lbaws-accept.socket
+check "port 8081 answers" body_is http://127.0.0.1:8081/ /var/www/lbaws/index.html
+if c dpkg --purge lbaws >"$work/dpkg-purge2.log" 2>&1; then ok "dpkg --purge lbaws"; else
+	bad "dpkg --purge lbaws"
+	cat "$work/dpkg-purge2.log"
+fi
+check "package is purged" pkg_gone
+check "nothing listens on 8080" wait_for 5 not_listening 8080
+check "nothing listens on 8081" wait_for 5 not_listening 8081
 
 # --- summary --------------------------------------------------------------------------
 say ""

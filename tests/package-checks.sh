@@ -5,7 +5,12 @@
 #   - the shipped /etc/lbaws/config.toml passes `lbaws check`;
 #   - `systemd-analyze verify` is clean on the four units;
 #   - `systemd-analyze security --offline=true` exposure of lbaws.service
-#     (and lbaws-accept@.service) is at most 2.0.
+#     (and lbaws-accept@.service) is at most 2.0;
+#   - md5sums, Built-Using (packaging/build-deb adds them);
+#   - packaging/copyright is what packaging/gen-copyright makes of the
+#     current Cargo.lock (every crate linked in, glibc, libgcc);
+#   - the maintainer scripts pass shellcheck; the toolchain here is at least
+#     Cargo.toml's rust-version.
 # Installs what it needs (cargo-deb, lintian) itself. Run from anywhere:
 #   bash tests/package-checks.sh
 # Prints the path of the .deb it built on the line "deb: PATH".
@@ -22,7 +27,7 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 # shellcheck source=tests/lib.sh
 . tests/lib.sh   # the working directory is the repository here
 
-apt_install lintian systemd man-db
+apt_install lintian systemd man-db shellcheck
 if ! command -v cargo-deb >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
 	echo "installing: cargo-deb"
 	cargo install cargo-deb --locked --quiet
@@ -33,11 +38,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # --- build -------------------------------------------------------------------
-echo "== cargo deb"
-# The target named as in .cargo/config.toml, so cargo-deb finds the static build.
-cargo deb --target x86_64-unknown-linux-gnu 2>&1 | tee "$work/cargo-deb.log" | tail -n 3
+echo "== packaging/build-deb"
+# cargo deb for the named target (.cargo/config.toml), then md5sums and Built-Using.
+packaging/build-deb 2>&1 | tee "$work/cargo-deb.log" | tail -n 3
 deb=$(tail -n 1 "$work/cargo-deb.log")
-if [ -f "$deb" ]; then ok "built $deb"; else bad "cargo deb produced no package"; exit 1; fi
+if [ -f "$deb" ]; then ok "built $deb"; else bad "packaging/build-deb produced no package"; exit 1; fi
 dpkg-deb -x "$deb" "$work/root"
 dpkg-deb -e "$deb" "$work/control"
 
@@ -60,10 +65,39 @@ for f in usr/sbin/lbaws etc/lbaws/config.toml usr/share/lbaws/www/index.html \
 	usr/share/lintian/overrides/lbaws; do
 	if [ -f "$work/root/$f" ]; then ok "ships /$f"; else bad "missing /$f"; fi
 done
-if grep -qx /etc/lbaws/config.toml "$work/control/conffiles"; then
-	ok "/etc/lbaws/config.toml is a conffile"
+for f in /etc/lbaws/config.toml /etc/logrotate.d/lbaws; do
+	if grep -qx "$f" "$work/control/conffiles"; then ok "$f is a conffile"; else bad "$f is not a conffile"; fi
+done
+if [ -f "$work/root/etc/logrotate.d/lbaws" ]; then ok "ships /etc/logrotate.d/lbaws"; else bad "missing /etc/logrotate.d/lbaws"; fi
+if [ -s "$work/control/md5sums" ] && (cd "$work/root" && md5sum --quiet -c "$work/control/md5sums"); then
+	ok "md5sums: $(wc -l <"$work/control/md5sums") files, all match"
 else
-	bad "/etc/lbaws/config.toml is not a conffile"
+	bad "md5sums missing or wrong"
+fi
+if grep -Eq '^Built-Using: glibc \(= [^)]+\), gcc-[0-9]+ \(= [^)]+\)$' "$work/control/control"; then
+	ok "$(grep -E '^Built-Using:' "$work/control/control")"
+else
+	bad "no Built-Using for glibc and libgcc"
+fi
+if packaging/gen-copyright >"$work/copyright" && diff -u packaging/copyright "$work/copyright" >"$work/copyright.diff"; then
+	ok "packaging/copyright is current ($(grep -c '^Files: rust-crates/' packaging/copyright) crates, glibc, libgcc)"
+else
+	bad "packaging/copyright is stale: run packaging/gen-copyright >packaging/copyright"
+	sed 's/^/   /' "$work/copyright.diff" | head -n 40
+fi
+for s in preinst postinst prerm postrm; do
+	[ -f "$work/control/$s" ] || continue
+	if shellcheck -s sh "$work/control/$s" >"$work/shellcheck.log" 2>&1; then ok "shellcheck $s"; else
+		bad "shellcheck $s"
+		sed 's/^/   /' "$work/shellcheck.log"
+	fi
+done
+want=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+have=$(rustc --version | awk '{ print $2 }')
+if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n 1)" = "$want" ]; then
+	ok "rustc $have >= rust-version $want (the toolchain this run proves)"
+else
+	bad "rustc $have is older than rust-version $want"
 fi
 if [ -e "$work/root/var/www" ]; then bad "package ships files under /var/www"; else ok "nothing under /var/www"; fi
 if out=$("$work/root/usr/sbin/lbaws" check --config "$work/root/etc/lbaws/config.toml" 2>&1); then

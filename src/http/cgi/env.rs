@@ -77,7 +77,7 @@ fn request_variables(cx: &CgiRequest<'_>, script: &Script, route: &CgiRoute, cfg
     set("GATEWAY_INTERFACE", b"CGI/1.1");
     set(
         "SERVER_SOFTWARE",
-        concat!("lbaws/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        concat!("lbaws/", env!("LBAWS_VERSION")).as_bytes(),
     );
     set(
         "SERVER_PROTOCOL",
