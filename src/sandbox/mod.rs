@@ -149,7 +149,11 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
     // filter around lbaws, such as a unit's SystemCallFilter= without
     // them): try them once in a throw-away child.
     let filters = [shared.as_ref(), strict.as_ref()];
-    let [landlock_ok, shared_ok, strict_ok] = trial(worker.as_ref(), filters);
+    let [landlock_ok, shared_ok, strict_ok, no_fork_ok] = trial(worker.as_ref(), filters);
+    let no_fork = !cgi && no_fork_ok;
+    if !cgi && !no_fork_ok {
+        lacking.push("no fork (setrlimit refused)".into());
+    }
     let mut worker = worker;
     if !landlock_ok {
         worker = None;
@@ -161,7 +165,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         strict = strict.filter(|_| strict_ok);
         lacking.push("seccomp (refused)".into());
     }
-    if required && !(landlock_ok && shared_ok && strict_ok) {
+    if required && !(landlock_ok && shared_ok && strict_ok && (cgi || no_fork_ok)) {
         return Err(format!(
             "[sandbox] mode = \"required\", but not enforced: {}",
             lacking.join(", ")
@@ -186,7 +190,8 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         },
         match (&strict, cgi) {
             (Some(_), _) => "; each worker: an allow-list (strict_syscalls), no fork, no exec",
-            (None, false) => "; each worker: no fork, no exec",
+            (None, false) if no_fork => "; each worker: no fork, no exec",
+            (None, false) => "; each worker: no exec",
             (None, true) => "",
         },
         match lacking.is_empty() {
@@ -199,7 +204,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         scripts,
         shared,
         strict,
-        no_fork: !cgi,
+        no_fork,
         summary,
         missing,
     })
@@ -207,7 +212,8 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
 
 /// Whether a process can enter `ruleset` and attach each of `filters`:
 /// tried in a child that does it and exits with a bit for each that worked.
-fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [bool; 3] {
+/// The last bit: whether it could forbid itself to fork.
+fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [bool; 4] {
     use nix::sys::wait::{waitpid, WaitStatus};
     // SAFETY: the child makes a few system calls and _exits.
     match unsafe { nix::unistd::fork() } {
@@ -215,6 +221,9 @@ fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [b
             let mut code = 0;
             if ruleset.is_none_or(|fd| crate::sys::landlock_restrict(fd.as_raw_fd()).is_ok()) {
                 code |= 1;
+            }
+            if crate::sys::forbid_fork().is_ok() {
+                code |= 8;
             }
             for (bit, f) in [2, 4].into_iter().zip(filters) {
                 if f.is_none_or(|f| crate::sys::seccomp_filter(&f.program).is_ok()) {
@@ -227,13 +236,13 @@ fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [b
         Ok(nix::unistd::ForkResult::Parent { child }) => loop {
             match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, code)) => {
-                    return [code & 1 != 0, code & 2 != 0, code & 4 != 0]
+                    return [code & 1 != 0, code & 2 != 0, code & 4 != 0, code & 8 != 0]
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
-                _ => return [false; 3],
+                _ => return [false; 4],
             }
         },
-        Err(_) => [false; 3],
+        Err(_) => [false; 4],
     }
 }
 
