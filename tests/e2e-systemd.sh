@@ -246,8 +246,11 @@ t_boot=$SECONDS
 		mkdir -p "$d" && echo "$BASHPID" >"$d/cgroup.procs"
 	done
 	export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+	# nspawn's own seccomp allow-list (systemd 252) lacks Landlock's calls:
+	# without them lbaws would report Landlock missing (and test less).
 	exec systemd-nspawn -D "$ROOTFS" --boot --register=no --keep-unit --private-network \
-		--volatile=overlay --bind-ro="$work/debs:/debs" --machine=lbaws-e2e
+		--volatile=overlay --bind-ro="$work/debs:/debs" --machine=lbaws-e2e \
+		--system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self'
 ) >"$work/nspawn.log" 2>&1 </dev/null &
 NSPAWN_PID=$!
 
@@ -348,6 +351,12 @@ say "       StatusText=$(prop lbaws.service StatusText)"
 pid1=$(prop lbaws.service MainPID)
 check "MainPID $pid1 runs as user lbaws" test "$(c ps -o user= -p "$pid1" 2>&1 | tr -d ' ')" = lbaws
 check "lbaws.service Type=notify, NotifyAccess=main" test "$(prop lbaws.service Type)/$(prop lbaws.service NotifyAccess)" = notify/main
+sandbox_line() { c journalctl -u lbaws --no-pager -o cat | grep -m1 -E 'sandbox (best-effort|required|off)'; }
+say "       $(sandbox_line)"
+check "journal: the sandbox (Landlock, seccomp) is in force under the unit's own filter" \
+	journal_has info "sandbox best-effort: Landlock ABI"
+sandbox_complete() { sandbox_line | grep -q . && ! sandbox_line | grep -q 'not enforced'; }
+check "journal: nothing of the sandbox is left unenforced" sandbox_complete
 
 # --- 3 -------------------------------------------------------------------------------
 step 3 "reload: a new route, then a broken edit"
@@ -366,6 +375,16 @@ readlink /proc/self/fd/0
 wc -c
 EOF
 c chmod 755 "$cgi_dir/body.sh"
+# And one that tries what its sandbox refuses it: signal lbaws (the user's own
+# process), read a file the user may read outside its route.
+c sh -c "cat >$cgi_dir/probe.sh" <<'EOF'
+#!/bin/sh
+printf 'Content-Type: text/plain\n\n'
+kill -0 "$QUERY_STRING" 2>/dev/null && echo "kill: allowed" || echo "kill: denied"
+cat /var/lib/lbaws/default-page.sha256 >/dev/null 2>&1 && echo "read: allowed" || echo "read: denied"
+grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | tr -d '\t'
+EOF
+c chmod 755 "$cgi_dir/probe.sh"
 c sh -c "cat >>$conf" <<EOF
 
 # added by tests/e2e-systemd.sh
@@ -376,6 +395,10 @@ respond = { status = 200, body = "reloaded route\n", content_type = "text/plain"
 [[route]]
 prefix = "/e2e-cgi"
 cgi = { script = "$cgi_dir/body.sh" }
+
+[[route]]
+prefix = "/e2e-probe"
+cgi = { script = "$cgi_dir/probe.sh" }
 EOF
 check "systemctl reload lbaws" c systemctl reload lbaws
 # `systemctl reload` returns once kill(1) has run, not when lbaws has reloaded.
@@ -390,6 +413,10 @@ check "CGI: a 5-byte body reaches the script from memory" \
 	test "$small_body" = "$(printf '/memfd:lbaws-body (deleted)\n5')"
 big_ok() { [[ $big_body == "/var/tmp/#"*" (deleted)"$'\n'"70000" ]]; }
 check "CGI: a 70000-byte body reaches the script from an unlinked file in /var/tmp" big_ok
+probe_out=$(get "http://127.0.0.1:8080/e2e-probe?$pid1" | tr '\n' ' ')
+say "       probe.sh: $probe_out"
+check "CGI sandbox: a script cannot signal lbaws nor read outside its route; Seccomp 2, NoNewPrivs 1" \
+	test "$probe_out" = "kill: denied read: denied NoNewPrivs:1 Seccomp:2 "
 check "same MainPID after the reload ($pid1)" test "$(prop lbaws.service MainPID)" = "$pid1"
 check "lbaws.service still active" active lbaws.service
 c cp "$conf" /root/config.toml.good
