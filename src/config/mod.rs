@@ -111,6 +111,8 @@ pub struct Server {
     /// served together; 0 turns the limit off.
     pub max_connections_per_ip: usize,
     pub shutdown_timeout: Duration,
+    /// Under socket activation: exit after this long with nothing to do.
+    pub exit_idle_after: Option<Duration>,
     /// Send `Server: lbaws`.
     pub server_header: bool,
     /// Where request bodies larger than [`Limits::cgi_body_in_memory`] are
@@ -386,7 +388,7 @@ mod tests {
     fn errors_carry_line_and_column() {
         assert_eq!(
             err("[server]\nmax_connection = 3\n"),
-            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`"
+            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`"
         );
         assert!(err("[server]\nshutdown_timeout = \"10 parsecs\"\n")
             .starts_with("t.toml:2:20: bad duration"));

@@ -60,6 +60,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                 .shutdown_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
             server_header: raw.server.server_header.unwrap_or(true),
+            exit_idle_after: raw.server.exit_idle_after.map(|d| d.0),
             temp_dir,
         },
         listen,

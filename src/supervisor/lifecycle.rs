@@ -31,9 +31,9 @@ impl Supervisor {
                 Signal::SIGCHLD => chld = true,
                 Signal::SIGTERM | Signal::SIGINT => {
                     let again = self.stop.is_some();
-                    self.begin_stop(again, sig);
+                    self.begin_stop(again, sig.as_str());
                 }
-                Signal::SIGQUIT => self.begin_stop(true, sig),
+                Signal::SIGQUIT => self.begin_stop(true, sig.as_str()),
                 Signal::SIGHUP => {
                     if self.stop.is_none() {
                         self.reload();
@@ -320,7 +320,9 @@ impl Supervisor {
     // -----------------------------------------------------------------------
     // Stopping
 
-    fn begin_stop(&mut self, immediate: bool, sig: Signal) {
+    /// Stop, gracefully or at once; `why` (a signal's name, "idle") heads
+    /// the log line.
+    pub(super) fn begin_stop(&mut self, immediate: bool, why: &str) {
         self.abandon_upgrade();
         if self.stop.is_none() {
             // Idle keep-alive workers see the stop pipe hang up and close.
@@ -340,7 +342,7 @@ impl Supervisor {
         if immediate {
             if !matches!(self.stop, Some(Stop::Terminating(_)) | Some(Stop::Killed)) {
                 crate::info!(
-                    "{sig}: stopping now, terminating {} worker(s)",
+                    "{why}: stopping now, terminating {} worker(s)",
                     self.workers.len()
                 );
                 self.signal_all(Signal::SIGTERM);
@@ -349,7 +351,7 @@ impl Supervisor {
         } else {
             let t = self.cfg.server.shutdown_timeout;
             crate::info!(
-                "{sig}: stopping gracefully, {} request(s) in flight, {} connection(s) waiting, for up to {:?}",
+                "{why}: stopping gracefully, {} request(s) in flight, {} connection(s) waiting, for up to {:?}",
                 self.workers.len(),
                 self.gate.as_ref().map_or(0, |g| g.new + g.parked + g.closing),
                 t

@@ -51,6 +51,7 @@
 
 mod conns;
 mod floods;
+mod idle;
 mod lifecycle;
 mod sources;
 mod upgrade;
@@ -183,6 +184,8 @@ pub struct Supervisor {
     /// Connections collected for the next image while the gate hands back.
     carried: Vec<(OwnedFd, crate::handoff::Meta)>,
     upgrade_error: Option<String>,
+    /// Since when nothing is under way (idle exit, see `idle.rs`).
+    idle_since: Option<Instant>,
     status_dirty: bool,
     status_sent: Option<Instant>,
     next_watchdog: Option<Instant>,
@@ -361,6 +364,7 @@ impl Supervisor {
             upgrade: None,
             carried: Vec::new(),
             upgrade_error: None,
+            idle_since: None,
             status_dirty: false,
             status_sent: None,
             next_watchdog: None,
@@ -380,6 +384,14 @@ impl Supervisor {
             self.max_pending,
             self.cfg.server.max_connections_per_ip
         );
+        if let Some(after) = self.cfg.server.exit_idle_after {
+            match self.idle_exit_applies() {
+                true => crate::info!("exits after {after:?} idle (sockets from systemd)"),
+                false => crate::warn!(
+                    "exit_idle_after ignored: the sockets are not all from systemd (nothing would start lbaws again)"
+                ),
+            }
+        }
         if self.notifier.enabled() {
             self.notifier.ready(&self.status_line());
             self.status_sent = Some(Instant::now());
@@ -511,6 +523,7 @@ impl Supervisor {
         due(self.gate_restart_at);
         due(self.next_check);
         due(self.upgrade_deadline());
+        due(self.idle_deadline());
         due(self.fork_failures.due());
         due(self.shed.due());
         due(self.over_limit.due());
@@ -543,6 +556,7 @@ impl Supervisor {
         }
         self.log_floods(now);
         self.upgrade_timers(now);
+        self.idle_timer(now);
         if self.next_check.is_some_and(|t| now >= t) {
             self.check_workers(now);
         }
