@@ -9,10 +9,12 @@
 //! public structs are what the rest of lbaws reads: defaults applied, values parsed
 //! into their real types, routes sorted for longest-prefix matching.
 
+mod cidr;
 mod raw;
 mod routes;
 mod validate;
 
+pub use cidr::Cidr;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -173,6 +175,35 @@ pub enum Action {
         to: String,
         status: u16,
     },
+    /// The status page (`http::status`), from the scoreboard.
+    Status(StatusFormat),
+}
+
+/// `status = { format = ... }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// A page for people, like Apache's mod_status.
+    Text,
+    Json,
+    /// The Prometheus text exposition format (0.0.4).
+    Prometheus,
+}
+
+/// A route's `allow`: the peers that may use it (others get 403).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allow {
+    pub ranges: Vec<Cidr>,
+    /// `"unix"` in the list: peers on Unix socket listeners.
+    pub unix: bool,
+}
+
+impl Allow {
+    pub fn permits(&self, peer: crate::listen::Peer) -> bool {
+        match peer {
+            crate::listen::Peer::Inet(a) => self.ranges.iter().any(|c| c.contains(a.ip())),
+            crate::listen::Peer::Unix => self.unix,
+        }
+    }
 }
 
 /// `cgi = { dir = ... }` (scripts in a directory) or `{ script = ... }` (one
@@ -244,6 +275,8 @@ pub struct StaticRoute {
 pub struct Route {
     pub prefix: String,
     pub action: Action,
+    /// `None`: everyone may use the route.
+    pub allow: Option<Allow>,
 }
 
 #[derive(Debug, Clone)]
