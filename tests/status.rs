@@ -16,10 +16,14 @@ use util::*;
 const WAIT_SH: &str = "#!/bin/sh\nwhile [ ! -e \"$GO\" ]; do sleep 0.05; done\nprintf 'Content-Type: text/plain\\n\\nwaited\\n'\n";
 
 fn daemon() -> Daemon {
+    daemon_on("127.0.0.1:0")
+}
+
+fn daemon_on(listen: &str) -> Daemon {
     let d = Daemon::with_config(
-        r#"
+        &r#"
 [[listen]]
-address = "127.0.0.1:0"
+address = "LISTEN"
 
 [[route]]
 prefix = "/metrics"
@@ -51,7 +55,8 @@ respond = { status = 404, body = "none\n" }
 [[route]]
 prefix = "/"
 respond = { status = 200, body = "hello\n" }
-"#,
+"#
+        .replace("LISTEN", listen),
     )
     .dirs(&["cgi"])
     .start();
@@ -266,4 +271,35 @@ fn allow_refuses_other_sources_with_403() {
     std::fs::write(d.path("cgi/go"), "").unwrap();
     let ok = get(d.addr(), "/private-cgi/wait.sh");
     assert_eq!((ok.status, ok.body_str().as_str()), (200, "waited\n"));
+}
+
+#[test]
+fn lbaws_status_prints_the_text_page() {
+    let d = daemon_on(&format!("127.0.0.1:{}", free_port()));
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(d.path("config.toml"))
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        page.starts_with("lbaws ") && page.contains("\nscoreboard: "),
+        "{page}"
+    );
+    // Without a status route: a clear message, and a failure.
+    let cfg = d.path("plain.toml");
+    std::fs::write(&cfg, "[[listen]]\naddress = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no route with a status action"), "{err}");
 }

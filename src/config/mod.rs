@@ -513,4 +513,38 @@ mod tests {
         assert_eq!(c.route("/api/x").unwrap().prefix, "/api/");
         assert_eq!(c.route("/apix").unwrap().prefix, "/");
     }
+
+    #[test]
+    fn status_routes_and_allow() {
+        let c = parse(
+            "[[route]]\nprefix = \"/s\"\nstatus = { format = \"prometheus\" }\nallow = [\"10.0.0.0/8\", \"::1\", \"unix\"]\n\n[[route]]\nprefix = \"/t\"\nstatus = {}\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = c.route("/s").unwrap();
+        assert!(matches!(s.action, Action::Status(StatusFormat::Prometheus)));
+        let allow = s.allow.as_ref().unwrap();
+        assert!(allow.unix && allow.ranges.len() == 2);
+        let peer = |a: &str| crate::listen::Peer::Inet(a.parse().unwrap());
+        assert!(allow.permits(peer("10.1.2.3:80")));
+        assert!(allow.permits(peer("[::1]:80")));
+        assert!(!allow.permits(peer("192.0.2.1:80")));
+        assert!(allow.permits(crate::listen::Peer::Unix));
+        let t = c.route("/t").unwrap();
+        assert!(matches!(t.action, Action::Status(StatusFormat::Text)) && t.allow.is_none());
+        assert_eq!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = { format = \"xml\" }\n"),
+            "t.toml:3:21: unknown status format \"xml\": expected text, json or prometheus"
+        );
+        assert_eq!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = [\"127.0.0.1/33\"]\n"),
+            "t.toml:4:10: bad address range \"127.0.0.1/33\": prefix length above 32"
+        );
+        assert!(err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = []\n")
+            .contains("allow needs at least one address range"));
+        assert!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = {}\nrespond = { status = 200 }\n")
+                .contains("a route has one action")
+        );
+    }
 }
