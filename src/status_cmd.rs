@@ -68,10 +68,7 @@ pub fn fetch(cfg: &Config) -> Result<Vec<u8>, String> {
     }
 }
 
-fn exchange<S: Read + Write>(mut s: S, request: &str) -> std::io::Result<Vec<u8>>
-where
-    S: Timeouts,
-{
+fn exchange<S: Read + Write + Timeouts>(mut s: S, request: &str) -> std::io::Result<Vec<u8>> {
     s.timeouts(TIMEOUT)?;
     s.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
