@@ -9,10 +9,12 @@
 //! public structs are what the rest of lbaws reads: defaults applied, values parsed
 //! into their real types, routes sorted for longest-prefix matching.
 
+mod cidr;
 mod raw;
 mod routes;
 mod validate;
 
+pub use cidr::Cidr;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -175,6 +177,35 @@ pub enum Action {
         to: String,
         status: u16,
     },
+    /// The status page (`http::status`), from the scoreboard.
+    Status(StatusFormat),
+}
+
+/// `status = { format = ... }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// A page for people, like Apache's mod_status.
+    Text,
+    Json,
+    /// The Prometheus text exposition format (0.0.4).
+    Prometheus,
+}
+
+/// A route's `allow`: the peers that may use it (others get 403).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allow {
+    pub ranges: Vec<Cidr>,
+    /// `"unix"` in the list: peers on Unix socket listeners.
+    pub unix: bool,
+}
+
+impl Allow {
+    pub fn permits(&self, peer: crate::listen::Peer) -> bool {
+        match peer {
+            crate::listen::Peer::Inet(a) => self.ranges.iter().any(|c| c.contains(a.ip())),
+            crate::listen::Peer::Unix => self.unix,
+        }
+    }
 }
 
 /// `cgi = { dir = ... }` (scripts in a directory) or `{ script = ... }` (one
@@ -246,6 +277,8 @@ pub struct StaticRoute {
 pub struct Route {
     pub prefix: String,
     pub action: Action,
+    /// `None`: everyone may use the route.
+    pub allow: Option<Allow>,
 }
 
 #[derive(Debug, Clone)]
@@ -481,5 +514,39 @@ mod tests {
         .unwrap();
         assert_eq!(c.route("/api/x").unwrap().prefix, "/api/");
         assert_eq!(c.route("/apix").unwrap().prefix, "/");
+    }
+
+    #[test]
+    fn status_routes_and_allow() {
+        let c = parse(
+            "[[route]]\nprefix = \"/s\"\nstatus = { format = \"prometheus\" }\nallow = [\"10.0.0.0/8\", \"::1\", \"unix\"]\n\n[[route]]\nprefix = \"/t\"\nstatus = {}\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = c.route("/s").unwrap();
+        assert!(matches!(s.action, Action::Status(StatusFormat::Prometheus)));
+        let allow = s.allow.as_ref().unwrap();
+        assert!(allow.unix && allow.ranges.len() == 2);
+        let peer = |a: &str| crate::listen::Peer::Inet(a.parse().unwrap());
+        assert!(allow.permits(peer("10.1.2.3:80")));
+        assert!(allow.permits(peer("[::1]:80")));
+        assert!(!allow.permits(peer("192.0.2.1:80")));
+        assert!(allow.permits(crate::listen::Peer::Unix));
+        let t = c.route("/t").unwrap();
+        assert!(matches!(t.action, Action::Status(StatusFormat::Text)) && t.allow.is_none());
+        assert_eq!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = { format = \"xml\" }\n"),
+            "t.toml:3:21: unknown status format \"xml\": expected text, json or prometheus"
+        );
+        assert_eq!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = [\"127.0.0.1/33\"]\n"),
+            "t.toml:4:10: bad address range \"127.0.0.1/33\": prefix length above 32"
+        );
+        assert!(err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = []\n")
+            .contains("allow needs at least one address range"));
+        assert!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = {}\nrespond = { status = 200 }\n")
+                .contains("a route has one action")
+        );
     }
 }

@@ -121,6 +121,14 @@ pub(super) struct RawRoute {
     pub redirect: Option<Spanned<RawRedirect>>,
     pub cgi: Option<Spanned<RawCgi>>,
     pub sandbox: Option<Spanned<RawWiden>>,
+    pub status: Option<Spanned<RawStatus>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatus {
+    pub format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

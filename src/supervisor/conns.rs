@@ -8,6 +8,7 @@ use crate::child;
 use crate::gate::head;
 use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
 use crate::listen::Peer;
+use crate::scoreboard::Sup;
 use nix::errno::Errno;
 use nix::unistd::{fork, ForkResult};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -64,6 +65,7 @@ impl Supervisor {
     /// complete head (the usual case: `TCP_DEFER_ACCEPT` held it until data
     /// came) and a worker free, it is forked now; otherwise it waits in the gate.
     fn new_connection(&mut self, conn: OwnedFd, peer: Peer) {
+        crate::scoreboard::add(Sup::Accepted, 1);
         let key = handoff::source_key(&peer).unwrap_or(NO_KEY);
         let limit = self.cfg.server.max_connections_per_ip;
         if limit > 0 && key != NO_KEY && self.sources.total(key) as usize >= limit {
@@ -111,7 +113,7 @@ impl Supervisor {
             0 => self.next_slot,
             n => self.free_slots.as_slice()[n - 1],
         };
-        crate::scoreboard::assign(slot as usize);
+        crate::scoreboard::assign(slot as usize, meta.peer, meta.served);
         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
@@ -127,6 +129,7 @@ impl Supervisor {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(conn); // the worker has its own copy
+                crate::scoreboard::set_pid(slot as usize, child.as_raw() as u32);
                 self.sources.add(key, Place::Worker);
                 // Cannot be full: nothing forks at max_connections.
                 self.workers.push(Worker {

@@ -6,6 +6,7 @@ use crate::alloc::SupervisorTable;
 use crate::config::{self, Config};
 use crate::handoff::{self, GateLimits, Msg};
 use crate::listen::{self, Listener};
+use crate::scoreboard::Sup;
 use crate::signals;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -95,6 +96,8 @@ impl Supervisor {
         let w = self.workers.swap_remove(i);
         self.sources.remove(w.key, Place::Worker);
         self.free_slots.push(w.slot);
+        crate::scoreboard::set_pid(w.slot as usize, 0);
+        crate::scoreboard::add(exit_cause(code, signal, w.stalled.is_some(), w.slot), 1);
         if signal.is_some() {
             // Killed before it could end its CGI script's descendants: they
             // came back to the supervisor (a subreaper too).
@@ -423,9 +426,11 @@ impl Supervisor {
                 if let Err(e) = crate::sandbox::attach_shared() {
                     crate::error!("cannot attach the seccomp filter: {e}");
                 }
+                crate::scoreboard::add(Sup::Reloads, 1);
                 self.apply(new, tables, &source)
             }
             Err(e) => {
+                crate::scoreboard::add(Sup::ReloadsFailed, 1);
                 crate::error!("reload failed, keeping the running configuration: {e}");
                 self.reload_error = Some(format!("reload failed: {e}"));
             }
@@ -597,5 +602,18 @@ fn exit_meaning(code: i32) -> &'static str {
         crate::http::EXIT_OSERR => "post-fork set-up failed",
         crate::http::EXIT_IOERR => "I/O error on the connection",
         _ => "unknown",
+    }
+}
+
+/// How a worker ended, for the status page's count of worker exits.
+fn exit_cause(code: i32, signal: Option<(Signal, bool)>, stalled: bool, slot: u32) -> Sup {
+    match signal {
+        Some(_) if stalled => Sup::ExitStalled,
+        Some((Signal::SIGSYS, _)) if crate::scoreboard::denied_call(slot as usize).is_some() => {
+            Sup::ExitSandbox
+        }
+        Some(_) => Sup::ExitSignal,
+        None if code == 0 => Sup::ExitOk,
+        None => Sup::ExitError,
     }
 }

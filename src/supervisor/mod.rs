@@ -222,6 +222,7 @@ impl Supervisor {
         if !crate::scoreboard::create(crate::config::MAX_WORKERS) {
             return Err(Errno::ENOMEM);
         }
+        crate::scoreboard::started();
         let channels = Channels {
             stop_reader,
             stop_writer: Some(stop_writer),
@@ -247,6 +248,8 @@ impl Supervisor {
         if !crate::scoreboard::adopt(state.scoreboard) {
             return Err(Errno::ENOMEM);
         }
+        crate::scoreboard::started();
+        crate::scoreboard::add(crate::scoreboard::Sup::Upgrades, 1);
         let channels = Channels {
             stop_reader: upgrade::own(state.stop_reader),
             stop_writer: (state.stop_writer >= 0).then(|| upgrade::own(state.stop_writer)),
@@ -549,6 +552,7 @@ impl Supervisor {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        self.publish();
         self.stop_timers(now);
         if self.gate_restart_at.is_some_and(|t| now >= t) {
             self.gate_restart_at = None;
@@ -575,6 +579,23 @@ impl Supervisor {
         } else if !self.notifier.enabled() {
             self.status_dirty = false;
         }
+    }
+
+    /// What the status page shows of the supervisor's own counts, into the
+    /// scoreboard (a few stores, every loop iteration).
+    fn publish(&self) {
+        use crate::scoreboard::{set, Sup};
+        let (waiting, parked) = self
+            .gate
+            .as_ref()
+            .map_or((0, 0), |g| (g.new + g.closing, g.parked));
+        let c = &self.counters;
+        set(Sup::Waiting, waiting as u64);
+        set(Sup::Parked, parked as u64);
+        set(Sup::RefusedNoWorker, c.refused);
+        set(Sup::RefusedPerSource, c.over_limit);
+        set(Sup::RefusedGateFull, c.shed);
+        set(Sup::Parks, c.parked);
     }
 
     /// e.g. "lbaws 0.2.0: 3 active, 120 waiting, 40 parked; 10412 served,
