@@ -124,6 +124,10 @@ struct Counters {
     shed: u64,
     /// Connections handed back by workers.
     parked: u64,
+    /// Closed on a `proxy_protocol` listener: from outside `proxy_from`, or
+    /// without a valid PROXY header within `header_timeout`. Not carried
+    /// across an upgrade in place.
+    proxy_refused: u64,
 }
 
 pub struct Supervisor {
@@ -175,6 +179,9 @@ pub struct Supervisor {
     fork_failures: floods::Flood<Errno>,
     shed: floods::Flood<(crate::handoff::Kind, Errno)>,
     over_limit: floods::Flood<Peer>,
+    /// Connections refused on a `proxy_protocol` listener: the balancer's
+    /// address (when known here) and why.
+    proxy_refusals: floods::Flood<(Option<Peer>, &'static str)>,
     stop: Option<Stop>,
     reload_error: Option<String>,
     /// What this process was started as (an upgrade runs it again).
@@ -278,6 +285,7 @@ impl Supervisor {
             over_limit,
             shed,
             parked,
+            proxy_refused: 0,
         };
         sup.lost_lines = lost;
         if !sup.workers.is_empty() {
@@ -285,7 +293,7 @@ impl Supervisor {
         }
         sup.spawn_gate();
         for c in &state.conns {
-            let key = crate::handoff::source_key(&c.meta.peer).unwrap_or(crate::handoff::NO_KEY);
+            let key = crate::handoff::meta_key(&c.meta);
             sup.hand_to_gate(upgrade::own(c.fd), c.meta, key);
         }
         let cfg = sup.cfg.clone();
@@ -355,6 +363,7 @@ impl Supervisor {
             fork_failures: floods::Flood::new(),
             shed: floods::Flood::new(),
             over_limit: floods::Flood::new(),
+            proxy_refusals: floods::Flood::new(),
             stop: None,
             reload_error: None,
             image,
@@ -433,11 +442,12 @@ impl Supervisor {
         self.end_all_strays();
         let c = &self.counters;
         crate::info!(
-            "stopped: {} served, {} refused, {} over the per-source limit, {} parked",
+            "stopped: {} served, {} refused, {} over the per-source limit, {} parked, {} refused for their PROXY header",
             c.served,
             c.refused,
             c.over_limit,
-            c.parked
+            c.parked,
+            c.proxy_refused
         );
         for l in self.listeners.drain(..) {
             l.close();
@@ -514,6 +524,7 @@ impl Supervisor {
         due(self.fork_failures.due());
         due(self.shed.due());
         due(self.over_limit.due());
+        due(self.proxy_refusals.due());
         if self.status_dirty && self.notifier.enabled() {
             due(Some(
                 self.status_sent
@@ -583,7 +594,7 @@ impl Supervisor {
             "{} active, {waiting} waiting, {parked} parked; {} served, {} refused",
             self.workers.len(),
             c.served,
-            c.refused + c.over_limit + c.shed
+            c.refused + c.over_limit + c.shed + c.proxy_refused
         );
         if !self.listeners.is_empty() {
             s.push_str("; listening on ");
