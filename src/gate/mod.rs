@@ -23,6 +23,7 @@
 //! | state | deadline | then |
 //! |---|---|---|
 //! | new, nothing received | `header_timeout` | close quietly |
+//! | PROXY header not complete (`Kind::Proxy`) | `header_timeout` from adoption | close, counted as refused |
 //! | new or parked, part of a head received | `header_timeout` from the first byte (parked) or from adoption (new) | 408, close gracefully |
 //! | parked, idle | `keepalive_timeout` less `park_after` | close quietly |
 //! | complete, waiting for the supervisor to take it | `header_timeout` | 503, close gracefully |
@@ -33,7 +34,10 @@
 //! ends it with SIGTERM when it stops at once) and dies with the supervisor
 //! (`PR_SET_PDEATHSIG`). For an upgrade in place it hands every connection
 //! back to the supervisor and exits (`Msg::Handover`), so that the new image
-//! runs a gate of its own version. It parses nothing and answers nothing but 408/503
+//! runs a gate of its own version. It parses nothing but a PROXY header that
+//! arrived in pieces (`look_proxy`: read off the socket, its source made the
+//! peer, then the connection goes back as `Kind::Proxied` for the supervisor
+//! to admit under the client's address), and answers nothing but 408/503
 //! (each with its access log line, request `"-"`; without a body when the
 //! bytes begin a HEAD request, the one other look it takes).
 

@@ -77,7 +77,10 @@ impl Supervisor {
         let l = &self.listeners[idx];
         let spec = l.spec.as_ref().or_else(|| {
             let name = l.name.as_ref()?;
-            self.cfg.listen.iter().find(|s| s.name.as_ref() == Some(name))
+            self.cfg
+                .listen
+                .iter()
+                .find(|s| s.name.as_ref() == Some(name))
         });
         let Some(from) = spec.and_then(|s| s.proxy.as_ref()) else {
             return Proxy::Off;
@@ -468,8 +471,13 @@ impl Supervisor {
             );
         }
         if let Some((n, (peer, why))) = self.proxy_refusals.take(now) {
-            let from = peer.map_or_else(|| "waiting in the gate".into(), |p| format!("from {}", host_of(&p)));
-            crate::warn!("{n} connection(s) refused on a proxy_protocol listener; the last {from}: {why}");
+            let from = peer.map_or_else(
+                || "waiting in the gate".into(),
+                |p| format!("from {}", host_of(&p)),
+            );
+            crate::warn!(
+                "{n} connection(s) refused on a proxy_protocol listener; the last {from}: {why}"
+            );
         }
         if let Some((n, peer)) = self.over_limit.take(now) {
             crate::warn!(

@@ -11,7 +11,8 @@
 //!                      SIGUSR2: begin_upgrade() (upgrade in place, see `upgrade`)
 //!     gate ready    -> take_ready(): complete heads from the gate, a worker each
 //!                      (polled only below max_connections)
-//!     listener      -> accept_burst(): accept4, per-source limit, one MSG_PEEK:
+//!     listener      -> accept_burst(): accept4, [proxy_from, PROXY header],
+//!                      per-source limit, one MSG_PEEK:
 //!                      a complete head forks a worker at once, anything else
 //!                      goes to the gate
 //!     timers        -> STATUS (at most 1/s), WATCHDOG=1, accept back-off,
@@ -39,7 +40,11 @@
 //!    fork copies), and nothing is logged per connection (only failures, at
 //!    most once per burst or second). It never blocks on a client: every
 //!    socket call here is non-blocking, and it reads no request, it only
-//!    looks (`MSG_PEEK`) for the end of one (`gate::head`).
+//!    looks (`MSG_PEEK`) for the end of one (`gate::head`). The one thing
+//!    it parses and reads off a socket: on a `proxy_protocol` listener, a
+//!    PROXY header that has wholly arrived (`lbaws::proto::proxy`: fixed,
+//!    at most 4 KiB, into the peek buffer), so that the per-source limit
+//!    counts the client it names (`conns::proxy_header`).
 //!
 //! Caps: at `max_connections` live workers, complete heads wait in the gate,
 //! oldest first, and are taken as workers end. At `max_pending` the gate makes
