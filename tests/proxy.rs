@@ -308,3 +308,81 @@ fn the_per_source_limit_counts_the_client_not_the_balancer() {
     let mut d = d;
     d.wait_log("over max_connections_per_ip = 1; the last from 192.0.2.5");
 }
+
+#[test]
+fn on_a_unix_socket_the_header_names_the_client() {
+    let d = Daemon::with_config(
+        r#"
+[[listen]]
+address = "unix:{dir}/http.sock"
+proxy_protocol = true
+
+[[route]]
+prefix = "/remote"
+cgi = { script = "{dir}/cgi/remote.sh" }
+"#,
+    )
+    .dirs(&["cgi"])
+    .start();
+    let script = d.path("cgi/remote.sh");
+    std::fs::write(&script, REMOTE_SH).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ask = |header: &[u8]| {
+        let mut s = std::os::unix::net::UnixStream::connect(d.path("http.sock")).unwrap();
+        s.write_all(header).unwrap();
+        s.write_all(GET_REMOTE).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    let r = parse_response(&ask(b"PROXY TCP4 198.51.100.3 127.0.0.1 7000 80\r\n"));
+    assert_eq!(r.body_str(), "198.51.100.3 7000\n");
+    // LOCAL: the peer stays the Unix socket's (REMOTE_ADDR 127.0.0.1, as always there).
+    let r = parse_response(&ask(&v2_header(None)));
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(ask(b"").is_empty(), "no header: refused");
+}
+
+#[test]
+fn under_socket_activation_the_named_entry_decides() {
+    if !have("systemd-socket-activate") {
+        panic!(
+            "systemd-socket-activate missing: install Debian's systemd package (scripts/test does)"
+        );
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = r#"
+[[listen]]
+address = "127.0.0.1:1"   # not bound: matched by name
+name = "lb"
+proxy_protocol = true
+proxy_from = ["127.0.0.1"]
+
+[[route]]
+prefix = "/"
+respond = { status = 200, body = "activated\n" }
+"#;
+    let mut d = Daemon::with_config(config)
+        .wrapper(&["systemd-socket-activate", "-l", &listen, "--fdname=lb"])
+        .no_wait()
+        .start();
+    let addr: SocketAddr = listen.parse().unwrap();
+    // The activator starts lbaws on a first connection (opened and closed:
+    // a balancer's TCP check, not a refusal).
+    assert!(wait_for(DEADLINE, || TcpStream::connect(addr).is_ok()));
+    d.wait_log("info: ready:");
+    let mut req = v2_header(Some("192.0.2.77:1234".parse().unwrap()));
+    req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = parse_response(&send_from(Ipv4Addr::LOCALHOST, addr, &req));
+    assert_eq!(r.body_str(), "activated\n");
+    assert!(
+        send_from(Ipv4Addr::LOCALHOST, addr, GET_REMOTE).is_empty(),
+        "no header"
+    );
+    assert!(
+        send_from(Ipv4Addr::new(127, 0, 0, 9), addr, &req).is_empty(),
+        "not in proxy_from"
+    );
+    assert_eq!(refusals_at_stop(d), 2);
+}
