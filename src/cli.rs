@@ -6,6 +6,7 @@ pub const USAGE: &str = "\
 usage: lbaws [--config FILE] [--daemon [--pid-file PATH]]   run the server
        lbaws --inetd [--config FILE]                        serve one inherited connection
        lbaws check [--config FILE]   (or: lbaws -t)         validate the configuration
+       lbaws status [--config FILE]                         print the running server's status page
                                                             (SIGUSR2 to a running lbaws: upgrade in place)
        lbaws --help | --version
 
@@ -17,6 +18,8 @@ pub enum Mode {
     Run,
     Check,
     Inetd,
+    /// `lbaws status`: print the status page of the running server.
+    Status,
     Help,
     Version,
 }
@@ -48,7 +51,7 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
     };
     let set_mode = |a: &mut Args, m: Mode| -> Result<(), String> {
         if a.mode != Mode::Run {
-            return Err("conflicting modes (check, --inetd, -t)".into());
+            return Err("conflicting modes (check, status, --inetd, -t)".into());
         }
         a.mode = m;
         Ok(())
@@ -70,6 +73,7 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
             Short('h') | Long("help") => a.mode = Mode::Help,
             Short('V') | Long("version") => a.mode = Mode::Version,
             Value(v) if v == "check" => set_mode(&mut a, Mode::Check)?,
+            Value(v) if v == "status" => set_mode(&mut a, Mode::Status)?,
             Value(v) if v == "run" => {}
             other => return Err(other.unexpected().to_string()),
         }
@@ -106,6 +110,9 @@ mod tests {
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--pid-file", "x"]).is_err());
         assert!(p(&["check", "--inetd"]).is_err());
+        assert_eq!(p(&["status", "-c", "x"]).unwrap().mode, Mode::Status);
+        assert!(p(&["status", "check"]).is_err());
+        assert!(p(&["status", "--daemon"]).is_err());
         assert_eq!(
             p(&["check", "--upgrade-format", "1"])
                 .unwrap()

@@ -14,12 +14,13 @@
 //! Layering (imports point down): `main` -> `supervisor` -> `gate`, `child` ->
 //! `http::{worker, request, response}` -> leaves `config`, `listen`, `handoff`,
 //! `scoreboard`, `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`,
+//! `status_cmd` (the `lbaws status` client),
 //! and the parsers of the crate's library target, `lbaws::proto` (request
 //! heads and targets, chunked bodies, CGI response headers: pure functions
 //! over bytes, which the fuzz targets in `fuzz/` reach too).
 //!
 //! Exit codes of the `lbaws` process: 0 stopped normally or `check` passed;
-//! 64 usage error; 71 cannot set up (bind, socket, signals, privileges, daemon);
+//! 64 usage error; 69 `lbaws status` could not get the page; 71 cannot set up (bind, socket, signals, privileges, daemon);
 //! 78 configuration error. Workers have their own, listed in [`http`].
 
 mod alloc;
@@ -35,6 +36,7 @@ mod notify;
 mod sandbox;
 mod scoreboard;
 mod signals;
+mod status_cmd;
 mod supervisor;
 mod sys;
 mod upgrade;
@@ -52,6 +54,8 @@ use std::process::ExitCode;
 static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 const EX_USAGE: u8 = 64;
+/// `lbaws status` could not get the page.
+const EX_UNAVAILABLE: u8 = 69;
 const EX_OSERR: u8 = 71;
 const EX_CONFIG: u8 = 78;
 
@@ -91,6 +95,16 @@ fn main() -> ExitCode {
     match args.mode {
         cli::Mode::Check => check(&cfg, args.upgrade_format),
         cli::Mode::Inetd => inetd(cfg),
+        cli::Mode::Status => match status_cmd::fetch(&cfg) {
+            Ok(body) => {
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), &body);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lbaws status: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        },
         _ => match upgrade::take() {
             Some(state) => resume(cfg, path, state, args.pid_file.as_deref(), image),
             None => run(cfg, path, args.daemon, args.pid_file.as_deref(), image),

@@ -27,8 +27,11 @@ use crate::listen::Peer;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
 /// The version of this record. A binary that cannot read a version refuses
-/// `check --upgrade-format N`, which refuses the upgrade.
-pub const FORMAT: u32 = 1;
+/// `check --upgrade-format N`, which refuses the upgrade. It also covers the
+/// scoreboard's layout, which the new image maps as the old one left it:
+/// 2 is the scoreboard with the status page's slots and counters (a binary
+/// of format 1, lbaws 0.2.0, is replaced by a restart, not in place).
+pub const FORMAT: u32 = 2;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
 const MAGIC: &[u8; 8] = b"LBAWSUP\0";

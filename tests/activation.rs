@@ -252,3 +252,41 @@ fn inetd_mode_under_systemd_accept() {
     let _ = act.wait();
     assert!(ok, "no answer through systemd-socket-activate --accept");
 }
+
+#[test]
+fn idle_exit_with_sockets_from_systemd_and_not_with_its_own() {
+    // Under socket activation: one request, then nothing; it exits 0 after
+    // the idle time (the socket stays with whoever passed it).
+    let port = free_port();
+    let config = r#"
+[server]
+exit_idle_after = "1s"
+
+[[listen]]
+address = "127.0.0.1:1"
+name = "web"
+
+[[route]]
+prefix = "/"
+respond = { status = 200, body = "activated\n" }
+"#;
+    let mut d = activate(port, "web", config);
+    d.wait_log("exits after 1s idle (sockets from systemd)");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/").body_str(), "activated\n");
+    let status = d.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", d.logs());
+    assert_eq!(
+        d.count_log("info: idle for 1s with sockets from systemd: exiting"),
+        1,
+        "{}",
+        d.logs()
+    );
+    assert_eq!(d.count_log("idle: stopping gracefully"), 1, "{}", d.logs());
+
+    // Its own sockets: nobody would start it again, so it stays.
+    let mut d = Daemon::hello("[server]\nexit_idle_after = \"1s\"\n");
+    d.wait_log("exit_idle_after ignored: the sockets are not all from systemd");
+    assert_eq!(get(d.addr(), "/").status, 200);
+    assert!(d.alive());
+}

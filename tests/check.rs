@@ -47,7 +47,7 @@ fn bad_configs_are_located() {
         // unknown key
         (
             "[server]\nmax_connections = 4\nmax_conection = 5\n",
-            "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`",
+            "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`",
         ),
         // unknown table
         ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`, `sandbox`"),

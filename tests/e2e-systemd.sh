@@ -9,11 +9,13 @@
 #   1. dpkg -i: lbaws.socket active, lbaws.service inactive, user, default page
 #   2. curl :8080 returns the default page; the service is active, its
 #      StatusText has the live counts, its MainPID runs as lbaws
-#   3. reload with a new route and a CGI route (same MainPID): a request
+#   3. reload with a new route and CGI routes (same MainPID): a request
 #      body over 64 KiB reaches its script from an unlinked file in /var/tmp
 #      (the service's own, PrivateTmp=), a small one from memory; `systemctl
 #      reload` of a broken edit fails; SIGHUP with it keeps the old
-#      configuration and the journal names config.toml:LINE:COL
+#      configuration and the journal names config.toml:LINE:COL; the
+#      sandbox is in force in full, and a CGI script can neither signal
+#      lbaws nor read outside its route
 #   4. the journal has the start and reload lines at their priorities; the
 #      access log file has the requests, and so has the journal once a
 #      reload moved the access log to stderr
@@ -36,7 +38,9 @@
 #      the port listens for a whole minute (no start limit) and serves once
 #      the file is fixed; try-reload-or-restart of a stopped service is a no-op
 #  11. logrotate: the access log is rotated and lbaws writes to the new file
-#  12. remove, then install again: lbaws.socket listens, the inetd pair can be
+#  12. idle exit: with exit_idle_after, lbaws.service ends by itself (success)
+#      and the next connection starts a new one
+#  13. remove, then install again: lbaws.socket listens, the inetd pair can be
 #      enabled; purge
 #
 # Usage (as root, from anywhere):  bash tests/e2e-systemd.sh [PATH.deb]
@@ -739,7 +743,23 @@ check "... and not to the old one" not c grep -qF "?after-rotation" "$access_log
 check "the new file belongs to lbaws" test "$(c stat -c %U "$access_log")" = lbaws
 
 # --- 12 ------------------------------------------------------------------------------
-step 12 "remove, then install again"
+step 12 "idle exit under socket activation"
+c sed -i '/^\[server\]/a exit_idle_after = "2s"' "$conf"
+check "lbaws check accepts exit_idle_after" c lbaws check --config "$conf"
+check "systemctl restart lbaws" c systemctl restart lbaws.service
+check "a request is served" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+idle_pid=$(prop lbaws.service MainPID)
+check "lbaws.service ends by itself once idle (MainPID $idle_pid)" wait_for 60 inactive lbaws.service
+check "journal: idle for 2s, exiting" journal_has info "idle for 2s with sockets from systemd: exiting"
+check "it ended cleanly (not failed)" test "$(prop lbaws.service Result)" = success
+check "lbaws.socket still listens" active lbaws.socket
+# The next start runs without the idle exit, so that it stays to be seen.
+c sed -i '/^exit_idle_after = "2s"$/d' "$conf"
+check "the next connection is served" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+check "by a new lbaws.service process" test "$(prop lbaws.service MainPID)" != "$idle_pid" -a "$(prop lbaws.service MainPID)" != 0
+
+# --- 13 ------------------------------------------------------------------------------
+step 13 "remove, then install again"
 if c dpkg -r lbaws >"$work/dpkg-r.log" 2>&1; then ok "dpkg -r lbaws"; else bad "dpkg -r lbaws"; cat "$work/dpkg-r.log"; fi
 check "nothing listens on 8080" wait_for 5 not_listening 8080
 check "lbaws-accept.socket masked while removed" test "$(c systemctl is-enabled lbaws-accept.socket 2>&1)" = masked

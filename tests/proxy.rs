@@ -40,6 +40,10 @@ prefix = "/remote"
 cgi = {{ script = "{{dir}}/cgi/remote.sh" }}
 
 [[route]]
+prefix = "/status"
+status = {{ format = "text" }}
+
+[[route]]
 prefix = "/"
 respond = {{ status = 200, body = "hello\n" }}
 "#
@@ -244,6 +248,13 @@ fn missing_malformed_and_late_headers_are_refused() {
     d.wait_log("the last waiting in the gate: no valid PROXY header within header_timeout");
     // Nothing of these reached a worker or the access log.
     assert_eq!(access_log(&d), "");
+    // The status page counts them, and shows its own request's worker
+    // under the client the header names.
+    let mut req = b"PROXY TCP4 192.0.2.50 127.0.0.1 5050 80\r\n".to_vec();
+    req.extend_from_slice(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let page = parse_response(&send_from(lb, d.addr(), &req)).body_str();
+    assert!(page.contains(", 3 PROXY header"), "{page}");
+    assert!(page.contains("192.0.2.50:5050"), "{page}");
     assert_eq!(refusals_at_stop(d), 3);
 }
 

@@ -1,81 +1,80 @@
-//! Address ranges for `[[listen]] proxy_from`: `10.0.0.0/8`, `2001:db8::/32`,
-//! or one address (`192.0.2.10`, a /32 or /128).
+//! Address ranges in CIDR notation (`"127.0.0.1/32"`, `"::1/128"`,
+//! `"10.0.0.0/8"`, `"fd00::/8"`; a bare address is its own /32 or /128),
+//! for a route's `allow`. IPv4 ranges are kept as IPv4-mapped IPv6 ones, so
+//! one comparison serves both families (an IPv4 client on a dual-stack
+//! listener arrives as `::ffff:a.b.c.d`, which an IPv4 range matches).
+//!
+//! A small reusable parser: anything else in the configuration that takes
+//! address ranges can use [`Cidr::parse`] and [`Cidr::contains`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
-/// The most entries one `proxy_from` may list.
-pub const MAX_CIDRS: usize = 256;
-
-/// An IPv4 or IPv6 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
+    /// The network, as IPv6 bits (IPv4 mapped).
+    net: u128,
+    /// Prefix length in IPv6 bits (an IPv4 /n is 96 + n).
+    len: u8,
 }
 
 impl Cidr {
-    /// `ADDR` or `ADDR/BITS`, with no host bits set beyond the prefix (so
-    /// that a typo like `10.0.0.1/8` is refused rather than read as
-    /// `10.0.0.0/8`).
+    /// `"ADDRESS/LEN"` or `"ADDRESS"`; bits set below the prefix are an
+    /// error (`10.0.0.1/8` is probably a typo for `10.0.0.0/8` or `/32`).
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (a, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b)),
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = a.parse().map_err(|_| {
-            format!("bad address range {s:?}: expected e.g. \"10.0.0.0/8\" or \"2001:db8::/32\"")
-        })?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match bits {
+        let bad =
+            || format!("bad address range {s:?}: expected e.g. \"127.0.0.1/32\" or \"::1/128\"");
+        let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+        let (bits, max, offset) = match ip {
+            IpAddr::V4(v4) => (v4.to_ipv6_mapped().to_bits(), 32u8, 96u8),
+            IpAddr::V6(v6) => (v6.to_bits(), 128u8, 0u8),
+        };
+        let len = match len {
             None => max,
-            Some(b) => match b.parse::<u8>() {
-                Ok(p) if p <= max && (b == "0" || !b.starts_with('0')) => p,
-                _ => return Err(format!("bad prefix length in {s:?}: 0 to {max}")),
-            },
+            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("bad address range {s:?}: prefix length above {max}"))?,
+            Some(_) => return Err(bad()),
         };
-        let c = Cidr { addr, prefix };
-        if c.network() != bits_of(addr) {
-            return Err(format!("{s:?} has bits set beyond its /{prefix} prefix"));
+        let len = len + offset;
+        let net = bits & mask(len);
+        if net != bits {
+            return Err(format!(
+                "bad address range {s:?}: the address has bits set beyond the /{} prefix",
+                len - offset
+            ));
         }
-        Ok(c)
+        Ok(Cidr { net, len })
     }
 
-    fn network(&self) -> u128 {
-        bits_of(self.addr) & self.mask()
-    }
-
-    fn mask(&self) -> u128 {
-        let width = if self.addr.is_ipv4() { 32 } else { 128 };
-        let ones = if self.prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - self.prefix as u32)
-        };
-        if width == 32 {
-            (ones >> 96) & 0xffff_ffff
-        } else {
-            ones
-        }
-    }
-
-    /// Whether `ip` is in the range; an IPv4-mapped IPv6 address (from a
-    /// dual-stack socket) is taken as the IPv4 address it carries.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.addr.is_ipv4() && bits_of(ip) & self.mask() == self.network()
-    }
-}
-
-fn bits_of(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u32::from(a) as u128,
-        IpAddr::V6(a) => u128::from(a),
+        let bits = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+            IpAddr::V6(v6) => v6.to_bits(),
+        };
+        bits & mask(self.len) == self.net
     }
 }
 
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        let v6 = Ipv6Addr::from_bits(self.net);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.len >= 96 => write!(f, "{v4}/{}", self.len - 96),
+            _ => write!(f, "{v6}/{}", self.len),
+        }
+    }
+}
+
+fn mask(len: u8) -> u128 {
+    match len {
+        0 => 0,
+        n => u128::MAX << (128 - n as u32),
     }
 }
 
@@ -88,39 +87,47 @@ mod tests {
     }
 
     #[test]
-    fn ranges() {
-        let c = Cidr::parse("10.0.0.0/8").unwrap();
-        assert!(c.contains(ip("10.255.0.1")));
-        assert!(c.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped");
-        assert!(!c.contains(ip("11.0.0.1")));
-        assert!(!c.contains(ip("::a00:1")), "IPv6 is not IPv4");
-        let one = Cidr::parse("127.0.0.1").unwrap();
-        assert_eq!(one.prefix, 32);
-        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
-        let all = Cidr::parse("0.0.0.0/0").unwrap();
-        assert!(all.contains(ip("203.0.113.9")) && !all.contains(ip("::1")));
-        let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
-        assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
-        assert!(Cidr::parse("::/0").unwrap().contains(ip("fe80::1")));
-        assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+    fn ranges_match_their_addresses_in_both_families() {
+        let lo = Cidr::parse("127.0.0.1/32").unwrap();
+        assert!(lo.contains(ip("127.0.0.1")));
+        assert!(lo.contains(ip("::ffff:127.0.0.1")));
+        assert!(!lo.contains(ip("127.0.0.2")));
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains(ip("10.255.1.2")));
+        assert!(!net.contains(ip("11.0.0.1")));
+        let v6 = Cidr::parse("::1/128").unwrap();
+        assert!(v6.contains(ip("::1")));
+        assert!(!v6.contains(ip("127.0.0.1")));
+        assert!(Cidr::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("192.0.2.1")));
+        assert!(!Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(ip("2001:db8::1")));
+        assert!(Cidr::parse("::/0").unwrap().contains(ip("192.0.2.1")));
+        assert_eq!(
+            Cidr::parse("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            Cidr::parse("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
     }
 
     #[test]
-    fn refusals() {
-        for s in [
-            "10.0.0.1/8",
-            "10.0.0.0/33",
-            "::/129",
-            "10.0.0.0/",
-            "10.0.0.0/08",
-            "10/8",
-            "x",
+    fn malformed_ranges_are_refused() {
+        for bad in [
             "",
-            "10.0.0.0/-1",
-            "2001:db8::1/32",
+            "127.0.0.1/",
+            "127.0.0.1/33",
+            "::1/129",
+            "10.0.0.1/8",
+            "x/8",
+            "10.0.0.0/+8",
+            "10.0.0.0/8/8",
+            "fe80::1%eth0/128",
         ] {
-            assert!(Cidr::parse(s).is_err(), "{s}");
+            assert!(Cidr::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -14,7 +14,7 @@ mod raw;
 mod routes;
 mod validate;
 
-pub use cidr::{Cidr, MAX_CIDRS};
+pub use cidr::Cidr;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -118,6 +118,8 @@ pub struct Server {
     /// served together; 0 turns the limit off.
     pub max_connections_per_ip: usize,
     pub shutdown_timeout: Duration,
+    /// Under socket activation: exit after this long with nothing to do.
+    pub exit_idle_after: Option<Duration>,
     /// Send `Server: lbaws`.
     pub server_header: bool,
     /// Where request bodies larger than [`Limits::cgi_body_in_memory`] are
@@ -180,6 +182,35 @@ pub enum Action {
         to: String,
         status: u16,
     },
+    /// The status page (`http::status`), from the scoreboard.
+    Status(StatusFormat),
+}
+
+/// `status = { format = ... }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// A page for people, like Apache's mod_status.
+    Text,
+    Json,
+    /// The Prometheus text exposition format (0.0.4).
+    Prometheus,
+}
+
+/// A route's `allow`: the peers that may use it (others get 403).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allow {
+    pub ranges: Vec<Cidr>,
+    /// `"unix"` in the list: peers on Unix socket listeners.
+    pub unix: bool,
+}
+
+impl Allow {
+    pub fn permits(&self, peer: crate::listen::Peer) -> bool {
+        match peer {
+            crate::listen::Peer::Inet(a) => self.ranges.iter().any(|c| c.contains(a.ip())),
+            crate::listen::Peer::Unix => self.unix,
+        }
+    }
 }
 
 /// `cgi = { dir = ... }` (scripts in a directory) or `{ script = ... }` (one
@@ -251,6 +282,8 @@ pub struct StaticRoute {
 pub struct Route {
     pub prefix: String,
     pub action: Action,
+    /// `None`: everyone may use the route.
+    pub allow: Option<Allow>,
 }
 
 #[derive(Debug, Clone)]
@@ -393,7 +426,7 @@ mod tests {
     fn errors_carry_line_and_column() {
         assert_eq!(
             err("[server]\nmax_connection = 3\n"),
-            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`"
+            "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`"
         );
         assert!(err("[server]\nshutdown_timeout = \"10 parsecs\"\n")
             .starts_with("t.toml:2:20: bad duration"));
@@ -427,12 +460,12 @@ mod tests {
             err(&tcp(
                 "proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n"
             )),
-            "t.toml:4:29: \"10.0.0.1/8\" has bits set beyond its /8 prefix"
+            "t.toml:4:29: bad address range \"10.0.0.1/8\": the address has bits set beyond the /8 prefix"
         );
         assert!(err(&tcp(
             "proxy_protocol = true\nproxy_from = [\"10.0.0.0/40\"]\n"
         ))
-        .starts_with("t.toml:4:15: bad prefix length"));
+        .starts_with("t.toml:4:15: bad address range \"10.0.0.0/40\": prefix length above 32"));
         let unix = "[[listen]]\naddress = \"unix:/run/x.sock\"\nproxy_protocol = true\n";
         assert_eq!(parse(unix, "t").unwrap().listen[0].proxy, Some(Vec::new()));
         assert!(err(&format!("{unix}proxy_from = [\"10.0.0.0/8\"]\n"))
@@ -520,5 +553,39 @@ mod tests {
         .unwrap();
         assert_eq!(c.route("/api/x").unwrap().prefix, "/api/");
         assert_eq!(c.route("/apix").unwrap().prefix, "/");
+    }
+
+    #[test]
+    fn status_routes_and_allow() {
+        let c = parse(
+            "[[route]]\nprefix = \"/s\"\nstatus = { format = \"prometheus\" }\nallow = [\"10.0.0.0/8\", \"::1\", \"unix\"]\n\n[[route]]\nprefix = \"/t\"\nstatus = {}\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = c.route("/s").unwrap();
+        assert!(matches!(s.action, Action::Status(StatusFormat::Prometheus)));
+        let allow = s.allow.as_ref().unwrap();
+        assert!(allow.unix && allow.ranges.len() == 2);
+        let peer = |a: &str| crate::listen::Peer::Inet(a.parse().unwrap());
+        assert!(allow.permits(peer("10.1.2.3:80")));
+        assert!(allow.permits(peer("[::1]:80")));
+        assert!(!allow.permits(peer("192.0.2.1:80")));
+        assert!(allow.permits(crate::listen::Peer::Unix));
+        let t = c.route("/t").unwrap();
+        assert!(matches!(t.action, Action::Status(StatusFormat::Text)) && t.allow.is_none());
+        assert_eq!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = { format = \"xml\" }\n"),
+            "t.toml:3:21: unknown status format \"xml\": expected text, json or prometheus"
+        );
+        assert_eq!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = [\"127.0.0.1/33\"]\n"),
+            "t.toml:4:10: bad address range \"127.0.0.1/33\": prefix length above 32"
+        );
+        assert!(err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = []\n")
+            .contains("allow needs at least one address range"));
+        assert!(
+            err("[[route]]\nprefix = \"/s\"\nstatus = {}\nrespond = { status = 200 }\n")
+                .contains("a route has one action")
+        );
     }
 }

@@ -58,6 +58,7 @@ pub(super) struct RawServer {
     pub shutdown_timeout: Option<Dur<HOUR>>,
     pub server_header: Option<bool>,
     pub temp_dir: Option<Spanned<String>>,
+    pub exit_idle_after: Option<Dur<DAY>>,
 }
 
 /// The kernel's highest possible pid count (`PID_MAX_LIMIT`): no table of
@@ -65,6 +66,8 @@ pub(super) struct RawServer {
 pub(super) const MAX_PROCESSES: u64 = 4_194_304;
 /// The longest timeout the file accepts, in milliseconds.
 pub(super) const HOUR: u64 = 3_600_000;
+/// The longest idle time before an idle exit, in milliseconds.
+pub(super) const DAY: u64 = 24 * HOUR;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
@@ -121,6 +124,14 @@ pub(super) struct RawRoute {
     pub redirect: Option<Spanned<RawRedirect>>,
     pub cgi: Option<Spanned<RawCgi>>,
     pub sandbox: Option<Spanned<RawWiden>>,
+    pub status: Option<Spanned<RawStatus>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatus {
+    pub format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

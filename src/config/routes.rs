@@ -2,7 +2,9 @@
 //! fields checked (absolute paths, plain index names, redirect statuses and
 //! targets, environment names).
 
-use super::raw::{RawCgi, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic, RawWiden};
+use super::raw::{
+    RawCgi, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic, RawStatus, RawWiden,
+};
 use super::validate::Invalid;
 use super::*;
 use toml::Spanned;
@@ -51,34 +53,87 @@ fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
             "sandbox widens what a route's CGI scripts get: this route runs none".into(),
         ));
     }
-    let action = match (&r.respond, &r.static_, &r.redirect, &r.cgi) {
-        (Some(v), None, None, None) => respond(v)?,
-        (None, Some(st), None, None) => Action::Static(static_route(st.get_ref())?),
-        (None, None, Some(rd), None) => redirect(rd)?,
-        (None, None, None, Some(c)) => Action::Cgi(CgiRoute {
+    let actions = [
+        r.respond.is_some(),
+        r.static_.is_some(),
+        r.redirect.is_some(),
+        r.cgi.is_some(),
+        r.status.is_some(),
+    ];
+    const ACTIONS: &str = "respond, static, redirect, cgi or status";
+    match actions.iter().filter(|&&a| a).count() {
+        0 => return Err((span, format!("route needs an action: {ACTIONS}"))),
+        1 => {}
+        _ => return Err((span, format!("a route has one action: {ACTIONS}"))),
+    }
+    let action = if let Some(v) = &r.respond {
+        respond(v)?
+    } else if let Some(st) = &r.static_ {
+        Action::Static(static_route(st.get_ref())?)
+    } else if let Some(rd) = &r.redirect {
+        redirect(rd)?
+    } else if let Some(c) = &r.cgi {
+        Action::Cgi(CgiRoute {
             widen: match &r.sandbox {
                 Some(w) => widen(w.get_ref())?,
                 None => Widen::default(),
             },
             ..cgi_route(c)?
-        }),
-        (None, None, None, None) => {
-            return Err((
-                span,
-                "route needs an action: respond, static, redirect or cgi".into(),
-            ))
-        }
-        _ => {
-            return Err((
-                span,
-                "a route has one action: respond, static, redirect or cgi".into(),
-            ))
-        }
+        })
+    } else if let Some(s) = &r.status {
+        Action::Status(status_format(s.get_ref())?)
+    } else {
+        unreachable!("one action counted above")
+    };
+    let allow = match &r.allow {
+        Some(list) => Some(allow(list)?),
+        None => None,
     };
     Ok(Route {
         prefix: prefix.clone(),
         action,
+        allow,
     })
+}
+
+/// `status = { format = "text" | "json" | "prometheus" }` (text by default).
+fn status_format(s: &RawStatus) -> Result<StatusFormat, Invalid> {
+    let Some(f) = &s.format else {
+        return Ok(StatusFormat::Text);
+    };
+    match f.get_ref().as_str() {
+        "text" => Ok(StatusFormat::Text),
+        "json" => Ok(StatusFormat::Json),
+        "prometheus" => Ok(StatusFormat::Prometheus),
+        other => Err((
+            f.span(),
+            format!("unknown status format {other:?}: expected text, json or prometheus"),
+        )),
+    }
+}
+
+/// A route's `allow = ["127.0.0.1/32", "::1/128", "unix"]`: address ranges
+/// (and `"unix"` for Unix socket peers); at least one entry, at most 1024.
+fn allow(list: &Spanned<Vec<Spanned<String>>>) -> Result<Allow, Invalid> {
+    if list.get_ref().is_empty() {
+        return Err((
+            list.span(),
+            "allow needs at least one address range (leave it out to allow everyone)".into(),
+        ));
+    }
+    if list.get_ref().len() > 1024 {
+        return Err((list.span(), "allow has more than 1024 entries".into()));
+    }
+    let mut a = Allow::default();
+    for entry in list.get_ref() {
+        match entry.get_ref().as_str() {
+            "unix" => a.unix = true,
+            s => a
+                .ranges
+                .push(Cidr::parse(s).map_err(|e| (entry.span(), e))?),
+        }
+    }
+    Ok(a)
 }
 
 fn respond(resp: &Spanned<RawRespond>) -> Result<Action, Invalid> {

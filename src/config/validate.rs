@@ -60,6 +60,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
                 .shutdown_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
             server_header: raw.server.server_header.unwrap_or(true),
+            exit_idle_after: raw.server.exit_idle_after.map(|d| d.0),
             temp_dir,
         },
         listen,
@@ -179,6 +180,9 @@ fn listeners(raw: &RawConfig) -> Result<Vec<ListenSpec>, Invalid> {
     Ok(listen)
 }
 
+/// The most ranges one `proxy_from` may list.
+pub const MAX_PROXY_FROM: usize = 256;
+
 /// `proxy_protocol` and `proxy_from`: on TCP, the balancers allowed to send
 /// the header must be listed (a listener that believed anyone's header would
 /// let every client pick its own address); on a Unix socket they cannot be
@@ -214,10 +218,10 @@ fn proxy(
             "proxy_from is empty: list the balancers' addresses".into(),
         ));
     }
-    if from.get_ref().len() > MAX_CIDRS {
+    if from.get_ref().len() > MAX_PROXY_FROM {
         return Err((
             from.span(),
-            format!("proxy_from: more than {MAX_CIDRS} entries"),
+            format!("proxy_from: more than {MAX_PROXY_FROM} entries"),
         ));
     }
     from.get_ref()

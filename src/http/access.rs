@@ -1,4 +1,4 @@
-//! The access log line: Combined Log Format, written by the worker that
+//! The access log line (and the scoreboard's count of the response): Combined Log Format, written by the worker that
 //! served the request with a single `write(2)` (see `crate::log::access`).
 
 use super::request::Request;
@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 /// One Combined Log Format line:
 /// `peer - - [time] "request line" status bytes "referer" "user-agent"`.
 pub fn log_access(peer: Peer, req: Option<&Request>, sent: Sent) {
+    // Every response passes here: the status page's counts too.
+    crate::scoreboard::request_done(sent.status, sent.body_bytes);
     if !crate::log::access_enabled() {
         return;
     }

@@ -318,6 +318,7 @@ impl<'a> Conn<'a> {
                     unsafe { self.buf.set_len(self.end + n) };
                     self.end += n;
                     crate::scoreboard::progress();
+                    crate::scoreboard::bytes_in(n);
                     return Ok(n);
                 }
                 _ => match Errno::last() {
@@ -359,6 +360,7 @@ impl<'a> Conn<'a> {
     fn sent(&self, n: usize) -> Result<(), Errno> {
         if n > 0 {
             crate::scoreboard::progress();
+            crate::scoreboard::bytes_out(n);
         }
         let now = Instant::now();
         let mut p = self.sending.get();
@@ -438,6 +440,7 @@ impl<'a> Conn<'a> {
     /// sends for a moment, so the kernel does not answer unread data with a
     /// reset that could destroy the response before the client reads it.
     pub fn close_gracefully(&mut self) {
+        crate::scoreboard::set_state(crate::scoreboard::State::Closing);
         let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Write);
         let until = Instant::now() + Duration::from_secs(2);
         let mut total = self.end - self.start;

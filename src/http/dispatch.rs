@@ -1,6 +1,8 @@
 //! What answers a request: its route's action (a fixed response, a
 //! redirect, a static file, a CGI script, following a script's local
-//! redirects), once the worker has read the head (and, for CGI, the body).
+//! redirects, the status page), once the worker has read the head (and, for
+//! CGI, the body). A route's `allow` is checked first: a peer outside it
+//! gets 403, whatever the action.
 
 use super::cgi::{self, CgiRequest, Outcome};
 use super::conn::Conn;
@@ -30,11 +32,18 @@ pub fn respond(
     let mut route = route;
     for _ in 0..10 {
         let r = redirected.as_deref().unwrap_or(req);
+        if route.is_some_and(|rt| !allowed(rt, peer)) {
+            crate::debug!("{peer}: {} not allowed on this route: 403", r.target);
+            return response::error(conn, 403, cfg.server.server_header, req.is_head(), persist)
+                .map(|s| (s, false));
+        }
         if let Some(Route {
             prefix,
             action: Action::Cgi(cgi_route),
+            ..
         }) = route
         {
+            crate::scoreboard::set_state(crate::scoreboard::State::Cgi);
             let cx = CgiRequest {
                 req: r,
                 prefix,
@@ -68,6 +77,11 @@ pub fn respond(
     }
     crate::error!("{}: more than 10 CGI local redirects", req.target);
     response::error(conn, 500, cfg.server.server_header, req.is_head(), persist).map(|s| (s, false))
+}
+
+/// May `peer` use `route` (its `allow`, if it has one)?
+pub fn allowed(route: &Route, peer: Peer) -> bool {
+    route.allow.as_ref().is_none_or(|a| a.permits(peer))
 }
 
 /// The GET a CGI `Location: /path?query` asks the server to serve instead.
@@ -162,6 +176,7 @@ fn answer(
             };
             static_file::serve(&cx, st, below_prefix(route, &req.path))
         }
+        Action::Status(format) => super::status::serve(conn, req, cfg, *format, persist),
         Action::Cgi(_) => unreachable!("CGI routes are answered by respond()"),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! `worker` (the keep-alive loop, waiting and parking) uses `request` (the
 //! head parser), `body` (request bodies), `dispatch` (a route's action:
-//! `static_file`, `cgi`, fixed responses and redirects, over `response`) and
+//! `static_file`, `cgi`, `status`, fixed responses and redirects, over
+//! `response`) and
 //! `access` (the log line), all over `conn` (the socket with its buffer,
 //! deadlines and the client's pace).
 //!
@@ -25,6 +26,7 @@ pub mod dispatch;
 pub mod request;
 pub mod response;
 pub mod static_file;
+pub mod status;
 pub mod worker;
 
 pub const EXIT_OK: i32 = 0;

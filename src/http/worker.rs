@@ -44,6 +44,7 @@ use super::{EXIT_IOERR, EXIT_OK};
 use crate::config::{Action, Config, Route};
 use crate::handoff::{self, Kind, Meta, Msg};
 use crate::listen::Peer;
+use crate::scoreboard::{self, State};
 use nix::errno::Errno;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
@@ -126,6 +127,7 @@ impl Session<'_, '_> {
             Next::Request => {}
             Next::Close | Next::Parked => return Some(EXIT_OK),
         }
+        scoreboard::begin_request();
         let limits = &self.cfg.limits;
         let head_deadline = if self.handled == 0 {
             self.started
@@ -142,10 +144,18 @@ impl Session<'_, '_> {
             }
         };
         self.conn.consume(req.head_len);
+        let version: &[u8] = if req.version == 0 {
+            b"HTTP/1.0"
+        } else {
+            b"HTTP/1.1"
+        };
+        scoreboard::request_line(&[req.method.as_bytes(), req.target.as_bytes(), version]);
         self.served += 1;
         self.handled += 1;
         let route = self.cfg.route(&req.path);
-        if matches!(route.map(|r| &r.action), Some(Action::Cgi(_))) {
+        // A route the peer may not use answers 403 without its body.
+        let allowed = route.is_none_or(|r| dispatch::allowed(r, self.peer));
+        if allowed && matches!(route.map(|r| &r.action), Some(Action::Cgi(_))) {
             self.with_body(&req, route)
         } else {
             self.without_body(&req, route)
@@ -174,6 +184,7 @@ impl Session<'_, '_> {
         if self.conn.stopping {
             return Next::Close; // the supervisor is stopping: no next request
         }
+        scoreboard::set_state(State::KeepAlive);
         let idle_since = Instant::now();
         if self.park.is_some()
             && !self.conn.stopping
@@ -252,6 +263,7 @@ impl Session<'_, '_> {
                     return Some(io_exit(e));
                 }
             }
+            scoreboard::set_state(State::Body);
             // In memory up to [limits] cgi_body_in_memory, then in an
             // unlinked file in [server] temp_dir (cgi/spool.rs).
             let cfg = self.cfg;
@@ -322,6 +334,7 @@ impl Session<'_, '_> {
         persist: Persist,
         body: Option<(OwnedFd, u64)>,
     ) -> Option<i32> {
+        scoreboard::set_state(State::Write);
         self.conn.start_response();
         let result = dispatch::respond(
             self.conn,

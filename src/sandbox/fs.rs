@@ -151,7 +151,7 @@ pub fn worker_plan(cfg: &Config) -> Plan {
                 cgi = true;
                 plan.merge(&script_plan(c));
             }
-            Action::Respond { .. } | Action::Redirect { .. } => {}
+            Action::Respond { .. } | Action::Redirect { .. } | Action::Status(_) => {}
         }
     }
     if cgi {

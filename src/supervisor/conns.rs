@@ -8,6 +8,7 @@ use crate::child;
 use crate::gate::head;
 use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
 use crate::listen::Peer;
+use crate::scoreboard::Sup;
 use nix::errno::Errno;
 use nix::unistd::{fork, ForkResult};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -63,6 +64,7 @@ impl Supervisor {
     /// A connection from listener `idx`: on a `proxy_protocol` listener its
     /// PROXY header first (`proxy_header`), then [`Self::admit`].
     fn new_connection(&mut self, idx: usize, conn: OwnedFd, peer: Peer) {
+        crate::scoreboard::add(Sup::Accepted, 1);
         match self.proxy_policy(idx, &peer) {
             Proxy::Off => self.admit(conn, peer),
             Proxy::Refused => self.refuse_proxy(conn, Some(peer), "not in proxy_from"),
@@ -144,6 +146,9 @@ impl Supervisor {
 
     fn note_proxy_refused(&mut self, peer: Option<Peer>, why: &'static str) {
         self.counters.proxy_refused += 1;
+        // Counted in the scoreboard directly: it outlives an upgrade in
+        // place, which does not carry this counter.
+        crate::scoreboard::add(Sup::RefusedProxy, 1);
         self.proxy_refusals.note((peer, why), Instant::now());
         self.status_dirty = true;
     }
@@ -200,7 +205,7 @@ impl Supervisor {
             0 => self.next_slot,
             n => self.free_slots.as_slice()[n - 1],
         };
-        crate::scoreboard::assign(slot as usize);
+        crate::scoreboard::assign(slot as usize, meta.peer, meta.served);
         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
@@ -216,6 +221,7 @@ impl Supervisor {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(conn); // the worker has its own copy
+                crate::scoreboard::set_pid(slot as usize, child.as_raw() as u32);
                 self.sources.add(key, Place::Worker);
                 // Cannot be full: nothing forks at max_connections.
                 self.workers.push(Worker {

@@ -6,6 +6,7 @@ use crate::alloc::SupervisorTable;
 use crate::config::{self, Config};
 use crate::handoff::{self, GateLimits, Msg};
 use crate::listen::{self, Listener};
+use crate::scoreboard::Sup;
 use crate::signals;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -31,9 +32,9 @@ impl Supervisor {
                 Signal::SIGCHLD => chld = true,
                 Signal::SIGTERM | Signal::SIGINT => {
                     let again = self.stop.is_some();
-                    self.begin_stop(again, sig);
+                    self.begin_stop(again, sig.as_str());
                 }
-                Signal::SIGQUIT => self.begin_stop(true, sig),
+                Signal::SIGQUIT => self.begin_stop(true, sig.as_str()),
                 Signal::SIGHUP => {
                     if self.stop.is_none() {
                         self.reload();
@@ -95,6 +96,8 @@ impl Supervisor {
         let w = self.workers.swap_remove(i);
         self.sources.remove(w.key, Place::Worker);
         self.free_slots.push(w.slot);
+        crate::scoreboard::set_pid(w.slot as usize, 0);
+        crate::scoreboard::add(exit_cause(code, signal, w.stalled.is_some(), w.slot), 1);
         if signal.is_some() {
             // Killed before it could end its CGI script's descendants: they
             // came back to the supervisor (a subreaper too).
@@ -320,7 +323,9 @@ impl Supervisor {
     // -----------------------------------------------------------------------
     // Stopping
 
-    fn begin_stop(&mut self, immediate: bool, sig: Signal) {
+    /// Stop, gracefully or at once; `why` (a signal's name, "idle") heads
+    /// the log line.
+    pub(super) fn begin_stop(&mut self, immediate: bool, why: &str) {
         self.abandon_upgrade();
         if self.stop.is_none() {
             // Idle keep-alive workers see the stop pipe hang up and close.
@@ -340,7 +345,7 @@ impl Supervisor {
         if immediate {
             if !matches!(self.stop, Some(Stop::Terminating(_)) | Some(Stop::Killed)) {
                 crate::info!(
-                    "{sig}: stopping now, terminating {} worker(s)",
+                    "{why}: stopping now, terminating {} worker(s)",
                     self.workers.len()
                 );
                 self.signal_all(Signal::SIGTERM);
@@ -349,7 +354,7 @@ impl Supervisor {
         } else {
             let t = self.cfg.server.shutdown_timeout;
             crate::info!(
-                "{sig}: stopping gracefully, {} request(s) in flight, {} connection(s) waiting, for up to {:?}",
+                "{why}: stopping gracefully, {} request(s) in flight, {} connection(s) waiting, for up to {:?}",
                 self.workers.len(),
                 self.gate.as_ref().map_or(0, |g| g.new + g.parked + g.closing),
                 t
@@ -421,9 +426,11 @@ impl Supervisor {
                 if let Err(e) = crate::sandbox::attach_shared() {
                     crate::error!("cannot attach the seccomp filter: {e}");
                 }
+                crate::scoreboard::add(Sup::Reloads, 1);
                 self.apply(new, tables, &source)
             }
             Err(e) => {
+                crate::scoreboard::add(Sup::ReloadsFailed, 1);
                 crate::error!("reload failed, keeping the running configuration: {e}");
                 self.reload_error = Some(format!("reload failed: {e}"));
             }
@@ -595,5 +602,18 @@ fn exit_meaning(code: i32) -> &'static str {
         crate::http::EXIT_OSERR => "post-fork set-up failed",
         crate::http::EXIT_IOERR => "I/O error on the connection",
         _ => "unknown",
+    }
+}
+
+/// How a worker ended, for the status page's count of worker exits.
+fn exit_cause(code: i32, signal: Option<(Signal, bool)>, stalled: bool, slot: u32) -> Sup {
+    match signal {
+        Some(_) if stalled => Sup::ExitStalled,
+        Some((Signal::SIGSYS, _)) if crate::scoreboard::denied_call(slot as usize).is_some() => {
+            Sup::ExitSandbox
+        }
+        Some(_) => Sup::ExitSignal,
+        None if code == 0 => Sup::ExitOk,
+        None => Sup::ExitError,
     }
 }

@@ -56,6 +56,7 @@
 
 mod conns;
 mod floods;
+mod idle;
 mod lifecycle;
 mod sources;
 mod upgrade;
@@ -131,7 +132,8 @@ struct Counters {
     parked: u64,
     /// Closed on a `proxy_protocol` listener: from outside `proxy_from`, or
     /// without a valid PROXY header within `header_timeout`. Not carried
-    /// across an upgrade in place.
+    /// across an upgrade in place (the status page's count, kept in the
+    /// scoreboard, is).
     proxy_refused: u64,
 }
 
@@ -195,6 +197,8 @@ pub struct Supervisor {
     /// Connections collected for the next image while the gate hands back.
     carried: Vec<(OwnedFd, crate::handoff::Meta)>,
     upgrade_error: Option<String>,
+    /// Since when nothing is under way (idle exit, see `idle.rs`).
+    idle_since: Option<Instant>,
     status_dirty: bool,
     status_sent: Option<Instant>,
     next_watchdog: Option<Instant>,
@@ -231,6 +235,7 @@ impl Supervisor {
         if !crate::scoreboard::create(crate::config::MAX_WORKERS) {
             return Err(Errno::ENOMEM);
         }
+        crate::scoreboard::started();
         let channels = Channels {
             stop_reader,
             stop_writer: Some(stop_writer),
@@ -256,6 +261,8 @@ impl Supervisor {
         if !crate::scoreboard::adopt(state.scoreboard) {
             return Err(Errno::ENOMEM);
         }
+        crate::scoreboard::started();
+        crate::scoreboard::add(crate::scoreboard::Sup::Upgrades, 1);
         let channels = Channels {
             stop_reader: upgrade::own(state.stop_reader),
             stop_writer: (state.stop_writer >= 0).then(|| upgrade::own(state.stop_writer)),
@@ -375,6 +382,7 @@ impl Supervisor {
             upgrade: None,
             carried: Vec::new(),
             upgrade_error: None,
+            idle_since: None,
             status_dirty: false,
             status_sent: None,
             next_watchdog: None,
@@ -394,6 +402,14 @@ impl Supervisor {
             self.max_pending,
             self.cfg.server.max_connections_per_ip
         );
+        if let Some(after) = self.cfg.server.exit_idle_after {
+            match self.idle_exit_applies() {
+                true => crate::info!("exits after {after:?} idle (sockets from systemd)"),
+                false => crate::warn!(
+                    "exit_idle_after ignored: the sockets are not all from systemd (nothing would start lbaws again)"
+                ),
+            }
+        }
         if self.notifier.enabled() {
             self.notifier.ready(&self.status_line());
             self.status_sent = Some(Instant::now());
@@ -526,6 +542,7 @@ impl Supervisor {
         due(self.gate_restart_at);
         due(self.next_check);
         due(self.upgrade_deadline());
+        due(self.idle_deadline());
         due(self.fork_failures.due());
         due(self.shed.due());
         due(self.over_limit.due());
@@ -552,6 +569,7 @@ impl Supervisor {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        self.publish();
         self.stop_timers(now);
         if self.gate_restart_at.is_some_and(|t| now >= t) {
             self.gate_restart_at = None;
@@ -559,6 +577,7 @@ impl Supervisor {
         }
         self.log_floods(now);
         self.upgrade_timers(now);
+        self.idle_timer(now);
         if self.next_check.is_some_and(|t| now >= t) {
             self.check_workers(now);
         }
@@ -577,6 +596,23 @@ impl Supervisor {
         } else if !self.notifier.enabled() {
             self.status_dirty = false;
         }
+    }
+
+    /// What the status page shows of the supervisor's own counts, into the
+    /// scoreboard (a few stores, every loop iteration).
+    fn publish(&self) {
+        use crate::scoreboard::{set, Sup};
+        let (waiting, parked) = self
+            .gate
+            .as_ref()
+            .map_or((0, 0), |g| (g.new + g.closing, g.parked));
+        let c = &self.counters;
+        set(Sup::Waiting, waiting as u64);
+        set(Sup::Parked, parked as u64);
+        set(Sup::RefusedNoWorker, c.refused);
+        set(Sup::RefusedPerSource, c.over_limit);
+        set(Sup::RefusedGateFull, c.shed);
+        set(Sup::Parks, c.parked);
     }
 
     /// e.g. "lbaws 0.2.0: 3 active, 120 waiting, 40 parked; 10412 served,

@@ -1,0 +1,426 @@
+//! The status page (`status = { format = ... }`): what the scoreboard holds,
+//! as a page for people (like Apache's mod_status), JSON for scripts, or the
+//! Prometheus text exposition format (0.0.4). The worker that answers sees
+//! only the scoreboard (shared memory), never the supervisor's own memory:
+//! everything shown here is there (`crate::scoreboard`).
+
+use super::conn::Conn;
+use super::request::Request;
+use super::response::{self, Head, Persist, Sent};
+use crate::config::{Config, StatusFormat};
+use crate::scoreboard::{self, State, Sup, Totals, Worker, BUCKETS_US};
+use nix::errno::Errno;
+use std::fmt::Write as _;
+
+pub const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Answer a GET or HEAD with the page in `format`.
+pub fn serve(
+    conn: &Conn<'_>,
+    req: &Request,
+    cfg: &Config,
+    format: StatusFormat,
+    persist: Persist,
+) -> Result<Sent, Errno> {
+    let sh = cfg.server.server_header;
+    if !matches!(req.method.as_str(), "GET" | "HEAD") {
+        let mut h = Head::new(405, sh);
+        h.header("Allow", "GET, HEAD");
+        return response::error_with(conn, h, req.is_head(), persist);
+    }
+    let totals = scoreboard::totals();
+    let workers = scoreboard::workers();
+    let page = Page {
+        totals: &totals,
+        workers: &workers,
+        max_workers: cfg.server.max_connections,
+    };
+    let (body, content_type) = match format {
+        StatusFormat::Text => (page.text(), "text/plain; charset=utf-8"),
+        StatusFormat::Json => (page.json(), "application/json"),
+        StatusFormat::Prometheus => (page.prometheus(), PROMETHEUS_TYPE),
+    };
+    let mut h = Head::new(200, sh);
+    h.header("Cache-Control", "no-store");
+    response::send(
+        conn,
+        h,
+        content_type,
+        body.as_bytes(),
+        req.is_head(),
+        persist,
+    )
+}
+
+struct Page<'a> {
+    totals: &'a Totals,
+    workers: &'a [Worker],
+    max_workers: usize,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const REFUSALS: [(Sup, &str); 4] = [
+    (Sup::RefusedNoWorker, "no_worker"),
+    (Sup::RefusedPerSource, "per_source_limit"),
+    (Sup::RefusedGateFull, "gate_full"),
+    (Sup::RefusedProxy, "proxy"),
+];
+const EXITS: [(Sup, &str); 5] = [
+    (Sup::ExitOk, "ok"),
+    (Sup::ExitError, "error"),
+    (Sup::ExitSignal, "signal"),
+    (Sup::ExitSandbox, "sandbox"),
+    (Sup::ExitStalled, "stalled"),
+];
+
+impl Page<'_> {
+    fn by_state(&self, state: State) -> usize {
+        self.workers.iter().filter(|w| w.state == state).count()
+    }
+
+    fn uptime(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        now.saturating_sub(self.totals.get(Sup::StartedUnix))
+    }
+
+    fn text(&self) -> String {
+        let t = self.totals;
+        let mut s = String::with_capacity(1024 + 160 * self.workers.len());
+        let _ = writeln!(s, "lbaws {} status", crate::VERSION);
+        let _ = writeln!(s, "uptime: {}s", self.uptime());
+        let _ = write!(
+            s,
+            "workers: {} of {} (",
+            self.workers.len(),
+            self.max_workers
+        );
+        for (i, st) in State::ALL.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            let _ = write!(s, "{sep}{} {}", self.by_state(*st), st.name());
+        }
+        s.push_str(")\n");
+        let _ = writeln!(
+            s,
+            "connections: {} accepted, {} waiting, {} parked; refused: {} no worker, {} over the per-source limit, {} gate full, {} PROXY header",
+            t.get(Sup::Accepted),
+            t.get(Sup::Waiting),
+            t.get(Sup::Parked),
+            t.get(Sup::RefusedNoWorker),
+            t.get(Sup::RefusedPerSource),
+            t.get(Sup::RefusedGateFull),
+            t.get(Sup::RefusedProxy)
+        );
+        let total: u64 = t.requests.iter().sum();
+        let _ = write!(s, "requests: {total} (");
+        for (i, (class, n)) in CLASSES.iter().zip(t.requests).enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            let _ = write!(s, "{sep}{class} {n}");
+        }
+        let _ = writeln!(s, "), {} body bytes sent", t.bytes_sent);
+        if total > 0 {
+            let _ = writeln!(
+                s,
+                "mean request duration: {:.3} ms",
+                t.duration_us as f64 / total as f64 / 1000.0
+            );
+        }
+        s.push_str("worker exits:");
+        for (i, (what, name)) in EXITS.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(s, "{sep} {} {name}", t.get(*what));
+        }
+        let _ = writeln!(
+            s,
+            "\nreloads: {} ({} failed); upgrades in place: {}",
+            t.get(Sup::Reloads),
+            t.get(Sup::ReloadsFailed),
+            t.get(Sup::Upgrades)
+        );
+        s.push_str("\nscoreboard: ");
+        for w in self.workers {
+            s.push(w.state.letter());
+        }
+        s.push_str("\n  (S starting, R reading a head, B reading a body, W writing, C CGI, K keep-alive, G closing)\n\n");
+        let _ = writeln!(
+            s,
+            "{:>5} {:>8} {:<9} {:<40} {:>5} {:>10} {:>10} {:>9} {:>9}  request",
+            "slot", "pid", "state", "peer", "reqs", "in", "out", "age", "idle"
+        );
+        for w in self.workers {
+            let _ = writeln!(
+                s,
+                "{:>5} {:>8} {:<9} {:<40} {:>5} {:>10} {:>10} {:>8.1}s {:>8.1}s  {}",
+                w.slot,
+                w.pid,
+                w.state.name(),
+                peer(w),
+                w.requests,
+                w.bytes_in,
+                w.bytes_out,
+                w.age_ms as f64 / 1000.0,
+                w.idle_ms as f64 / 1000.0,
+                printable(&w.line)
+            );
+        }
+        s
+    }
+
+    fn json(&self) -> String {
+        let t = self.totals;
+        let mut s = String::with_capacity(1024 + 256 * self.workers.len());
+        let _ = write!(
+            s,
+            "{{\"version\":\"{}\",\"uptime_seconds\":{},\"max_workers\":{},\"workers_by_state\":{{",
+            crate::VERSION,
+            self.uptime(),
+            self.max_workers
+        );
+        for (i, st) in State::ALL.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(s, "{sep}\"{}\":{}", st.name(), self.by_state(*st));
+        }
+        let _ = write!(
+            s,
+            "}},\"connections\":{{\"accepted\":{},\"waiting\":{},\"parked\":{},\"parks\":{},\"refused\":{{",
+            t.get(Sup::Accepted),
+            t.get(Sup::Waiting),
+            t.get(Sup::Parked),
+            t.get(Sup::Parks)
+        );
+        for (i, (what, name)) in REFUSALS.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(s, "{sep}\"{name}\":{}", t.get(*what));
+        }
+        s.push_str("}},\"requests\":{");
+        for (i, (class, n)) in CLASSES.iter().zip(t.requests).enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(s, "{sep}\"{class}\":{n}");
+        }
+        let _ = write!(
+            s,
+            "}},\"body_bytes_sent\":{},\"request_duration_seconds_sum\":{},\"worker_exits\":{{",
+            t.bytes_sent,
+            t.duration_us as f64 / 1e6
+        );
+        for (i, (what, name)) in EXITS.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(s, "{sep}\"{name}\":{}", t.get(*what));
+        }
+        let _ = write!(
+            s,
+            "}},\"reloads\":{},\"reloads_failed\":{},\"upgrades\":{},\"workers\":[",
+            t.get(Sup::Reloads),
+            t.get(Sup::ReloadsFailed),
+            t.get(Sup::Upgrades)
+        );
+        for (i, w) in self.workers.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(
+                s,
+                "{sep}{{\"slot\":{},\"pid\":{},\"state\":\"{}\",\"peer\":\"{}\",\"requests\":{},\"bytes_in\":{},\"bytes_out\":{},\"age_ms\":{},\"idle_ms\":{},\"request_ms\":{},\"request\":\"",
+                w.slot,
+                w.pid,
+                w.state.name(),
+                peer(w),
+                w.requests,
+                w.bytes_in,
+                w.bytes_out,
+                w.age_ms,
+                w.idle_ms,
+                w.request_us / 1000
+            );
+            json_escape(&mut s, &w.line);
+            s.push_str("\"}");
+        }
+        s.push_str("]}\n");
+        s
+    }
+
+    fn prometheus(&self) -> String {
+        let t = self.totals;
+        let mut s = String::with_capacity(4096);
+        let family = |s: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        };
+        family(&mut s, "lbaws_build_info", "gauge", "The running lbaws.");
+        let _ = writeln!(s, "lbaws_build_info{{version=\"{}\"}} 1", crate::VERSION);
+        family(
+            &mut s,
+            "lbaws_start_time_seconds",
+            "gauge",
+            "When lbaws started (an upgrade in place keeps it), seconds since the epoch.",
+        );
+        let _ = writeln!(s, "lbaws_start_time_seconds {}", t.get(Sup::StartedUnix));
+        family(&mut s, "lbaws_workers", "gauge", "Workers by state.");
+        for st in State::ALL {
+            let _ = writeln!(
+                s,
+                "lbaws_workers{{state=\"{}\"}} {}",
+                st.name(),
+                self.by_state(st)
+            );
+        }
+        family(
+            &mut s,
+            "lbaws_workers_max",
+            "gauge",
+            "The most workers at once ([server] max_connections).",
+        );
+        let _ = writeln!(s, "lbaws_workers_max {}", self.max_workers);
+        family(
+            &mut s,
+            "lbaws_connections_waiting",
+            "gauge",
+            "Connections in the gate whose request head is incomplete.",
+        );
+        let _ = writeln!(s, "lbaws_connections_waiting {}", t.get(Sup::Waiting));
+        family(
+            &mut s,
+            "lbaws_connections_parked",
+            "gauge",
+            "Idle keep-alive connections parked in the gate.",
+        );
+        let _ = writeln!(s, "lbaws_connections_parked {}", t.get(Sup::Parked));
+        family(
+            &mut s,
+            "lbaws_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+        );
+        let _ = writeln!(
+            s,
+            "lbaws_connections_accepted_total {}",
+            t.get(Sup::Accepted)
+        );
+        family(
+            &mut s,
+            "lbaws_connections_refused_total",
+            "counter",
+            "Connections refused, by reason.",
+        );
+        for (what, name) in REFUSALS {
+            let _ = writeln!(
+                s,
+                "lbaws_connections_refused_total{{reason=\"{name}\"}} {}",
+                t.get(what)
+            );
+        }
+        family(
+            &mut s,
+            "lbaws_parks_total",
+            "counter",
+            "Idle connections workers handed back to the gate.",
+        );
+        let _ = writeln!(s, "lbaws_parks_total {}", t.get(Sup::Parks));
+        family(
+            &mut s,
+            "lbaws_requests_total",
+            "counter",
+            "Responses, by status class.",
+        );
+        for (class, n) in CLASSES.iter().zip(t.requests) {
+            let _ = writeln!(s, "lbaws_requests_total{{code=\"{class}\"}} {n}");
+        }
+        family(
+            &mut s,
+            "lbaws_response_body_bytes_total",
+            "counter",
+            "Response body bytes sent.",
+        );
+        let _ = writeln!(s, "lbaws_response_body_bytes_total {}", t.bytes_sent);
+        family(
+            &mut s,
+            "lbaws_worker_exits_total",
+            "counter",
+            "Workers ended, by cause.",
+        );
+        for (what, name) in EXITS {
+            let _ = writeln!(
+                s,
+                "lbaws_worker_exits_total{{cause=\"{name}\"}} {}",
+                t.get(what)
+            );
+        }
+        family(
+            &mut s,
+            "lbaws_reloads_total",
+            "counter",
+            "Configuration reloads, by result.",
+        );
+        let _ = writeln!(
+            s,
+            "lbaws_reloads_total{{result=\"ok\"}} {}\nlbaws_reloads_total{{result=\"failed\"}} {}",
+            t.get(Sup::Reloads),
+            t.get(Sup::ReloadsFailed)
+        );
+        family(
+            &mut s,
+            "lbaws_upgrades_total",
+            "counter",
+            "Upgrades in place.",
+        );
+        let _ = writeln!(s, "lbaws_upgrades_total {}", t.get(Sup::Upgrades));
+        family(
+            &mut s,
+            "lbaws_request_duration_seconds",
+            "histogram",
+            "From a request's first byte to the end of its response.",
+        );
+        let mut cumulative = 0;
+        for (i, n) in t.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = match BUCKETS_US.get(i) {
+                Some(us) => format!("{}", *us as f64 / 1e6),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "lbaws_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "lbaws_request_duration_seconds_sum {}\nlbaws_request_duration_seconds_count {cumulative}",
+            t.duration_us as f64 / 1e6
+        );
+        s
+    }
+}
+
+fn peer(w: &Worker) -> String {
+    match w.peer {
+        Some((ip @ std::net::IpAddr::V6(_), port)) => format!("[{ip}]:{port}"),
+        Some((ip, port)) => format!("{ip}:{port}"),
+        None => "unix".to_string(),
+    }
+}
+
+/// The request line as text: bytes outside printable ASCII as `\xNN`.
+fn printable(line: &[u8]) -> String {
+    let mut s = String::with_capacity(line.len());
+    for &b in line {
+        match b {
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = write!(s, "\\x{b:02x}");
+            }
+        }
+    }
+    s
+}
+
+fn json_escape(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            // Not text: shown as the \xNN escape, itself escaped.
+            _ => {
+                let _ = write!(out, "\\\\x{b:02x}");
+            }
+        }
+    }
+}

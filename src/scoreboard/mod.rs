@@ -1,0 +1,532 @@
+//! The scoreboard: memory shared by the supervisor and every worker (a memfd
+//! mapped `MAP_SHARED` before the first fork, so every worker inherits it;
+//! the memfd lets an upgrade in place map it again in the new image), where
+//! workers leave what the supervisor needs to see of them without a message
+//! or a system call:
+//!
+//! - one slot per live worker, with the time of its last progress (a byte
+//!   moved, a request begun, a CGI stage reached): the supervisor's stall
+//!   backstop ends a worker that made none for `[limits] stall_timeout`;
+//! - a header with the access-log lines lost to write errors, which the
+//!   supervisor reports;
+//! - what the status page shows (`http::status`; a worker answers it, so it
+//!   can only show what is here): each slot also holds the worker's pid
+//!   (set by the supervisor at the fork, cleared when it is reaped, so the
+//!   live slots can be told), its peer, its state (reading a head or a
+//!   body, writing, running CGI, waiting on keep-alive, closing), the
+//!   request line, bytes in and out and times; the header counts responses
+//!   by status class, body bytes and a request duration histogram (written
+//!   by workers), and what the supervisor counts (accepted and refused
+//!   connections, waiting and parked ones, worker ends by cause, reloads,
+//!   upgrades; [`Sup`]), which it adds to or sets here as they change.
+//!
+//! The layout is part of the upgrade record's format (`upgrade::FORMAT`):
+//! a new image maps the memory the old one's workers still write to.
+//!
+//! The mapping is reserved for every possible slot (`MAX_PROCESSES`) but
+//! only pages that hold live slots are ever touched; a fork copies none of
+//! it (shared mappings are faulted in, not copied). A worker writes only its
+//! own slot and the header's counters, with atomics; the supervisor reads.
+
+mod read;
+pub use read::{totals, workers, Totals, Worker};
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Upper bounds of the request duration histogram's buckets, microseconds
+/// (the last bucket, +Inf, is implied).
+pub const BUCKETS_US: [u64; 12] = [
+    1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// What the supervisor keeps in the header for the status page (a worker
+/// answers it, and sees nothing of the supervisor's own memory): counters
+/// it adds to, and values it sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sup {
+    /// Connections accepted on the listeners.
+    Accepted,
+    /// Answered 503: no worker could be forked.
+    RefusedNoWorker,
+    /// Closed at once: over `max_connections_per_ip`.
+    RefusedPerSource,
+    /// Closed because the gate could not take them.
+    RefusedGateFull,
+    /// Closed on a `proxy_protocol` listener: from outside `proxy_from`, or
+    /// without a valid PROXY header in time.
+    RefusedProxy,
+    /// Idle connections workers handed back (parked).
+    Parks,
+    /// Connections in the gate now: head incomplete, and parked.
+    Waiting,
+    Parked,
+    Reloads,
+    ReloadsFailed,
+    /// Upgrades in place this scoreboard has lived through.
+    Upgrades,
+    /// Worker ends: code 0, another code, a signal, killed by its sandbox,
+    /// ended by the stall backstop.
+    ExitOk,
+    ExitError,
+    ExitSignal,
+    ExitSandbox,
+    ExitStalled,
+    /// Slots ever used (the live ones are below it).
+    HighWater,
+    /// When the first image started, seconds since the epoch.
+    StartedUnix,
+}
+const SUP_COUNT: usize = Sup::StartedUnix as usize + 1;
+
+#[repr(C)]
+struct Header {
+    /// Access-log lines not written (whole), and the last error's errno.
+    lost_lines: AtomicU64,
+    lost_errno: AtomicU32,
+    /// A line was cut short and could not be taken back: the next writer
+    /// starts with a newline, so the fragment stands on a line of its own.
+    cut: AtomicU32,
+    /// Responses by status class, 1xx to 5xx.
+    requests: [AtomicU64; 5],
+    /// Response body bytes sent.
+    bytes_sent: AtomicU64,
+    /// The request duration histogram: microseconds in all, and the count
+    /// of each bucket (not cumulative; the last is +Inf).
+    duration_us: AtomicU64,
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sup: [AtomicU64; SUP_COUNT],
+}
+
+/// What a worker is doing, in its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum State {
+    /// Forked, not yet reading.
+    Starting = 0,
+    /// Reading a request head.
+    Head = 1,
+    /// Reading a request body.
+    Body = 2,
+    /// Answering (writing the response).
+    Write = 3,
+    /// Running a CGI script and passing on its output.
+    Cgi = 4,
+    /// Waiting for the next request on a keep-alive connection (it is
+    /// parked, handed back to the gate, if none comes soon).
+    KeepAlive = 5,
+    /// Closing the connection gracefully.
+    Closing = 6,
+}
+
+impl State {
+    pub const ALL: [State; 7] = [
+        State::Starting,
+        State::Head,
+        State::Body,
+        State::Write,
+        State::Cgi,
+        State::KeepAlive,
+        State::Closing,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Head => "head",
+            State::Body => "body",
+            State::Write => "write",
+            State::Cgi => "cgi",
+            State::KeepAlive => "keepalive",
+            State::Closing => "closing",
+        }
+    }
+
+    /// One letter, as in Apache's scoreboard.
+    pub fn letter(self) -> char {
+        match self {
+            State::Starting => 'S',
+            State::Head => 'R',
+            State::Body => 'B',
+            State::Write => 'W',
+            State::Cgi => 'C',
+            State::KeepAlive => 'K',
+            State::Closing => 'G',
+        }
+    }
+
+    fn from(v: u32) -> State {
+        State::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(State::Starting)
+    }
+}
+
+/// Bytes of the request line a slot keeps (longer ones are cut).
+pub const LINE_BYTES: usize = 128;
+
+#[repr(C, align(64))]
+struct Slot {
+    /// CLOCK_MONOTONIC, milliseconds, of the worker's last progress.
+    progress_ms: AtomicU64,
+    /// The system call the worker's seccomp filter refused it, + 1 (0: none).
+    denied: AtomicU64,
+    /// The worker's pid (0: the slot is free), set by the supervisor.
+    pid: AtomicU32,
+    state: AtomicU32,
+    /// CLOCK_MONOTONIC, microseconds, when the current request began.
+    request_us: AtomicU64,
+    /// `now_ms` when the worker was forked.
+    forked_ms: AtomicU64,
+    /// Bytes read from and written to the connection by this worker.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Requests answered on the connection (by earlier workers too).
+    requests: AtomicU64,
+    /// The peer: an IPv6 address (IPv4 mapped), and its port | kind << 16
+    /// (kind 0: none, 1: inet, 2: unix).
+    peer: [AtomicU64; 2],
+    peer_port: AtomicU32,
+    line_len: AtomicU32,
+    line: [AtomicU64; LINE_BYTES / 8],
+}
+
+const HEADER: usize = 1024;
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
+const _: () = assert!(std::mem::size_of::<Slot>() == 256);
+
+/// The mapping's address (0: none yet).
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static SLOTS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This worker's slot + 1 (0: not a worker).
+    static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The memfd behind the mapping (-1: none), kept so that an upgrade in
+/// place can map the same memory again in the new image.
+static FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// In the supervisor, before the first fork: room for `slots` slots, in a
+/// memfd mapped shared (sparse: only pages of live slots are ever
+/// touched). False if the memory cannot be had.
+pub fn create(slots: usize) -> bool {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let bytes = HEADER + slots * std::mem::size_of::<Slot>();
+    let Ok(fd) = memfd_create(c"lbaws-scoreboard", MFdFlags::MFD_CLOEXEC) else {
+        return false;
+    };
+    if nix::unistd::ftruncate(&fd, bytes as i64).is_err() {
+        return false;
+    }
+    map(std::os::fd::IntoRawFd::into_raw_fd(fd), slots)
+}
+
+/// In an image started by an upgrade in place: the scoreboard the previous
+/// image made (and its workers still write to), from its memfd.
+pub fn adopt(fd: std::os::fd::RawFd) -> bool {
+    let Ok(st) = nix::sys::stat::fstat(
+        // SAFETY: borrowed for the call; the descriptor was handed over open.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+    ) else {
+        return false;
+    };
+    let slots = (st.st_size as usize).saturating_sub(HEADER) / std::mem::size_of::<Slot>();
+    let _ = nix::fcntl::fcntl(
+        // SAFETY: as above.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    map(fd, slots)
+}
+
+/// The memfd behind the scoreboard, for an upgrade in place.
+pub fn fd() -> std::os::fd::RawFd {
+    FD.load(Ordering::Relaxed)
+}
+
+fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
+    let bytes = HEADER + slots * std::mem::size_of::<Slot>();
+    // SAFETY: a shared mapping of our own memfd; zero-filled where never
+    // written, which is a valid state for every atomic in it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        // SAFETY: ours, unused.
+        unsafe { libc::close(fd) };
+        return false;
+    }
+    FD.store(fd, Ordering::Relaxed);
+    SLOTS.store(slots, Ordering::Relaxed);
+    BASE.store(p as usize, Ordering::Relaxed);
+    true
+}
+
+fn header() -> Option<&'static Header> {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: the mapping lives as long as the process and starts with a Header.
+    (base != 0).then(|| unsafe { &*(base as *const Header) })
+}
+
+fn slot(i: usize) -> Option<&'static Slot> {
+    let base = BASE.load(Ordering::Relaxed);
+    if base == 0 || i >= SLOTS.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: within the mapping; zero or written by our atomics only.
+    Some(unsafe { &*((base + HEADER + i * std::mem::size_of::<Slot>()) as *const Slot) })
+}
+
+/// Milliseconds of CLOCK_MONOTONIC (coarse: a tick's precision, no system
+/// call).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Microseconds of CLOCK_MONOTONIC (precise: for request durations; a
+/// vDSO call, no system call).
+pub fn now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+fn mine() -> Option<&'static Slot> {
+    let i = MINE.with(std::cell::Cell::get);
+    if i == 0 {
+        return None;
+    }
+    slot(i - 1)
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor's side
+
+/// In the supervisor, before it forks a worker for slot `i` (for a
+/// connection from `peer` that has had `served` requests): a fresh start.
+pub fn assign(i: usize, peer: crate::listen::Peer, served: u32) {
+    let Some(s) = slot(i) else { return };
+    let now = now_ms();
+    s.progress_ms.store(now, Ordering::Relaxed);
+    s.forked_ms.store(now, Ordering::Relaxed);
+    s.denied.store(0, Ordering::Relaxed);
+    s.state.store(State::Starting as u32, Ordering::Relaxed);
+    s.request_us.store(0, Ordering::Relaxed);
+    s.bytes_in.store(0, Ordering::Relaxed);
+    s.bytes_out.store(0, Ordering::Relaxed);
+    s.requests.store(served as u64, Ordering::Relaxed);
+    s.line_len.store(0, Ordering::Relaxed);
+    let (addr, port) = match peer {
+        crate::listen::Peer::Inet(a) => {
+            let ip = match a.ip() {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                std::net::IpAddr::V6(v6) => v6,
+            };
+            (ip.to_bits(), a.port() as u32 | 1 << 16)
+        }
+        crate::listen::Peer::Unix => (0, 2 << 16),
+    };
+    s.peer[0].store((addr >> 64) as u64, Ordering::Relaxed);
+    s.peer[1].store(addr as u64, Ordering::Relaxed);
+    s.peer_port.store(port, Ordering::Relaxed);
+    if let Some(h) = header() {
+        h.sup[Sup::HighWater as usize].fetch_max(i as u64 + 1, Ordering::Relaxed);
+    }
+}
+
+/// In the supervisor: slot `i` is worker `pid`'s (after the fork), or free
+/// again (`pid` 0, once reaped).
+pub fn set_pid(i: usize, pid: u32) {
+    if let Some(s) = slot(i) {
+        s.pid.store(pid, Ordering::Relaxed);
+    }
+}
+
+/// In the supervisor: add to one of its counters.
+pub fn add(what: Sup, n: u64) {
+    if let Some(h) = header() {
+        h.sup[what as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// In the supervisor: set one of its values.
+pub fn set(what: Sup, v: u64) {
+    if let Some(h) = header() {
+        h.sup[what as usize].store(v, Ordering::Relaxed);
+    }
+}
+
+/// In the supervisor at start: the start time, unless an earlier image of
+/// this process set it (an upgrade in place keeps the scoreboard).
+pub fn started() {
+    if let Some(h) = header() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let _ = h.sup[Sup::StartedUnix as usize].compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A worker's side: its own slot (relaxed stores, no system call)
+
+/// In a worker: this slot is mine.
+pub fn enter(i: usize) {
+    MINE.with(|m| m.set(i + 1));
+    progress();
+}
+
+/// In a worker: something moved. Cheap enough for every read and write.
+pub fn progress() {
+    if let Some(s) = mine() {
+        s.progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// In a worker: what it is doing now.
+pub fn set_state(state: State) {
+    if let Some(s) = mine() {
+        s.state.store(state as u32, Ordering::Relaxed);
+    }
+}
+
+/// In a worker: a request begins (its head is arriving).
+pub fn begin_request() {
+    if let Some(s) = mine() {
+        s.state.store(State::Head as u32, Ordering::Relaxed);
+        s.request_us.store(now_us(), Ordering::Relaxed);
+        s.line_len.store(0, Ordering::Relaxed);
+    }
+}
+
+/// In a worker: the request line of the request it is answering (cut to
+/// [`LINE_BYTES`]).
+pub fn request_line(parts: &[&[u8]]) {
+    let Some(s) = mine() else { return };
+    let mut buf = [0u8; LINE_BYTES];
+    let mut n = 0;
+    for (k, part) in parts.iter().enumerate() {
+        if k > 0 && n < LINE_BYTES {
+            buf[n] = b' ';
+            n += 1;
+        }
+        let take = part.len().min(LINE_BYTES - n);
+        buf[n..n + take].copy_from_slice(&part[..take]);
+        n += take;
+    }
+    for (w, chunk) in s.line.iter().zip(buf.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+    }
+    s.line_len.store(n as u32, Ordering::Relaxed);
+}
+
+/// In a worker: bytes read from the connection.
+pub fn bytes_in(n: usize) {
+    if let Some(s) = mine() {
+        s.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// In a worker: bytes written to the connection.
+pub fn bytes_out(n: usize) {
+    if let Some(s) = mine() {
+        s.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// In a worker: a response ended (sent whole or cut short) with `status`
+/// and `body_bytes`: counted by class, and its duration since
+/// [`begin_request`] in the histogram.
+pub fn request_done(status: u16, body_bytes: u64) {
+    let Some(h) = header() else { return };
+    if status < 100 {
+        return; // nothing was sent
+    }
+    let class = (status / 100).min(5) as usize - 1;
+    h.requests[class].fetch_add(1, Ordering::Relaxed);
+    h.bytes_sent.fetch_add(body_bytes, Ordering::Relaxed);
+    if let Some(s) = mine() {
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        let took = now_us().saturating_sub(s.request_us.load(Ordering::Relaxed));
+        h.duration_us.fetch_add(took, Ordering::Relaxed);
+        let b = BUCKETS_US.partition_point(|&le| le < took);
+        h.buckets[b].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// In a worker's `SIGSYS` handler: the sandbox refused system call `nr`.
+/// (A thread-local read and an atomic store: safe in a signal handler.)
+pub fn denied(nr: i32) {
+    let i = MINE.with(std::cell::Cell::get);
+    if i > 0 {
+        if let Some(s) = slot(i - 1) {
+            s.denied.store(nr as u32 as u64 + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// In the supervisor, for a worker that ended by `SIGSYS`: the system call
+/// its filter refused, if it recorded one.
+pub fn denied_call(i: usize) -> Option<i32> {
+    let v = slot(i)?.denied.load(Ordering::Relaxed);
+    (v > 0).then(|| (v - 1) as u32 as i32)
+}
+
+/// In the supervisor: the last progress of slot `i`, in `now_ms` time.
+pub fn last_progress(i: usize) -> u64 {
+    slot(i).map_or(u64::MAX, |s| s.progress_ms.load(Ordering::Relaxed))
+}
+
+/// An access-log line was not written whole (`errno` of the failure); `cut`:
+/// part of it was, so the next line must start on a line of its own.
+pub fn lost_line(errno: i32, cut: bool) {
+    if let Some(h) = header() {
+        h.lost_lines.fetch_add(1, Ordering::Relaxed);
+        h.lost_errno.store(errno as u32, Ordering::Relaxed);
+        if cut {
+            h.cut.store(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Before writing an access-log line: was the last one cut short (then
+/// this one starts with a newline)? Clears the mark.
+pub fn take_cut() -> bool {
+    header().is_some_and(|h| {
+        h.cut.load(Ordering::Relaxed) != 0 && h.cut.swap(0, Ordering::Relaxed) != 0
+    })
+}
+
+/// In the supervisor: lines lost since the last call, and the last errno.
+pub fn take_lost() -> Option<(u64, i32)> {
+    let h = header()?;
+    let n = h.lost_lines.swap(0, Ordering::Relaxed);
+    (n > 0).then(|| (n, h.lost_errno.load(Ordering::Relaxed) as i32))
+}

@@ -1,0 +1,95 @@
+//! `lbaws status [--config FILE]`: the status page from the command line.
+//! A plain HTTP client of the running server (which may be behind socket
+//! activation): the configuration's first status route (a text one if
+//! there is one), fetched from its first listener (a wildcard address is
+//! asked on loopback), the body printed as it comes.
+
+use crate::config::{Action, Config, ListenAddr, StatusFormat};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The page's body, or a message saying why there is none.
+pub fn fetch(cfg: &Config) -> Result<Vec<u8>, String> {
+    let route = cfg
+        .routes
+        .iter()
+        .filter(|r| matches!(r.action, Action::Status(_)))
+        .min_by_key(|r| !matches!(r.action, Action::Status(StatusFormat::Text)))
+        .ok_or_else(|| {
+            format!(
+                "{}: no route with a status action (e.g. [[route]] prefix = \"/server-status\" status = {{ format = \"text\" }})",
+                cfg.source
+            )
+        })?;
+    let listen = cfg.listen.first().ok_or_else(|| {
+        format!(
+            "{}: no [[listen]] address to ask (socket-activated only?): fetch {} from the socket instead",
+            cfg.source, route.prefix
+        )
+    })?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: lbaws-status\r\nConnection: close\r\n\r\n",
+        route.prefix
+    );
+    let where_ = listen.address.to_string();
+    let raw = match &listen.address {
+        ListenAddr::Tcp(a) => {
+            let ip = match a.ip() {
+                IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            let s = std::net::TcpStream::connect_timeout(&SocketAddr::new(ip, a.port()), TIMEOUT)
+                .map_err(|e| format!("cannot connect to {where_}: {e} (is lbaws running?)"))?;
+            exchange(s, &request)
+        }
+        ListenAddr::Unix(p) => {
+            let s = std::os::unix::net::UnixStream::connect(p)
+                .map_err(|e| format!("cannot connect to {where_}: {e} (is lbaws running?)"))?;
+            exchange(s, &request)
+        }
+    }
+    .map_err(|e| format!("{where_}: {e}"))?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{where_}: no complete response"))?;
+    let status_line = String::from_utf8_lossy(raw.split(|&b| b == b'\r').next().unwrap_or(b""));
+    match status_line.split(' ').nth(1) {
+        Some("200") => Ok(raw[end + 4..].to_vec()),
+        Some("403") => Err(format!(
+            "{where_}{}: 403 Forbidden: the route's allow does not include this host's address",
+            route.prefix
+        )),
+        _ => Err(format!("{where_}{}: {status_line}", route.prefix)),
+    }
+}
+
+fn exchange<S: Read + Write + Timeouts>(mut s: S, request: &str) -> std::io::Result<Vec<u8>> {
+    s.timeouts(TIMEOUT)?;
+    s.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    Ok(raw)
+}
+
+trait Timeouts {
+    fn timeouts(&self, t: Duration) -> std::io::Result<()>;
+}
+
+impl Timeouts for std::net::TcpStream {
+    fn timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+impl Timeouts for std::os::unix::net::UnixStream {
+    fn timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
