@@ -28,6 +28,13 @@ pub enum Kind {
     Parked = 2,
     /// Answered by the supervisor (503): only to be closed gracefully.
     Closing = 3,
+    /// Accepted on a `proxy_protocol` listener; its PROXY header has not
+    /// fully arrived. `peer` is the balancer; counted under no source.
+    Proxy = 4,
+    /// Its PROXY header was read (by the gate): `peer` is the client it
+    /// named, not yet counted under its source; the supervisor admits it as
+    /// a new connection (per-source limit, then a worker or the gate).
+    Proxied = 5,
 }
 
 /// What the next owner of a connection needs to know about it.
@@ -72,6 +79,8 @@ impl Meta {
             1 => Kind::New,
             2 => Kind::Parked,
             3 => Kind::Closing,
+            4 => Kind::Proxy,
+            5 => Kind::Proxied,
             _ => return None,
         };
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -225,18 +234,20 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
     }
 }
 
-/// The entries of a `Closed` message: (source key, kind it was adopted as).
-pub fn closed_entries(b: &[u8]) -> impl Iterator<Item = (u128, Kind)> + '_ {
+/// In a `Closed` entry's kind byte: closed for a missing or bad PROXY header.
+const REFUSED: u8 = 0x80;
+
+/// The entries of a `Closed` message: (source key, kind it was adopted as,
+/// whether it was refused for its PROXY header).
+pub fn closed_entries(b: &[u8]) -> impl Iterator<Item = (u128, Kind, bool)> + '_ {
     b[1..].chunks_exact(CLOSED_ENTRY).map(|c| {
         let key = u128::from_le_bytes(c[..16].try_into().expect("16 bytes"));
-        let kind = if c[16] == Kind::Parked as u8 {
-            Kind::Parked
-        } else if c[16] == Kind::Closing as u8 {
-            Kind::Closing
-        } else {
-            Kind::New
-        };
-        (key, kind)
+        let k = c[16] & !REFUSED;
+        let kind = [Kind::Parked, Kind::Closing, Kind::Proxy, Kind::Proxied]
+            .into_iter()
+            .find(|&kind| kind as u8 == k)
+            .unwrap_or(Kind::New);
+        (key, kind, c[16] & REFUSED != 0)
     })
 }
 
@@ -263,11 +274,11 @@ impl ClosedBatch {
         self.n == CLOSED_PER_MSG
     }
 
-    /// Add one (the batch must not be full).
-    pub fn push(&mut self, key: u128, kind: Kind) {
+    /// Add one (the batch must not be full); `refused`: for its PROXY header.
+    pub fn push(&mut self, key: u128, kind: Kind, refused: bool) {
         let at = 1 + self.n * CLOSED_ENTRY;
         self.buf[at..at + 16].copy_from_slice(&key.to_le_bytes());
-        self.buf[at + 16] = kind as u8;
+        self.buf[at + 16] = kind as u8 | if refused { REFUSED } else { 0 };
         self.n += 1;
     }
 
@@ -277,6 +288,16 @@ impl ClosedBatch {
 
     pub fn clear(&mut self) {
         self.n = 0;
+    }
+}
+
+/// The source key a connection is counted under while it travels as `meta`:
+/// none before its PROXY header is read, nor until the supervisor admits it
+/// under the client's address (`Kind::Proxy`, `Kind::Proxied`).
+pub fn meta_key(meta: &Meta) -> u128 {
+    match meta.kind {
+        Kind::Proxy | Kind::Proxied => NO_KEY,
+        _ => source_key(&meta.peer).unwrap_or(NO_KEY),
     }
 }
 
@@ -325,6 +346,9 @@ mod tests {
                 ..meta
             }));
             round_trip(Msg::Park { pid: 4242, meta });
+            for kind in [Kind::Proxy, Kind::Proxied, Kind::Closing] {
+                round_trip(Msg::Adopt(Meta { kind, ..meta }));
+            }
         }
         round_trip(Msg::Stop);
         round_trip(Msg::Handover);
@@ -343,11 +367,21 @@ mod tests {
     #[test]
     fn closed_batches() {
         let mut b = ClosedBatch::default();
-        b.push(7, Kind::New);
-        b.push(NO_KEY, Kind::Parked);
-        assert_eq!(decode(b.bytes()), Some(Msg::Closed { n: 2 }));
+        b.push(7, Kind::New, false);
+        b.push(NO_KEY, Kind::Parked, false);
+        b.push(NO_KEY, Kind::Proxy, true);
+        b.push(NO_KEY, Kind::Proxied, false);
+        assert_eq!(decode(b.bytes()), Some(Msg::Closed { n: 4 }));
         let got: Vec<_> = closed_entries(b.bytes()).collect();
-        assert_eq!(got, vec![(7, Kind::New), (NO_KEY, Kind::Parked)]);
+        assert_eq!(
+            got,
+            vec![
+                (7, Kind::New, false),
+                (NO_KEY, Kind::Parked, false),
+                (NO_KEY, Kind::Proxy, true),
+                (NO_KEY, Kind::Proxied, false)
+            ]
+        );
         assert!(MAX_MSG >= b.bytes().len());
     }
 

@@ -97,6 +97,11 @@ pub struct ListenSpec {
     /// Unix sockets only: owner and group of the socket file.
     pub owner: Option<u32>,
     pub group: Option<u32>,
+    /// `proxy_protocol = true`: every connection begins with a PROXY header
+    /// (v1 or v2), whose source is the client. `Some(proxy_from)`: the
+    /// balancers allowed to send it (empty on a Unix socket, where the
+    /// socket file's permissions say who may connect).
+    pub proxy: Option<Vec<Cidr>>,
 }
 
 #[derive(Debug, Clone)]
@@ -431,6 +436,40 @@ mod tests {
         assert!(err("[[listen]]\naddress = \"1.2.3:80\"\n").starts_with("t.toml:2:11: bad address"));
         assert!(err("[[listen]]\naddress = \"127.0.0.1:1\"\nname = \"a\"\n[[listen]]\naddress = \"127.0.0.1:2\"\nname = \"a\"\n")
             .starts_with("t.toml:6:8: duplicate listener name"));
+    }
+
+    #[test]
+    fn proxy_protocol() {
+        let tcp = |extra: &str| format!("[[listen]]\naddress = \"127.0.0.1:1\"\n{extra}");
+        let c = parse(
+            &tcp("proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\", \"::1\"]\n"),
+            "t",
+        )
+        .unwrap();
+        let from = c.listen[0].proxy.as_ref().unwrap();
+        assert_eq!(from.len(), 2);
+        assert!(from[0].contains("10.1.2.3".parse().unwrap()));
+        assert_eq!(parse(&tcp(""), "t").unwrap().listen[0].proxy, None);
+        assert!(err(&tcp("proxy_protocol = true\n"))
+            .starts_with("t.toml:1:1: proxy_protocol = true needs proxy_from"));
+        assert!(err(&tcp("proxy_from = [\"10.0.0.0/8\"]\n"))
+            .starts_with("t.toml:3:14: proxy_from needs proxy_protocol = true"));
+        assert!(err(&tcp("proxy_protocol = true\nproxy_from = []\n"))
+            .starts_with("t.toml:4:14: proxy_from is empty"));
+        assert_eq!(
+            err(&tcp(
+                "proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n"
+            )),
+            "t.toml:4:29: bad address range \"10.0.0.1/8\": the address has bits set beyond the /8 prefix"
+        );
+        assert!(err(&tcp(
+            "proxy_protocol = true\nproxy_from = [\"10.0.0.0/40\"]\n"
+        ))
+        .starts_with("t.toml:4:15: bad address range \"10.0.0.0/40\": prefix length above 32"));
+        let unix = "[[listen]]\naddress = \"unix:/run/x.sock\"\nproxy_protocol = true\n";
+        assert_eq!(parse(unix, "t").unwrap().listen[0].proxy, Some(Vec::new()));
+        assert!(err(&format!("{unix}proxy_from = [\"10.0.0.0/8\"]\n"))
+            .starts_with("t.toml:4:14: proxy_from does not apply to unix sockets"));
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub(super) struct RawListen {
     pub mode: Option<Spanned<String>>,
     pub owner: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    pub proxy_from: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -161,6 +161,7 @@ fn listeners(raw: &RawConfig) -> Result<Vec<ListenSpec>, Invalid> {
             None => None,
             Some(g) => Some(lookup_group(g)?),
         };
+        let proxy = proxy(l, span.clone(), is_unix)?;
         let backlog = l
             .backlog
             .as_ref()
@@ -173,9 +174,61 @@ fn listeners(raw: &RawConfig) -> Result<Vec<ListenSpec>, Invalid> {
             mode,
             owner,
             group,
+            proxy,
         });
     }
     Ok(listen)
+}
+
+/// The most ranges one `proxy_from` may list.
+pub const MAX_PROXY_FROM: usize = 256;
+
+/// `proxy_protocol` and `proxy_from`: on TCP, the balancers allowed to send
+/// the header must be listed (a listener that believed anyone's header would
+/// let every client pick its own address); on a Unix socket they cannot be
+/// (the socket file's mode, owner and group say who may connect).
+fn proxy(
+    l: &super::raw::RawListen,
+    span: Range<usize>,
+    is_unix: bool,
+) -> Result<Option<Vec<Cidr>>, Invalid> {
+    let from = match (&l.proxy_from, l.proxy_protocol, is_unix) {
+        (None, false, _) => return Ok(None),
+        (Some(f), false, _) => {
+            return Err((f.span(), "proxy_from needs proxy_protocol = true".into()))
+        }
+        (None, true, true) => return Ok(Some(Vec::new())),
+        (Some(f), true, true) => {
+            return Err((
+                f.span(),
+                "proxy_from does not apply to unix sockets (their mode, owner and group say who may connect)".into(),
+            ))
+        }
+        (None, true, false) => {
+            return Err((
+                span,
+                "proxy_protocol = true needs proxy_from: the addresses of the balancers allowed to send the header".into(),
+            ))
+        }
+        (Some(f), true, false) => f,
+    };
+    if from.get_ref().is_empty() {
+        return Err((
+            from.span(),
+            "proxy_from is empty: list the balancers' addresses".into(),
+        ));
+    }
+    if from.get_ref().len() > MAX_PROXY_FROM {
+        return Err((
+            from.span(),
+            format!("proxy_from: more than {MAX_PROXY_FROM} entries"),
+        ));
+    }
+    from.get_ref()
+        .iter()
+        .map(|c| Cidr::parse(c.get_ref()).map_err(|e| (c.span(), e)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// `[limits]`, with defaults (the bounds were checked as the file was read).

@@ -23,6 +23,7 @@
 //! | state | deadline | then |
 //! |---|---|---|
 //! | new, nothing received | `header_timeout` | close quietly |
+//! | PROXY header not complete (`Kind::Proxy`) | `header_timeout` from adoption | close, counted as refused |
 //! | new or parked, part of a head received | `header_timeout` from the first byte (parked) or from adoption (new) | 408, close gracefully |
 //! | parked, idle | `keepalive_timeout` less `park_after` | close quietly |
 //! | complete, waiting for the supervisor to take it | `header_timeout` | 503, close gracefully |
@@ -33,7 +34,10 @@
 //! ends it with SIGTERM when it stops at once) and dies with the supervisor
 //! (`PR_SET_PDEATHSIG`). For an upgrade in place it hands every connection
 //! back to the supervisor and exits (`Msg::Handover`), so that the new image
-//! runs a gate of its own version. It parses nothing and answers nothing but 408/503
+//! runs a gate of its own version. It parses nothing but a PROXY header that
+//! arrived in pieces (`look_proxy`: read off the socket, its source made the
+//! peer, then the connection goes back as `Kind::Proxied` for the supervisor
+//! to admit under the client's address), and answers nothing but 408/503
 //! (each with its access log line, request `"-"`; without a body when the
 //! bytes begin a HEAD request, the one other look it takes).
 
@@ -99,7 +103,7 @@ struct Gate {
     queue: VecDeque<(u32, u32)>,
     closed: ClosedBatch,
     /// Closed connections not yet reported (the ctl channel was full).
-    unreported: VecDeque<(u128, Kind)>,
+    unreported: VecDeque<(u128, Kind, bool)>,
     ctl_wants_out: bool,
     stopping: bool,
     peek: Vec<MaybeUninit<u8>>,
@@ -153,7 +157,7 @@ impl Gate {
             unreported: VecDeque::new(),
             ctl_wants_out: false,
             stopping: false,
-            peek: vec![MaybeUninit::uninit(); limits.max_header_bytes],
+            peek: vec![MaybeUninit::uninit(); peek_room(&limits)],
             msg: [0; handoff::MAX_MSG],
         })
     }
@@ -234,7 +238,7 @@ impl Gate {
 
     fn set_limits(&mut self, l: GateLimits) {
         if l.max_header_bytes != self.limits.max_header_bytes {
-            self.peek = vec![MaybeUninit::uninit(); l.max_header_bytes];
+            self.peek = vec![MaybeUninit::uninit(); peek_room(&l)];
         }
         self.limits = l;
     }
@@ -291,7 +295,9 @@ impl Gate {
         }
         let now = Instant::now();
         let (state, deadline) = match meta.kind {
-            Kind::New => (State::Waiting, now + self.limits.header_timeout),
+            Kind::New | Kind::Proxy | Kind::Proxied => {
+                (State::Waiting, now + self.limits.header_timeout)
+            }
             Kind::Parked => (State::Waiting, now + self.limits.idle_timeout),
             Kind::Closing => (State::Lingering, now + LINGER),
         };
@@ -359,6 +365,9 @@ impl Gate {
     /// New bytes (or an end) on a waiting connection: is its head complete?
     fn look(&mut self, slot: u32, ev: EpollFlags) {
         let h = self.slots[slot as usize].as_mut().expect("live");
+        if h.meta.kind == Kind::Proxy {
+            return self.look_proxy(slot, ev);
+        }
         let limit = self.limits.max_header_bytes.min(self.peek.len());
         let n = match crate::sys::peek(h.fd.as_raw_fd(), &mut self.peek[..limit]) {
             Ok(0) => return self.close(slot), // closed before a complete head: nothing to answer
@@ -391,6 +400,41 @@ impl Gate {
                 .push(Reverse((h.deadline, slot, self.gens[slot as usize])));
         }
         h.seen = n;
+    }
+
+    /// Bytes on a connection whose PROXY header has not fully arrived: when
+    /// it has, read it off the socket, make its source the peer, and look
+    /// for the head after it (the connection goes back as `Kind::Proxied`,
+    /// for the supervisor to admit under the client's address). A bad
+    /// header, or an end after part of one, closes it as refused.
+    fn look_proxy(&mut self, slot: u32, ev: EpollFlags) {
+        use lbaws::proto::proxy::{self, Parsed};
+        let h = self.slots[slot as usize].as_mut().expect("live");
+        let room = self.peek.len().min(proxy::MAX_HEADER);
+        let buf = &mut self.peek[..room];
+        let n = match crate::sys::peek(h.fd.as_raw_fd(), buf) {
+            Ok(0) => return self.close(slot), // a balancer's TCP check: connect, close
+            Ok(n) => n,
+            Err(Errno::EAGAIN) if !hung_up(ev) => return,
+            Err(_) => return self.close(slot),
+        };
+        // SAFETY: peek initialised the first n bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        match proxy::parse(bytes) {
+            Ok(Parsed::Incomplete) if !hung_up(ev) => {}
+            Ok(Parsed::Incomplete) | Err(_) => self.close_refused(slot),
+            Ok(Parsed::Done { consumed, source }) => {
+                match crate::sys::discard(h.fd.as_raw_fd(), &mut buf[..consumed]) {
+                    Ok(got) if got == consumed => {}
+                    _ => return self.close_refused(slot),
+                }
+                if let Some(a) = source {
+                    h.meta.peer = crate::listen::Peer::Inet(a);
+                }
+                h.meta.kind = Kind::Proxied;
+                self.look(slot, ev);
+            }
+        }
     }
 
     /// Read and drop what a lingering connection sends; close at its end.
@@ -441,6 +485,7 @@ impl Gate {
                 continue; // superseded by a later deadline
             }
             match (h.state, h.seen) {
+                (State::Waiting, _) if h.meta.kind == Kind::Proxy => self.close_refused(slot),
                 (State::Waiting, 0) => self.close(slot),
                 (State::Waiting, _) => self.answer(slot, 408),
                 (State::Ready, _) => {
@@ -498,13 +543,22 @@ impl Gate {
     }
 
     fn close(&mut self, slot: u32) {
+        self.close_as(slot, false);
+    }
+
+    /// Close a connection without a valid PROXY header (counted as such).
+    fn close_refused(&mut self, slot: u32) {
+        self.close_as(slot, true);
+    }
+
+    fn close_as(&mut self, slot: u32, refused: bool) {
         let Some(h) = self.slots[slot as usize].take() else {
             return;
         };
         self.forget(&h.fd);
         drop(h.fd);
         self.release(slot);
-        self.note_closed(h.key, h.meta.kind);
+        self.unreported.push_back((h.key, h.meta.kind, refused));
     }
 
     /// Take a connection out of the epoll set before letting it go. Closing
@@ -558,7 +612,7 @@ impl Gate {
     }
 
     fn note_closed(&mut self, key: u128, kind: Kind) {
-        self.unreported.push_back((key, kind));
+        self.unreported.push_back((key, kind, false));
     }
 
     /// Tell the supervisor which connections ended here (its per-source
@@ -567,7 +621,7 @@ impl Gate {
         while !self.unreported.is_empty() || !self.closed.is_empty() {
             while !self.closed.is_full() {
                 match self.unreported.pop_front() {
-                    Some((k, kind)) => self.closed.push(k, kind),
+                    Some((k, kind, refused)) => self.closed.push(k, kind, refused),
                     None => break,
                 }
             }
@@ -599,7 +653,12 @@ fn hung_up(ev: EpollFlags) -> bool {
 }
 
 fn key_of(meta: &Meta) -> u128 {
-    handoff::source_key(&meta.peer).unwrap_or(handoff::NO_KEY)
+    handoff::meta_key(meta)
+}
+
+/// The peek buffer: a whole head, or the longest PROXY header.
+fn peek_room(l: &GateLimits) -> usize {
+    l.max_header_bytes.max(lbaws::proto::proxy::MAX_HEADER)
 }
 
 /// "HTTP/1.1 408 Request Timeout" with `Date`, a one-line body (none for

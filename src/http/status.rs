@@ -59,10 +59,11 @@ struct Page<'a> {
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const REFUSALS: [(Sup, &str); 3] = [
+const REFUSALS: [(Sup, &str); 4] = [
     (Sup::RefusedNoWorker, "no_worker"),
     (Sup::RefusedPerSource, "per_source_limit"),
     (Sup::RefusedGateFull, "gate_full"),
+    (Sup::RefusedProxy, "proxy"),
 ];
 const EXITS: [(Sup, &str); 5] = [
     (Sup::ExitOk, "ok"),
@@ -102,13 +103,14 @@ impl Page<'_> {
         s.push_str(")\n");
         let _ = writeln!(
             s,
-            "connections: {} accepted, {} waiting, {} parked; refused: {} no worker, {} over the per-source limit, {} gate full",
+            "connections: {} accepted, {} waiting, {} parked; refused: {} no worker, {} over the per-source limit, {} gate full, {} PROXY header",
             t.get(Sup::Accepted),
             t.get(Sup::Waiting),
             t.get(Sup::Parked),
             t.get(Sup::RefusedNoWorker),
             t.get(Sup::RefusedPerSource),
-            t.get(Sup::RefusedGateFull)
+            t.get(Sup::RefusedGateFull),
+            t.get(Sup::RefusedProxy)
         );
         let total: u64 = t.requests.iter().sum();
         let _ = write!(s, "requests: {total} (");

@@ -5,6 +5,7 @@
 pub mod cgi_head;
 pub mod chunked;
 pub mod head;
+pub mod proxy;
 pub mod target;
 
 /// A token character (RFC 9110 5.6.2): what methods, field names and

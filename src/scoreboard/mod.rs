@@ -53,6 +53,9 @@ pub enum Sup {
     RefusedPerSource,
     /// Closed because the gate could not take them.
     RefusedGateFull,
+    /// Closed on a `proxy_protocol` listener: from outside `proxy_from`, or
+    /// without a valid PROXY header in time.
+    RefusedProxy,
     /// Idle connections workers handed back (parked).
     Parks,
     /// Connections in the gate now: head incomplete, and parked.

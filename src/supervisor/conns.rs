@@ -35,7 +35,7 @@ impl Supervisor {
             match crate::sys::accept(lfd) {
                 Ok((conn, addr)) => {
                     self.accept_error_logged = false;
-                    self.new_connection(conn, addr.map_or(Peer::Unix, Peer::Inet));
+                    self.new_connection(idx, conn, addr.map_or(Peer::Unix, Peer::Inet));
                 }
                 Err(Errno::EAGAIN) => return,
                 Err(Errno::EINTR) => continue,
@@ -61,11 +61,103 @@ impl Supervisor {
         }
     }
 
-    /// A new connection: over its source's limit it is closed at once; with a
-    /// complete head (the usual case: `TCP_DEFER_ACCEPT` held it until data
-    /// came) and a worker free, it is forked now; otherwise it waits in the gate.
-    fn new_connection(&mut self, conn: OwnedFd, peer: Peer) {
+    /// A connection from listener `idx`: on a `proxy_protocol` listener its
+    /// PROXY header first (`proxy_header`), then [`Self::admit`].
+    fn new_connection(&mut self, idx: usize, conn: OwnedFd, peer: Peer) {
         crate::scoreboard::add(Sup::Accepted, 1);
+        match self.proxy_policy(idx, &peer) {
+            Proxy::Off => self.admit(conn, peer),
+            Proxy::Refused => self.refuse_proxy(conn, Some(peer), "not in proxy_from"),
+            Proxy::On => self.proxy_header(conn, peer),
+        }
+    }
+
+    /// Whether connections on listener `idx` begin with a PROXY header, and
+    /// whether `peer` may send one. A self-bound listener has its entry; one
+    /// from systemd is matched to an entry by name, as at start.
+    fn proxy_policy(&self, idx: usize, peer: &Peer) -> Proxy {
+        let l = &self.listeners[idx];
+        let spec = l.spec.as_ref().or_else(|| {
+            let name = l.name.as_ref()?;
+            self.cfg
+                .listen
+                .iter()
+                .find(|s| s.name.as_ref() == Some(name))
+        });
+        let Some(from) = spec.and_then(|s| s.proxy.as_ref()) else {
+            return Proxy::Off;
+        };
+        match peer {
+            Peer::Unix => Proxy::On,
+            Peer::Inet(a) if from.iter().any(|c| c.contains(a.ip())) => Proxy::On,
+            Peer::Inet(_) => Proxy::Refused,
+        }
+    }
+
+    /// The PROXY header, if it has all arrived (it usually has: a balancer
+    /// sends it with the request, and `TCP_DEFER_ACCEPT` waits for data): it
+    /// is read off the socket here, its source becomes the peer, and the
+    /// connection is admitted. Not yet: the gate waits for it, reads it and
+    /// hands the connection back (`Kind::Proxied`). This fixed, short header
+    /// is the one thing beside the end of a head the supervisor parses
+    /// (`lbaws::proto::proxy`, into the peek buffer, allocating nothing).
+    fn proxy_header(&mut self, conn: OwnedFd, peer: Peer) {
+        use lbaws::proto::proxy::{self, Parsed};
+        let spare = self.peek.spare();
+        let room = spare.len().min(proxy::MAX_HEADER);
+        let buf = &mut spare[..room];
+        let parsed = match crate::sys::peek(conn.as_raw_fd(), buf) {
+            Ok(0) => return, // closed before a word: a TCP health check
+            Ok(n) => {
+                // SAFETY: peek initialised the first n bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                proxy::parse(bytes)
+            }
+            Err(Errno::EAGAIN) => Ok(Parsed::Incomplete),
+            Err(_) => return, // reset already
+        };
+        match parsed {
+            Ok(Parsed::Incomplete) => {
+                let meta = Meta {
+                    peer,
+                    served: 0,
+                    kind: Kind::Proxy,
+                };
+                self.hand_to_gate(conn, meta, NO_KEY);
+            }
+            Err(e) => self.refuse_proxy(conn, Some(peer), e.0),
+            Ok(Parsed::Done { consumed, source }) => {
+                // The bytes are there: one read takes exactly the header.
+                match crate::sys::discard(conn.as_raw_fd(), &mut buf[..consumed]) {
+                    Ok(n) if n == consumed => {}
+                    _ => return self.refuse_proxy(conn, Some(peer), "header not readable"),
+                }
+                self.admit(conn, source.map_or(peer, Peer::Inet));
+            }
+        }
+    }
+
+    /// Close a connection refused for its PROXY header, counted and logged
+    /// (at most once a second).
+    pub(super) fn refuse_proxy(&mut self, conn: OwnedFd, peer: Option<Peer>, why: &'static str) {
+        drop(conn);
+        self.note_proxy_refused(peer, why);
+    }
+
+    fn note_proxy_refused(&mut self, peer: Option<Peer>, why: &'static str) {
+        self.counters.proxy_refused += 1;
+        // Counted in the scoreboard directly: it outlives an upgrade in
+        // place, which does not carry this counter.
+        crate::scoreboard::add(Sup::RefusedProxy, 1);
+        self.proxy_refusals.note((peer, why), Instant::now());
+        self.status_dirty = true;
+    }
+
+    /// A new connection from `peer` (the client: after its PROXY header, if
+    /// any): over its source's limit it is closed at once; with a complete
+    /// head (the usual case: `TCP_DEFER_ACCEPT` held it until data came) and
+    /// a worker free, it is forked now; otherwise it waits in the gate.
+    fn admit(&mut self, conn: OwnedFd, peer: Peer) {
         let key = handoff::source_key(&peer).unwrap_or(NO_KEY);
         let limit = self.cfg.server.max_connections_per_ip;
         if limit > 0 && key != NO_KEY && self.sources.total(key) as usize >= limit {
@@ -251,7 +343,12 @@ impl Supervisor {
             let Some((conn, meta, key)) = self.next_ready() else {
                 return;
             };
-            self.fork_worker(conn, meta, key);
+            if meta.kind == Kind::Proxied {
+                // Its PROXY header was read in the gate: admitted only now.
+                self.admit(conn, meta.peer);
+            } else {
+                self.fork_worker(conn, meta, key);
+            }
         }
     }
 
@@ -271,7 +368,7 @@ impl Supervisor {
             };
             match (handoff::decode(&buf[..n]), fd) {
                 (Some(Msg::Ready(meta)), Some(conn)) => {
-                    let key = handoff::source_key(&meta.peer).unwrap_or(NO_KEY);
+                    let key = handoff::meta_key(&meta);
                     let h = held(g, meta.kind);
                     *h = h.saturating_sub(1);
                     self.sources.remove(key, Place::Gate);
@@ -307,11 +404,16 @@ impl Supervisor {
                 crate::error!("unexpected message from the gate");
                 continue;
             }
-            for (key, kind) in handoff::closed_entries(buf) {
+            let mut refused = 0;
+            for (key, kind, proxy_refused) in handoff::closed_entries(buf) {
                 let g = self.gate.as_mut().expect("checked");
                 let h = held(g, kind);
                 *h = h.saturating_sub(1);
                 self.sources.remove(key, Place::Gate);
+                refused += proxy_refused as usize;
+            }
+            for _ in 0..refused {
+                self.note_proxy_refused(None, "no valid PROXY header within header_timeout");
             }
             self.status_dirty = true;
         }
@@ -374,6 +476,15 @@ impl Supervisor {
                 kind_name(kind)
             );
         }
+        if let Some((n, (peer, why))) = self.proxy_refusals.take(now) {
+            let from = peer.map_or_else(
+                || "waiting in the gate".into(),
+                |p| format!("from {}", host_of(&p)),
+            );
+            crate::warn!(
+                "{n} connection(s) refused on a proxy_protocol listener; the last {from}: {why}"
+            );
+        }
         if let Some((n, peer)) = self.over_limit.take(now) {
             crate::warn!(
                 "{n} connection(s) closed over max_connections_per_ip = {}; the last from {}",
@@ -384,10 +495,20 @@ impl Supervisor {
     }
 }
 
+/// What a listener expects of a connection's first bytes.
+enum Proxy {
+    /// An HTTP request.
+    Off,
+    /// A PROXY header, and this peer may send one.
+    On,
+    /// A PROXY header, but this peer is not in `proxy_from`.
+    Refused,
+}
+
 /// The gate's tally for connections handed over as `kind`.
 fn held(g: &mut GateProc, kind: Kind) -> &mut usize {
     match kind {
-        Kind::New => &mut g.new,
+        Kind::New | Kind::Proxy | Kind::Proxied => &mut g.new,
         Kind::Parked => &mut g.parked,
         Kind::Closing => &mut g.closing,
     }
@@ -395,7 +516,7 @@ fn held(g: &mut GateProc, kind: Kind) -> &mut usize {
 
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
-        Kind::New => "new",
+        Kind::New | Kind::Proxy | Kind::Proxied => "new",
         Kind::Parked => "parked",
         Kind::Closing => "closing",
     }

@@ -11,7 +11,8 @@
 //!                      SIGUSR2: begin_upgrade() (upgrade in place, see `upgrade`)
 //!     gate ready    -> take_ready(): complete heads from the gate, a worker each
 //!                      (polled only below max_connections)
-//!     listener      -> accept_burst(): accept4, per-source limit, one MSG_PEEK:
+//!     listener      -> accept_burst(): accept4, [proxy_from, PROXY header],
+//!                      per-source limit, one MSG_PEEK:
 //!                      a complete head forks a worker at once, anything else
 //!                      goes to the gate
 //!     timers        -> STATUS (at most 1/s), WATCHDOG=1, accept back-off,
@@ -39,7 +40,11 @@
 //!    fork copies), and nothing is logged per connection (only failures, at
 //!    most once per burst or second). It never blocks on a client: every
 //!    socket call here is non-blocking, and it reads no request, it only
-//!    looks (`MSG_PEEK`) for the end of one (`gate::head`).
+//!    looks (`MSG_PEEK`) for the end of one (`gate::head`). The one thing
+//!    it parses and reads off a socket: on a `proxy_protocol` listener, a
+//!    PROXY header that has wholly arrived (`lbaws::proto::proxy`: fixed,
+//!    at most 4 KiB, into the peek buffer), so that the per-source limit
+//!    counts the client it names (`conns::proxy_header`).
 //!
 //! Caps: at `max_connections` live workers, complete heads wait in the gate,
 //! oldest first, and are taken as workers end. At `max_pending` the gate makes
@@ -125,6 +130,11 @@ struct Counters {
     shed: u64,
     /// Connections handed back by workers.
     parked: u64,
+    /// Closed on a `proxy_protocol` listener: from outside `proxy_from`, or
+    /// without a valid PROXY header within `header_timeout`. Not carried
+    /// across an upgrade in place (the status page's count, kept in the
+    /// scoreboard, is).
+    proxy_refused: u64,
 }
 
 pub struct Supervisor {
@@ -176,6 +186,9 @@ pub struct Supervisor {
     fork_failures: floods::Flood<Errno>,
     shed: floods::Flood<(crate::handoff::Kind, Errno)>,
     over_limit: floods::Flood<Peer>,
+    /// Connections refused on a `proxy_protocol` listener: the balancer's
+    /// address (when known here) and why.
+    proxy_refusals: floods::Flood<(Option<Peer>, &'static str)>,
     stop: Option<Stop>,
     reload_error: Option<String>,
     /// What this process was started as (an upgrade runs it again).
@@ -284,6 +297,7 @@ impl Supervisor {
             over_limit,
             shed,
             parked,
+            proxy_refused: 0,
         };
         sup.lost_lines = lost;
         if !sup.workers.is_empty() {
@@ -291,7 +305,7 @@ impl Supervisor {
         }
         sup.spawn_gate();
         for c in &state.conns {
-            let key = crate::handoff::source_key(&c.meta.peer).unwrap_or(crate::handoff::NO_KEY);
+            let key = crate::handoff::meta_key(&c.meta);
             sup.hand_to_gate(upgrade::own(c.fd), c.meta, key);
         }
         let cfg = sup.cfg.clone();
@@ -361,6 +375,7 @@ impl Supervisor {
             fork_failures: floods::Flood::new(),
             shed: floods::Flood::new(),
             over_limit: floods::Flood::new(),
+            proxy_refusals: floods::Flood::new(),
             stop: None,
             reload_error: None,
             image,
@@ -448,11 +463,12 @@ impl Supervisor {
         self.end_all_strays();
         let c = &self.counters;
         crate::info!(
-            "stopped: {} served, {} refused, {} over the per-source limit, {} parked",
+            "stopped: {} served, {} refused, {} over the per-source limit, {} parked, {} refused for their PROXY header",
             c.served,
             c.refused,
             c.over_limit,
-            c.parked
+            c.parked,
+            c.proxy_refused
         );
         for l in self.listeners.drain(..) {
             l.close();
@@ -530,6 +546,7 @@ impl Supervisor {
         due(self.fork_failures.due());
         due(self.shed.due());
         due(self.over_limit.due());
+        due(self.proxy_refusals.due());
         if self.status_dirty && self.notifier.enabled() {
             due(Some(
                 self.status_sent
@@ -618,7 +635,7 @@ impl Supervisor {
             "{} active, {waiting} waiting, {parked} parked; {} served, {} refused",
             self.workers.len(),
             c.served,
-            c.refused + c.over_limit + c.shed
+            c.refused + c.over_limit + c.shed + c.proxy_refused
         );
         if !self.listeners.is_empty() {
             s.push_str("; listening on ");

@@ -293,7 +293,7 @@ impl Supervisor {
         // A new gate of this version takes the connections back.
         self.spawn_gate();
         for (conn, meta) in std::mem::take(&mut self.carried) {
-            let key = crate::handoff::source_key(&meta.peer).unwrap_or(crate::handoff::NO_KEY);
+            let key = crate::handoff::meta_key(&meta);
             self.hand_to_gate(conn, meta, key);
         }
         self.ready_again();
