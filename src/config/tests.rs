@@ -1,0 +1,180 @@
+//! The configuration's unit tests: parsing, bounds and positions.
+use super::raw::{parse_duration, parse_size};
+use super::*;
+
+fn err(text: &str) -> String {
+    parse(text, "t.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn builtin_is_valid() {
+    let c = parse(BUILTIN, BUILTIN_NAME).unwrap();
+    assert_eq!(c.listen.len(), 1);
+    assert_eq!(c.server.max_connections, 512);
+    assert!(c.route("/anything").is_some());
+}
+
+#[test]
+fn errors_carry_line_and_column() {
+    assert_eq!(
+        err("[server]\nmax_connection = 3\n"),
+        "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`"
+    );
+    assert!(err("[server]\nshutdown_timeout = \"10 parsecs\"\n")
+        .starts_with("t.toml:2:20: bad duration"));
+    assert!(err("[server]\nmax_connections = 0\n").starts_with("t.toml:2:19: must be a positive"));
+    assert!(err("[[listen]]\naddress = \"1.2.3:80\"\n").starts_with("t.toml:2:11: bad address"));
+    assert!(err("[[listen]]\naddress = \"127.0.0.1:1\"\nname = \"a\"\n[[listen]]\naddress = \"127.0.0.1:2\"\nname = \"a\"\n")
+        .starts_with("t.toml:6:8: duplicate listener name"));
+}
+
+#[test]
+fn proxy_protocol() {
+    let tcp = |extra: &str| format!("[[listen]]\naddress = \"127.0.0.1:1\"\n{extra}");
+    let c = parse(
+        &tcp("proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\", \"::1\"]\n"),
+        "t",
+    )
+    .unwrap();
+    let from = c.listen[0].proxy.as_ref().unwrap();
+    assert_eq!(from.len(), 2);
+    assert!(from[0].contains("10.1.2.3".parse().unwrap()));
+    assert_eq!(parse(&tcp(""), "t").unwrap().listen[0].proxy, None);
+    assert!(err(&tcp("proxy_protocol = true\n"))
+        .starts_with("t.toml:1:1: proxy_protocol = true needs proxy_from"));
+    assert!(err(&tcp("proxy_from = [\"10.0.0.0/8\"]\n"))
+        .starts_with("t.toml:3:14: proxy_from needs proxy_protocol = true"));
+    assert!(err(&tcp("proxy_protocol = true\nproxy_from = []\n"))
+        .starts_with("t.toml:4:14: proxy_from is empty"));
+    assert_eq!(
+        err(&tcp(
+            "proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n"
+        )),
+        "t.toml:4:29: bad address range \"10.0.0.1/8\": the address has bits set beyond the /8 prefix"
+    );
+    assert!(err(&tcp(
+        "proxy_protocol = true\nproxy_from = [\"10.0.0.0/40\"]\n"
+    ))
+    .starts_with("t.toml:4:15: bad address range \"10.0.0.0/40\": prefix length above 32"));
+    let unix = "[[listen]]\naddress = \"unix:/run/x.sock\"\nproxy_protocol = true\n";
+    assert_eq!(parse(unix, "t").unwrap().listen[0].proxy, Some(Vec::new()));
+    assert!(err(&format!("{unix}proxy_from = [\"10.0.0.0/8\"]\n"))
+        .starts_with("t.toml:4:14: proxy_from does not apply to unix sockets"));
+}
+
+#[test]
+fn values_are_bounded() {
+    assert_eq!(
+        err("[server]\nmax_connections = 1000000000000\n"),
+        "t.toml:2:19: must be at most 4194304, not 1000000000000"
+    );
+    assert_eq!(
+        err("[limits]\nmax_headers = 100000000000\n"),
+        "t.toml:2:15: must be at most 10000, not 100000000000"
+    );
+    assert_eq!(
+        err("[limits]\nmax_header_bytes = \"2MiB\"\n"),
+        "t.toml:2:20: size \"2MiB\" is too large: at most 1MiB"
+    );
+    assert_eq!(
+        err("[limits]\nbody_timeout = \"2h\"\n"),
+        "t.toml:2:16: duration \"2h\" is too long: at most 1h"
+    );
+    assert_eq!(
+        err("[limits]\nmax_body_bytes = 0\n"),
+        "t.toml:2:18: size 0 must be greater than zero"
+    );
+    assert_eq!(
+        err("[server]\nmax_connections_per_ip = -1\n"),
+        "t.toml:2:26: must be an integer >= 0, not -1"
+    );
+    let c = parse(
+        "[server]\nmax_connections_per_ip = 0\n[limits]\npark_after = \"0s\"\nmin_body_rate = 0\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.server.max_connections_per_ip, 0);
+    assert_eq!(c.limits.park_after, Duration::ZERO);
+    assert_eq!(c.limits.min_body_rate, 0);
+    assert_eq!(c.limits.min_send_rate, 500, "the default");
+}
+
+#[test]
+fn temp_dir_is_checked_where_cgi_needs_it() {
+    let cgi = "[[route]]\nprefix = \"/c/\"\ncgi = { dir = \"/srv\" }\n";
+    let c = parse("", "t").unwrap();
+    assert_eq!(c.server.temp_dir, Path::new(validate::DEFAULT_TEMP_DIR));
+    assert_eq!(c.limits.cgi_body_in_memory, 64 << 10);
+    // No CGI route: nothing will write there, nothing to check.
+    let c = parse("[server]\ntemp_dir = \"/nonexistent/lbaws\"\n", "t").unwrap();
+    assert_eq!(c.server.temp_dir, Path::new("/nonexistent/lbaws"));
+    assert_eq!(
+        err(&format!(
+            "[server]\ntemp_dir = \"/nonexistent/lbaws\"\n{cgi}"
+        )),
+        "t.toml:2:12: temp_dir \"/nonexistent/lbaws\": no such directory"
+    );
+    assert_eq!(
+        err("[server]\ntemp_dir = \"tmp\"\n"),
+        "t.toml:2:12: temp_dir \"tmp\" must be an absolute path"
+    );
+    let c = parse(&format!("[limits]\ncgi_body_in_memory = 0\n{cgi}"), "t").unwrap();
+    assert_eq!(c.limits.cgi_body_in_memory, 0, "every body to a file");
+}
+
+#[test]
+fn durations_and_sizes() {
+    assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+    assert!(parse_duration("10").is_err());
+    assert_eq!(parse_size("16KiB").unwrap(), 16384);
+    assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+    assert!(parse_size("10XB").is_err());
+}
+
+#[test]
+fn longest_prefix_wins() {
+    let c = parse(
+        "[[route]]\nprefix = \"/\"\nrespond = { status = 200, body = \"root\" }\n\
+         [[route]]\nprefix = \"/api/\"\nrespond = { status = 200, body = \"api\" }\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.route("/api/x").unwrap().prefix, "/api/");
+    assert_eq!(c.route("/apix").unwrap().prefix, "/");
+}
+
+#[test]
+fn status_routes_and_allow() {
+    let c = parse(
+        "[[route]]\nprefix = \"/s\"\nstatus = { format = \"prometheus\" }\nallow = [\"10.0.0.0/8\", \"::1\", \"unix\"]\n\n[[route]]\nprefix = \"/t\"\nstatus = {}\n",
+        "t.toml",
+    )
+    .unwrap();
+    let s = c.route("/s").unwrap();
+    assert!(matches!(s.action, Action::Status(StatusFormat::Prometheus)));
+    let allow = s.allow.as_ref().unwrap();
+    assert!(allow.unix && allow.ranges.len() == 2);
+    let peer = |a: &str| crate::listen::Peer::Inet(a.parse().unwrap());
+    assert!(allow.permits(peer("10.1.2.3:80")));
+    assert!(allow.permits(peer("[::1]:80")));
+    assert!(!allow.permits(peer("192.0.2.1:80")));
+    assert!(allow.permits(crate::listen::Peer::Unix));
+    let t = c.route("/t").unwrap();
+    assert!(matches!(t.action, Action::Status(StatusFormat::Text)) && t.allow.is_none());
+    assert_eq!(
+        err("[[route]]\nprefix = \"/s\"\nstatus = { format = \"xml\" }\n"),
+        "t.toml:3:21: unknown status format \"xml\": expected text, json or prometheus"
+    );
+    assert_eq!(
+        err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = [\"127.0.0.1/33\"]\n"),
+        "t.toml:4:10: bad address range \"127.0.0.1/33\": prefix length above 32"
+    );
+    assert!(err("[[route]]\nprefix = \"/s\"\nstatus = {}\nallow = []\n")
+        .contains("allow needs at least one address range"));
+    assert!(
+        err("[[route]]\nprefix = \"/s\"\nstatus = {}\nrespond = { status = 200 }\n")
+            .contains("a route has one action")
+    );
+}
