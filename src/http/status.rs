@@ -241,132 +241,120 @@ impl Page<'_> {
     fn prometheus(&self) -> String {
         let t = self.totals;
         let mut s = String::with_capacity(4096);
-        let family = |s: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-        };
-        family(&mut s, "lbaws_build_info", "gauge", "The running lbaws.");
-        let _ = writeln!(s, "lbaws_build_info{{version=\"{}\"}} 1", crate::VERSION);
+        let lbl = |key: &str, val: &str| format!("{{{key}=\"{val}\"}}");
+        let one = |v: u64| [(String::new(), v)];
+        family(
+            &mut s,
+            "lbaws_build_info",
+            "gauge",
+            "The running lbaws.",
+            [(lbl("version", crate::VERSION), 1)],
+        );
         family(
             &mut s,
             "lbaws_start_time_seconds",
             "gauge",
             "When lbaws started (an upgrade in place keeps it), seconds since the epoch.",
+            one(t.get(Sup::StartedUnix)),
         );
-        let _ = writeln!(s, "lbaws_start_time_seconds {}", t.get(Sup::StartedUnix));
-        family(&mut s, "lbaws_workers", "gauge", "Workers by state.");
-        for st in State::ALL {
-            let _ = writeln!(
-                s,
-                "lbaws_workers{{state=\"{}\"}} {}",
-                st.name(),
-                self.by_state(st)
-            );
-        }
+        let states = State::ALL.map(|st| (lbl("state", st.name()), self.by_state(st) as u64));
+        family(
+            &mut s,
+            "lbaws_workers",
+            "gauge",
+            "Workers by state.",
+            states,
+        );
         family(
             &mut s,
             "lbaws_workers_max",
             "gauge",
             "The most workers at once ([server] max_connections).",
+            one(self.max_workers as u64),
         );
-        let _ = writeln!(s, "lbaws_workers_max {}", self.max_workers);
         family(
             &mut s,
             "lbaws_connections_waiting",
             "gauge",
             "Connections in the gate whose request head is incomplete.",
+            one(t.get(Sup::Waiting)),
         );
-        let _ = writeln!(s, "lbaws_connections_waiting {}", t.get(Sup::Waiting));
         family(
             &mut s,
             "lbaws_connections_parked",
             "gauge",
             "Idle keep-alive connections parked in the gate.",
+            one(t.get(Sup::Parked)),
         );
-        let _ = writeln!(s, "lbaws_connections_parked {}", t.get(Sup::Parked));
         family(
             &mut s,
             "lbaws_connections_accepted_total",
             "counter",
             "Connections accepted.",
-        );
-        let _ = writeln!(
-            s,
-            "lbaws_connections_accepted_total {}",
-            t.get(Sup::Accepted)
+            one(t.get(Sup::Accepted)),
         );
         family(
             &mut s,
             "lbaws_connections_refused_total",
             "counter",
             "Connections refused, by reason.",
+            REFUSALS.map(|(what, name)| (lbl("reason", name), t.get(what))),
         );
-        for (what, name) in REFUSALS {
-            let _ = writeln!(
-                s,
-                "lbaws_connections_refused_total{{reason=\"{name}\"}} {}",
-                t.get(what)
-            );
-        }
         family(
             &mut s,
             "lbaws_parks_total",
             "counter",
             "Idle connections workers handed back to the gate.",
+            one(t.get(Sup::Parks)),
         );
-        let _ = writeln!(s, "lbaws_parks_total {}", t.get(Sup::Parks));
+        let classes = CLASSES
+            .iter()
+            .zip(t.requests)
+            .map(|(c, n)| (lbl("code", c), n));
         family(
             &mut s,
             "lbaws_requests_total",
             "counter",
             "Responses, by status class.",
+            classes,
         );
-        for (class, n) in CLASSES.iter().zip(t.requests) {
-            let _ = writeln!(s, "lbaws_requests_total{{code=\"{class}\"}} {n}");
-        }
         family(
             &mut s,
             "lbaws_response_body_bytes_total",
             "counter",
             "Response body bytes sent.",
+            one(t.bytes_sent),
         );
-        let _ = writeln!(s, "lbaws_response_body_bytes_total {}", t.bytes_sent);
         family(
             &mut s,
             "lbaws_worker_exits_total",
             "counter",
             "Workers ended, by cause.",
+            EXITS.map(|(what, name)| (lbl("cause", name), t.get(what))),
         );
-        for (what, name) in EXITS {
-            let _ = writeln!(
-                s,
-                "lbaws_worker_exits_total{{cause=\"{name}\"}} {}",
-                t.get(what)
-            );
-        }
         family(
             &mut s,
             "lbaws_reloads_total",
             "counter",
             "Configuration reloads, by result.",
-        );
-        let _ = writeln!(
-            s,
-            "lbaws_reloads_total{{result=\"ok\"}} {}\nlbaws_reloads_total{{result=\"failed\"}} {}",
-            t.get(Sup::Reloads),
-            t.get(Sup::ReloadsFailed)
+            [
+                (lbl("result", "ok"), t.get(Sup::Reloads)),
+                (lbl("result", "failed"), t.get(Sup::ReloadsFailed)),
+            ],
         );
         family(
             &mut s,
             "lbaws_upgrades_total",
             "counter",
             "Upgrades in place.",
+            one(t.get(Sup::Upgrades)),
         );
-        let _ = writeln!(s, "lbaws_upgrades_total {}", t.get(Sup::Upgrades));
         family(
             &mut s,
             "lbaws_request_duration_seconds",
             "histogram",
             "From a request's first byte to the end of its response.",
+            [],
         );
         let mut cumulative = 0;
         for (i, n) in t.buckets.iter().enumerate() {
@@ -386,6 +374,21 @@ impl Page<'_> {
             t.duration_us as f64 / 1e6
         );
         s
+    }
+}
+
+/// One metric family in the text exposition format: its HELP and TYPE
+/// lines, then a sample per (labels, value).
+fn family(
+    s: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+    for (labels, v) in samples {
+        let _ = writeln!(s, "{name}{labels} {v}");
     }
 }
 
