@@ -144,6 +144,32 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
     }
 }
 
+/// What a start and an upgraded image share once the listeners are there
+/// (and privileges dropped): the sandbox, the signalfd, the warm-up; the
+/// supervisor's I/O.
+fn loop_io(
+    cfg: &Config,
+    listeners: Vec<listen::Listener>,
+    notifier: notify::Notifier,
+) -> Result<
+    (
+        Vec<listen::Listener>,
+        nix::sys::signalfd::SignalFd,
+        notify::Notifier,
+    ),
+    ExitCode,
+> {
+    enter_sandbox_mode(cfg)?;
+    let signal_fd = signals::open().map_err(|e| {
+        error!("cannot open signalfd: {e}");
+        ExitCode::from(EX_OSERR)
+    })?;
+    http::warm_up(cfg);
+    alloc::reserve_worker_arena();
+    listen::tune(&listeners, &cfg.limits);
+    Ok((listeners, signal_fd, notifier))
+}
+
 /// The sandbox `cfg` asks for, into use for every worker; logged once.
 fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
     match sandbox::prepare(cfg) {
@@ -207,20 +233,10 @@ fn resume(
     if let Err(e) = log::configure_access(&cfg.log.access) {
         error!("{e}; no access log");
     }
-    if let Err(code) = enter_sandbox_mode(&cfg) {
-        return code;
-    }
-    let signal_fd = match signals::open() {
-        Ok(fd) => fd,
-        Err(e) => {
-            error!("cannot open signalfd: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
+    let io = match loop_io(&cfg, listeners, notifier) {
+        Ok(io) => io,
+        Err(code) => return code,
     };
-    http::warm_up(&cfg);
-    alloc::reserve_worker_arena();
-    listen::tune(&listeners, &cfg.limits);
-    let io = (listeners, signal_fd, notifier);
     let sup = match supervisor::Supervisor::resume(cfg, path, io, image, state) {
         Ok(s) => s,
         Err(e) => {
@@ -281,20 +297,10 @@ fn run(
         error!("{e}; refusing to serve as root");
         return ExitCode::from(EX_OSERR);
     }
-    if let Err(code) = enter_sandbox_mode(&cfg) {
-        return code;
-    }
-    let signal_fd = match signals::open() {
-        Ok(fd) => fd,
-        Err(e) => {
-            error!("cannot open signalfd: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
+    let io = match loop_io(&cfg, listeners, notifier) {
+        Ok(io) => io,
+        Err(code) => return code,
     };
-    http::warm_up(&cfg);
-    alloc::reserve_worker_arena();
-    listen::tune(&listeners, &cfg.limits);
-    let io = (listeners, signal_fd, notifier);
     let sup = match supervisor::Supervisor::new(cfg, path, daemon, io, image) {
         Ok(s) => s,
         Err(e) => {

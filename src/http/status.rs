@@ -74,8 +74,12 @@ const EXITS: [(Sup, &str); 5] = [
 ];
 
 impl Page<'_> {
-    fn by_state(&self, state: State) -> usize {
-        self.workers.iter().filter(|w| w.state == state).count()
+    /// Live workers by state, every state named.
+    fn states(&self) -> [(&'static str, u64); State::ALL.len()] {
+        State::ALL.map(|st| {
+            let n = self.workers.iter().filter(|w| w.state == st).count();
+            (st.name(), n as u64)
+        })
     }
 
     fn uptime(&self) -> u64 {
@@ -96,10 +100,7 @@ impl Page<'_> {
             self.workers.len(),
             self.max_workers
         );
-        for (i, st) in State::ALL.iter().enumerate() {
-            let sep = if i > 0 { ", " } else { "" };
-            let _ = write!(s, "{sep}{} {}", self.by_state(*st), st.name());
-        }
+        text_counts(&mut s, self.states());
         s.push_str(")\n");
         let _ = writeln!(
             s,
@@ -126,11 +127,8 @@ impl Page<'_> {
                 t.duration_us as f64 / total as f64 / 1000.0
             );
         }
-        s.push_str("worker exits:");
-        for (i, (what, name)) in EXITS.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(s, "{sep} {} {name}", t.get(*what));
-        }
+        s.push_str("worker exits: ");
+        text_counts(&mut s, EXITS.map(|(what, name)| (name, t.get(what))));
         let _ = writeln!(
             s,
             "\nreloads: {} ({} failed); upgrades in place: {}",
@@ -177,10 +175,7 @@ impl Page<'_> {
             self.uptime(),
             self.max_workers
         );
-        for (i, st) in State::ALL.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(s, "{sep}\"{}\":{}", st.name(), self.by_state(*st));
-        }
+        json_counts(&mut s, self.states());
         let _ = write!(
             s,
             "}},\"connections\":{{\"accepted\":{},\"waiting\":{},\"parked\":{},\"parks\":{},\"refused\":{{",
@@ -189,25 +184,16 @@ impl Page<'_> {
             t.get(Sup::Parked),
             t.get(Sup::Parks)
         );
-        for (i, (what, name)) in REFUSALS.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(s, "{sep}\"{name}\":{}", t.get(*what));
-        }
+        json_counts(&mut s, REFUSALS.map(|(what, name)| (name, t.get(what))));
         s.push_str("}},\"requests\":{");
-        for (i, (class, n)) in CLASSES.iter().zip(t.requests).enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(s, "{sep}\"{class}\":{n}");
-        }
+        json_counts(&mut s, CLASSES.into_iter().zip(t.requests));
         let _ = write!(
             s,
             "}},\"body_bytes_sent\":{},\"request_duration_seconds_sum\":{},\"worker_exits\":{{",
             t.bytes_sent,
             t.duration_us as f64 / 1e6
         );
-        for (i, (what, name)) in EXITS.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(s, "{sep}\"{name}\":{}", t.get(*what));
-        }
+        json_counts(&mut s, EXITS.map(|(what, name)| (name, t.get(what))));
         let _ = write!(
             s,
             "}},\"reloads\":{},\"reloads_failed\":{},\"upgrades\":{},\"workers\":[",
@@ -257,7 +243,7 @@ impl Page<'_> {
             "When lbaws started (an upgrade in place keeps it), seconds since the epoch.",
             one(t.get(Sup::StartedUnix)),
         );
-        let states = State::ALL.map(|st| (lbl("state", st.name()), self.by_state(st) as u64));
+        let states = self.states().map(|(name, n)| (lbl("state", name), n));
         family(
             &mut s,
             "lbaws_workers",
@@ -392,6 +378,22 @@ fn family(
     }
 }
 
+/// `"name":n` pairs, comma-separated: the inside of a JSON object.
+fn json_counts<'a>(s: &mut String, pairs: impl IntoIterator<Item = (&'a str, u64)>) {
+    for (i, (name, n)) in pairs.into_iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(s, "{sep}\"{name}\":{n}");
+    }
+}
+
+/// `n name` pairs, comma-separated, for people.
+fn text_counts<'a>(s: &mut String, pairs: impl IntoIterator<Item = (&'a str, u64)>) {
+    for (i, (name, n)) in pairs.into_iter().enumerate() {
+        let sep = if i > 0 { ", " } else { "" };
+        let _ = write!(s, "{sep}{n} {name}");
+    }
+}
+
 fn peer(w: &Worker) -> String {
     match w.peer {
         Some((ip @ std::net::IpAddr::V6(_), port)) => format!("[{ip}]:{port}"),
@@ -414,16 +416,14 @@ fn printable(line: &[u8]) -> String {
     s
 }
 
+/// The request line as the text page shows it ([`printable`]), as a JSON
+/// string's contents.
 fn json_escape(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            // Not text: shown as the \xNN escape, itself escaped.
-            _ => {
-                let _ = write!(out, "\\\\x{b:02x}");
-            }
+    for c in printable(bytes).chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
         }
     }
 }

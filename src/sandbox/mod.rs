@@ -105,16 +105,15 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         true => Some(filter::worker_allow_list()),
         false => None,
     };
-    for e in [
+    let compile_errors = [
         shared.as_ref().err(),
         strict.as_ref().and_then(|s| s.as_ref().err()),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    ];
+    let not_compiled = compile_errors.iter().any(Option::is_some);
+    for e in compile_errors.into_iter().flatten() {
         lacking.push(format!("seccomp ({e})"));
     }
-    if required && (abi < FULL_ABI || lacking.iter().any(|l| l.starts_with("seccomp"))) {
+    if required && (abi < FULL_ABI || not_compiled) {
         return Err(format!(
             "[sandbox] mode = \"required\", but this kernel {}: not enforced: {}",
             match abi {
@@ -126,23 +125,10 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         ));
     }
     crate::sys::no_new_privs().map_err(|e| format!("prctl(PR_SET_NO_NEW_PRIVS): {e}"))?;
-    let (worker, mut missing) = match abi > 0 {
-        true => fs::build(&fs::worker_plan(cfg))?,
-        false => (None, Vec::new()),
+    let (worker, mut scripts, missing) = match abi > 0 {
+        true => rulesets(cfg)?,
+        false => (None, Vec::new(), Vec::new()),
     };
-    let mut scripts: Vec<Option<OwnedFd>> = Vec::new();
-    for route in &cfg.routes {
-        if let Action::Cgi(c) = &route.action {
-            if abi > 0 {
-                // By slot: routes are sorted by prefix length, slots are
-                // in file order.
-                scripts.resize_with(scripts.len().max(c.slot + 1), || None);
-                scripts[c.slot] = fs::build(&fs::script_plan(c))?.0;
-            }
-        }
-    }
-    missing.sort();
-    missing.dedup();
     let mut shared = shared.ok();
     let mut strict = strict.and_then(Result::ok);
     // The calls may be refused although the kernel has them (a seccomp
@@ -208,6 +194,34 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         summary,
         missing,
     })
+}
+
+/// The workers' ruleset, each CGI route's (by `CgiRoute::slot`), and the
+/// paths of the configuration that do not exist.
+#[allow(clippy::type_complexity)]
+fn rulesets(
+    cfg: &Config,
+) -> Result<
+    (
+        Option<OwnedFd>,
+        Vec<Option<OwnedFd>>,
+        Vec<std::path::PathBuf>,
+    ),
+    String,
+> {
+    let (worker, mut missing) = fs::build(&fs::worker_plan(cfg))?;
+    let mut scripts: Vec<Option<OwnedFd>> = Vec::new();
+    for route in &cfg.routes {
+        if let Action::Cgi(c) = &route.action {
+            // By slot: routes are sorted by prefix length, slots are in
+            // file order.
+            scripts.resize_with(scripts.len().max(c.slot + 1), || None);
+            scripts[c.slot] = fs::build(&fs::script_plan(c))?.0;
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    Ok((worker, scripts, missing))
 }
 
 /// Whether a process can enter `ruleset` and attach each of `filters`:

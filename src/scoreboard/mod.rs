@@ -290,25 +290,23 @@ fn slot(i: usize) -> Option<&'static Slot> {
 /// Milliseconds of CLOCK_MONOTONIC (coarse: a tick's precision, no system
 /// call).
 pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    clock(libc::CLOCK_MONOTONIC_COARSE).as_millis() as u64
 }
 
 /// Microseconds of CLOCK_MONOTONIC (precise: for request durations; a
 /// vDSO call, no system call).
 pub fn now_us() -> u64 {
+    clock(libc::CLOCK_MONOTONIC).as_micros() as u64
+}
+
+fn clock(id: libc::clockid_t) -> std::time::Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn mine() -> Option<&'static Slot> {
