@@ -265,23 +265,8 @@ fn daemon_mode_detaches_and_keeps_a_pid_file() {
         respond_config("daemon", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["--daemon", "--pid-file"])
-        .arg(&pid_file)
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
     // The launcher returns at once; the daemon lives on.
-    assert!(out.status.success(), "{out:?}");
-    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&pid_file)
-        .is_ok_and(|s| s.trim().parse::<i32>().is_ok())));
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let guard = KillOnDrop(pid);
+    let (pid, guard) = start_daemonized(&cfg, &pid_file);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
     assert_eq!(get(addr, "/").body_str(), "daemon");
@@ -293,11 +278,4 @@ fn daemon_mode_detaches_and_keeps_a_pid_file() {
     assert!(wait_for(DEADLINE, ended));
     assert!(!pid_file.exists(), "pid file left behind");
     drop(guard);
-}
-
-struct KillOnDrop(i32);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
-    }
 }

@@ -163,23 +163,7 @@ fn pid_file_is_removed_after_the_privilege_drop_and_not_inherited() {
     std::fs::create_dir(&rundir).unwrap();
     nix::unistd::chown(&rundir, Some(nobody.uid), Some(nobody.gid)).unwrap();
     let pid_file = rundir.join("lbaws.pid");
-    let out = std::process::Command::new(BIN)
-        .arg("--daemon")
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&pid_file)
-        .is_ok_and(|s| s.trim().parse::<i32>().is_ok())));
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let guard = KillOnDrop(pid);
+    let (pid, guard) = start_daemonized(&cfg, &pid_file);
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
         std::fs::metadata(&pid_file).unwrap().uid(),
@@ -220,14 +204,4 @@ fn pid_file_is_removed_after_the_privilege_drop_and_not_inherited() {
         "pid file left behind"
     );
     drop(guard);
-}
-
-struct KillOnDrop(i32);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }

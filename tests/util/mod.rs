@@ -763,3 +763,36 @@ impl Manager {
         m
     }
 }
+
+/// `lbaws --daemon --pid-file PID_FILE --config CFG`: the launcher returns
+/// at once (successfully), the daemon lives on; its pid (from the pid file,
+/// once written) and a guard that SIGKILLs it when dropped.
+pub fn start_daemonized(cfg: &Path, pid_file: &Path) -> (i32, KillOnDrop) {
+    let out = Command::new(BIN)
+        .args(["--daemon", "--pid-file"])
+        .arg(pid_file)
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(wait_for(DEADLINE, || std::fs::read_to_string(pid_file)
+        .is_ok_and(|s| s.trim().parse::<i32>().is_ok())));
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (pid, KillOnDrop(pid))
+}
+
+/// SIGKILL to a process when dropped (a daemon a test started).
+pub struct KillOnDrop(pub i32);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
