@@ -3,15 +3,27 @@
 //! over `SOCK_SEQPACKET` socket pairs (one message, one connection).
 //!
 //! ```text
-//!   supervisor --Adopt(meta)+fd--> gate        a connection without a complete head yet,
-//!                                              a parked one, or one to close after a 503
-//!   gate --Ready(meta)+fd--> supervisor        its head is complete: fork a worker
-//!   gate --Closed(keys)--> supervisor          connections the gate closed (accounting)
-//!   worker --Park(pid, meta)+fd--> supervisor  idle between requests: take it back
-//!   supervisor --Limits / Stop--> gate         configuration, graceful stop
-//!   supervisor --Handover--> gate              an upgrade in place: send every
-//!                                              connection back (Ready), then exit
+//!   supervisor <--- the link (one socket pair) ---> gate
+//!     Adopt(meta)+fd  -->   a connection to hold: no complete head yet,
+//!                           parked, or to close gracefully after a 503
+//!     Send(source)    -->   a worker is free for this source: send its
+//!                           oldest complete request
+//!     Limits, Logs+fd -->   settings and the (reopened) logs
+//!     Stop, Handover  -->   graceful stop; an upgrade in place
+//!                     <--   Ready(meta)+fd: the answer to a Send (or, unasked,
+//!                           a connection whose PROXY header it read, and
+//!                           every connection at a hand-over)
+//!                     <--   Notes: what happened to the connections it holds
+//!                           (adopted, lost, queued, closed, nothing to send)
+//!   worker --Park(pid, meta)+fd--> supervisor   idle between requests
 //! ```
+//!
+//! Until the gate's `Adopted` note, the supervisor keeps its own copy of a
+//! connection it sent (and answers it if the gate reports it `Lost`); the
+//! gate sends a complete request only when the supervisor asked for it, so
+//! none waits in a socket between the two without an owner and a deadline.
+//! A `Meta` carries the time its connection entered its current state, so
+//! its deadline travels with it.
 //!
 //! Only bytes and descriptors cross: no pointers, no allocation to decode.
 
@@ -26,15 +38,29 @@ pub enum Kind {
     New = 1,
     /// Back from a worker, idle between requests.
     Parked = 2,
-    /// Answered by the supervisor (503): only to be closed gracefully.
+    /// Answered (503): only to be closed gracefully.
     Closing = 3,
     /// Accepted on a `proxy_protocol` listener; its PROXY header has not
     /// fully arrived. `peer` is the balancer; counted under no source.
     Proxy = 4,
     /// Its PROXY header was read (by the gate): `peer` is the client it
     /// named, not yet counted under its source; the supervisor admits it as
-    /// a new connection (per-source limit, then a worker or the gate).
+    /// a new connection (its source's share, then a worker or the gate).
     Proxied = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        [
+            Kind::New,
+            Kind::Parked,
+            Kind::Closing,
+            Kind::Proxy,
+            Kind::Proxied,
+        ]
+        .into_iter()
+        .find(|&k| k as u8 == b)
+    }
 }
 
 /// What the next owner of a connection needs to know about it.
@@ -45,10 +71,14 @@ pub struct Meta {
     /// `max_requests_per_connection` across workers).
     pub served: u32,
     pub kind: Kind,
+    /// When the connection entered its current state (accepted, parked),
+    /// in milliseconds of `CLOCK_MONOTONIC` (`scoreboard::now_ms`): the
+    /// deadline of that state counts from here, wherever it is.
+    pub since_ms: u64,
 }
 
 /// Bytes of an encoded [`Meta`].
-pub const META_LEN: usize = 32;
+pub const META_LEN: usize = 40;
 
 impl Meta {
     /// Into `out[..META_LEN]`.
@@ -71,18 +101,12 @@ impl Meta {
                 out[28..32].copy_from_slice(&a.scope_id().to_le_bytes());
             }
         }
+        out[32..40].copy_from_slice(&self.since_ms.to_le_bytes());
     }
 
     pub fn decode(b: &[u8]) -> Option<Meta> {
         let b: &[u8; META_LEN] = b.get(..META_LEN)?.try_into().ok()?;
-        let kind = match b[0] {
-            1 => Kind::New,
-            2 => Kind::Parked,
-            3 => Kind::Closing,
-            4 => Kind::Proxy,
-            5 => Kind::Proxied,
-            _ => return None,
-        };
+        let kind = Kind::from_u8(b[0])?;
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let port = u16::from_le_bytes([b[6], b[7]]);
         let peer = match b[5] {
@@ -106,6 +130,7 @@ impl Meta {
             peer,
             served: u32_at(1),
             kind,
+            since_ms: u64::from_le_bytes(b[32..40].try_into().ok()?),
         })
     }
 }
@@ -116,64 +141,137 @@ pub struct GateLimits {
     pub header_timeout: Duration,
     /// How long a parked connection may stay idle in the gate.
     pub idle_timeout: Duration,
+    /// How long a complete request may wait for a worker (then 503).
+    pub queue_timeout: Duration,
     pub max_header_bytes: usize,
     /// A first line longer than this without its end goes to a worker (414).
     pub max_line_bytes: usize,
     pub max_pending: usize,
+    /// Send `Server: lbaws` in the gate's own answers.
+    pub server_header: bool,
 }
 
-/// The source-address key the gate hands back when it closes a connection
-/// (see `listen::Peer::source_key`); `NO_KEY` for a Unix peer.
+/// The key of connections not counted under any source (a PROXY header not
+/// read yet); also the ledger's mark of a free slot.
 pub const NO_KEY: u128 = u128::MAX;
+/// The source of every Unix-socket peer (they have no address): one source.
+/// Never a real address's key (those are below 2^48, or have 64 zero bits).
+pub const UNIX_KEY: u128 = u128::MAX - 1;
 
-/// Closed connections reported in one message, at most.
-pub const CLOSED_PER_MSG: usize = 128;
+/// What the gate reports of a connection it holds (a [`Msg::Notes`] entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// It took an adopted connection: the supervisor may close its copy.
+    Adopted = 1,
+    /// It could not take one (its descriptor did not arrive: no room in
+    /// its table): the supervisor answers it with its own copy.
+    Lost = 2,
+    /// A request head is complete: it waits for a worker (a `Send`).
+    Queued = 3,
+    /// Closed by the gate (timed out, answered, evicted, or the peer left).
+    Closed = 4,
+    /// Closed while it waited for a worker (`queue_timeout`: a 503).
+    ClosedQueued = 5,
+    /// Closed for a missing or bad PROXY header.
+    ProxyRefused = 6,
+    /// The answer to a `Send` for a source with nothing waiting any more.
+    Empty = 7,
+    /// Closed after it was taken for a `Send`, before it was sent: the
+    /// `Send`'s answer too.
+    Dropped = 8,
+}
+
+impl Note {
+    fn from_u8(b: u8) -> Option<Note> {
+        [
+            Note::Adopted,
+            Note::Lost,
+            Note::Queued,
+            Note::Closed,
+            Note::ClosedQueued,
+            Note::ProxyRefused,
+            Note::Empty,
+            Note::Dropped,
+        ]
+        .into_iter()
+        .find(|&n| n as u8 == b)
+    }
+}
+
+/// One entry of a [`Msg::Notes`]: the connection's source key, the kind it
+/// was adopted as, and what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoteEntry {
+    pub key: u128,
+    pub kind: Kind,
+    pub note: Note,
+}
+
+/// Notes in one message, at most.
+pub const NOTES_PER_MSG: usize = 128;
+const NOTE_LEN: usize = 18;
+
+/// Bytes of the logs' description in [`Msg::Logs`] (`log::spec`).
+pub const LOG_SPEC_LEN: usize = crate::log::SPEC_LEN;
 
 /// Every message, decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
     /// supervisor -> gate, with the connection's descriptor.
     Adopt(Meta),
-    /// gate -> supervisor, with the descriptor: its head is complete.
-    Ready(Meta),
-    /// worker -> supervisor, with the descriptor.
-    Park { pid: u32, meta: Meta },
+    /// supervisor -> gate: a worker is free for this source.
+    Send(u128),
     /// supervisor -> gate.
     Limits(GateLimits),
+    /// supervisor -> gate: the logs as they are now (at start, after
+    /// SIGUSR1 and after a reload), with the access log file's descriptor
+    /// when it is one.
+    Logs([u8; LOG_SPEC_LEN]),
     /// supervisor -> gate: close what is idle, finish the rest, then exit.
     Stop,
     /// supervisor -> gate: hand every connection back (as `Ready`, with the
     /// kind it was adopted as), close those being closed, then exit.
     Handover,
-    /// gate -> supervisor: `n` connections closed; their keys and kinds are
-    /// read with [`closed_entries`].
-    Closed { n: usize },
+    /// gate -> supervisor, with the descriptor; `answer`: to a `Send`.
+    Ready { meta: Meta, answer: bool },
+    /// gate -> supervisor: `n` entries, read with [`notes`].
+    Notes { n: usize },
+    /// worker -> supervisor, with the descriptor.
+    Park { pid: u32, meta: Meta },
 }
 
 /// Largest encoded message.
-pub const MAX_MSG: usize = 1 + CLOSED_PER_MSG * CLOSED_ENTRY;
-const CLOSED_ENTRY: usize = 17;
+pub const MAX_MSG: usize = 1 + NOTES_PER_MSG * NOTE_LEN;
 
 const TAG_ADOPT: u8 = 1;
 const TAG_READY: u8 = 2;
 const TAG_PARK: u8 = 3;
 const TAG_LIMITS: u8 = 4;
 const TAG_STOP: u8 = 5;
-const TAG_CLOSED: u8 = 6;
+const TAG_NOTES: u8 = 6;
 const TAG_HANDOVER: u8 = 7;
+const TAG_SEND: u8 = 8;
+const TAG_LOGS: u8 = 9;
 
-/// Encode a message into `out` (at least [`MAX_MSG`] bytes); returns its
-/// length. `Closed` is built with [`ClosedBatch`] instead.
+/// Encode a message into `out` (at least 64 bytes for all but `Notes`,
+/// which is built with [`NoteBatch`]); returns its length.
 pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
     match msg {
-        Msg::Adopt(m) | Msg::Ready(m) => {
-            out[0] = if matches!(msg, Msg::Adopt(_)) {
-                TAG_ADOPT
-            } else {
-                TAG_READY
-            };
+        Msg::Adopt(m) => {
+            out[0] = TAG_ADOPT;
             m.encode(&mut out[1..]);
             1 + META_LEN
+        }
+        Msg::Ready { meta, answer } => {
+            out[0] = TAG_READY;
+            out[1] = u8::from(*answer);
+            meta.encode(&mut out[2..]);
+            2 + META_LEN
+        }
+        Msg::Send(key) => {
+            out[0] = TAG_SEND;
+            out[1..17].copy_from_slice(&key.to_le_bytes());
+            17
         }
         Msg::Park { pid, meta } => {
             out[0] = TAG_PARK;
@@ -186,14 +284,21 @@ pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
             let fields = [
                 l.header_timeout.as_millis() as u64,
                 l.idle_timeout.as_millis() as u64,
+                l.queue_timeout.as_millis() as u64,
                 l.max_header_bytes as u64,
                 l.max_line_bytes as u64,
                 l.max_pending as u64,
+                u64::from(l.server_header),
             ];
             for (i, f) in fields.iter().enumerate() {
                 out[1 + 8 * i..9 + 8 * i].copy_from_slice(&f.to_le_bytes());
             }
             1 + 8 * fields.len()
+        }
+        Msg::Logs(spec) => {
+            out[0] = TAG_LOGS;
+            out[1..1 + LOG_SPEC_LEN].copy_from_slice(spec);
+            1 + LOG_SPEC_LEN
         }
         Msg::Stop => {
             out[0] = TAG_STOP;
@@ -203,7 +308,7 @@ pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
             out[0] = TAG_HANDOVER;
             1
         }
-        Msg::Closed { .. } => unreachable!("built by ClosedBatch"),
+        Msg::Notes { .. } => unreachable!("built by NoteBatch"),
     }
 }
 
@@ -213,77 +318,87 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
         |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
     match *b.first()? {
         TAG_ADOPT => Some(Msg::Adopt(Meta::decode(&b[1..])?)),
-        TAG_READY => Some(Msg::Ready(Meta::decode(&b[1..])?)),
+        TAG_READY => Some(Msg::Ready {
+            answer: *b.get(1)? != 0,
+            meta: Meta::decode(b.get(2..)?)?,
+        }),
+        TAG_SEND => Some(Msg::Send(u128::from_le_bytes(
+            b.get(1..17)?.try_into().ok()?,
+        ))),
         TAG_PARK => Some(Msg::Park {
             pid: u32::from_le_bytes(b.get(1..5)?.try_into().ok()?),
-            meta: Meta::decode(&b[5..])?,
+            meta: Meta::decode(b.get(5..)?)?,
         }),
         TAG_LIMITS => Some(Msg::Limits(GateLimits {
             header_timeout: Duration::from_millis(u64_at(1)?),
             idle_timeout: Duration::from_millis(u64_at(9)?),
-            max_header_bytes: u64_at(17)? as usize,
-            max_line_bytes: u64_at(25)? as usize,
-            max_pending: u64_at(33)? as usize,
+            queue_timeout: Duration::from_millis(u64_at(17)?),
+            max_header_bytes: u64_at(25)? as usize,
+            max_line_bytes: u64_at(33)? as usize,
+            max_pending: u64_at(41)? as usize,
+            server_header: u64_at(49)? != 0,
         })),
+        TAG_LOGS => Some(Msg::Logs(b.get(1..1 + LOG_SPEC_LEN)?.try_into().ok()?)),
         TAG_STOP => Some(Msg::Stop),
         TAG_HANDOVER => Some(Msg::Handover),
-        TAG_CLOSED if (b.len() - 1).is_multiple_of(CLOSED_ENTRY) => Some(Msg::Closed {
-            n: (b.len() - 1) / CLOSED_ENTRY,
+        TAG_NOTES if (b.len() - 1).is_multiple_of(NOTE_LEN) => Some(Msg::Notes {
+            n: (b.len() - 1) / NOTE_LEN,
         }),
         _ => None,
     }
 }
 
-/// In a `Closed` entry's kind byte: closed for a missing or bad PROXY header.
-const REFUSED: u8 = 0x80;
-
-/// The entries of a `Closed` message: (source key, kind it was adopted as,
-/// whether it was refused for its PROXY header).
-pub fn closed_entries(b: &[u8]) -> impl Iterator<Item = (u128, Kind, bool)> + '_ {
-    b[1..].chunks_exact(CLOSED_ENTRY).map(|c| {
-        let key = u128::from_le_bytes(c[..16].try_into().expect("16 bytes"));
-        let k = c[16] & !REFUSED;
-        let kind = [Kind::Parked, Kind::Closing, Kind::Proxy, Kind::Proxied]
-            .into_iter()
-            .find(|&kind| kind as u8 == k)
-            .unwrap_or(Kind::New);
-        (key, kind, c[16] & REFUSED != 0)
+/// The entries of a `Notes` message (malformed ones are skipped).
+pub fn notes(b: &[u8]) -> impl Iterator<Item = NoteEntry> + '_ {
+    b[1..].chunks_exact(NOTE_LEN).filter_map(|c| {
+        Some(NoteEntry {
+            key: u128::from_le_bytes(c[..16].try_into().ok()?),
+            kind: Kind::from_u8(c[16])?,
+            note: Note::from_u8(c[17])?,
+        })
     })
 }
 
-/// Closed connections collected by the gate, sent as one message.
-pub struct ClosedBatch {
+/// The `i`th entry of a `Notes` message of `n` entries.
+pub fn note_at(b: &[u8], i: usize) -> Option<NoteEntry> {
+    let at = 1 + i * NOTE_LEN;
+    notes(b.get(..at + NOTE_LEN)?).last()
+}
+
+/// Notes collected by the gate, sent as one message.
+pub struct NoteBatch {
     buf: [u8; MAX_MSG],
     n: usize,
 }
 
-impl Default for ClosedBatch {
+impl Default for NoteBatch {
     fn default() -> Self {
         let mut buf = [0u8; MAX_MSG];
-        buf[0] = TAG_CLOSED;
-        ClosedBatch { buf, n: 0 }
+        buf[0] = TAG_NOTES;
+        NoteBatch { buf, n: 0 }
     }
 }
 
-impl ClosedBatch {
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
+impl NoteBatch {
     pub fn is_full(&self) -> bool {
-        self.n == CLOSED_PER_MSG
+        self.n == NOTES_PER_MSG
     }
 
-    /// Add one (the batch must not be full); `refused`: for its PROXY header.
-    pub fn push(&mut self, key: u128, kind: Kind, refused: bool) {
-        let at = 1 + self.n * CLOSED_ENTRY;
-        self.buf[at..at + 16].copy_from_slice(&key.to_le_bytes());
-        self.buf[at + 16] = kind as u8 | if refused { REFUSED } else { 0 };
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Add one (the batch must not be full).
+    pub fn push(&mut self, e: NoteEntry) {
+        let at = 1 + self.n * NOTE_LEN;
+        self.buf[at..at + 16].copy_from_slice(&e.key.to_le_bytes());
+        self.buf[at + 16] = e.kind as u8;
+        self.buf[at + 17] = e.note as u8;
         self.n += 1;
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..1 + self.n * CLOSED_ENTRY]
+        &self.buf[..1 + self.n * NOTE_LEN]
     }
 
     pub fn clear(&mut self) {
@@ -297,23 +412,23 @@ impl ClosedBatch {
 pub fn meta_key(meta: &Meta) -> u128 {
     match meta.kind {
         Kind::Proxy | Kind::Proxied => NO_KEY,
-        _ => source_key(&meta.peer).unwrap_or(NO_KEY),
+        _ => source_key(&meta.peer),
     }
 }
 
-/// The part of a peer address that names its host, for per-source limits:
-/// an IPv4 address (also when it arrives IPv4-mapped on a dual-stack
-/// socket), or an IPv6 /64 (one host usually owns a whole /64). `None` for
-/// a Unix peer, which has no address to limit.
-pub fn source_key(peer: &Peer) -> Option<u128> {
+/// The part of a peer address that names its host, for fair admission: an
+/// IPv4 address (also when it arrives IPv4-mapped on a dual-stack socket),
+/// or an IPv6 /64 (one host usually owns a whole /64); [`UNIX_KEY`] for
+/// every Unix-socket peer.
+pub fn source_key(peer: &Peer) -> u128 {
     match peer {
-        Peer::Unix => None,
-        Peer::Inet(a) => Some(match a.ip().to_canonical() {
+        Peer::Unix => UNIX_KEY,
+        Peer::Inet(a) => match a.ip().to_canonical() {
             // ::ffff:a.b.c.d: the low 64 bits are never zero, unlike the
             // keys of IPv6 prefixes below.
             IpAddr::V4(v4) => 0xffff_0000_0000 | u32::from(v4) as u128,
             IpAddr::V6(v6) => (u128::from(v6) >> 64) << 64,
-        }),
+        },
     }
 }
 
@@ -339,12 +454,18 @@ mod tests {
                 peer,
                 served: 4_000_000_000,
                 kind: Kind::Parked,
+                since_ms: 123_456_789_012,
             };
             round_trip(Msg::Adopt(meta));
-            round_trip(Msg::Ready(Meta {
-                kind: Kind::New,
-                ..meta
-            }));
+            for answer in [false, true] {
+                round_trip(Msg::Ready {
+                    meta: Meta {
+                        kind: Kind::New,
+                        ..meta
+                    },
+                    answer,
+                });
+            }
             round_trip(Msg::Park { pid: 4242, meta });
             for kind in [Kind::Proxy, Kind::Proxied, Kind::Closing] {
                 round_trip(Msg::Adopt(Meta { kind, ..meta }));
@@ -352,42 +473,71 @@ mod tests {
         }
         round_trip(Msg::Stop);
         round_trip(Msg::Handover);
+        round_trip(Msg::Send(0xffff_7f00_0001));
+        round_trip(Msg::Send(UNIX_KEY));
+        round_trip(Msg::Logs([2, 1, 0, 3]));
         round_trip(Msg::Limits(GateLimits {
             header_timeout: Duration::from_millis(10_000),
             idle_timeout: Duration::from_millis(4_900),
+            queue_timeout: Duration::from_millis(7_000),
             max_header_bytes: 16384,
             max_line_bytes: 8224,
             max_pending: 19_000,
+            server_header: true,
         }));
         assert_eq!(decode(&[]), None);
         assert_eq!(decode(&[TAG_ADOPT, 9]), None, "short");
+        assert_eq!(decode(&[TAG_SEND, 9]), None, "short");
         assert_eq!(decode(&[99]), None);
     }
 
     #[test]
-    fn closed_batches() {
-        let mut b = ClosedBatch::default();
-        b.push(7, Kind::New, false);
-        b.push(NO_KEY, Kind::Parked, false);
-        b.push(NO_KEY, Kind::Proxy, true);
-        b.push(NO_KEY, Kind::Proxied, false);
-        assert_eq!(decode(b.bytes()), Some(Msg::Closed { n: 4 }));
-        let got: Vec<_> = closed_entries(b.bytes()).collect();
-        assert_eq!(
-            got,
-            vec![
-                (7, Kind::New, false),
-                (NO_KEY, Kind::Parked, false),
-                (NO_KEY, Kind::Proxy, true),
-                (NO_KEY, Kind::Proxied, false)
-            ]
-        );
+    fn note_batches() {
+        let mut b = NoteBatch::default();
+        let entries = [
+            NoteEntry {
+                key: 7,
+                kind: Kind::New,
+                note: Note::Queued,
+            },
+            NoteEntry {
+                key: NO_KEY,
+                kind: Kind::Parked,
+                note: Note::Closed,
+            },
+            NoteEntry {
+                key: NO_KEY,
+                kind: Kind::Proxy,
+                note: Note::ProxyRefused,
+            },
+            NoteEntry {
+                key: UNIX_KEY,
+                kind: Kind::Proxied,
+                note: Note::Lost,
+            },
+            NoteEntry {
+                key: 9,
+                kind: Kind::Closing,
+                note: Note::Empty,
+            },
+        ];
+        for e in entries {
+            b.push(e);
+        }
+        assert_eq!(decode(b.bytes()), Some(Msg::Notes { n: entries.len() }));
+        let got: Vec<_> = notes(b.bytes()).collect();
+        assert_eq!(got, entries);
+        assert_eq!(note_at(b.bytes(), 3), Some(entries[3]));
+        assert_eq!(note_at(b.bytes(), 5), None);
+        while !b.is_full() {
+            b.push(entries[0]);
+        }
         assert!(MAX_MSG >= b.bytes().len());
     }
 
     #[test]
     fn source_keys() {
-        let key = |s: &str| source_key(&Peer::Inet(s.parse().unwrap())).unwrap();
+        let key = |s: &str| source_key(&Peer::Inet(s.parse().unwrap()));
         assert_eq!(
             key("127.0.0.2:1"),
             key("127.0.0.2:2"),
@@ -406,6 +556,9 @@ mod tests {
         );
         assert_ne!(key("[2001:db8:0:1::1]:1"), key("[2001:db8:0:2::1]:1"));
         assert_ne!(key("[::1]:1"), key("0.0.0.0:1"));
-        assert_eq!(source_key(&Peer::Unix), None);
+        assert_eq!(source_key(&Peer::Unix), UNIX_KEY);
+        for k in [key("255.255.255.255:1"), key("[ffff:ffff:ffff:ffff::1]:1")] {
+            assert!(k != UNIX_KEY && k != NO_KEY);
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! longer than the buffer are cut and end in `...`. Never called from a signal
 //! handler (lbaws has none: signals arrive through a signalfd).
 
+pub mod flood;
+
 use crate::config::{AccessLog, Level, LogTarget};
 use std::fmt::{self, Write as _};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
@@ -21,6 +23,9 @@ enum Sink {
 
 struct State {
     level: Level,
+    /// As configured (for a process that adopts these logs, `spec`).
+    target: LogTarget,
+    force_syslog: bool,
     sink: Sink,
 }
 
@@ -28,6 +33,8 @@ struct State {
 // fork (the supervisor does not log while forking).
 static STATE: Mutex<State> = Mutex::new(State {
     level: Level::Info,
+    target: LogTarget::Auto,
+    force_syslog: false,
     sink: Sink::Stderr { journal: false },
 });
 
@@ -61,6 +68,8 @@ pub fn configure(level: Level, target: LogTarget, force_syslog: bool) {
     let want_syslog = force_syslog || target == LogTarget::Syslog;
     let mut st = state();
     st.level = level;
+    st.target = target;
+    st.force_syslog = force_syslog;
     LEVEL.store(level as u8, Ordering::Relaxed);
     if want_syslog {
         if !matches!(st.sink, Sink::Syslog(_)) {
@@ -182,6 +191,64 @@ pub fn descriptors() -> [RawFd; 2] {
         AccessSink::Off | AccessSink::Stderr => -1,
     };
     [error, access]
+}
+
+/// Bytes of the logs' description ([`spec`]).
+pub const SPEC_LEN: usize = 4;
+
+/// The logs as they are now, for a process of lbaws's own that writes to
+/// them too and must follow their changes (the gate, which lives across
+/// reloads and log rotations): their settings, and the access log file's
+/// descriptor when it is a file (to be sent with them).
+pub fn spec() -> ([u8; SPEC_LEN], Option<RawFd>) {
+    use std::os::fd::AsRawFd;
+    let (level, target, force) = {
+        let st = state();
+        (st.level, st.target, st.force_syslog)
+    };
+    let a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let (access, fd) = match &a.1 {
+        AccessSink::Off => (0, None),
+        AccessSink::Stderr => (1, None),
+        AccessSink::Syslog(_) => (2, None),
+        AccessSink::File(fd) => (3, Some(fd.as_raw_fd())),
+    };
+    let target = match target {
+        LogTarget::Auto => 0,
+        LogTarget::Stderr => 1,
+        LogTarget::Syslog => 2,
+    };
+    ([level as u8, target, u8::from(force), access], fd)
+}
+
+/// In a process that was sent `spec` (and the access log file's
+/// descriptor, `file`): write to the logs as described, reconnecting to
+/// syslog where it is used.
+pub fn adopt(spec: [u8; SPEC_LEN], file: Option<OwnedFd>) {
+    let level = [Level::Error, Level::Warn, Level::Info, Level::Debug]
+        .into_iter()
+        .find(|l| *l as u8 == spec[0])
+        .unwrap_or(Level::Info);
+    let target = match spec[1] {
+        1 => LogTarget::Stderr,
+        2 => LogTarget::Syslog,
+        _ => LogTarget::Auto,
+    };
+    configure(level, target, spec[2] != 0);
+    reopen();
+    let (kind, sink) = match (spec[3], file) {
+        (1, _) => (AccessLog::Stderr, AccessSink::Stderr),
+        (2, _) => match open_syslog() {
+            Ok(l) => (AccessLog::Syslog, AccessSink::Syslog(l)),
+            Err(_) => (AccessLog::Off, AccessSink::Off),
+        },
+        // The path is the sender's business: this process only writes.
+        (3, Some(fd)) => (AccessLog::File(Default::default()), AccessSink::File(fd)),
+        _ => (AccessLog::Off, AccessSink::Off),
+    };
+    let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
+    ACCESS_ON.store(!matches!(sink, AccessSink::Off), Ordering::Relaxed);
+    *a = (kind, sink);
 }
 
 pub fn access_enabled() -> bool {

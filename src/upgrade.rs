@@ -28,10 +28,12 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
 /// The version of this record. A binary that cannot read a version refuses
 /// `check --upgrade-format N`, which refuses the upgrade. It also covers the
-/// scoreboard's layout, which the new image maps as the old one left it:
+/// scoreboard's layout, which the new image maps as the old one left it,
+/// and the messages on the park channel, which carried workers go on using:
 /// 2 is the scoreboard with the status page's slots and counters (a binary
-/// of format 1, lbaws 0.2.0, is replaced by a restart, not in place).
-pub const FORMAT: u32 = 2;
+/// of format 1, lbaws 0.2.0, is replaced by a restart, not in place); 3
+/// adds fair admission's counters and the time in each `Meta` (0.4.0).
+pub const FORMAT: u32 = 3;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
 const MAGIC: &[u8; 8] = b"LBAWSUP\0";
@@ -73,8 +75,8 @@ pub struct State {
     pub from_version: String,
     /// Started with `--daemon` (logs to syslog, a pid file to remove).
     pub daemon: bool,
-    /// served, refused, over_limit, shed, parked, access-log lines lost.
-    pub counters: [u64; 6],
+    /// Workers ended (served), connections parked, access-log lines lost.
+    pub counters: [u64; 3],
     pub stop_reader: RawFd,
     /// -1: none (not possible while serving, kept for completeness).
     pub stop_writer: RawFd,
@@ -173,7 +175,7 @@ impl State {
         }
         let from_version = r.string()?;
         let daemon = r.u8()? != 0;
-        let mut counters = [0u64; 6];
+        let mut counters = [0u64; 3];
         for c in &mut counters {
             *c = r.u64()?;
         }
@@ -280,6 +282,7 @@ fn peer_meta(peer: Peer) -> Meta {
         peer,
         served: 0,
         kind: crate::handoff::Kind::New,
+        since_ms: 0,
     }
 }
 
@@ -362,7 +365,7 @@ mod tests {
         State {
             from_version: "0.2.0".into(),
             daemon: true,
-            counters: [1, 2, 3, 4, 5, 6],
+            counters: [1, 2, 3],
             stop_reader: 5,
             stop_writer: 6,
             park_rx: 7,
@@ -395,6 +398,7 @@ mod tests {
                     peer: Peer::Inet("[2001:db8::1]:80".parse().unwrap()),
                     served: 3,
                     kind: Kind::Parked,
+                    since_ms: 99,
                 },
             }],
         }

@@ -47,7 +47,7 @@ fn bad_configs_are_located() {
         // unknown key
         (
             "[server]\nmax_connections = 4\nmax_conection = 5\n",
-            "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`",
+            "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_pending_per_source`, `worker_reserve`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`",
         ),
         // unknown table
         ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`, `sandbox`"),
@@ -109,9 +109,12 @@ fn every_number_has_an_upper_bound() {
     let over: &[(&str, &str, &str)] = &[
         ("server", "max_connections", "4194305"),
         ("server", "max_pending", "4194305"),
+        ("server", "max_pending_per_source", "4194305"),
+        ("server", "worker_reserve", "4194305"),
         ("server", "max_connections_per_ip", "4194305"),
         ("server", "shutdown_timeout", "\"61m\""),
         ("limits", "header_timeout", "\"2h\""),
+        ("limits", "queue_timeout", "\"2h\""),
         ("limits", "max_header_bytes", "\"2MiB\""),
         ("limits", "max_headers", "10001"),
         ("limits", "max_uri_bytes", "1048577"),

@@ -1,8 +1,9 @@
 //! A process per request in flight: the gate holds connections without a
 //! complete head and parked keep-alive ones; workers exist only while a
-//! request is being served. Per-source limits, slow bodies and slow readers,
-//! answers that do not wait for a body, and the gate's own life (stop,
-//! reload, a crash, its cap).
+//! request is being served. A source's share of the gate, slow bodies and
+//! slow readers, answers that do not wait for a body, and the gate's own
+//! life (stop, reload, a crash, its cap). Fair admission at capacity:
+//! tests/admission.rs.
 //!
 //! Whether a worker was forked is read from the daemon's children (a worker
 //! waiting for a head would live for the whole `header_timeout`, so polling
@@ -220,35 +221,33 @@ fn pipelined_requests_are_never_parked_half_read() {
 }
 
 #[test]
-fn per_source_limit_closes_connections_over_it() {
-    let mut d = daemon(&format!(
-        "[server]\nmax_connections_per_ip = 3\n[limits]\n{NO_PARKING}"
-    ));
+fn a_source_over_its_share_of_the_gate_is_answered_503() {
+    let mut d = daemon("[server]\nmax_pending_per_source = 3");
     let (two, three) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
-    // Waiting (in the gate) and served (a worker) connections both count.
+    // Three half heads from 127.0.0.2 wait in the gate: its share.
     let idle = d.gate_fd_count();
-    let waiting: Vec<TcpStream> = (0..2).map(|_| half_head(two, &d)).collect();
-    assert!(wait_for(DEADLINE, || d.gate_fd_count() == idle + 2));
+    let waiting: Vec<TcpStream> = (0..3).map(|_| half_head(two, &d)).collect();
+    assert!(wait_for(DEADLINE, || d.gate_fd_count() == idle + 3));
+    // A complete request from it needs no room in the gate: served.
     let mut served = Client::from(two, d.addr());
     assert_eq!(served.get("/").status, 200);
-    // The fourth from 127.0.0.2 is closed at once, with no answer.
+    // A fourth that would wait is refused: a 503, never a reset.
     let mut over = half_head(two, &d);
-    let mut buf = Vec::new();
-    let _ = over.read_to_end(&mut buf);
-    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
-    d.wait_log("connection(s) closed over max_connections_per_ip = 3; the last from 127.0.0.2");
-    // Another host is served.
-    let mut other = Client::from(three, d.addr());
-    assert_eq!(other.get("/").status, 200);
+    let r = read_response(&mut over);
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    d.wait_log("the last from 127.0.0.2: its source held its share of the gate (max_pending_per_source = 3)");
+    // Another host waits as it likes.
+    let mut other = half_head(three, &d);
+    other.write_all(b"Connection: close\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut other).status, 200);
     // As they end, 127.0.0.2 gets room again.
     drop(waiting);
-    drop(served);
-    assert!(wait_for(DEADLINE, || {
-        let mut s = connect_from(two, d.addr());
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .is_ok()
-            && s.read_to_end(&mut Vec::new()).is_ok_and(|n| n > 0)
-    }));
+    assert!(wait_for(DEADLINE, || d.gate_fd_count() <= idle + 1));
+    let mut again = half_head(two, &d);
+    again.write_all(b"Connection: close\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut again).status, 200);
 }
 
 #[test]
@@ -410,7 +409,7 @@ fn the_gate_is_restarted_if_it_dies() {
 }
 
 #[test]
-fn at_max_pending_the_oldest_waiting_connection_makes_room() {
+fn at_max_pending_the_oldest_half_head_makes_room_with_a_408() {
     let mut d = daemon("[server]\nmax_pending = 4\n[limits]\nheader_timeout = \"60s\"");
     d.wait_log("max_pending 4");
     let idle = d.gate_fd_count();
@@ -419,18 +418,18 @@ fn at_max_pending_the_oldest_waiting_connection_makes_room() {
         conns.push(half_head(source(i), &d));
         assert!(wait_for(DEADLINE, || d.gate_fd_count() == idle + (i + 1).min(4)));
     }
-    // The first four were closed to make room (quietly: they had not
-    // finished a head); the last four are served.
+    // The first four made room, each answered 408 (they had sent half a
+    // head); the last four are served.
     for (i, s) in conns.iter_mut().enumerate() {
         if i < 4 {
-            let mut buf = Vec::new();
-            let _ = s.read_to_end(&mut buf);
-            assert!(buf.is_empty(), "connection {i}");
+            let r = read_response(s);
+            assert_eq!(r.status, 408, "connection {i}: {}", r.head);
         } else {
             s.write_all(b"Connection: close\r\n\r\n").unwrap();
             assert_eq!(read_response(s).status, 200, "connection {i}");
         }
     }
+    d.wait_log("connection(s) closed to make room");
 }
 
 #[test]

@@ -297,27 +297,31 @@ fn a_header_in_pieces_and_a_local_header() {
 }
 
 #[test]
-fn the_per_source_limit_counts_the_client_not_the_balancer() {
-    let d = daemon("max_connections_per_ip = 1");
+fn admission_counts_the_client_not_the_balancer() {
+    let mut d = daemon("max_pending_per_source = 1");
     let lb = Ipv4Addr::LOCALHOST;
     let hdr = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 1000 80\r\n").into_bytes();
-    // A keep-alive connection from client 192.0.2.5, held open.
-    let mut held = Client::from(lb, d.addr());
-    held.send(&hdr("192.0.2.5"));
-    assert_eq!(held.get("/").status, 200);
-    // A second one from the same client, through the same balancer: over.
+    // Half a head from client 192.0.2.5 waits in the gate: its share.
+    let mut first = connect_from(lb, d.addr());
+    first.write_all(&hdr("192.0.2.5")).unwrap();
+    first.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    // A second from the same client through the same balancer, that has to
+    // wait too, is refused with a 503 (once the first is counted).
     let mut again = hdr("192.0.2.5");
-    again.extend_from_slice(GET_REMOTE);
-    assert!(send_from(lb, d.addr(), &again).is_empty(), "over the limit");
+    again.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\n");
+    assert!(wait_for(DEADLINE, || {
+        let out = send_from(lb, d.addr(), &again);
+        !out.is_empty() && parse_response(&out).status == 503
+    }));
     // Another client through the same balancer is served.
     let mut other = hdr("192.0.2.6");
     other.extend_from_slice(GET_REMOTE);
     let r = parse_response(&send_from(lb, d.addr(), &other));
     assert_eq!(r.body_str(), "192.0.2.6 1000\n");
-    assert_eq!(held.get("/").status, 200, "the first is still served");
-    drop(held);
-    let mut d = d;
-    d.wait_log("over max_connections_per_ip = 1; the last from 192.0.2.5");
+    // And the first is still served.
+    first.write_all(b"Connection: close\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut first).status, 200);
+    d.wait_log("the last from 192.0.2.5: its source held its share of the gate");
 }
 
 #[test]

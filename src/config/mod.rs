@@ -111,12 +111,16 @@ pub struct Server {
     pub group: Option<(String, u32)>,
     /// Live workers: requests in flight, each in a process of its own.
     pub max_connections: usize,
-    /// Connections waiting in the gate (no complete head yet, or parked
-    /// between requests); `None`: sized from `RLIMIT_NOFILE` at start.
+    /// Connections waiting in the gate (no complete head yet, parked
+    /// between requests, complete and waiting for a worker, closing);
+    /// `None`: sized from `RLIMIT_NOFILE` at start.
     pub max_pending: Option<usize>,
-    /// Connections from one IPv4 address or IPv6 /64, waiting, parked and
-    /// served together; 0 turns the limit off.
-    pub max_connections_per_ip: usize,
+    /// Of those, from one source at most; `None`: a quarter of
+    /// `max_pending` (see [`Config::pending_per_source`]).
+    pub max_pending_per_source: Option<usize>,
+    /// The last this many free workers go only to sources that hold fewer
+    /// than this many (fair admission: `supervisor::sources`).
+    pub worker_reserve: usize,
     pub shutdown_timeout: Duration,
     /// Under socket activation: exit after this long with nothing to do.
     pub exit_idle_after: Option<Duration>,
@@ -146,6 +150,8 @@ pub enum AccessLog {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub header_timeout: Duration,
+    /// How long a complete request may wait for a worker (then 503).
+    pub queue_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
@@ -297,6 +303,9 @@ pub struct Config {
     /// Longest prefix first, so the first match wins.
     pub routes: Vec<Route>,
     pub sandbox: Sandbox,
+    /// What was accepted but deserves a word (`FILE:LINE:COLUMN: ...`):
+    /// printed by `check`, logged at start and on reload.
+    pub warnings: Vec<String>,
 }
 
 /// The most workers any configuration may have (`max_connections`' bound).
@@ -322,6 +331,15 @@ impl Config {
             Some(n) if n > room => (room, true),
             Some(n) => (n, false),
             None => (room.min(DEFAULT_PENDING_CAP as usize), false),
+        }
+    }
+
+    /// `[server] max_pending_per_source` under a `max_pending` of `pending`:
+    /// as configured (at most `pending`), or a quarter of it.
+    pub fn pending_per_source(&self, pending: usize) -> usize {
+        match self.server.max_pending_per_source {
+            Some(n) => n.min(pending),
+            None => (pending / 4).max(1),
         }
     }
 
@@ -387,8 +405,12 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         msg,
     };
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| at(e.span(), clean(e.message())))?;
-    let mut cfg = validate::validate(raw).map_err(|(span, msg)| at(Some(span), msg))?;
+    let (mut cfg, warnings) = validate::validate(raw).map_err(|(span, msg)| at(Some(span), msg))?;
     cfg.source = file.to_string();
+    cfg.warnings = warnings
+        .into_iter()
+        .map(|(span, msg)| at(Some(span), msg).to_string())
+        .collect();
     Ok(cfg)
 }
 

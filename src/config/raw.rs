@@ -54,7 +54,10 @@ pub(super) struct RawServer {
     pub group: Option<Spanned<String>>,
     pub max_connections: Option<Count<1, MAX_PROCESSES>>,
     pub max_pending: Option<Count<1, MAX_PROCESSES>>,
-    pub max_connections_per_ip: Option<Count<0, MAX_PROCESSES>>,
+    pub max_pending_per_source: Option<Count<1, MAX_PROCESSES>>,
+    pub worker_reserve: Option<Spanned<Count<0, MAX_PROCESSES>>>,
+    /// Before 0.4.0: accepted, ignored but for 0 (see `validate`), warned.
+    pub max_connections_per_ip: Option<Spanned<Count<0, MAX_PROCESSES>>>,
     pub shutdown_timeout: Option<Dur<HOUR>>,
     pub server_header: Option<bool>,
     pub temp_dir: Option<Spanned<String>>,
@@ -100,6 +103,7 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
     pub header_timeout: Option<Dur<HOUR>>,
+    pub queue_timeout: Option<Dur<HOUR>>,
     pub max_header_bytes: Option<Size<MIB>>,
     pub max_headers: Option<Count<1, 10_000>>,
     pub max_uri_bytes: Option<Size<MIB>>,

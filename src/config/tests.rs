@@ -18,7 +18,7 @@ fn builtin_is_valid() {
 fn errors_carry_line_and_column() {
     assert_eq!(
         err("[server]\nmax_connection = 3\n"),
-        "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`"
+        "t.toml:2:1: unknown field `max_connection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_pending_per_source`, `worker_reserve`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`"
     );
     assert!(err("[server]\nshutdown_timeout = \"10 parsecs\"\n")
         .starts_with("t.toml:2:20: bad duration"));
@@ -85,15 +85,15 @@ fn values_are_bounded() {
         "t.toml:2:18: size 0 must be greater than zero"
     );
     assert_eq!(
-        err("[server]\nmax_connections_per_ip = -1\n"),
-        "t.toml:2:26: must be an integer >= 0, not -1"
+        err("[server]\nworker_reserve = -1\n"),
+        "t.toml:2:18: must be an integer >= 0, not -1"
     );
     let c = parse(
-        "[server]\nmax_connections_per_ip = 0\n[limits]\npark_after = \"0s\"\nmin_body_rate = 0\n",
+        "[server]\nworker_reserve = 0\n[limits]\npark_after = \"0s\"\nmin_body_rate = 0\n",
         "t",
     )
     .unwrap();
-    assert_eq!(c.server.max_connections_per_ip, 0);
+    assert_eq!(c.server.worker_reserve, 0);
     assert_eq!(c.limits.park_after, Duration::ZERO);
     assert_eq!(c.limits.min_body_rate, 0);
     assert_eq!(c.limits.min_send_rate, 500, "the default");
@@ -176,5 +176,49 @@ fn status_routes_and_allow() {
     assert!(
         err("[[route]]\nprefix = \"/s\"\nstatus = {}\nrespond = { status = 200 }\n")
             .contains("a route has one action")
+    );
+}
+
+#[test]
+fn admission_defaults_bounds_and_the_old_per_ip_key() {
+    let c = parse("", "t").unwrap();
+    assert_eq!(c.server.worker_reserve, 64, "an eighth of max_connections");
+    assert_eq!(c.pending_per_source(1000), 250, "a quarter of max_pending");
+    assert_eq!(c.limits.queue_timeout, Duration::from_secs(10));
+    assert!(c.warnings.is_empty());
+    let c = parse("[server]\nmax_connections = 16\n", "t").unwrap();
+    assert_eq!(c.server.worker_reserve, 2);
+    assert_eq!(
+        err("[server]\nmax_connections = 16\nworker_reserve = 17\n"),
+        "t.toml:3:18: worker_reserve = 17 is more than max_connections (16)"
+    );
+    let c = parse("[server]\nmax_pending_per_source = 5000\n", "t").unwrap();
+    assert_eq!(
+        c.pending_per_source(1000),
+        1000,
+        "never more than max_pending"
+    );
+    // The key of lbaws 0.3: accepted with a warning at its place; 0 (off)
+    // still turns the per-source limits off.
+    let c = parse("[server]\nmax_connections_per_ip = 64\n", "t.toml").unwrap();
+    assert_eq!(c.server.worker_reserve, 64);
+    assert_eq!(c.warnings.len(), 1);
+    assert!(
+        c.warnings[0].starts_with("t.toml:2:26: max_connections_per_ip is no longer used"),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse("[server]\nmax_connections_per_ip = 0\n", "t").unwrap();
+    assert_eq!(c.server.worker_reserve, 0);
+    assert_eq!(c.pending_per_source(1000), 1000);
+    let c = parse(
+        "[server]\nmax_connections_per_ip = 0\nworker_reserve = 8\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.server.worker_reserve, 8, "set: it wins");
+    assert_eq!(
+        err("[limits]\nqueue_timeout = \"2h\"\n"),
+        "t.toml:2:17: duration \"2h\" is too long: at most 1h"
     );
 }

@@ -11,17 +11,19 @@ pub(super) type Invalid = (Range<usize>, String);
 
 /// `[limits] park_after`: see `http::worker` for how it was chosen.
 pub const DEFAULT_PARK_AFTER: Duration = Duration::from_millis(100);
-/// `[server] max_connections_per_ip`: an eighth of the default
-/// `max_connections`, so that one host cannot hold more than that many
-/// workers, nor fill the gate.
-pub const DEFAULT_PER_IP: usize = 64;
+/// `[server] worker_reserve` is `max_connections` divided by this: one
+/// source alone may use seven eighths of the workers, and the last eighth
+/// is kept for the others.
+pub const RESERVE_DIVISOR: usize = 8;
 /// `[server] temp_dir`: for files that may be large (`/tmp` is often a small
 /// tmpfs); under systemd's `PrivateTmp=` it is the service's own.
 pub const DEFAULT_TEMP_DIR: &str = "/var/tmp";
 /// `[limits] cgi_body_in_memory`: most form posts fit; uploads go to disk.
 pub const DEFAULT_CGI_BODY_IN_MEMORY: u64 = 64 << 10;
 
-pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
+/// A valid configuration, and what deserves a warning in it.
+pub(super) fn validate(raw: RawConfig) -> Result<(Config, Vec<Invalid>), Invalid> {
+    let mut warnings = Vec::new();
     let user = match &raw.server.user {
         None => None,
         Some(u) => match crate::users::user(u.get_ref()) {
@@ -44,17 +46,19 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         strict_syscalls: raw.sandbox.strict_syscalls.unwrap_or(false),
     };
 
-    Ok(Config {
+    let max_connections = raw.server.max_connections.map_or(512, |c| c.0 as usize);
+    let (worker_reserve, max_pending_per_source) = admission(&raw, max_connections, &mut warnings)?;
+
+    let cfg = Config {
         source: String::new(),
+        warnings: Vec::new(),
         server: Server {
             user,
             group,
-            max_connections: raw.server.max_connections.map_or(512, |c| c.0 as usize),
+            max_connections,
             max_pending: raw.server.max_pending.map(|c| c.0 as usize),
-            max_connections_per_ip: raw
-                .server
-                .max_connections_per_ip
-                .map_or(DEFAULT_PER_IP, |c| c.0 as usize),
+            max_pending_per_source,
+            worker_reserve,
             shutdown_timeout: raw
                 .server
                 .shutdown_timeout
@@ -72,7 +76,56 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Invalid> {
         limits,
         routes,
         sandbox,
-    })
+    };
+    Ok((cfg, warnings))
+}
+
+/// `[server] worker_reserve` and `max_pending_per_source`, and what an old
+/// `max_connections_per_ip` still means: 0 (which turned the per-source
+/// limit off, e.g. behind a reverse proxy) turns fair admission's limits off
+/// unless they are set; any other value is ignored. Either way a warning.
+fn admission(
+    raw: &RawConfig,
+    max_connections: usize,
+    warnings: &mut Vec<Invalid>,
+) -> Result<(usize, Option<usize>), Invalid> {
+    let s = &raw.server;
+    let off = match &s.max_connections_per_ip {
+        Some(old) => {
+            let off = old.get_ref().0 == 0;
+            let what = if off {
+                "0 turns worker_reserve off and lets one source fill the gate, unless they are set"
+            } else {
+                "it is ignored"
+            };
+            warnings.push((
+                old.span(),
+                format!("max_connections_per_ip is no longer used (admission is fair by source: see worker_reserve and max_pending_per_source in lbaws.toml(5)); {what}"),
+            ));
+            off
+        }
+        None => false,
+    };
+    let reserve = match &s.worker_reserve {
+        Some(r) if r.get_ref().0 as usize > max_connections => {
+            return Err((
+                r.span(),
+                format!(
+                    "worker_reserve = {} is more than max_connections ({max_connections})",
+                    r.get_ref().0
+                ),
+            ))
+        }
+        Some(r) => r.get_ref().0 as usize,
+        None if off => 0,
+        None => max_connections / RESERVE_DIVISOR,
+    };
+    let per_source = match s.max_pending_per_source {
+        Some(c) => Some(c.0 as usize),
+        None if off => Some(usize::MAX),
+        None => None,
+    };
+    Ok((reserve, per_source))
 }
 
 /// `[sandbox] mode`.
@@ -235,6 +288,7 @@ fn proxy(
 fn limits(raw: &RawLimits) -> Limits {
     Limits {
         header_timeout: raw.header_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        queue_timeout: raw.queue_timeout.map_or(Duration::from_secs(10), |d| d.0),
         max_header_bytes: raw.max_header_bytes.map_or(16 << 10, |s| s.0 as usize),
         max_headers: raw.max_headers.map_or(100, |c| c.0 as usize),
         max_uri_bytes: raw.max_uri_bytes.map_or(8 << 10, |s| s.0 as usize),

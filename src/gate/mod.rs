@@ -1,16 +1,23 @@
-//! The gate: where a connection waits while it has no complete request, at
-//! the cost of a descriptor and a few dozen bytes instead of a process.
+//! The gate: where a connection waits while it has no work for a process,
+//! at the cost of a descriptor and a few dozen bytes instead of a process.
 //!
 //! The gate is one long-lived helper process, forked by the supervisor at
 //! start (and again if it ever dies). It holds
 //! - new connections whose first request head has not fully arrived,
 //! - parked connections, handed back by a worker while idle between requests,
+//! - complete requests waiting for a worker (the supervisor is at
+//!   `max_connections`, or keeps its last workers for other sources),
 //! - connections answered with 408/503, while they close gracefully,
 //!
 //! and for each it waits, with `epoll` (edge-triggered: a wake-up per
 //! arrival, whatever is already buffered), until its head is complete
 //! (`head::complete`, looking with `MSG_PEEK` so the bytes stay on the socket
-//! for the worker), then sends it to the supervisor, which forks a worker.
+//! for the worker). A complete request joins its source's queue
+//! (`queue.rs`) and the supervisor is told (`Queued`); when a worker is free
+//! for that source, the supervisor asks for it (`Send`), and only then does
+//! it leave the gate. Which source goes next is the supervisor's decision
+//! (`supervisor::sources`, which also counts the workers); the order within
+//! a source is the gate's: oldest first.
 //!
 //! Why a process of its own: every descriptor a process holds is copied by
 //! each `fork` and released by each exit (measured on this project's
@@ -18,39 +25,53 @@
 //! the supervisor, ten thousand waiting connections cost the fork of a
 //! worker nothing.
 //!
-//! Deadlines (invariant 8 holds here too: every state has one):
+//! Deadlines (invariant 8 holds here too: every state has one, counted from
+//! when the connection entered it, `Meta::since_ms`, even if it spent part
+//! of it on its way here):
 //!
 //! | state | deadline | then |
 //! |---|---|---|
-//! | new, nothing received | `header_timeout` | close quietly |
-//! | PROXY header not complete (`Kind::Proxy`) | `header_timeout` from adoption | close, counted as refused |
-//! | new or parked, part of a head received | `header_timeout` from the first byte (parked) or from adoption (new) | 408, close gracefully |
-//! | parked, idle | `keepalive_timeout` less `park_after` | close quietly |
-//! | complete, waiting for the supervisor to take it | `header_timeout` | 503, close gracefully |
-//! | closing gracefully | 2 s | close |
+//! | new, nothing received | `header_timeout` from accept | close quietly |
+//! | PROXY header not complete (`Kind::Proxy`) | `header_timeout` from accept | close, counted as refused |
+//! | new or parked, part of a head received | `header_timeout` from accept (new) or from the first byte (parked) | 408, close gracefully |
+//! | parked, idle | `keepalive_timeout` less `park_after`, from parking | close quietly |
+//! | complete, waiting for a worker (`Queued`, `Sending`) | `queue_timeout` from completion | 503, close gracefully |
+//! | closing gracefully (`Lingering`) | 2 s | close |
 //!
-//! At `max_pending` the connection nearest its deadline makes room. The
-//! gate handles no signal (it has the default dispositions: the supervisor
-//! ends it with SIGTERM when it stops at once) and dies with the supervisor
-//! (`PR_SET_PDEATHSIG`). For an upgrade in place it hands every connection
-//! back to the supervisor and exits (`Msg::Handover`), so that the new image
-//! runs a gate of its own version. It parses nothing but a PROXY header that
-//! arrived in pieces (`look_proxy`: read off the socket, its source made the
-//! peer, then the connection goes back as `Kind::Proxied` for the supervisor
-//! to admit under the client's address), and answers nothing but 408/503
-//! (each with its access log line, request `"-"`; without a body when the
-//! bytes begin a HEAD request, the one other look it takes).
+//! At `max_pending` the cheapest connection makes room (`room.rs`): one
+//! answered already, then one that sent nothing, then the oldest idle
+//! parked one, then the oldest with half a head (408). A complete request
+//! is never closed to make room: when nothing else is left, the newcomer is
+//! refused instead (503 if it had sent anything). Every refusal and eviction
+//! is counted on the status page and logged at most once a second.
+//!
+//! The gate handles no signal (it has the default dispositions: the
+//! supervisor ends it with SIGTERM when it stops at once) and dies with the
+//! supervisor (`PR_SET_PDEATHSIG`). It follows the logs through the
+//! supervisor (`Msg::Logs`: after SIGUSR1 and a reload it writes to the new
+//! files). For an upgrade in place it hands every connection back to the
+//! supervisor and exits (`Msg::Handover`), so that the new image runs a gate
+//! of its own version. It parses nothing but a PROXY header that arrived in
+//! pieces (`look.rs`: read off the socket, its source made the peer, then
+//! the connection goes back as `Kind::Proxied` for the supervisor to admit
+//! under the client's address), and answers nothing but 408/503 (each with
+//! its access log line, request `"-"`; without a body when the bytes begin a
+//! HEAD request, the one other look it takes).
 
+mod answer;
 pub mod head;
-mod tell;
+mod link;
+mod look;
+mod queue;
+mod room;
 
-use crate::handoff::{self, ClosedBatch, GateLimits, Kind, Meta, Msg};
+use crate::handoff::{self, GateLimits, Kind, Meta, Note};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// How long a connection answered with 408/503 is read from (and its bytes
@@ -62,15 +83,21 @@ const LINGER_BYTES: usize = 256 << 10;
 /// The gate's process name, as `ps` and `top` show it.
 pub const GATE_NAME: &std::ffi::CStr = c"lbaws-gate";
 
-const CTL: u64 = u64::MAX;
-const READY: u64 = u64::MAX - 1;
+/// The epoll token of the link to the supervisor.
+const LINK: u64 = u64::MAX;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
-    /// Its head is not complete yet.
+    /// Its head is not complete yet (parked: its next request has not
+    /// begun, or not ended).
     Waiting,
-    /// Complete, waiting for room on the way to the supervisor.
-    Ready,
+    /// Complete: waits in its source's queue for a worker.
+    Queued,
+    /// Taken off its queue for a `Send`: on its way to the supervisor.
+    Sending,
+    /// On its way back to the supervisor unasked (its PROXY header read, or
+    /// a hand-over).
+    Returning,
     /// Answered (408/503) and half-closed: reading what still comes.
     Lingering,
 }
@@ -88,34 +115,32 @@ struct Held {
 }
 
 /// The gate's tables. Slots are reused; a generation number in each epoll
-/// event and timer entry tells a live connection from an earlier occupant.
+/// event, timer and queue entry tells a live connection from an earlier
+/// occupant of its slot.
 struct Gate {
     epoll: Epoll,
-    ctl: OwnedFd,
-    ready: OwnedFd,
+    link: OwnedFd,
     limits: GateLimits,
-    server_header: bool,
     slots: Vec<Option<Held>>,
     gens: Vec<u32>,
     free: Vec<u32>,
     live: usize,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    /// Complete, waiting for room on the ready channel, oldest first.
-    queue: VecDeque<(u32, u32)>,
-    closed: ClosedBatch,
-    /// Closed connections not yet reported (the ctl channel was full).
-    unreported: VecDeque<(u128, Kind, bool)>,
-    ctl_wants_out: bool,
+    queues: queue::Queues,
+    room: room::Room,
+    out: link::Outgoing,
+    refusals: room::Refusals,
     stopping: bool,
+    /// An upgrade in place: everything goes back to the supervisor.
+    handing_over: bool,
     peek: Vec<MaybeUninit<u8>>,
-    msg: [u8; handoff::MAX_MSG],
 }
 
 /// Run the gate in a freshly forked child; never returns.
-pub fn run(ctl: OwnedFd, ready: OwnedFd, limits: GateLimits, server_header: bool) -> ! {
+pub fn run(link: OwnedFd, limits: GateLimits) -> ! {
     crate::sys::die_with_parent(libc::SIGKILL);
     crate::sys::set_name(GATE_NAME);
-    let code = match Gate::new(ctl, ready, limits, server_header) {
+    let code = match Gate::new(link, limits) {
         Ok(mut g) => {
             g.serve();
             0
@@ -130,47 +155,32 @@ pub fn run(ctl: OwnedFd, ready: OwnedFd, limits: GateLimits, server_header: bool
 }
 
 impl Gate {
-    fn new(
-        ctl: OwnedFd,
-        ready: OwnedFd,
-        limits: GateLimits,
-        server_header: bool,
-    ) -> Result<Gate, Errno> {
+    fn new(link: OwnedFd, limits: GateLimits) -> Result<Gate, Errno> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(&ctl, EpollEvent::new(EpollFlags::EPOLLIN, CTL))?;
-        epoll.add(
-            &ready,
-            EpollEvent::new(EpollFlags::EPOLLOUT | EpollFlags::EPOLLET, READY),
-        )?;
+        epoll.add(&link, EpollEvent::new(EpollFlags::EPOLLIN, LINK))?;
         Ok(Gate {
             epoll,
-            ctl,
-            ready,
+            link,
             limits,
-            server_header,
             slots: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),
             live: 0,
             timers: BinaryHeap::new(),
-            queue: VecDeque::new(),
-            closed: ClosedBatch::default(),
-            unreported: VecDeque::new(),
-            ctl_wants_out: false,
+            queues: queue::Queues::default(),
+            room: room::Room::default(),
+            out: link::Outgoing::default(),
+            refusals: room::Refusals::default(),
             stopping: false,
+            handing_over: false,
             peek: vec![MaybeUninit::uninit(); peek_room(&limits)],
-            msg: [0; handoff::MAX_MSG],
         })
     }
 
     fn serve(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            if self.stopping
-                && self.live == 0
-                && self.unreported.is_empty()
-                && self.closed.is_empty()
-            {
+            if self.stopping && self.live == 0 && self.out.is_empty() {
                 return;
             }
             let timeout = self.next_deadline().map_or(EpollTimeout::NONE, |t| {
@@ -191,116 +201,41 @@ impl Gate {
             };
             for ev in &events[..n] {
                 match ev.data() {
-                    CTL => {
+                    LINK => {
                         if ev.events().contains(EpollFlags::EPOLLIN) && !self.read_supervisor() {
                             return; // the supervisor is gone
                         }
                     }
-                    READY => {}
                     token => self.on_event(token, ev.events()),
                 }
             }
-            self.expire(Instant::now());
-            self.send_ready();
-            self.report_closed();
+            let now = Instant::now();
+            self.expire(now);
+            self.refusals.log(now);
+            self.flush();
         }
     }
 
     // -----------------------------------------------------------------------
-    // From the supervisor
+    // The table of connections
 
-    /// Take every message waiting on the ctl channel; false at end of stream.
-    fn read_supervisor(&mut self) -> bool {
-        loop {
-            let mut buf = [0u8; handoff::MAX_MSG];
-            let (n, fd) = match crate::sys::recv_with_fd(self.ctl.as_fd(), &mut buf) {
-                Ok((0, _)) => return false,
-                Ok(r) => r,
-                Err(Errno::EAGAIN) => return true,
-                Err(e) => {
-                    crate::error!("gate: receiving from the supervisor: {e}");
-                    return false;
-                }
-            };
-            match (handoff::decode(&buf[..n]), fd) {
-                (Some(Msg::Adopt(meta)), Some(fd)) => self.adopt(fd, meta),
-                (Some(Msg::Adopt(meta)), None) => {
-                    // Its descriptor could not be installed (no room in our
-                    // table): it is gone; the supervisor must know.
-                    self.note_closed(key_of(&meta), meta.kind);
-                }
-                (Some(Msg::Limits(l)), _) => self.set_limits(l),
-                (Some(Msg::Stop), _) => self.stop(),
-                (Some(Msg::Handover), _) => self.handover(),
-                (other, _) => crate::error!("gate: unexpected message {other:?}"),
-            }
-        }
-    }
-
-    fn set_limits(&mut self, l: GateLimits) {
-        if l.max_header_bytes != self.limits.max_header_bytes {
-            self.peek = vec![MaybeUninit::uninit(); peek_room(&l)];
-        }
-        self.limits = l;
-    }
-
-    /// Graceful stop: what is idle closes now; heads on their way may still
-    /// complete (and be served); the gate exits once it holds nothing.
-    fn stop(&mut self) {
-        self.stopping = true;
-        let idle = |g: &Gate, i: usize| {
-            g.slots[i]
-                .as_ref()
-                .is_some_and(|h| h.state == State::Waiting && h.seen == 0)
-        };
-        for i in 0..self.slots.len() {
-            if idle(self, i) {
-                // Bytes may have come that no event has reported yet.
-                self.look(i as u32, EpollFlags::empty());
-                if idle(self, i) {
-                    self.close(i as u32);
-                }
-            }
-        }
-    }
-
-    /// An upgrade in place: every connection goes back to the supervisor on
-    /// the ready channel, as the kind it came as (the new image's gate takes
-    /// it again); those being closed are closed now. Then the gate exits.
-    fn handover(&mut self) {
-        self.stopping = true;
-        for i in 0..self.slots.len() {
-            let Some(h) = self.slots[i].as_mut() else {
-                continue;
-            };
-            match h.state {
-                State::Lingering => self.close(i as u32),
-                State::Ready => {} // queued already
-                State::Waiting => {
-                    h.state = State::Ready;
-                    self.queue.push_back((i as u32, self.gens[i]));
-                }
-            }
-        }
-    }
-
-    fn adopt(&mut self, fd: OwnedFd, meta: Meta) {
-        let key = key_of(&meta);
+    /// Take a connection (adopted, with its descriptor).
+    fn hold(&mut self, fd: OwnedFd, meta: Meta) {
+        let key = handoff::meta_key(&meta);
         if self.stopping && meta.kind != Kind::Closing {
             drop(fd);
-            self.note_closed(key, meta.kind);
-            return;
+            return self.out.note(key, meta.kind, Note::Closed);
         }
-        if self.live >= self.limits.max_pending {
-            self.make_room();
+        if self.live >= self.limits.max_pending && !self.make_room() {
+            return self.refuse_newcomer(fd, meta);
         }
-        let now = Instant::now();
+        let since = instant_of(meta.since_ms);
         let (state, deadline) = match meta.kind {
             Kind::New | Kind::Proxy | Kind::Proxied => {
-                (State::Waiting, now + self.limits.header_timeout)
+                (State::Waiting, since + self.limits.header_timeout)
             }
-            Kind::Parked => (State::Waiting, now + self.limits.idle_timeout),
-            Kind::Closing => (State::Lingering, now + LINGER),
+            Kind::Parked => (State::Waiting, since + self.limits.idle_timeout),
+            Kind::Closing => (State::Lingering, Instant::now() + LINGER),
         };
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -316,8 +251,7 @@ impl Gate {
         if let Err(e) = self.epoll.add(&fd, EpollEvent::new(flags, token)) {
             crate::error!("gate: epoll_ctl: {e}");
             self.free.push(slot);
-            self.note_closed(key, meta.kind);
-            return;
+            return self.out.note(key, meta.kind, Note::Closed);
         }
         self.slots[slot as usize] = Some(Held {
             fd,
@@ -330,24 +264,34 @@ impl Gate {
         });
         self.live += 1;
         self.timers.push(Reverse((deadline, slot, gen)));
-    }
-
-    /// At `max_pending`: close the connection nearest its deadline.
-    fn make_room(&mut self) {
-        while let Some(Reverse((_, slot, gen))) = self.timers.pop() {
-            if self.is_live(slot, gen) {
-                self.close(slot);
-                return;
-            }
+        self.room.entered(slot, gen, self.class_of(slot));
+        // Edge-triggered: what arrived before it was watched gives no event.
+        match state {
+            State::Waiting => self.look(slot, EpollFlags::empty()),
+            State::Lingering => self.drain(slot),
+            _ => {}
         }
     }
-
-    // -----------------------------------------------------------------------
-    // Connections
 
     fn is_live(&self, slot: u32, gen: u32) -> bool {
         self.gens.get(slot as usize) == Some(&gen)
             && self.slots.get(slot as usize).is_some_and(Option::is_some)
+    }
+
+    fn held(&self, slot: u32) -> &Held {
+        self.slots[slot as usize].as_ref().expect("live")
+    }
+
+    fn held_mut(&mut self, slot: u32) -> &mut Held {
+        self.slots[slot as usize].as_mut().expect("live")
+    }
+
+    /// A new deadline for a connection (the heap keeps the old entry until
+    /// its time; `expire` skips it).
+    fn set_deadline(&mut self, slot: u32, deadline: Instant) {
+        self.held_mut(slot).deadline = deadline;
+        let gen = self.gens[slot as usize];
+        self.timers.push(Reverse((deadline, slot, gen)));
     }
 
     fn on_event(&mut self, token: u64, ev: EpollFlags) {
@@ -355,105 +299,11 @@ impl Gate {
         if !self.is_live(slot, gen) {
             return;
         }
-        let state = self.slots[slot as usize].as_ref().expect("live").state;
-        match state {
+        match self.held(slot).state {
             State::Waiting => self.look(slot, ev),
-            State::Ready => {}
             State::Lingering => self.drain(slot),
-        }
-    }
-
-    /// New bytes (or an end) on a waiting connection: is its head complete?
-    fn look(&mut self, slot: u32, ev: EpollFlags) {
-        let h = self.slots[slot as usize].as_mut().expect("live");
-        if h.meta.kind == Kind::Proxy {
-            return self.look_proxy(slot, ev);
-        }
-        let limit = self.limits.max_header_bytes.min(self.peek.len());
-        let n = match crate::sys::peek(h.fd.as_raw_fd(), &mut self.peek[..limit]) {
-            Ok(0) => return self.close(slot), // closed before a complete head: nothing to answer
-            Ok(n) => n,
-            Err(Errno::EAGAIN) if !hung_up(ev) => return,
-            Err(_) => return self.close(slot),
-        };
-        // SAFETY: peek initialised the first n bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(self.peek.as_ptr().cast::<u8>(), n) };
-        let bounds = head::Bounds {
-            max_header_bytes: self.limits.max_header_bytes,
-            max_line_bytes: self.limits.max_line_bytes,
-        };
-        if head::complete(bytes, h.seen, bounds) {
-            h.state = State::Ready;
-            h.deadline = Instant::now() + self.limits.header_timeout;
-            self.timers
-                .push(Reverse((h.deadline, slot, self.gens[slot as usize])));
-            self.queue.push_back((slot, self.gens[slot as usize]));
-            return;
-        }
-        if hung_up(ev) {
-            // The client stopped sending with its head incomplete.
-            return self.close(slot);
-        }
-        if h.seen == 0 && h.meta.kind == Kind::Parked {
-            // The next request has begun: it has header_timeout to arrive.
-            h.deadline = Instant::now() + self.limits.header_timeout;
-            self.timers
-                .push(Reverse((h.deadline, slot, self.gens[slot as usize])));
-        }
-        h.seen = n;
-    }
-
-    /// Bytes on a connection whose PROXY header has not fully arrived: when
-    /// it has, read it off the socket, make its source the peer, and look
-    /// for the head after it (the connection goes back as `Kind::Proxied`,
-    /// for the supervisor to admit under the client's address). A bad
-    /// header, or an end after part of one, closes it as refused.
-    fn look_proxy(&mut self, slot: u32, ev: EpollFlags) {
-        use lbaws::proto::proxy::{self, Parsed};
-        let h = self.slots[slot as usize].as_mut().expect("live");
-        let room = self.peek.len().min(proxy::MAX_HEADER);
-        let buf = &mut self.peek[..room];
-        let n = match crate::sys::peek(h.fd.as_raw_fd(), buf) {
-            Ok(0) => return self.close(slot), // a balancer's TCP check: connect, close
-            Ok(n) => n,
-            Err(Errno::EAGAIN) if !hung_up(ev) => return,
-            Err(_) => return self.close(slot),
-        };
-        // SAFETY: peek initialised the first n bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-        match proxy::parse(bytes) {
-            Ok(Parsed::Incomplete) if !hung_up(ev) => {}
-            Ok(Parsed::Incomplete) | Err(_) => self.close_refused(slot),
-            Ok(Parsed::Done { consumed, source }) => {
-                match crate::sys::discard(h.fd.as_raw_fd(), &mut buf[..consumed]) {
-                    Ok(got) if got == consumed => {}
-                    _ => return self.close_refused(slot),
-                }
-                if let Some(a) = source {
-                    h.meta.peer = crate::listen::Peer::Inet(a);
-                }
-                h.meta.kind = Kind::Proxied;
-                self.look(slot, ev);
-            }
-        }
-    }
-
-    /// Read and drop what a lingering connection sends; close at its end.
-    fn drain(&mut self, slot: u32) {
-        let h = self.slots[slot as usize].as_mut().expect("live");
-        loop {
-            match crate::sys::discard(h.fd.as_raw_fd(), &mut self.peek) {
-                Ok(0) => return self.close(slot),
-                Ok(n) => {
-                    h.drained += n;
-                    if h.drained > LINGER_BYTES {
-                        return self.close(slot);
-                    }
-                }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return,
-                Err(_) => return self.close(slot),
-            }
+            // Complete already: the peer leaving shows when its worker reads.
+            State::Queued | State::Sending | State::Returning => {}
         }
     }
 
@@ -481,18 +331,24 @@ impl Gate {
             if !self.is_live(slot, gen) {
                 continue;
             }
-            let h = self.slots[slot as usize].as_ref().expect("live");
+            let h = self.held(slot);
             if h.deadline > now {
                 continue; // superseded by a later deadline
             }
             match (h.state, h.seen) {
-                (State::Waiting, _) if h.meta.kind == Kind::Proxy => self.close_refused(slot),
+                (State::Waiting, _) if h.meta.kind == Kind::Proxy => {
+                    self.close_as(slot, Note::ProxyRefused)
+                }
                 (State::Waiting, 0) => self.close(slot),
                 (State::Waiting, _) => self.answer(slot, 408),
-                (State::Ready, _) => {
-                    self.queue.retain(|&(s, g)| (s, g) != (slot, gen));
+                (State::Queued | State::Sending, _) => {
+                    crate::scoreboard::add(crate::scoreboard::Sup::RefusedQueueTimeout, 1);
+                    self.refusals.queue_timeout(h.meta.peer, now);
                     self.answer(slot, 503);
                 }
+                // The supervisor has not taken it back for a whole
+                // queue_timeout (it is stuck): answer rather than hold on.
+                (State::Returning, _) => self.answer(slot, 503),
                 (State::Lingering, _) => self.close(slot),
             }
         }
@@ -505,61 +361,46 @@ impl Gate {
             }
             self.timers.pop();
         }
-        None
-    }
-
-    /// The fixed answer, written without waiting, then a graceful close.
-    fn answer(&mut self, slot: u32, status: u16) {
-        let head_only = self.begins_head(slot);
-        let h = self.slots[slot as usize].as_mut().expect("live");
-        let mut out = [0u8; 256];
-        let (n, body) = fixed_response(&mut out, status, self.server_header, head_only);
-        let sent = crate::sys::send_nowait(h.fd.as_raw_fd(), &out[..n]);
-        let body_bytes = if sent == Ok(n) { body as u64 } else { 0 };
-        crate::http::access::log_access(
-            h.meta.peer,
-            None,
-            crate::http::response::Sent { status, body_bytes },
-        );
-        let _ = nix::sys::socket::shutdown(h.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
-        h.state = State::Lingering;
-        h.deadline = Instant::now() + LINGER;
-        self.timers
-            .push(Reverse((h.deadline, slot, self.gens[slot as usize])));
-        // Edge-triggered: what has already arrived gives no new event.
-        self.drain(slot);
-    }
-
-    /// Whether the connection's first bytes begin a HEAD request, whose
-    /// answer has no body (RFC 9110 9.3.2), even a 408 or 503.
-    fn begins_head(&mut self, slot: u32) -> bool {
-        let Some(h) = self.slots[slot as usize].as_ref() else {
-            return false;
-        };
-        let limit = 64.min(self.peek.len());
-        let n = crate::sys::peek(h.fd.as_raw_fd(), &mut self.peek[..limit]).unwrap_or(0);
-        // SAFETY: peek initialised the first n bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(self.peek.as_ptr().cast::<u8>(), n) };
-        lbaws::proto::head::begins_head_request(bytes)
+        self.refusals.due()
     }
 
     fn close(&mut self, slot: u32) {
-        self.close_as(slot, false);
+        self.close_as(slot, Note::Closed);
     }
 
-    /// Close a connection without a valid PROXY header (counted as such).
-    fn close_refused(&mut self, slot: u32) {
-        self.close_as(slot, true);
-    }
-
-    fn close_as(&mut self, slot: u32, refused: bool) {
+    /// Close a connection and tell the supervisor how it ended: `Closed` or
+    /// `ProxyRefused` (after, for a complete request, what it was to the
+    /// supervisor's count of queued requests).
+    fn close_as(&mut self, slot: u32, note: Note) {
         let Some(h) = self.slots[slot as usize].take() else {
             return;
         };
         self.forget(&h.fd);
         drop(h.fd);
+        self.leave_queue_as(h.key, h.meta.kind, h.state);
         self.release(slot);
-        self.unreported.push_back((h.key, h.meta.kind, refused));
+        self.out.note(h.key, h.meta.kind, note);
+    }
+
+    /// A complete request stops waiting (it is answered, closed or handed
+    /// over): the supervisor's count of queued (or asked-for) requests
+    /// hears of it before it hears of the connection's end.
+    fn leave_queue(&mut self, slot: u32) {
+        let h = self.held(slot);
+        let (key, kind, state) = (h.key, h.meta.kind, h.state);
+        self.leave_queue_as(key, kind, state);
+    }
+
+    fn leave_queue_as(&mut self, key: u128, kind: Kind, state: State) {
+        match state {
+            State::Queued => {
+                let (slots, gens) = (&self.slots, &self.gens);
+                self.queues.closed(key, |s, g| is_queued(slots, gens, s, g));
+                self.out.note(key, kind, Note::ClosedQueued);
+            }
+            State::Sending => self.out.note(key, kind, Note::Dropped),
+            _ => {}
+        }
     }
 
     /// Take a connection out of the epoll set before letting it go. Closing
@@ -575,14 +416,68 @@ impl Gate {
         self.free.push(slot);
         self.live -= 1;
     }
+
+    /// Graceful stop: what is idle closes now; heads on their way may still
+    /// complete (and be served); the gate exits once it holds nothing.
+    fn stop(&mut self) {
+        self.stopping = true;
+        for i in 0..self.slots.len() as u32 {
+            if self.idle(i) {
+                // Bytes may have come that no event has reported yet.
+                self.look(i, EpollFlags::empty());
+                if self.idle(i) {
+                    self.close(i);
+                }
+            }
+        }
+    }
+
+    fn idle(&self, slot: u32) -> bool {
+        self.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|h| h.state == State::Waiting && h.seen == 0)
+    }
+
+    /// An upgrade in place: every connection goes back to the supervisor
+    /// (as the kind it came as; the new image's gate takes it again); those
+    /// being closed are closed now. Then the gate exits.
+    fn handover(&mut self) {
+        self.stopping = true;
+        self.handing_over = true;
+        for i in 0..self.slots.len() as u32 {
+            let Some(h) = self.slots[i as usize].as_ref() else {
+                continue;
+            };
+            match h.state {
+                State::Lingering => self.close(i),
+                State::Sending | State::Returning => {} // on their way already
+                State::Waiting | State::Queued => {
+                    self.leave_queue(i);
+                    self.send_back(i);
+                }
+            }
+        }
+    }
+}
+
+/// What `since_ms` (`scoreboard::now_ms`, the same clock in every process)
+/// is as an `Instant` of this process.
+fn instant_of(since_ms: u64) -> Instant {
+    let now = Instant::now();
+    let ago = crate::scoreboard::now_ms().saturating_sub(since_ms);
+    now.checked_sub(Duration::from_millis(ago)).unwrap_or(now)
+}
+
+/// Whether (slot, gen) is a connection waiting in its source's queue.
+fn is_queued(slots: &[Option<Held>], gens: &[u32], slot: u32, gen: u32) -> bool {
+    gens.get(slot as usize) == Some(&gen)
+        && slots[slot as usize]
+            .as_ref()
+            .is_some_and(|h| h.state == State::Queued)
 }
 
 fn hung_up(ev: EpollFlags) -> bool {
     ev.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
-}
-
-fn key_of(meta: &Meta) -> u128 {
-    handoff::meta_key(meta)
 }
 
 /// The peek buffer: a whole head, or the longest PROXY header.
@@ -590,64 +485,12 @@ fn peek_room(l: &GateLimits) -> usize {
     l.max_header_bytes.max(lbaws::proto::proxy::MAX_HEADER)
 }
 
-/// "HTTP/1.1 408 Request Timeout" with `Date`, a one-line body (none for
-/// `head_only`) and `Connection: close`, into `out`; returns its length and
-/// its body's.
-pub fn fixed_response(
-    out: &mut [u8; 256],
-    status: u16,
-    server_header: bool,
-    head_only: bool,
-) -> (usize, usize) {
-    use std::io::Write as _;
-    let reason = match status {
-        408 => "Request Timeout",
-        _ => "Service Unavailable",
-    };
-    let mut w = &mut out[..];
-    let _ =
-        write!(
-        w,
-        "HTTP/1.1 {status} {reason}\r\nDate: {}\r\n{}Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\n{}Connection: close\r\n\r\n{status} {reason}\n",
-        httpdate::fmt_http_date(std::time::SystemTime::now()),
-        if server_header { "Server: lbaws\r\n" } else { "" },
-        reason.len() + 5,
-        if status == 503 { "Retry-After: 1\r\n" } else { "" },
-    );
-    let body = reason.len() + 5;
-    let len = 256 - w.len();
-    if head_only {
-        (len - body, 0)
-    } else {
-        (len, body)
-    }
+/// `buf[..n]` after a `peek` into it.
+fn peeked(buf: &[MaybeUninit<u8>], n: usize) -> &[u8] {
+    // SAFETY: peek initialised the first n bytes.
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixed_responses_are_whole() {
-        for (status, sh) in [(408, true), (503, false)] {
-            let mut out = [0u8; 256];
-            let (n, b) = fixed_response(&mut out, status, sh, true);
-            assert_eq!(b, 0);
-            assert!(out[..n].ends_with(b"\r\n\r\n"), "HEAD: no body");
-            let (n, _) = fixed_response(&mut out, status, sh, false);
-            let text = std::str::from_utf8(&out[..n]).unwrap();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
-            assert!(head.contains("\r\nDate: "));
-            assert_eq!(head.contains("Server: lbaws"), sh);
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert_eq!(len, body.len(), "{text}");
-        }
-    }
+fn raw(h: &Held) -> i32 {
+    h.fd.as_raw_fd()
 }

@@ -59,10 +59,11 @@ struct Page<'a> {
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const REFUSALS: [(Sup, &str); 4] = [
+const REFUSALS: [(Sup, &str); 5] = [
     (Sup::RefusedNoWorker, "no_worker"),
-    (Sup::RefusedPerSource, "per_source_limit"),
+    (Sup::RefusedPerSource, "source_share"),
     (Sup::RefusedGateFull, "gate_full"),
+    (Sup::RefusedQueueTimeout, "queue_timeout"),
     (Sup::RefusedProxy, "proxy"),
 ];
 const EXITS: [(Sup, &str); 5] = [
@@ -104,13 +105,21 @@ impl Page<'_> {
         s.push_str(")\n");
         let _ = writeln!(
             s,
-            "connections: {} accepted, {} waiting, {} parked; refused: {} no worker, {} over the per-source limit, {} gate full, {} PROXY header",
+            "connections: {} accepted, {} waiting, {} queued for a worker, {} parked; {} evicted; {} turns",
             t.get(Sup::Accepted),
             t.get(Sup::Waiting),
+            t.get(Sup::Queued),
             t.get(Sup::Parked),
+            t.get(Sup::Evicted),
+            t.get(Sup::Turns)
+        );
+        let _ = writeln!(
+            s,
+            "refused: {} no worker, {} over their source's share, {} gate full, {} queue timeout, {} PROXY header",
             t.get(Sup::RefusedNoWorker),
             t.get(Sup::RefusedPerSource),
             t.get(Sup::RefusedGateFull),
+            t.get(Sup::RefusedQueueTimeout),
             t.get(Sup::RefusedProxy)
         );
         let total: u64 = t.requests.iter().sum();
@@ -178,11 +187,14 @@ impl Page<'_> {
         json_counts(&mut s, self.states());
         let _ = write!(
             s,
-            "}},\"connections\":{{\"accepted\":{},\"waiting\":{},\"parked\":{},\"parks\":{},\"refused\":{{",
+            "}},\"connections\":{{\"accepted\":{},\"waiting\":{},\"queued\":{},\"parked\":{},\"parks\":{},\"turns\":{},\"evicted\":{},\"refused\":{{",
             t.get(Sup::Accepted),
             t.get(Sup::Waiting),
+            t.get(Sup::Queued),
             t.get(Sup::Parked),
-            t.get(Sup::Parks)
+            t.get(Sup::Parks),
+            t.get(Sup::Turns),
+            t.get(Sup::Evicted)
         );
         json_counts(&mut s, REFUSALS.map(|(what, name)| (name, t.get(what))));
         s.push_str("}},\"requests\":{");
@@ -267,6 +279,13 @@ impl Page<'_> {
         );
         family(
             &mut s,
+            "lbaws_connections_queued",
+            "gauge",
+            "Complete requests waiting in the gate for a worker.",
+            one(t.get(Sup::Queued)),
+        );
+        family(
+            &mut s,
             "lbaws_connections_parked",
             "gauge",
             "Idle keep-alive connections parked in the gate.",
@@ -292,6 +311,20 @@ impl Page<'_> {
             "counter",
             "Idle connections workers handed back to the gate.",
             one(t.get(Sup::Parks)),
+        );
+        family(
+            &mut s,
+            "lbaws_turns_total",
+            "counter",
+            "Keep-alive connections handed back right after a response because requests waited for a worker.",
+            one(t.get(Sup::Turns)),
+        );
+        family(
+            &mut s,
+            "lbaws_evictions_total",
+            "counter",
+            "Connections the gate closed to make room at max_pending (idle, or half a head).",
+            one(t.get(Sup::Evicted)),
         );
         let classes = CLASSES
             .iter()

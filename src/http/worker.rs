@@ -14,7 +14,7 @@
 //! | wait | deadline | then |
 //! |---|---|---|
 //! | the first request's head (usually there already: the supervisor forked for it) | `header_timeout` from the start | 408, or a quiet close if nothing came |
-//! | the next request, on a keep-alive connection | `park_after` | the connection is *parked*: handed back to the supervisor (`SCM_RIGHTS`), which keeps it in the gate; the worker exits |
+//! | the next request, on a keep-alive connection | `park_after` (none while requests wait for a worker: connections take turns) | the connection is *parked*: handed back to the supervisor (`SCM_RIGHTS`), which keeps it in the gate; the worker exits |
 //! | the next request, without a park channel (`--inetd`, gate down, stopping) | `keepalive_timeout`, or the stop pipe | quiet close |
 //! | a later request's head, once begun | `header_timeout` | 408 |
 //! | a request body | `body_timeout` between bytes, `min_body_rate` on average | 408 |
@@ -44,7 +44,7 @@ use super::{EXIT_IOERR, EXIT_OK};
 use crate::config::{Action, Config, Route};
 use crate::handoff::{self, Kind, Meta, Msg};
 use crate::listen::Peer;
-use crate::scoreboard::{self, State};
+use crate::scoreboard::{self, State, Sup};
 use nix::errno::Errno;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
@@ -190,6 +190,12 @@ impl Session<'_, '_> {
             && !self.conn.stopping
             && limits.park_after < limits.keepalive_timeout
         {
+            // Requests wait for a worker: this connection takes its turn
+            // in the gate now, rather than keep a worker others need.
+            if scoreboard::get(Sup::Queued) > 0 && self.hand_back() {
+                scoreboard::add(Sup::Turns, 1);
+                return Next::Parked;
+            }
             match self.conn.recv_idle(limits.park_after) {
                 Ok(_) => return Next::Request,
                 Err(ReadErr::Timeout) => {
@@ -220,6 +226,7 @@ impl Session<'_, '_> {
             peer: self.peer,
             served: self.served.min(u32::MAX as u64) as u32,
             kind: Kind::Parked,
+            since_ms: scoreboard::now_ms(),
         };
         let msg = Msg::Park {
             pid: std::process::id(),

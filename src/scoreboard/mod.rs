@@ -49,10 +49,22 @@ pub enum Sup {
     Accepted,
     /// Answered 503: no worker could be forked.
     RefusedNoWorker,
-    /// Closed at once: over `max_connections_per_ip`.
+    /// Refused at once (503 if a request had come): the source held its
+    /// share of the gate (`max_pending_per_source`).
     RefusedPerSource,
-    /// Closed because the gate could not take them.
+    /// Refused (503 if a request had come): the gate was full of what it
+    /// may not close (complete requests), down, or could not take it.
     RefusedGateFull,
+    /// Answered 503 by the gate: waited `queue_timeout` for a worker.
+    RefusedQueueTimeout,
+    /// Closed by the gate to make room at `max_pending`: a connection that
+    /// sent nothing, an idle parked one, or (408) one with half a head.
+    Evicted,
+    /// Complete requests waiting in the gate for a worker now.
+    Queued,
+    /// Connections workers handed back at once after a response, because
+    /// requests were waiting for a worker (keep-alive connections take turns).
+    Turns,
     /// Closed on a `proxy_protocol` listener: from outside `proxy_from`, or
     /// without a valid PROXY header in time.
     RefusedProxy,
@@ -360,11 +372,18 @@ pub fn set_pid(i: usize, pid: u32) {
     }
 }
 
-/// In the supervisor: add to one of its counters.
+/// Add to one of the supervisor's counters (the gate and workers count a
+/// few of them too: their own refusals, evictions, turns).
 pub fn add(what: Sup, n: u64) {
     if let Some(h) = header() {
         h.sup[what as usize].fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// One of the supervisor's values, read anywhere (one load: a worker asks
+/// after each response whether requests wait for a worker, `Sup::Queued`).
+pub fn get(what: Sup) -> u64 {
+    header().map_or(0, |h| h.sup[what as usize].load(Ordering::Relaxed))
 }
 
 /// In the supervisor: set one of its values.

@@ -1,9 +1,10 @@
-//! Moving connections: from a listener (accept and one look), from the gate
-//! (complete heads), from workers (parked), into a worker (fork) or into the
-//! gate; and the per-source limit, counted on the way.
+//! Moving connections: from a listener (accept and one look), from workers
+//! (parked), into a worker (fork) or into the gate (`gate_link`), and the
+//! refusals on the way, each answered where a request came.
 
+use super::gate_link::Pending;
 use super::sources::Place;
-use super::{GateProc, Supervisor, Worker};
+use super::{Refused, Supervisor, Worker};
 use crate::child;
 use crate::gate::head;
 use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
@@ -11,19 +12,23 @@ use crate::listen::Peer;
 use crate::scoreboard::Sup;
 use nix::errno::Errno;
 use nix::unistd::{fork, ForkResult};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Most connections taken from one listener (or from the gate) per wakeup,
-/// so signals and the other listeners are not starved under a flood.
+/// Most connections taken from one listener per wakeup, so signals and the
+/// other listeners are not starved under a flood.
 const BURST: usize = 64;
 /// How long to stop accepting after running out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Connections waiting for room on the gate's channel, at most.
-const OUTBOX_MAX: usize = 1024;
-/// The answer when no worker can be forked, written without blocking.
+/// The supervisor's refusal (no worker could be forked, no room in the
+/// gate), written without blocking. No `Date`: RFC 9110 makes it optional
+/// for a 5xx, and the supervisor formats nothing per connection.
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 24\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable\n";
+/// The same for a HEAD request: no body (RFC 9110 9.3.2).
+const RESPONSE_503_HEAD: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 24\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
 
 impl Supervisor {
     // -----------------------------------------------------------------------
@@ -122,6 +127,7 @@ impl Supervisor {
                     peer,
                     served: 0,
                     kind: Kind::Proxy,
+                    since_ms: crate::scoreboard::now_ms(),
                 };
                 self.hand_to_gate(conn, meta, NO_KEY);
             }
@@ -137,42 +143,36 @@ impl Supervisor {
         }
     }
 
-    /// Close a connection refused for its PROXY header, counted and logged
-    /// (at most once a second).
+    /// Close a connection refused for its PROXY header (never answered: it
+    /// did not come from a balancer allowed to speak for a client), counted
+    /// and logged (at most once a second).
     pub(super) fn refuse_proxy(&mut self, conn: OwnedFd, peer: Option<Peer>, why: &'static str) {
         drop(conn);
         self.note_proxy_refused(peer, why);
     }
 
-    fn note_proxy_refused(&mut self, peer: Option<Peer>, why: &'static str) {
+    pub(super) fn note_proxy_refused(&mut self, peer: Option<Peer>, why: &'static str) {
         self.counters.proxy_refused += 1;
-        // Counted in the scoreboard directly: it outlives an upgrade in
-        // place, which does not carry this counter.
         crate::scoreboard::add(Sup::RefusedProxy, 1);
         self.proxy_refusals.note((peer, why), Instant::now());
         self.status_dirty = true;
     }
 
     /// A new connection from `peer` (the client: after its PROXY header, if
-    /// any): over its source's limit it is closed at once; with a complete
-    /// head (the usual case: `TCP_DEFER_ACCEPT` held it until data came) and
-    /// a worker free, it is forked now; otherwise it waits in the gate.
-    fn admit(&mut self, conn: OwnedFd, peer: Peer) {
-        let key = handoff::source_key(&peer).unwrap_or(NO_KEY);
-        let limit = self.cfg.server.max_connections_per_ip;
-        if limit > 0 && key != NO_KEY && self.sources.total(key) as usize >= limit {
-            drop(conn);
-            self.counters.over_limit += 1;
-            self.over_limit.note(peer, Instant::now());
-            self.status_dirty = true;
-            return;
-        }
+    /// any). With a complete head (the usual case: `TCP_DEFER_ACCEPT` held
+    /// it until data came) and a worker its source may have, it is forked
+    /// now; otherwise it waits in the gate, if its source has not filled its
+    /// share of the gate (then it is refused: a 503 if a request came).
+    pub(super) fn admit(&mut self, conn: OwnedFd, peer: Peer) {
+        let key = handoff::source_key(&peer);
         let meta = Meta {
             peer,
             served: 0,
             kind: Kind::New,
+            since_ms: crate::scoreboard::now_ms(),
         };
-        if self.workers.len() < self.cfg.server.max_connections {
+        let reserve = self.cfg.server.worker_reserve;
+        if self.sources.may_take(key, self.free_workers(), reserve) {
             let bounds = head::Bounds {
                 max_header_bytes: self.cfg.limits.max_header_bytes,
                 max_line_bytes: max_line_bytes(&self.cfg),
@@ -192,11 +192,23 @@ impl Supervisor {
                 Err(_) => return, // reset already
             }
         }
+        if self.sources.in_gate(key) as usize >= self.pending_per_source {
+            return self.refuse(conn, peer, Refused::SourceShare);
+        }
         self.hand_to_gate(conn, meta, key);
     }
 
+    /// Workers free now: not live, nor promised to a request the gate is
+    /// sending.
+    pub(super) fn free_workers(&self) -> usize {
+        self.cfg
+            .server
+            .max_connections
+            .saturating_sub(self.workers.len() + self.link.sends())
+    }
+
     // -----------------------------------------------------------------------
-    // Into a worker or into the gate
+    // Into a worker, into the gate, or refused
 
     /// Fork a worker for a connection with a complete head.
     pub(super) fn fork_worker(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
@@ -213,7 +225,7 @@ impl Supervisor {
                     slot: slot as usize,
                     logs: self.log_fds,
                     stop_reader: self.stop_reader.as_raw_fd(),
-                    park: (self.gate.is_some() && self.stop.is_none())
+                    park: (self.link.is_up() && self.stop.is_none())
                         .then(|| self.park_tx.as_raw_fd()),
                     stopping: self.stop.is_some(),
                 };
@@ -223,7 +235,9 @@ impl Supervisor {
                 drop(conn); // the worker has its own copy
                 crate::scoreboard::set_pid(slot as usize, child.as_raw() as u32);
                 self.sources.add(key, Place::Worker);
-                // Cannot be full: nothing forks at max_connections.
+                // Cannot be full: nothing forks at max_connections (a
+                // reload may lower it below the live count; the table
+                // keeps its room).
                 self.workers.push(Worker {
                     pid: child,
                     peer: meta.peer,
@@ -249,11 +263,12 @@ impl Supervisor {
                 let _ = crate::sys::send_nowait(conn.as_raw_fd(), RESPONSE_503);
                 let _ =
                     nix::sys::socket::shutdown(conn.as_raw_fd(), nix::sys::socket::Shutdown::Write);
-                self.counters.refused += 1;
+                crate::scoreboard::add(Sup::RefusedNoWorker, 1);
                 self.status_dirty = true;
                 self.fork_failures.note(e, Instant::now());
                 let closing = Meta {
                     kind: Kind::Closing,
+                    since_ms: crate::scoreboard::now_ms(),
                     ..meta
                 };
                 self.hand_to_gate(conn, closing, key);
@@ -261,163 +276,66 @@ impl Supervisor {
         }
     }
 
-    /// Give a connection to the gate. While its channel is full (the gate
-    /// is behind, e.g. a flood of new connections), the connection waits in
-    /// the outbox and accepting pauses until the gate has caught up; with no
-    /// gate, or the outbox full too, it is closed.
+    /// Give a connection to the gate (counted under its source there), or
+    /// refuse it if the gate cannot take it. During the hand-over of an
+    /// upgrade in place it is carried to the next image instead.
     pub(super) fn hand_to_gate(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
         if self.handing_over() {
-            return self.carry(conn, meta); // for the next image's gate
+            return self.carry(conn, meta);
         }
         self.status_dirty = true;
         self.sources.add(key, Place::Gate);
-        if !self.outbox.is_empty() {
-            if self.outbox.len() < OUTBOX_MAX {
-                self.outbox.push_back((conn, meta, key));
-            } else {
-                self.shed(conn, meta, key, Errno::ENOBUFS);
-            }
-            return;
-        }
-        match self.send_to_gate(conn.as_raw_fd(), meta) {
-            Ok(()) => {}
-            Err(Errno::EAGAIN) => self.outbox.push_back((conn, meta, key)),
-            Err(e) => self.shed(conn, meta, key, e),
+        if let Err(p) = self.link.hand(Pending { conn, meta, key }) {
+            self.lost(p);
         }
     }
 
-    /// Send what waits in the outbox, oldest first, while the gate takes it.
-    pub(super) fn flush_outbox(&mut self) {
-        while let Some((conn, meta, _)) = self.outbox.front() {
-            let (fd, meta) = (conn.as_raw_fd(), *meta);
-            match self.send_to_gate(fd, meta) {
-                Ok(()) => {
-                    self.outbox.pop_front();
+    /// A connection that was meant for the gate and did not get there (no
+    /// gate, the link full or broken, or the gate could not take it).
+    pub(super) fn lost(&mut self, p: Pending) {
+        self.sources.remove(p.key, Place::Gate);
+        if p.meta.kind == Kind::Closing {
+            return; // answered already
+        }
+        self.refuse(p.conn, p.meta.peer, Refused::GateFull);
+    }
+
+    /// Refuse a connection: a 503 if anything has arrived on it (a request
+    /// or the start of one), then what has arrived is read (so that the
+    /// close is not a reset that destroys the answer), then the close.
+    /// Counted, and logged at most once a second.
+    pub(super) fn refuse(&mut self, conn: OwnedFd, peer: Peer, why: Refused) {
+        let fd = conn.as_raw_fd();
+        let scratch = self.peek.spare();
+        let look = 64.min(scratch.len());
+        if let Ok(n @ 1..) = crate::sys::peek(fd, &mut scratch[..look]) {
+            // SAFETY: peek initialised the first n bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+            let answer = match lbaws::proto::head::begins_head_request(bytes) {
+                true => RESPONSE_503_HEAD,
+                false => RESPONSE_503,
+            };
+            let _ = crate::sys::send_nowait(fd, answer);
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write);
+            for _ in 0..4 {
+                match crate::sys::discard(fd, scratch) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
                 }
-                Err(Errno::EAGAIN) => return,
-                Err(e) => {
-                    let (conn, meta, key) = self.outbox.pop_front().expect("front");
-                    self.shed(conn, meta, key, e);
-                }
             }
         }
-    }
-
-    /// One connection to the gate, counted there once sent (the caller has
-    /// counted it for its source already). The gate gets its own descriptor;
-    /// the caller closes ours.
-    fn send_to_gate(&mut self, conn: RawFd, meta: Meta) -> Result<(), Errno> {
-        let Some(g) = self.gate.as_mut().filter(|g| !g.gone) else {
-            return Err(Errno::ENOTCONN);
-        };
-        let mut msg = [0u8; 64];
-        let n = handoff::encode(&Msg::Adopt(meta), &mut msg);
-        crate::sys::send_with_fd(g.ctl.as_fd(), &msg[..n], Some(conn))?;
-        *held(g, meta.kind) += 1;
-        Ok(())
-    }
-
-    /// Close a connection the gate cannot take (logged at most once a second).
-    fn shed(&mut self, conn: OwnedFd, meta: Meta, key: u128, e: Errno) {
         drop(conn);
-        self.sources.remove(key, Place::Gate);
-        self.counters.shed += 1;
-        self.shed.note((meta.kind, e), Instant::now());
+        let what = match why {
+            Refused::SourceShare => Sup::RefusedPerSource,
+            Refused::GateFull => Sup::RefusedGateFull,
+        };
+        crate::scoreboard::add(what, 1);
+        self.refusals.note((why, peer), Instant::now());
+        self.status_dirty = true;
     }
 
     // -----------------------------------------------------------------------
-    // From the gate and from workers
-
-    /// Complete heads from the gate: a worker each, while below max_connections.
-    pub(super) fn take_ready(&mut self) {
-        if self.handing_over() {
-            while let Some((conn, meta, _)) = self.next_ready() {
-                self.carry(conn, meta);
-            }
-            return;
-        }
-        for _ in 0..BURST {
-            if self.workers.len() >= self.cfg.server.max_connections {
-                return;
-            }
-            let Some((conn, meta, key)) = self.next_ready() else {
-                return;
-            };
-            if meta.kind == Kind::Proxied {
-                // Its PROXY header was read in the gate: admitted only now.
-                self.admit(conn, meta.peer);
-            } else {
-                self.fork_worker(conn, meta, key);
-            }
-        }
-    }
-
-    /// The next complete head on the gate's ready channel, taken off the
-    /// gate's tally and its source's count in the gate.
-    pub(super) fn next_ready(&mut self) -> Option<(OwnedFd, Meta, u128)> {
-        loop {
-            let g = self.gate.as_mut()?;
-            let mut buf = [0u8; 64];
-            let (n, fd) = match crate::sys::recv_with_fd(g.ready.as_fd(), &mut buf) {
-                Ok((0, _)) | Err(Errno::EAGAIN) => return None,
-                Ok(r) => r,
-                Err(e) => {
-                    crate::error!("receiving from the gate: {e}");
-                    return None;
-                }
-            };
-            match (handoff::decode(&buf[..n]), fd) {
-                (Some(Msg::Ready(meta)), Some(conn)) => {
-                    let key = handoff::meta_key(&meta);
-                    let h = held(g, meta.kind);
-                    *h = h.saturating_sub(1);
-                    self.sources.remove(key, Place::Gate);
-                    return Some((conn, meta, key));
-                }
-                (other, _) => crate::error!("unexpected message from the gate: {other:?}"),
-            }
-        }
-    }
-
-    /// Connections the gate closed: keep the counts true.
-    pub(super) fn gate_notes(&mut self) {
-        loop {
-            let Some(g) = &self.gate else { return };
-            // Into memory workers do not inherit, not onto the stack: every
-            // page of stack this loop writes is one its workers stop sharing.
-            let buf = self.msg.as_mut_slice();
-            let n = match crate::sys::recv_with_fd(g.ctl.as_fd(), buf) {
-                Ok((0, _)) => {
-                    // End of stream: the gate is exiting (reaped soon).
-                    self.gate.as_mut().expect("checked").gone = true;
-                    return;
-                }
-                Ok((n, _)) => n,
-                Err(Errno::EAGAIN) => return,
-                Err(e) => {
-                    crate::error!("receiving from the gate: {e}");
-                    return;
-                }
-            };
-            let buf = &self.msg.as_slice()[..n];
-            if !matches!(handoff::decode(buf), Some(Msg::Closed { .. })) {
-                crate::error!("unexpected message from the gate");
-                continue;
-            }
-            let mut refused = 0;
-            for (key, kind, proxy_refused) in handoff::closed_entries(buf) {
-                let g = self.gate.as_mut().expect("checked");
-                let h = held(g, kind);
-                *h = h.saturating_sub(1);
-                self.sources.remove(key, Place::Gate);
-                refused += proxy_refused as usize;
-            }
-            for _ in 0..refused {
-                self.note_proxy_refused(None, "no valid PROXY header within header_timeout");
-            }
-            self.status_dirty = true;
-        }
-    }
+    // From workers
 
     /// Idle keep-alive connections handed back by workers: to the gate, to
     /// wait for their next request (or closed, when stopping).
@@ -432,12 +350,11 @@ impl Supervisor {
                     return;
                 }
             };
-            let (Some(Msg::Park { pid, meta }), Some(conn)) = (handoff::decode(&buf[..n]), fd)
-            else {
+            let decoded = handoff::decode(&buf[..n]);
+            let Some(Msg::Park { pid, meta }) = decoded else {
                 crate::error!("unexpected message on the park channel");
                 continue;
             };
-            let key = handoff::source_key(&meta.peer).unwrap_or(NO_KEY);
             // The connection leaves its worker: that worker's end no longer
             // ends a connection.
             if let Some(w) = self
@@ -449,7 +366,15 @@ impl Supervisor {
                 self.sources.remove(w.key, Place::Worker);
                 w.key = NO_KEY;
             }
+            crate::scoreboard::add(Sup::Parks, 1);
             self.counters.parked += 1;
+            let Some(conn) = fd else {
+                crate::error!(
+                    "a parked connection (from {}) could not be received (descriptor limit?): lost",
+                    meta.peer
+                );
+                continue;
+            };
             if self.stop.is_some() {
                 drop(conn); // idle, and we are stopping: close it
                 continue;
@@ -458,39 +383,7 @@ impl Supervisor {
                 kind: Kind::Parked,
                 ..meta
             };
-            self.hand_to_gate(conn, meta, key);
-        }
-    }
-
-    // -----------------------------------------------------------------------
-    // Floods, logged at most once a second each
-
-    pub(super) fn log_floods(&mut self, now: Instant) {
-        let live = self.workers.len();
-        if let Some((n, e)) = self.fork_failures.take(now) {
-            crate::error!("fork failed {n} time(s) ({e}): answered 503; {live} workers live");
-        }
-        if let Some((n, (kind, e))) = self.shed.take(now) {
-            crate::warn!(
-                "the gate could not take {n} connection(s) ({e}; the last one {}): closed; {live} workers live",
-                kind_name(kind)
-            );
-        }
-        if let Some((n, (peer, why))) = self.proxy_refusals.take(now) {
-            let from = peer.map_or_else(
-                || "waiting in the gate".into(),
-                |p| format!("from {}", host_of(&p)),
-            );
-            crate::warn!(
-                "{n} connection(s) refused on a proxy_protocol listener; the last {from}: {why}"
-            );
-        }
-        if let Some((n, peer)) = self.over_limit.take(now) {
-            crate::warn!(
-                "{n} connection(s) closed over max_connections_per_ip = {}; the last from {}",
-                self.cfg.server.max_connections_per_ip,
-                host_of(&peer)
-            );
+            self.hand_to_gate(conn, meta, handoff::source_key(&meta.peer));
         }
     }
 }
@@ -503,31 +396,6 @@ enum Proxy {
     On,
     /// A PROXY header, but this peer is not in `proxy_from`.
     Refused,
-}
-
-/// The gate's tally for connections handed over as `kind`.
-fn held(g: &mut GateProc, kind: Kind) -> &mut usize {
-    match kind {
-        Kind::New | Kind::Proxy | Kind::Proxied => &mut g.new,
-        Kind::Parked => &mut g.parked,
-        Kind::Closing => &mut g.closing,
-    }
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::New | Kind::Proxy | Kind::Proxied => "new",
-        Kind::Parked => "parked",
-        Kind::Closing => "closing",
-    }
-}
-
-/// A peer's host, without the port: the address the limit applies to.
-fn host_of(p: &Peer) -> String {
-    match p {
-        Peer::Inet(a) => a.ip().to_canonical().to_string(),
-        Peer::Unix => "unix".into(),
-    }
 }
 
 /// The longest first line the gate waits for before a worker answers 414

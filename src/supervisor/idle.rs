@@ -20,14 +20,11 @@ impl Supervisor {
 
     fn is_idle(&self) -> bool {
         self.workers.is_empty()
-            && self.outbox.is_empty()
             && self.carried.is_empty()
             && self.upgrade.is_none()
             && self.stop.is_none()
-            && self
-                .gate
-                .as_ref()
-                .is_none_or(|g| g.new + g.parked + g.closing == 0)
+            && self.link.held().total() == 0
+            && self.link.sends() == 0
     }
 
     /// When the supervisor exits for being idle, if nothing happens before.

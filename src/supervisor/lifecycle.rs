@@ -4,7 +4,6 @@ use super::sources::Place;
 use super::{Stop, Supervisor};
 use crate::alloc::SupervisorTable;
 use crate::config::{self, Config};
-use crate::handoff::Msg;
 use crate::listen::{self, Listener};
 use crate::scoreboard::Sup;
 use crate::signals;
@@ -17,8 +16,6 @@ use std::time::{Duration, Instant};
 /// After SIGTERM to the workers (stop timeout, SIGQUIT, the stall
 /// backstop), time until SIGKILL.
 pub(super) const KILL_GRACE: Duration = Duration::from_secs(2);
-/// The gate is started again at most this often.
-pub(super) const GATE_RESTART: Duration = Duration::from_secs(1);
 
 impl Supervisor {
     // -----------------------------------------------------------------------
@@ -47,6 +44,7 @@ impl Supervisor {
                         Err(e) => crate::error!("SIGUSR1: {e}"),
                     }
                     self.log_fds = crate::log::descriptors();
+                    self.link.logs();
                 }
                 other => crate::debug!("{other} ignored"),
             }
@@ -83,8 +81,8 @@ impl Supervisor {
         if self.is_upgrade_check(pid) {
             return self.check_ended(code, signal.map(|s| s.0));
         }
-        if self.gate.as_ref().is_some_and(|g| g.pid == pid) {
-            return self.gate_ended(code, signal);
+        if self.link.is_gate(pid) {
+            return self.gate_ended(code, signal.map(|s| s.0));
         }
         let Some(i) = self.workers.as_slice().iter().position(|w| w.pid == pid) else {
             // Not a worker: a stray (see end_strays), whose own orphans have
@@ -145,7 +143,7 @@ impl Supervisor {
         let n = crate::sys::children(&mut pids);
         for &p in &pids[..n] {
             let pid = Pid::from_raw(p);
-            let ours = self.gate.as_ref().is_some_and(|g| g.pid == pid)
+            let ours = self.link.is_gate(pid)
                 || self.workers.as_slice().iter().any(|w| w.pid == pid)
                 || self.is_upgrade_check(pid);
             if !ours {
@@ -195,8 +193,8 @@ impl Supervisor {
             for l in own {
                 l.close();
             }
-            self.gate_restart_at = None;
-            self.tell_gate(&Msg::Stop);
+            self.link.no_restart();
+            self.link.stop();
         }
         if immediate {
             if !matches!(self.stop, Some(Stop::Terminating(_)) | Some(Stop::Killed)) {
@@ -212,7 +210,7 @@ impl Supervisor {
             crate::info!(
                 "{why}: stopping gracefully, {} request(s) in flight, {} connection(s) waiting, for up to {:?}",
                 self.workers.len(),
-                self.gate.as_ref().map_or(0, |g| g.new + g.parked + g.closing),
+                self.link.held().total(),
                 t
             );
             self.stop = Some(Stop::Draining(Instant::now() + t));
@@ -227,8 +225,8 @@ impl Supervisor {
         for w in self.workers.as_slice() {
             let _ = kill(w.pid, sig);
         }
-        if let Some(g) = &self.gate {
-            let _ = kill(g.pid, sig);
+        if let Some(pid) = self.link.pid() {
+            let _ = kill(pid, sig);
         }
     }
 
@@ -362,10 +360,15 @@ impl Supervisor {
             self.free_slots = f;
         }
         self.max_pending = pending_limit(&new);
+        self.pending_per_source = new.pending_per_source(self.max_pending);
+        for w in &new.warnings {
+            crate::warn!("{w}");
+        }
         self.cfg = new;
         self.reload_error = None;
         let limits = self.gate_limits();
-        self.tell_gate(&Msg::Limits(limits));
+        self.link.limits(limits);
+        self.link.logs();
         crate::info!(
             "reloaded configuration from {source}: {} listener(s), {} route(s)",
             self.listeners.len(),

@@ -1,29 +1,40 @@
 //! The supervisor: accept, look, fork, reap, cap, stop, reload. One thread,
-//! one loop.
+//! one loop, which reads like a story: events in, calls to the owner of
+//! each job, no field poked from afar.
 //!
 //! ```text
-//!   poll([signalfd, park channel, gate ctl, gate ready?, listeners?])
+//!   poll([signalfd, park channel, gate link, listeners?])
 //!     park channel  -> take_parked(): a worker hands back an idle keep-alive
 //!                      connection; it goes to the gate
-//!     gate ctl      -> gate_notes(): connections the gate closed (accounting)
+//!     gate link     -> gate_events(): the gate's notes (into the per-source
+//!                      ledger) and the requests it was asked for (forked)
 //!     signalfd      -> SIGCHLD: reap()   SIGTERM/SIGINT: begin_stop(graceful)
-//!                      SIGQUIT: begin_stop(immediate)   SIGHUP: reload()   SIGUSR1: reopen logs
+//!                      SIGQUIT: begin_stop(immediate)   SIGHUP: reload()
+//!                      SIGUSR1: reopen logs (and the gate's)
 //!                      SIGUSR2: begin_upgrade() (upgrade in place, see `upgrade`)
-//!     gate ready    -> take_ready(): complete heads from the gate, a worker each
-//!                      (polled only below max_connections)
+//!     dispatch()    -> free workers to waiting requests, the sources in turn
 //!     listener      -> accept_burst(): accept4, [proxy_from, PROXY header],
-//!                      per-source limit, one MSG_PEEK:
-//!                      a complete head forks a worker at once, anything else
-//!                      goes to the gate
+//!                      one MSG_PEEK: a complete head whose source may have
+//!                      a free worker forks at once; anything else waits in
+//!                      the gate (or is refused: its source's share is full)
 //!     timers        -> STATUS (at most 1/s), WATCHDOG=1, accept back-off,
-//!                      stop stages, restarting the gate
+//!                      stop stages, restarting the gate, the stall watch
 //! ```
 //!
+//! The owners, a file each: the gate link (`gate_link.rs`: the gate process,
+//! the socket pair, connections on their way, the gate's tallies), the
+//! per-source ledger and fair admission's policy (`sources.rs`), moving
+//! connections (`conns.rs`), the gate's reports and the dispatch of workers
+//! (`dispatch.rs`), signals, reaping, stopping and reloading
+//! (`lifecycle.rs`), the upgrade (`upgrade.rs`), STATUS and the stall watch
+//! (`watch.rs`), idle exit (`idle.rs`).
+//!
 //! A connection costs a process only while it has a request in flight: until
-//! its head is complete, and while it is idle between requests, it waits in
-//! the gate (`crate::gate`), a helper process that holds it for a descriptor
-//! and a few bytes. Workers serve; the gate waits; the supervisor only moves
-//! connections between them and keeps count.
+//! its head is complete, while it waits for a worker, and while it is idle
+//! between requests, it waits in the gate (`crate::gate`), a helper process
+//! that holds it for a descriptor and a few bytes. Workers serve; the gate
+//! waits; the supervisor only moves connections between them and keeps
+//! count.
 //!
 //! Invariants kept here:
 //! 1. Signals are read from the signalfd in this loop; there are no handlers.
@@ -34,7 +45,7 @@
 //!    with pid, peer, age and cause.
 //! 7. Every fork copies this process, so the loop allocates nothing per
 //!    connection and touches little: the worker table, the poll set, the
-//!    per-source counts and the peek buffer are in memory the workers do not
+//!    per-source ledger and the peek buffer are in memory the workers do not
 //!    inherit (`MADV_DONTFORK`, see `alloc::SupervisorTable`), waiting
 //!    connections live in the gate (not in this descriptor table, which every
 //!    fork copies), and nothing is logged per connection (only failures, at
@@ -43,20 +54,33 @@
 //!    looks (`MSG_PEEK`) for the end of one (`gate::head`). The one thing
 //!    it parses and reads off a socket: on a `proxy_protocol` listener, a
 //!    PROXY header that has wholly arrived (`lbaws::proto::proxy`: fixed,
-//!    at most 4 KiB, into the peek buffer), so that the per-source limit
-//!    counts the client it names (`conns::proxy_header`).
+//!    at most 4 KiB, into the peek buffer), so that admission counts the
+//!    client it names (`conns::proxy_header`).
+//! 8. Every state of a connection has a deadline: in the gate (its table),
+//!    in a worker (`http::worker`), and between the two processes: a
+//!    connection sent to the gate stays the supervisor's until the gate
+//!    says it took it, and the gate sends a waiting request only when the
+//!    supervisor asked for it (`gate_link`).
+//! 9. Every refusal of a connection that sent a request is answered (503,
+//!    `Retry-After`, `Connection: close`, written without blocking), then
+//!    closed gracefully: what has arrived is read first, so that the close
+//!    is not a reset (`conns::refuse`; the gate's own in `gate::answer`).
 //!
-//! Caps: at `max_connections` live workers, complete heads wait in the gate,
-//! oldest first, and are taken as workers end. At `max_pending` the gate makes
-//! room by closing the waiting connection nearest its deadline. Over
-//! `max_connections_per_ip`, a new connection is closed at once. Accept
-//! errors (`EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`) pause accepting briefly
-//! (logged once per burst); a failed fork answers that connection with a 503
-//! written without blocking, and the gate closes it gracefully.
+//! Admission (`sources.rs` has the rules): at `max_connections` live
+//! workers, complete requests wait in the gate, and free workers go to the
+//! waiting sources in turn; the last `worker_reserve` free workers go only
+//! to sources that hold fewer than that many; a source may have at most
+//! `max_pending_per_source` connections waiting in the gate; a request that
+//! waits `queue_timeout` for a worker gets its 503. At `max_pending` the
+//! gate makes room by closing the cheapest connection (never a complete
+//! request). While requests wait, workers hand their keep-alive connections
+//! back after each response, so that connections take turns. Accept errors
+//! (`EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`) pause accepting briefly (logged
+//! once per burst); a failed fork answers that connection with a 503.
 
 mod conns;
-mod floods;
-mod gate_life;
+mod dispatch;
+mod gate_link;
 mod idle;
 mod lifecycle;
 mod sources;
@@ -68,6 +92,7 @@ pub use upgrade::Image;
 use crate::alloc::SupervisorTable;
 use crate::config::Config;
 use crate::listen::{Listener, Peer};
+use crate::log::flood::Flood;
 use crate::notify::Notifier;
 use nix::errno::Errno;
 use nix::sys::signalfd::SignalFd;
@@ -104,32 +129,22 @@ enum Stop {
     Killed,
 }
 
-/// The gate process and the supervisor's ends of its two channels.
-struct GateProc {
-    pid: Pid,
-    /// To the gate: Adopt, Limits, Stop. From it: Closed notes.
-    ctl: OwnedFd,
-    /// From the gate: Ready connections, read only while a worker can be forked.
-    ready: OwnedFd,
-    /// Connections the gate holds, by how they were handed over.
-    new: usize,
-    parked: usize,
-    closing: usize,
-    /// The ctl channel reported end of stream: the gate is going.
-    gone: bool,
+/// Why the supervisor refused a connection (the gate's own refusals are
+/// counted by the gate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// Its source held its share of the gate (`max_pending_per_source`).
+    SourceShare,
+    /// The gate could not take it (down, its link full, no room).
+    GateFull,
 }
 
-/// What the supervisor counts (for STATUS and the stop log line).
+/// What the supervisor counts for STATUS and the stop log line (the
+/// refusals are counted in the scoreboard, where the gate adds its own).
 #[derive(Default)]
 struct Counters {
     /// Workers that ended.
     served: u64,
-    /// Answered 503 because no worker could be forked.
-    refused: u64,
-    /// Closed at once: over max_connections_per_ip.
-    over_limit: u64,
-    /// Closed because the gate could not take them.
-    shed: u64,
     /// Connections handed back by workers.
     parked: u64,
     /// Closed on a `proxy_protocol` listener: from outside `proxy_from`, or
@@ -153,19 +168,13 @@ pub struct Supervisor {
     /// the supervisor reads them from `park_rx`.
     park_rx: OwnedFd,
     park_tx: OwnedFd,
-    gate: Option<GateProc>,
-    /// Connections for the gate while its channel is full, oldest first.
-    outbox: std::collections::VecDeque<(OwnedFd, crate::handoff::Meta, u128)>,
-    /// When to try starting the gate again after it died.
-    gate_restart_at: Option<Instant>,
-    gate_started: Option<Instant>,
+    /// Everything between the supervisor and the gate (`gate_link`).
+    link: gate_link::GateLink,
     notifier: Notifier,
     /// All in memory the workers do not inherit (see `alloc::SupervisorTable`).
     workers: SupervisorTable<Worker>,
     pollfds: SupervisorTable<libc::pollfd>,
     peek: SupervisorTable<u8>,
-    /// Room for one message from the gate (its Closed notes).
-    msg: SupervisorTable<u8>,
     /// Scoreboard slots free for the next workers, and the first never used.
     free_slots: SupervisorTable<u32>,
     next_slot: u32,
@@ -175,22 +184,24 @@ pub struct Supervisor {
     /// Access-log lines lost so far, and when that was last logged.
     lost_lines: u64,
     lost_logged: Option<Instant>,
+    /// The per-source ledger, and admission's policy (`sources`).
     sources: Sources,
     /// The logs' descriptors, which a forked child keeps (`log::descriptors`,
     /// read again whenever the logs change).
     log_fds: [RawFd; 2],
-    /// `[server] max_pending`, resolved against `RLIMIT_NOFILE`.
+    /// `[server] max_pending`, resolved against `RLIMIT_NOFILE`, and each
+    /// source's share of it.
     max_pending: usize,
+    pending_per_source: usize,
     counters: Counters,
     accept_paused_until: Option<Instant>,
     accept_error_logged: bool,
-    /// Failures logged at most once a second (see `floods`).
-    fork_failures: floods::Flood<Errno>,
-    shed: floods::Flood<(crate::handoff::Kind, Errno)>,
-    over_limit: floods::Flood<Peer>,
+    /// Failures logged at most once a second (see `log::flood`).
+    fork_failures: Flood<Errno>,
+    refusals: Flood<(Refused, Peer)>,
     /// Connections refused on a `proxy_protocol` listener: the balancer's
     /// address (when known here) and why.
-    proxy_refusals: floods::Flood<(Option<Peer>, &'static str)>,
+    proxy_refusals: Flood<(Option<Peer>, &'static str)>,
     stop: Option<Stop>,
     reload_error: Option<String>,
     /// What this process was started as (an upgrade runs it again).
@@ -209,8 +220,7 @@ pub struct Supervisor {
 /// Slots of the poll set in this loop iteration (`None`: not polled).
 struct Slots {
     park: usize,
-    ctl: Option<usize>,
-    ready: Option<usize>,
+    link: Option<usize>,
     /// Index of the first listener, if accepting.
     listeners: Option<usize>,
 }
@@ -292,12 +302,9 @@ impl Supervisor {
             }
         }
         sup.next_slot = state.next_slot;
-        let [served, refused, over_limit, shed, parked, lost] = state.counters;
+        let [served, parked, lost] = state.counters;
         sup.counters = Counters {
             served,
-            refused,
-            over_limit,
-            shed,
             parked,
             proxy_refused: 0,
         };
@@ -349,14 +356,10 @@ impl Supervisor {
             stop_writer: channels.stop_writer,
             park_rx: channels.park_rx,
             park_tx: channels.park_tx,
-            gate: None,
-            outbox: std::collections::VecDeque::new(),
-            gate_restart_at: None,
-            gate_started: None,
+            link: gate_link::GateLink::new().ok_or(table_fail)?,
             pollfds: SupervisorTable::try_with_capacity(poll_room).ok_or(table_fail)?,
             workers: SupervisorTable::try_with_capacity(max_workers).ok_or(table_fail)?,
             peek,
-            msg: zeroed_table(crate::handoff::MAX_MSG).ok_or(table_fail)?,
             free_slots: SupervisorTable::try_with_capacity(max_workers).ok_or(table_fail)?,
             next_slot: 0,
             next_check: None,
@@ -365,6 +368,7 @@ impl Supervisor {
             sources: Sources::new().ok_or(table_fail)?,
             log_fds: crate::log::descriptors(),
             max_pending,
+            pending_per_source: cfg.pending_per_source(max_pending),
             cfg,
             cfg_path,
             daemon,
@@ -374,10 +378,9 @@ impl Supervisor {
             counters: Counters::default(),
             accept_paused_until: None,
             accept_error_logged: false,
-            fork_failures: floods::Flood::new(),
-            shed: floods::Flood::new(),
-            over_limit: floods::Flood::new(),
-            proxy_refusals: floods::Flood::new(),
+            fork_failures: Flood::new(),
+            refusals: Flood::new(),
+            proxy_refusals: Flood::new(),
             stop: None,
             reload_error: None,
             image,
@@ -396,13 +399,17 @@ impl Supervisor {
         for l in &self.listeners {
             crate::info!("listening on {l}");
         }
+        for w in &self.cfg.warnings {
+            crate::warn!("{w}");
+        }
         crate::info!(
-            "ready: pid {}, {} listener(s), max_connections {}, max_pending {}, max_connections_per_ip {}",
+            "ready: pid {}, {} listener(s), max_connections {} (worker_reserve {}), max_pending {} (max_pending_per_source {})",
             std::process::id(),
             self.listeners.len(),
             self.cfg.server.max_connections,
+            self.cfg.server.worker_reserve,
             self.max_pending,
-            self.cfg.server.max_connections_per_ip
+            self.pending_per_source
         );
         if let Some(after) = self.cfg.server.exit_idle_after {
             match self.idle_exit_applies() {
@@ -419,7 +426,7 @@ impl Supervisor {
         self.next_watchdog = self.notifier.watchdog.map(|d| Instant::now() + d);
 
         loop {
-            if self.stop.is_some() && self.workers.is_empty() && self.gate.is_none() {
+            if self.stop.is_some() && self.workers.is_empty() && !self.link.exists() {
                 break;
             }
             let slots = self.build_poll_set();
@@ -438,16 +445,14 @@ impl Supervisor {
             if ready(Some(slots.park), &self.pollfds) {
                 self.take_parked();
             }
-            if ready(slots.ctl, &self.pollfds) {
-                self.gate_notes();
-                self.flush_outbox();
+            if ready(slots.link, &self.pollfds) {
+                self.link.flush();
+                self.gate_events();
             }
             if self.pollfds.as_slice()[0].revents != 0 {
                 self.handle_signals();
             }
-            if ready(slots.ready, &self.pollfds) {
-                self.take_ready();
-            }
+            self.dispatch();
             if let Some(first) = slots.listeners {
                 if self.stop.is_none() {
                     for i in 0..self.listeners.len() {
@@ -465,10 +470,9 @@ impl Supervisor {
         self.end_all_strays();
         let c = &self.counters;
         crate::info!(
-            "stopped: {} served, {} refused, {} over the per-source limit, {} parked, {} refused for their PROXY header",
+            "stopped: {} served, {} refused, {} parked, {} refused for their PROXY header",
             c.served,
-            c.refused,
-            c.over_limit,
+            watch::refused_total(),
             c.parked,
             c.proxy_refused
         );
@@ -485,24 +489,16 @@ impl Supervisor {
         self.pollfds.push(pollfd(self.park_rx.as_raw_fd()));
         let mut slots = Slots {
             park,
-            ctl: None,
-            ready: None,
+            link: None,
             listeners: None,
         };
-        let can_fork = self.workers.len() < self.cfg.server.max_connections;
-        if let Some(g) = &self.gate {
-            if !g.gone {
-                slots.ctl = Some(self.pollfds.len());
-                let mut p = pollfd(g.ctl.as_raw_fd());
-                if !self.outbox.is_empty() {
-                    p.events |= libc::POLLOUT;
-                }
-                self.pollfds.push(p);
+        if let Some((fd, want_out)) = self.link.poll_fd() {
+            slots.link = Some(self.pollfds.len());
+            let mut p = pollfd(fd);
+            if want_out {
+                p.events |= libc::POLLOUT;
             }
-            if can_fork || self.handing_over() {
-                slots.ready = Some(self.pollfds.len());
-                self.pollfds.push(pollfd(g.ready.as_raw_fd()));
-            }
+            self.pollfds.push(p);
         }
         if self.accepting() {
             slots.listeners = Some(self.pollfds.len());
@@ -516,9 +512,9 @@ impl Supervisor {
     /// New connections are taken while not stopping, not backing off, and
     /// the gate keeps up (nothing waits for it in the outbox). There is no
     /// cap here: a connection that cannot have a worker yet waits in the
-    /// gate, where timeouts and the per-source limit hold.
+    /// gate, where the deadlines and its source's share hold.
     fn accepting(&mut self) -> bool {
-        if self.stop.is_some() || !self.outbox.is_empty() || self.handing_over() {
+        if self.stop.is_some() || self.link.backed_up() || self.handing_over() {
             return false;
         }
         match self.accept_paused_until {
@@ -541,13 +537,12 @@ impl Supervisor {
         };
         due(self.accept_paused_until);
         due(self.next_watchdog);
-        due(self.gate_restart_at);
+        due(self.link.restart_due());
         due(self.next_check);
         due(self.upgrade_deadline());
         due(self.idle_deadline());
         due(self.fork_failures.due());
-        due(self.shed.due());
-        due(self.over_limit.due());
+        due(self.refusals.due());
         due(self.proxy_refusals.due());
         if self.status_dirty && self.notifier.enabled() {
             due(Some(
@@ -573,10 +568,7 @@ impl Supervisor {
         let now = Instant::now();
         self.publish();
         self.stop_timers(now);
-        if self.gate_restart_at.is_some_and(|t| now >= t) {
-            self.gate_restart_at = None;
-            self.spawn_gate();
-        }
+        self.gate_timer(now);
         self.log_floods(now);
         self.upgrade_timers(now);
         self.idle_timer(now);
@@ -599,15 +591,6 @@ impl Supervisor {
             self.status_dirty = false;
         }
     }
-}
-
-/// `n` bytes, zero, in memory workers do not inherit.
-fn zeroed_table(n: usize) -> Option<SupervisorTable<u8>> {
-    let mut t = SupervisorTable::try_with_capacity(n)?;
-    for _ in 0..n {
-        t.push(0);
-    }
-    Some(t)
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {

@@ -27,7 +27,7 @@
 //! this record's format); after it, the new image only logs and carries on.
 
 use super::{Supervisor, Worker};
-use crate::handoff::{Meta, Msg};
+use crate::handoff::Meta;
 use crate::upgrade::{CarriedConn, CarriedListener, CarriedWorker, State};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -185,20 +185,20 @@ impl Supervisor {
             "upgrade: {} accepts the configuration; taking the waiting connections back from the gate",
             self.image.exe.display()
         );
-        // What waited for the gate's channel is carried as it is.
-        for (conn, meta, _) in self.outbox.drain(..) {
-            self.carried.push((conn, meta));
+        // What waited for the gate's link is carried as it is.
+        for p in self.link.take_outbox() {
+            self.carried.push((p.conn, p.meta));
         }
         self.upgrade = Some(Upgrade::Handover {
             deadline: Instant::now() + HANDOVER_TIMEOUT,
         });
-        match &self.gate {
-            Some(g) if !g.gone => self.tell_gate(&Msg::Handover),
-            Some(g) => {
-                // Exiting already: its end is reaped, then the exec.
-                crate::debug!("upgrade: gate {} is ending", g.pid);
-            }
-            None => self.exec_upgrade(),
+        if self.link.is_up() {
+            self.link.handover();
+        } else if self.link.exists() {
+            // Exiting already: its end is reaped, then the exec.
+            crate::debug!("upgrade: the gate is ending");
+        } else {
+            self.exec_upgrade();
         }
     }
 
@@ -215,11 +215,11 @@ impl Supervisor {
                 let _ = kill(*pid, Signal::SIGKILL);
             }
             Some(Upgrade::Handover { deadline }) if now >= *deadline => {
-                if let Some(g) = &self.gate {
+                if let Some(pid) = self.link.pid() {
                     crate::warn!(
                         "upgrade: the gate took over {HANDOVER_TIMEOUT:?} to hand its connections back: killing it"
                     );
-                    let _ = kill(g.pid, Signal::SIGKILL);
+                    let _ = kill(pid, Signal::SIGKILL);
                 }
                 self.upgrade = Some(Upgrade::Handover {
                     deadline: now + HANDOVER_TIMEOUT,
@@ -334,14 +334,7 @@ impl Supervisor {
         State {
             from_version: crate::VERSION.into(),
             daemon: self.daemon,
-            counters: [
-                c.served,
-                c.refused,
-                c.over_limit,
-                c.shed,
-                c.parked,
-                self.lost_lines,
-            ],
+            counters: [c.served, c.parked, self.lost_lines],
             stop_reader: self.stop_reader.as_raw_fd(),
             stop_writer: self.stop_writer.as_ref().map_or(-1, |w| w.as_raw_fd()),
             park_rx: self.park_rx.as_raw_fd(),

@@ -1,7 +1,8 @@
 //! What the supervisor tells and watches besides its loop: the STATUS
 //! line for the service manager, its own counts copied into the scoreboard
-//! for the status page, the stall backstop over the workers' progress, and
-//! access-log lines lost by workers.
+//! for the status page, failures logged at most once a second, the stall
+//! backstop over the workers' progress, and access-log lines lost by
+//! workers.
 
 use super::*;
 
@@ -10,17 +11,9 @@ impl Supervisor {
     /// scoreboard (a few stores, every loop iteration).
     pub(super) fn publish(&self) {
         use crate::scoreboard::{set, Sup};
-        let (waiting, parked) = self
-            .gate
-            .as_ref()
-            .map_or((0, 0), |g| (g.new + g.closing, g.parked));
-        let c = &self.counters;
-        set(Sup::Waiting, waiting as u64);
-        set(Sup::Parked, parked as u64);
-        set(Sup::RefusedNoWorker, c.refused);
-        set(Sup::RefusedPerSource, c.over_limit);
-        set(Sup::RefusedGateFull, c.shed);
-        set(Sup::Parks, c.parked);
+        let held = self.link.held();
+        set(Sup::Waiting, (held.new + held.closing) as u64);
+        set(Sup::Parked, held.parked as u64);
     }
 
     /// e.g. "lbaws 0.2.0: 3 active, 120 waiting, 40 parked; 10412 served,
@@ -33,17 +26,15 @@ impl Supervisor {
         } else if self.upgrade.is_some() {
             s.push_str("upgrading: ");
         }
-        let (waiting, parked) = self
-            .gate
-            .as_ref()
-            .map_or((0, 0), |g| (g.new + g.closing, g.parked));
-        let c = &self.counters;
+        let held = self.link.held();
         let _ = write!(
             s,
-            "{} active, {waiting} waiting, {parked} parked; {} served, {} refused",
+            "{} active, {} waiting, {} parked; {} served, {} refused",
             self.workers.len(),
-            c.served,
-            c.refused + c.over_limit + c.shed + c.proxy_refused
+            held.new + held.closing,
+            held.parked,
+            self.counters.served,
+            refused_total()
         );
         if !self.listeners.is_empty() {
             s.push_str("; listening on ");
@@ -54,7 +45,7 @@ impl Supervisor {
                 let _ = write!(s, "{}", l.local);
             }
         }
-        if self.gate.is_none() && self.stop.is_none() {
+        if !self.link.exists() && self.stop.is_none() {
             s.push_str("; gate down");
         }
         if self.lost_lines > 0 {
@@ -118,5 +109,61 @@ impl Supervisor {
             self.lost_logged = Some(now);
             self.status_dirty = true;
         }
+    }
+}
+
+impl Supervisor {
+    /// Failures that come in floods, logged at most once a second each.
+    pub(super) fn log_floods(&mut self, now: Instant) {
+        let live = self.workers.len();
+        if let Some((n, e)) = self.fork_failures.take(now) {
+            crate::error!("fork failed {n} time(s) ({e}): answered 503; {live} workers live");
+        }
+        if let Some((n, (why, peer))) = self.refusals.take(now) {
+            let why = match why {
+                Refused::SourceShare => format!(
+                    "its source held its share of the gate (max_pending_per_source = {})",
+                    self.pending_per_source
+                ),
+                Refused::GateFull => "the gate could not take it".to_string(),
+            };
+            crate::warn!(
+                "{n} connection(s) refused (503 where a request had come); the last from {}: {why}; {live} workers live",
+                host_of(&peer)
+            );
+        }
+        if let Some((n, (peer, why))) = self.proxy_refusals.take(now) {
+            let from = peer.map_or_else(
+                || "waiting in the gate".into(),
+                |p| format!("from {}", host_of(&p)),
+            );
+            crate::warn!(
+                "{n} connection(s) refused on a proxy_protocol listener; the last {from}: {why}"
+            );
+        }
+    }
+}
+
+/// Connections refused so far, for every reason (the scoreboard's counts:
+/// the gate adds its own, and they outlive an upgrade in place).
+pub(super) fn refused_total() -> u64 {
+    use crate::scoreboard::{get, Sup};
+    [
+        Sup::RefusedNoWorker,
+        Sup::RefusedPerSource,
+        Sup::RefusedGateFull,
+        Sup::RefusedQueueTimeout,
+        Sup::RefusedProxy,
+    ]
+    .into_iter()
+    .map(get)
+    .sum()
+}
+
+/// A peer's host, without the port: the address admission counts.
+fn host_of(p: &Peer) -> String {
+    match p {
+        Peer::Inet(a) => a.ip().to_canonical().to_string(),
+        Peer::Unix => "unix".into(),
     }
 }

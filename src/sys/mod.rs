@@ -171,8 +171,11 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: Option<RawFd>) -> Res
 
 /// Receive one message without waiting, and the descriptor that came with it
 /// (marked close-on-exec on arrival). `Ok((0, None))` is end of stream; a
-/// message cut short, or with more descriptors than one, is refused (the
-/// extra descriptors are closed) with `EMSGSIZE`.
+/// message cut short is refused with `EMSGSIZE` (the next one can be read).
+/// A descriptor this process had no room for (`EMFILE`: the kernel drops it
+/// and says `MSG_CTRUNC`) is missing from an otherwise good message: the
+/// caller, which knows whether one was meant to come, decides. Descriptors
+/// beyond the first are closed.
 pub fn recv_with_fd(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -213,7 +216,6 @@ pub fn recv_with_fd(
         }
     };
     let mut got: Option<OwnedFd> = None;
-    let mut extra = false;
     // SAFETY: the kernel filled msg_control with well-formed cmsghdrs up to
     // msg_controllen; CMSG_NXTHDR stays within it.
     unsafe {
@@ -227,15 +229,13 @@ pub fn recv_with_fd(
                     let fd = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
                     if got.is_none() {
                         got = Some(fd);
-                    } else {
-                        extra = true; // dropped: closed
-                    }
+                    } // else dropped: closed
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    if extra || msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
         return Err(Errno::EMSGSIZE);
     }
     Ok((n, got))

@@ -1,9 +1,9 @@
 //! Failures that come in floods: a fork failing at a process limit, new
-//! connections over their source's limit, the gate falling behind. One log
+//! connections refused for their source's share, the gate full. One log
 //! line each would be thousands a second under load; instead each kind is
 //! logged at most once a second, with how many there were since its last
 //! line and the last one's detail. The first of a quiet spell is logged at
-//! once.
+//! once. (s6-tcpserverd's rule: one line per event, but not a flood.)
 
 use std::time::{Duration, Instant};
 
