@@ -20,12 +20,11 @@ fn many_simultaneous_clients_leave_no_zombie() {
     let n = 128;
     let barrier = Arc::new(Barrier::new(n));
     let threads: Vec<_> = (0..n)
-        .map(|i| {
+        .map(|_| {
             let b = barrier.clone();
             std::thread::spawn(move || {
-                // Four client hosts, 32 connections each: under the
-                // per-source limit.
-                let mut s = connect_from(source(i % 4), addr);
+                // The article's test: every client from one host.
+                let mut s = connect(addr);
                 b.wait(); // all connected: the daemon now has 128 to accept at once
                 s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                     .unwrap();
