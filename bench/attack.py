@@ -29,6 +29,12 @@ is given up and counted in connect_timeouts):
              (or from their start to the first answer, or from the last answer to
              the end) exceeded --deadline.
   idle       connect and send nothing
+  download   send "GET /big HTTP/1.1" (Connection: close) and read the answer at
+             --rate (600) bytes a second, just above lbaws's default
+             min_send_rate, on a small receive buffer: a large download that
+             holds its server slot for as long as it lasts. When the server
+             closes (the download done, or refused), the slot reopens.
+             ok counts 2xx answers begun, refused the others (503...).
 At the end each prints one line of key=value pairs on stdout, starting "attack=MODE".
 
 Hold modes open --slots connections once (no reopening) and print
@@ -56,8 +62,11 @@ TARGET = "127.0.0.1"  # never anything else
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
-MODES = ("slowloris", "slowbody", "keepalive", "idle", "hold-halfhead", "hold-keepalive")
-DEFAULT_INTERVAL = {"slowloris": 5.0, "slowbody": 1.0, "keepalive": 4.0}
+MODES = ("slowloris", "slowbody", "keepalive", "idle", "download", "hold-halfhead",
+         "hold-keepalive")
+DEFAULT_INTERVAL = {"slowloris": 5.0, "slowbody": 1.0, "keepalive": 4.0, "download": 0.5}
+DOWNLOAD_REQUEST = b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+DOWNLOAD_RCVBUF = 4096
 KEEPALIVE_REQUEST = b"GET /14b.txt HTTP/1.1\r\nHost: x\r\n\r\n"
 SLOWBODY_HEAD = (b"POST /14b.txt HTTP/1.1\r\nHost: x\r\n"
                  b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n")
@@ -203,6 +212,8 @@ class Attack:
             self.c.update(sent=0, answered=0, non2xx=0, request_timeouts=0, resent=0)
         elif self.mode == "hold-keepalive":
             self.c.update(answered=0)
+        elif self.mode == "download":
+            self.c.update(ok=0, refused=0)
         self.slots = [Slot(i, args.sources[i % len(args.sources)]) for i in range(args.slots)]
         self.lat = []
 
@@ -228,6 +239,8 @@ class Attack:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            if self.mode == "download":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DOWNLOAD_RCVBUF)
             s.bind((slot.source, 0))
             err = s.connect_ex((TARGET, self.a.port))
         except OSError as e:
@@ -310,6 +323,34 @@ class Attack:
         elif m == "hold-keepalive":
             slot.resp = Response()
             self.send(slot, KEEPALIVE_REQUEST)
+        elif m == "download":
+            # Read on the clock only (download_tick), never as fast as it comes.
+            self.sel.unregister(slot.sock)
+            slot.sent_lines = 0  # bytes read so far on this connection
+            self.send(slot, DOWNLOAD_REQUEST)
+            self.at(now + self.interval, slot, "tick")
+
+    def download_tick(self, slot, now):
+        """Read this tick's share of the answer (--rate bytes a second)."""
+        want = max(1, int(self.a.rate * self.interval))
+        got = 0
+        while got < want:
+            try:
+                data = slot.sock.recv(want - got)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.closed_by_server(slot, now)
+                return
+            if slot.sent_lines == 0:
+                ok = data.startswith(b"HTTP/1.1 2")
+                self.c["ok" if ok else "refused"] += 1
+            slot.sent_lines += len(data)
+            got += len(data)
+            self.c["bytes_received"] += len(data)
+        self.at(now + self.interval, slot, "tick")
 
     def send(self, slot, data):
         try:
@@ -440,6 +481,9 @@ class Attack:
                 self.drop(slot)
                 self.schedule_reopen(slot, now)
         elif kind == "tick" and slot.connected:
+            if self.mode == "download":
+                self.download_tick(slot, now)
+                return
             if self.mode == "slowloris":
                 slot.sent_lines += 1
                 self.send(slot, b"X-a-%d: b\r\n" % slot.sent_lines)
@@ -554,6 +598,8 @@ class Attack:
                       "failures=%d" % failures, "request_timeouts=%d" % c["request_timeouts"],
                       "non2xx=%d" % c["non2xx"], "resent=%d" % c["resent"],
                       "clients_late=%d" % late, "max_gap_s=%.1f" % worst, "p99_ms=%.1f" % p99]
+        if self.mode == "download":
+            parts += ["ok=%d" % c["ok"], "refused=%d" % c["refused"]]
         parts += ["bytes_sent=%d" % c["bytes_sent"], "bytes_received=%d" % c["bytes_received"]]
         if self.mode != "keepalive":
             parts.append("seconds=%.1f" % (self.t_end - self.t0))
@@ -573,13 +619,15 @@ def main():
     p.add_argument("--interval", type=float, default=None,
                    help="seconds between header lines (5), body bytes (1) or keep-alive requests (4)")
     p.add_argument("--deadline", type=float, default=8.0, help="keepalive: seconds a request may take")
+    p.add_argument("--rate", type=float, default=600.0, help="download: bytes a second read")
     p.add_argument("--connect-timeout", type=float, default=10.0,
                    help="attack modes: give up a connect after this long (then reopen)")
     args = p.parse_args()
     if not 0 < args.port < 65536:
         p.error("bad port")
     if args.slots is None:
-        args.slots = {"slowloris": 1000, "slowbody": 1000, "keepalive": 600, "idle": 5000}.get(args.mode, 10000)
+        args.slots = {"slowloris": 1000, "slowbody": 1000, "keepalive": 600, "idle": 5000,
+                      "download": 600}.get(args.mode, 10000)
     if args.slots < 1:
         p.error("--slots must be positive")
     nofile = raise_nofile()

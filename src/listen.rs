@@ -378,7 +378,24 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// A peer's host, without the port (`Peer::host`).
+pub struct Host(Peer);
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Peer::Inet(a) => write!(f, "{}", a.ip().to_canonical()),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
 impl Peer {
+    /// Its host, as admission counts it and the logs name it.
+    pub fn host(self) -> Host {
+        Host(self)
+    }
+
     /// From the address `accept4`/`getpeername` filled in.
     pub fn from_storage(sa: &SockaddrStorage) -> Peer {
         if let Some(a) = sa.as_sockaddr_in() {

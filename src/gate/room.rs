@@ -90,17 +90,20 @@ impl Refusals {
     pub(super) fn log(&mut self, now: Instant) {
         if let Some((n, peer)) = self.full.take(now) {
             crate::warn!(
-                "gate: full (max_pending) of complete requests: {n} new connection(s) refused (503), the last from {peer}"
+                "gate: full (max_pending) of complete requests: {n} new connection(s) refused (503), the last from {}",
+                peer.host()
             );
         }
         if let Some((n, peer)) = self.evicted.take(now) {
             crate::warn!(
-                "gate: full (max_pending): {n} connection(s) closed to make room (idle, or half a head: 408), the last from {peer}"
+                "gate: full (max_pending): {n} connection(s) closed to make room (idle, or half a head: 408), the last from {}",
+                peer.host()
             );
         }
         if let Some((n, peer)) = self.queue_timeout.take(now) {
             crate::warn!(
-                "gate: {n} request(s) waited queue_timeout for a worker: answered 503, the last from {peer}"
+                "gate: {n} request(s) waited queue_timeout for a worker: answered 503, the last from {}",
+                peer.host()
             );
         }
     }

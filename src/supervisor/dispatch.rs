@@ -30,6 +30,10 @@ impl Supervisor {
                         );
                     }
                 }
+                Event::Vanished { key, answer } => match answer {
+                    true => self.sources.answered(key, Answer::Conn),
+                    false => self.sources.remove(key, Place::Gate),
+                },
                 Event::Lost(p) => self.lost(p),
             }
         }
@@ -130,6 +134,16 @@ impl Supervisor {
             }
             return self.exec_upgrade();
         }
+        if self.stop.is_some() {
+            // Stopping: what it left is answered (503) and closed.
+            crate::debug!("gate ended ({how})");
+            for p in left.complete.into_iter().chain(back) {
+                if p.meta.kind != Kind::Closing {
+                    self.refuse(p.conn, p.meta.peer, super::Refused::GateFull);
+                }
+            }
+            return;
+        }
         let reserve = self.cfg.server.worker_reserve;
         for p in left.complete {
             match p.meta.kind {
@@ -139,15 +153,6 @@ impl Supervisor {
                 }
                 _ => back.push(p),
             }
-        }
-        if self.stop.is_some() {
-            crate::debug!("gate ended ({how})");
-            for p in back {
-                if p.meta.kind != Kind::Closing {
-                    self.refuse(p.conn, p.meta.peer, super::Refused::GateFull);
-                }
-            }
-            return;
         }
         crate::error!(
             "gate {} {how}; {} waiting connection(s) lost; restarting it{}",

@@ -56,6 +56,9 @@ pub(super) enum Event {
     Dropped(u128),
     /// A connection of this source's closed in the gate.
     Closed { key: u128, proxy_refused: bool },
+    /// A connection the gate sent (`answer`: as asked) that could not be
+    /// received here (no room for its descriptor): gone.
+    Vanished { key: u128, answer: bool },
     /// A connection the gate could not take (or that could not be sent to
     /// it): the supervisor's own copy, still to be answered.
     Lost(Pending),
@@ -429,8 +432,9 @@ impl GateLink {
                     *self.held.of(meta.kind) = self.held.of(meta.kind).saturating_sub(1);
                     if answer {
                         self.sends = self.sends.saturating_sub(1);
-                        return Some(Event::Dropped(handoff::meta_key(&meta)));
                     }
+                    let key = handoff::meta_key(&meta);
+                    return Some(Event::Vanished { key, answer });
                 }
                 (other, _) => crate::error!("unexpected message from the gate: {other:?}"),
             }

@@ -129,13 +129,13 @@ impl Supervisor {
             };
             crate::warn!(
                 "{n} connection(s) refused (503 where a request had come); the last from {}: {why}; {live} workers live",
-                host_of(&peer)
+                peer.host()
             );
         }
         if let Some((n, (peer, why))) = self.proxy_refusals.take(now) {
             let from = peer.map_or_else(
                 || "waiting in the gate".into(),
-                |p| format!("from {}", host_of(&p)),
+                |p| format!("from {}", p.host()),
             );
             crate::warn!(
                 "{n} connection(s) refused on a proxy_protocol listener; the last {from}: {why}"
@@ -158,12 +158,4 @@ pub(super) fn refused_total() -> u64 {
     .into_iter()
     .map(get)
     .sum()
-}
-
-/// A peer's host, without the port: the address admission counts.
-fn host_of(p: &Peer) -> String {
-    match p {
-        Peer::Inet(a) => a.ip().to_canonical().to_string(),
-        Peer::Unix => "unix".into(),
-    }
 }
