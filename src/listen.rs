@@ -27,6 +27,11 @@ pub struct Listener {
     pub inherited: bool,
     /// The entry this listener was bound from (self-bound only), to follow reloads.
     pub spec: Option<ListenSpec>,
+    /// `TCP_DEFER_ACCEPT` is in force (`tune`): the kernel completes an
+    /// accept only once data has come, or after `header_timeout` without
+    /// any. A connection accepted with nothing to read has been silent for
+    /// that long already.
+    pub deferred: bool,
 }
 
 impl Listener {
@@ -143,6 +148,7 @@ pub fn from_systemd(specs: &[ListenSpec]) -> Option<Result<Vec<Listener>, String
             name,
             inherited: true,
             spec: None,
+            deferred: false,
         });
     }
     for s in specs {
@@ -200,6 +206,7 @@ pub fn adopt(
         name,
         inherited,
         spec,
+        deferred: false,
     })
 }
 
@@ -287,6 +294,7 @@ pub fn bind(spec: &ListenSpec) -> Result<Listener, String> {
         name: spec.name.clone(),
         inherited: false,
         spec: Some(spec.clone()),
+        deferred: false,
     })
 }
 
@@ -342,16 +350,68 @@ pub const SEND_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// - `TCP_DEFER_ACCEPT` = `header_timeout`: the kernel hands over a TCP
 ///   connection only once its client has sent something (or after about that
 ///   long), so a silent connection costs not even a descriptor until then.
-pub fn tune(listeners: &[Listener], limits: &crate::config::Limits) {
+pub fn tune(listeners: &mut [Listener], limits: &crate::config::Limits) {
     let defer = limits.header_timeout.as_secs_f64().ceil().max(1.0) as u32;
     for l in listeners {
         set_send_tick(&l.fd);
+        if let Err(e) = head_room(&l.fd, limits.max_header_bytes) {
+            crate::warn!("{l}: {e}");
+        }
+        l.deferred = false;
         if matches!(l.local, ListenAddr::Tcp(_)) {
-            if let Err(e) = crate::sys::set_defer_accept(l.fd.as_fd(), defer) {
-                crate::warn!("{l}: cannot set TCP_DEFER_ACCEPT: {e}");
+            match crate::sys::set_defer_accept(l.fd.as_fd(), defer) {
+                Ok(()) => l.deferred = true,
+                Err(e) => crate::warn!("{l}: cannot set TCP_DEFER_ACCEPT: {e}"),
             }
         }
     }
+}
+
+/// Heads up to this size fit the receive buffer a connection has by
+/// default (`tcp_rmem`'s 128 KiB, of which about half holds data).
+const DEFAULT_HEAD_ROOM: usize = 48 << 10;
+
+/// Room for a whole request head in each connection's receive buffer. The
+/// supervisor and the gate look at a head without reading it (`MSG_PEEK`),
+/// so all of it must fit in the socket before anything is read, or it is
+/// never seen whole. For `max_header_bytes` above what the default buffer
+/// holds, the listener's `SO_RCVBUF` (which accepted connections inherit)
+/// is set to twice that plus room for the kernel's bookkeeping; an error
+/// says when `net.core.rmem_max` caps it below what is needed.
+pub fn head_room(fd: &OwnedFd, max_header_bytes: usize) -> Result<(), String> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::RcvBuf};
+    if max_header_bytes <= DEFAULT_HEAD_ROOM {
+        return Ok(());
+    }
+    let want = 2 * max_header_bytes + (64 << 10);
+    setsockopt(fd, RcvBuf, &want).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    // The kernel doubles the value (its bookkeeping), capped by rmem_max.
+    let got = getsockopt(fd, RcvBuf).map_err(|e| format!("SO_RCVBUF: {e}"))? / 2;
+    match got >= want {
+        true => Ok(()),
+        false => Err(format!(
+            "net.core.rmem_max lets a connection buffer {got} bytes: request heads near max_header_bytes ({max_header_bytes}) may never be seen whole (408); raise it to {want} or more"
+        )),
+    }
+}
+
+/// For `lbaws check`: whether this machine's `net.core.rmem_max` lets
+/// `head_room` make room for heads of `max_header_bytes`.
+pub fn head_room_check(max_header_bytes: usize) -> Option<String> {
+    if max_header_bytes <= DEFAULT_HEAD_ROOM {
+        return None;
+    }
+    let want = 2 * max_header_bytes + (64 << 10);
+    let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (max < want).then(|| {
+        format!(
+            "warning: max_header_bytes = {max_header_bytes} needs receive buffers of {want} bytes, and net.core.rmem_max is {max}: heads near the maximum may never be seen whole (408); raise it (sysctl net.core.rmem_max={want})"
+        )
+    })
 }
 
 /// `SO_SNDTIMEO` = [`SEND_TICK`] on one socket (`--inetd`'s connection).

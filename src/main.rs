@@ -126,6 +126,12 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
         }
     }
     println!("configuration OK ({})", cfg.source);
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
+    if let Some(w) = listen::head_room_check(cfg.limits.max_header_bytes) {
+        println!("{w}");
+    }
     for line in sandbox::describe(cfg) {
         println!("{line}");
     }
@@ -149,7 +155,7 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
 /// supervisor's I/O.
 fn loop_io(
     cfg: &Config,
-    listeners: Vec<listen::Listener>,
+    mut listeners: Vec<listen::Listener>,
     notifier: notify::Notifier,
 ) -> Result<
     (
@@ -166,7 +172,7 @@ fn loop_io(
     })?;
     http::warm_up(cfg);
     alloc::reserve_worker_arena();
-    listen::tune(&listeners, &cfg.limits);
+    listen::tune(&mut listeners, &cfg.limits);
     Ok((listeners, signal_fd, notifier))
 }
 

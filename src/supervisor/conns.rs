@@ -71,7 +71,10 @@ impl Supervisor {
     fn new_connection(&mut self, idx: usize, conn: OwnedFd, peer: Peer) {
         crate::scoreboard::add(Sup::Accepted, 1);
         match self.proxy_policy(idx, &peer) {
-            Proxy::Off => self.admit(conn, peer),
+            Proxy::Off => {
+                let deferred = self.listeners[idx].deferred;
+                self.admit(conn, peer, deferred)
+            }
             Proxy::Refused => self.refuse_proxy(conn, Some(peer), "not in proxy_from"),
             Proxy::On => self.proxy_header(conn, peer),
         }
@@ -138,7 +141,7 @@ impl Supervisor {
                     Ok(n) if n == consumed => {}
                     _ => return self.refuse_proxy(conn, Some(peer), "header not readable"),
                 }
-                self.admit(conn, source.map_or(peer, Peer::Inet));
+                self.admit(conn, source.map_or(peer, Peer::Inet), false);
             }
         }
     }
@@ -163,7 +166,10 @@ impl Supervisor {
     /// it until data came) and a worker its source may have, it is forked
     /// now; otherwise it waits in the gate, if its source has not filled its
     /// share of the gate (then it is refused: a 503 if a request came).
-    pub(super) fn admit(&mut self, conn: OwnedFd, peer: Peer) {
+    /// `deferred`: its listener's `TCP_DEFER_ACCEPT` held it, so nothing to
+    /// read means it has been silent for `header_timeout` already, since it
+    /// connected: closed now (nothing to answer), not held for as long again.
+    pub(super) fn admit(&mut self, conn: OwnedFd, peer: Peer, deferred: bool) {
         let key = handoff::source_key(&peer);
         let meta = Meta {
             peer,
@@ -171,26 +177,25 @@ impl Supervisor {
             kind: Kind::New,
             since_ms: crate::scoreboard::now_ms(),
         };
-        let reserve = self.cfg.server.worker_reserve;
-        if self.sources.may_take(key, self.free_workers(), reserve) {
-            let bounds = head::Bounds {
-                max_header_bytes: self.cfg.limits.max_header_bytes,
-                max_line_bytes: max_line_bytes(&self.cfg),
-            };
-            let buf = &mut self.peek.spare()[..bounds.max_header_bytes];
-            match crate::sys::peek(conn.as_raw_fd(), buf) {
-                Ok(0) => return, // already closed: nothing to serve
-                Ok(n) => {
-                    // SAFETY: peek initialised the first n bytes.
-                    let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                    if head::complete(bytes, 0, bounds) {
-                        self.fork_worker(conn, meta, key);
-                        return;
-                    }
-                }
-                Err(Errno::EAGAIN) => {}
-                Err(_) => return, // reset already
+        let bounds = head::Bounds {
+            max_header_bytes: self.cfg.limits.max_header_bytes,
+            max_line_bytes: max_line_bytes(&self.cfg),
+        };
+        let buf = &mut self.peek.spare()[..bounds.max_header_bytes];
+        let complete = match crate::sys::peek(conn.as_raw_fd(), buf) {
+            Ok(0) => return, // already closed: nothing to serve
+            Ok(n) => {
+                // SAFETY: peek initialised the first n bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                head::complete(bytes, 0, bounds)
             }
+            Err(Errno::EAGAIN) if deferred => return, // silent for header_timeout
+            Err(Errno::EAGAIN) => false,
+            Err(_) => return, // reset already
+        };
+        let reserve = self.cfg.server.worker_reserve;
+        if complete && self.sources.may_take(key, self.free_workers(), reserve) {
+            return self.fork_worker(conn, meta, key);
         }
         if self.sources.in_gate(key) as usize >= self.pending_per_source {
             return self.refuse(conn, peer, Refused::SourceShare);

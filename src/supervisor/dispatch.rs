@@ -52,7 +52,7 @@ impl Supervisor {
         match p.meta.kind {
             // Its PROXY header was read in the gate: admitted only now,
             // under the client's address.
-            Kind::Proxied => self.admit(p.conn, p.meta.peer),
+            Kind::Proxied => self.admit(p.conn, p.meta.peer, false),
             // Not asked for (the gate hands back only at an upgrade):
             // back to wait.
             _ => {
@@ -147,7 +147,7 @@ impl Supervisor {
         let reserve = self.cfg.server.worker_reserve;
         for p in left.complete {
             match p.meta.kind {
-                Kind::Proxied => self.admit(p.conn, p.meta.peer),
+                Kind::Proxied => self.admit(p.conn, p.meta.peer, false),
                 _ if self.sources.may_take(p.key, self.free_workers(), reserve) => {
                     self.fork_worker(p.conn, p.meta, p.key)
                 }

@@ -345,7 +345,7 @@ impl Supervisor {
             crate::warn!("[server] user/group changes take effect at the next restart");
         }
         crate::log::configure(new.log.level, new.log.target, self.daemon);
-        listen::tune(&self.listeners, &new.limits);
+        listen::tune(&mut self.listeners, &new.limits);
         if let Err(e) = crate::log::configure_access(&new.log.access) {
             crate::error!("{e}; keeping the previous access log");
         }
