@@ -132,6 +132,9 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
     match sandbox::prepare(cfg) {
         Ok(p) => {
             println!("{}", p.summary);
+            if let Some(l) = &p.limits {
+                println!("{l}");
+            }
             for m in &p.missing {
                 println!("sandbox: {} does not exist: it grants nothing", m.display());
             }
@@ -171,7 +174,10 @@ fn loop_io(
 }
 
 /// The sandbox `cfg` asks for, into use for every worker; logged once.
+/// First, before anything is forked: the cgroup layout for CGI limits,
+/// where lbaws runs in a delegated subtree.
 fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
+    sandbox::settle_cgroup();
     match sandbox::prepare(cfg) {
         Ok(p) => {
             info!("{}", p.summary);
@@ -479,6 +485,7 @@ fn inetd(cfg: Config) -> ExitCode {
     let _ = signals::reset_in_worker();
     // The same sandbox as a forked worker's (prepared here, for this one
     // connection).
+    sandbox::settle_cgroup();
     match sandbox::prepare(&cfg) {
         Ok(p) => {
             let _ = sandbox::install(p);

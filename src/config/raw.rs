@@ -45,6 +45,10 @@ pub(super) struct RawWiden {
     pub write: Vec<Spanned<String>>,
     #[serde(default)]
     pub connect_ports: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub connect_unix: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub udp_ports: Vec<Spanned<u16>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,6 +148,19 @@ pub(super) struct RawCgi {
     pub interpreters: std::collections::BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, Spanned<String>>,
+    pub limits: Option<RawCgiLimits>,
+    pub stderr: Option<Size<GIB, 0>>,
+}
+
+/// A CGI route's `limits = { processes, memory, cpu, open_files, file_size }`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCgiLimits {
+    pub processes: Option<Count<1, 65_536>>,
+    pub memory: Option<Size<TIB, MIB>>,
+    pub cpu: Option<Dur<DAY>>,
+    pub open_files: Option<Count<3, 1_048_576>>,
+    pub file_size: Option<Size<TIB>>,
 }
 
 #[derive(Deserialize)]
@@ -270,9 +287,10 @@ impl<'de, const MAX: u64, const MIN: u64> Deserialize<'de> for Size<MAX, MIN> {
             IntOrStr::Str(s) => (parse_size(&s).map_err(de::Error::custom)?, format!("{s:?}")),
         };
         if v < MIN {
-            return Err(de::Error::custom(format!(
-                "size {shown} must be greater than zero"
-            )));
+            return Err(de::Error::custom(match MIN {
+                1 => format!("size {shown} must be greater than zero"),
+                _ => format!("size {shown} is too small: at least {}", show_size(MIN)),
+            }));
         }
         if v > MAX {
             return Err(de::Error::custom(format!(

@@ -33,7 +33,7 @@
 //! default). The wait is a single blocking `recv` (`SO_RCVTIMEO`), not a
 //! `poll` and a `recv`: a keep-alive request costs one system call less.
 
-use super::access::log_access;
+use super::access::{log_access, log_cut};
 use super::body;
 use super::conn::{Conn, Pace, ReadErr};
 use super::dispatch;
@@ -347,6 +347,13 @@ impl Session<'_, '_> {
             &self.roots,
         );
         let close = match result {
+            Ok((sent, _)) if self.conn.is_cut() => {
+                // Its source died or stalled mid-body: the response ends
+                // short (no last chunk, fewer bytes than its length, or a
+                // reset), and the connection with it, at once.
+                log_cut(self.peer, Some(req), sent);
+                return Some(EXIT_OK);
+            }
             Ok((sent, close)) => {
                 log_access(self.peer, Some(req), sent);
                 close
@@ -355,7 +362,7 @@ impl Session<'_, '_> {
                 // Cut short (the client left, or was too slow): logged with
                 // the status and the body bytes that did go out.
                 if let Some((status, body_bytes)) = self.conn.cut_short() {
-                    log_access(self.peer, Some(req), Sent { status, body_bytes });
+                    log_cut(self.peer, Some(req), Sent { status, body_bytes });
                 }
                 return Some(io_exit(e));
             }

@@ -29,6 +29,7 @@ mod env;
 mod process;
 mod resolve;
 mod response;
+mod running;
 pub mod spool;
 
 use crate::config::{CgiRoute, Config};
@@ -36,6 +37,7 @@ use crate::http::conn::Conn;
 use crate::http::request::Request;
 use crate::http::response::{self as http_response, Persist, Sent};
 use crate::listen::Peer;
+use crate::sandbox::CgroupLeaf;
 use env::cstring;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -59,6 +61,16 @@ pub struct CgiRequest<'r> {
     pub peer: Peer,
     /// The decoded request body, positioned at 0, if there was one.
     pub body: Option<(OwnedFd, u64)>,
+}
+
+/// The name of this worker's scripts' cgroup leaf: its scoreboard slot
+/// (the leaf of a killed worker is then reused, not left behind), or its
+/// pid (`--inetd`).
+fn leaf_name() -> String {
+    match crate::scoreboard::my_slot() {
+        Some(i) => format!("s{i}"),
+        None => format!("p{}", std::process::id()),
+    }
 }
 
 /// Answer one request with its CGI route.
@@ -95,6 +107,22 @@ pub fn serve(
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with("nph-"));
+    // Where limits are enforced by cgroup: the script's leaf, made now.
+    let leaf = match crate::sandbox::cgroup_dir() {
+        None => None,
+        Some(dir) => match CgroupLeaf::create(
+            &dir,
+            &leaf_name(),
+            route.limits.processes,
+            route.limits.memory,
+        ) {
+            Ok(leaf) => Some(leaf),
+            Err(e) => {
+                crate::error!("cgi {name}: its cgroup: {e}: not run");
+                return refuse(503);
+            }
+        },
+    };
     let program = Program {
         file: script.file,
         path,
@@ -103,6 +131,9 @@ pub fn serve(
         env,
         dir: script.dir,
         sandbox: route.slot,
+        limits: route.limits,
+        stderr: route.stderr,
+        leaf,
     };
     let stdin = match cx.body {
         Some((fd, _)) => fd,
@@ -118,7 +149,7 @@ pub fn serve(
             }
         },
     };
-    let mut run = match process::spawn(&program, stdin, name.clone()) {
+    let mut run = match process::spawn(program, stdin, name.clone()) {
         Ok(run) => run,
         Err(SpawnErr::Setup(what, e)) => {
             crate::error!("cgi {name}: {what}: {e}");
@@ -133,7 +164,6 @@ pub fn serve(
             return refuse(500);
         }
     };
-    drop(program);
 
     let result = if nph {
         response::pass_raw(conn, &mut run, cfg)
