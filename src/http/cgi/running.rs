@@ -222,6 +222,21 @@ impl Running {
         }
     }
 
+    /// Whether any process of its group lives, once every child that has
+    /// ended is reaped (descendants come back to this worker, a
+    /// subreaper; the script's own status is kept).
+    fn group_alive(&mut self) -> bool {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(s) if s.pid() == Some(self.pid) => self.reaped = Some(s),
+                Ok(_) => {}
+            }
+        }
+        // (While the group has a member, its id cannot be a new process's.)
+        killpg(self.pid, None).is_ok()
+    }
+
     pub fn reap_blocking(&mut self) {
         while self.reaped.is_none() {
             match waitpid(self.pid, None) {
@@ -232,18 +247,20 @@ impl Running {
         }
     }
 
-    /// TERM the script's group, then KILL after a grace period; reap it
-    /// and every descendant it left.
+    /// TERM the script's group, then KILL what is left of it after a
+    /// grace period; reap it and every descendant it left.
     pub fn terminate(&mut self) {
         // How many it had going, for the log (this path only: the others
         // do not look through /proc).
         self.left_at_end = count_group(self.pid);
         self.kill(Signal::SIGTERM);
         let until = Instant::now() + KILL_GRACE;
-        while !self.try_reap() && Instant::now() < until {
+        while self.group_alive() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.kill(Signal::SIGKILL);
+        if self.group_alive() {
+            let _ = killpg(self.pid, Signal::SIGKILL);
+        }
         self.reap_blocking();
         if let Some(leaf) = &self.leaf {
             leaf.kill();
