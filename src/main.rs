@@ -181,6 +181,9 @@ fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
     match sandbox::prepare(cfg) {
         Ok(p) => {
             info!("{}", p.summary);
+            if let Some(l) = &p.limits {
+                info!("{l}");
+            }
             for m in &p.missing {
                 warn!("sandbox: {} does not exist: it grants nothing", m.display());
             }
@@ -485,7 +488,13 @@ fn inetd(cfg: Config) -> ExitCode {
     let _ = signals::reset_in_worker();
     // The same sandbox as a forked worker's (prepared here, for this one
     // connection).
-    sandbox::settle_cgroup();
+    if cfg
+        .routes
+        .iter()
+        .any(|r| matches!(r.action, config::Action::Cgi(_)))
+    {
+        sandbox::settle_cgroup();
+    }
     match sandbox::prepare(&cfg) {
         Ok(p) => {
             let _ = sandbox::install(p);

@@ -203,10 +203,9 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(d)?;
         if n < MIN as i64 {
-            let what = if MIN == 1 {
-                "a positive integer"
-            } else {
-                "an integer >= 0"
+            let what = match MIN {
+                1 => "a positive integer".to_string(),
+                _ => format!("an integer >= {MIN}"),
             };
             return Err(de::Error::custom(format!("must be {what}, not {n}")));
         }

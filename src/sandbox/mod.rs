@@ -329,13 +329,14 @@ pub fn attach_shared() -> Result<(), Errno> {
 
 /// In the supervisor: take `p` into use for the workers forked from now on.
 /// Its summary if that differs from the one it replaces. (How CGI limits
-/// are enforced is logged here, when it changes.)
+/// are enforced is logged here when a reload changes it.)
 pub fn install(p: Prepared) -> Option<String> {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         let changed = c.as_ref().is_none_or(|old| old.summary != p.summary);
         let line = changed.then(|| p.summary.clone());
-        let limits_changed = c.as_ref().is_none_or(|old| old.limits != p.limits);
+        // (At start, `main` logs it; after a reload, here, if it changed.)
+        let limits_changed = c.as_ref().is_some_and(|old| old.limits != p.limits);
         if let (true, Some(l)) = (limits_changed, &p.limits) {
             crate::info!("{l}");
         }
