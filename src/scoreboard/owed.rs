@@ -8,11 +8,14 @@
 use super::{header, now_us, slot, LINE_BYTES};
 use std::sync::atomic::Ordering;
 
-/// In the supervisor, as it reaps the worker of slot `i`: the access line
-/// that worker owed, if it owed one (then the response is counted too).
-pub fn log_owed(i: usize) {
+/// In the supervisor, as it reaps the worker of slot `i`, which ended
+/// `abnormally` (a signal, or an exit code other than 0): the access line
+/// that worker owed, if it owed one (then the response is counted too). A
+/// worker that exits 0 with a line owed chose not to write one (its client
+/// left before a response began).
+pub fn log_owed(i: usize, abnormally: bool) {
     let Some(s) = slot(i) else { return };
-    if s.owed.swap(0, Ordering::Relaxed) == 0 {
+    if s.owed.swap(0, Ordering::Relaxed) == 0 || !abnormally {
         return;
     }
     let status = s.status.load(Ordering::Relaxed) as u16;
