@@ -493,7 +493,7 @@ fn a_worker_killed_mid_download_still_gets_its_access_line() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
-    assert!(bytes >= 65536 && bytes < 256 << 20, "{line}");
+    assert!((65536..256 << 20).contains(&bytes), "{line}");
 }
 
 #[test]

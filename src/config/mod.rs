@@ -177,7 +177,7 @@ pub enum Action {
         content_type: String,
     },
     Static(StaticRoute),
-    Cgi(CgiRoute),
+    Cgi(Box<CgiRoute>),
     Redirect {
         to: String,
         status: u16,

@@ -74,13 +74,13 @@ fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
     } else if let Some(rd) = &r.redirect {
         redirect(rd)?
     } else if let Some(c) = &r.cgi {
-        Action::Cgi(CgiRoute {
+        Action::Cgi(Box::new(CgiRoute {
             widen: match &r.sandbox {
                 Some(w) => widen(w.get_ref())?,
                 None => Widen::default(),
             },
             ..cgi_route(c)?
-        })
+        }))
     } else if let Some(s) = &r.status {
         Action::Status(status_format(s.get_ref())?)
     } else {
