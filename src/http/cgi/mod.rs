@@ -4,15 +4,19 @@
 //! ```text
 //!   resolve the script (below `dir`, with openat2, or the one `script`)  resolve.rs
 //!   -> build the meta-variables from nothing (no environment leaks in)    env.rs
-//!   -> fork: new process group, stdin = the request body, stdout and
-//!      stderr = pipes, fds 0-2 only, default signals, cwd = the script's
-//!      directory -> exec                                                  process.rs
-//!   -> read the CGI header (within `timeout`: else TERM, KILL, 504), log
-//!      stderr line by line, parse it (lbaws::proto::cgi_head)
+//!   -> its cgroup leaf, where limits are enforced by cgroup
+//!      (crate::sandbox)
+//!   -> fork: new process group, its limits, user and sandbox, stdin = the
+//!      request body, stdout and stderr = pipes, fds 0-2 only, default
+//!      signals, cwd = the script's directory -> exec                     process.rs
+//!   -> read the CGI header (within `timeout`, whatever the script does
+//!      with its stdout: else TERM, KILL, 504), log stderr line by line
+//!      (up to the route's `stderr`), parse it (lbaws::proto::cgi_head)   running.rs
 //!   -> stream the body: Content-Length when the script gave one, else
-//!      chunked on a keep-alive HTTP/1.1 connection, else close-delimited  response.rs
+//!      chunked on a keep-alive HTTP/1.1 connection, else close-delimited;
+//!      cut (never complete-looking) if the script is killed mid-body     response.rs
 //!   -> reap the script and end what it left (killed first if the client
-//!      went away)                                                         process.rs
+//!      went away), log what its limits stopped                          running.rs
 //! ```
 //!
 //! The request body was read by the worker before any of this (the answer
@@ -21,9 +25,11 @@
 //! script's stdin is that descriptor, holding exactly `CONTENT_LENGTH`
 //! decoded bytes, positioned at 0.
 //!
-//! Failures: no such script 404, not executable 403, fork failed 503, exec
-//! failed 500, exit or crash before a complete header 502 (logged with the
-//! status or signal), a header the parser refuses 502, header timeout 504.
+//! Failures: no such script 404, not executable 403, fork failed (or its
+//! cgroup leaf could not be made) 503, exec failed 500, exit or crash before
+//! a complete header 502 (logged with the status or signal, and the limit
+//! behind it where known), a header the parser refuses 502, header timeout
+//! 504.
 
 mod env;
 mod process;

@@ -1,16 +1,19 @@
-//! The script's process: fork and exec, its output and its stderr while it
-//! runs, every deadline on it, and its end (and that of everything it left).
+//! The script's process: fork and exec (what it is while it runs, and its
+//! end: `running.rs`).
 //!
 //! The child, between `fork` and `exec`: its own process group;
 //! `PR_SET_PDEATHSIG` (a worker killed by anything takes its script along);
-//! stdin = the request body, stdout and stderr = pipes to the worker;
-//! descriptors 0-2 only (everything else of the worker's is closed, and what
-//! the child still holds for the exec itself is close-on-exec); default signal
-//! dispositions and an empty mask; the descriptor limit lbaws was started
-//! with; the script's directory as working directory, entered from the
-//! descriptor `resolve` opened (`fchdir`). Whether `exec` worked comes back
-//! on a close-on-exec status pipe: closed by a successful exec, or carrying
-//! the errno before the child leaves through `_exit`.
+//! its cgroup leaf, its user, its user namespace and its route's limits
+//! (`crate::sandbox::enter_script`: see `sandbox/limits.rs`), its route's
+//! Landlock domain; stdin = the request body, stdout and stderr = pipes to
+//! the worker; descriptors 0-2 only (everything else of the worker's is
+//! closed, and what the child still holds for the exec itself is
+//! close-on-exec); default signal dispositions and an empty mask; the
+//! script's directory as working directory, entered from the descriptor
+//! `resolve` opened (`fchdir`); last, its memory limit and its route's
+//! seccomp filter (`crate::sandbox::seal_script`). Whether `exec` worked
+//! comes back on a close-on-exec status pipe: closed by a successful exec,
+//! or carrying the errno before the child leaves through `_exit`.
 //!
 //! What runs is the file that was checked, as far as the kernel allows:
 //!
