@@ -20,9 +20,9 @@
 //! | a request body | `body_timeout` between bytes, `min_body_rate` on average | 408 |
 //! | a response write | `body_timeout` between progress, `min_send_rate` on average | close |
 //! | the graceful close | 2 s | close |
-//! | a CGI script's header (`cgi/process.rs`) | the route's `timeout` | SIGTERM to its group, SIGKILL 2 s later, 504 |
-//! | a CGI script's body | `body_timeout` between output (or the route's `timeout`, if longer) | the same, and a close |
-//! | a script's exit once its output has ended | 2 s | SIGKILL to its group |
+//! | a CGI script's header (`cgi/running.rs`), its stdout open or closed | the route's `timeout` | SIGTERM to its group, SIGKILL 2 s later, 504 (502 if it exits first) |
+//! | a CGI script's body | `body_timeout` between output (or the route's `timeout`, if longer) | the same, and the response is cut |
+//! | a script's exit once its output has ended (killed: the response is cut) | 2 s | SIGKILL to its group |
 //! | descendants a script left (they come back to the worker, a subreaper) | SIGTERM, 2 s | SIGKILL, reaped |
 //!
 //! When to park was measured (`bench/run`, keep-alive, and `bench/hostile`):
