@@ -326,6 +326,72 @@ fn write_line(fd: std::os::fd::BorrowedFd<'_>, out: &str) {
 /// Common Log Format time: `29/Nov/2026:11:48:02 +0000`.
 pub struct ClfTime(pub i64);
 
+/// What one access line says.
+pub struct Clf<'a> {
+    pub host: &'a str,
+    /// Seconds since the epoch.
+    pub time: i64,
+    /// The request line's parts (method, target, version), if it was read.
+    pub request: Option<&'a [&'a [u8]]>,
+    pub status: u16,
+    pub body_bytes: u64,
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+    /// The response was cut: its body ends short (the line ends in ` cut`).
+    pub cut: bool,
+}
+
+/// One Combined Log Format line:
+/// `host - - [time] "request line" status bytes "referer" "user-agent"`,
+/// and ` cut` after it for a response that was cut.
+pub fn clf_line(c: &Clf<'_>) -> String {
+    let mut line = String::with_capacity(200);
+    let _ = write!(line, "{} - - [{}] \"", c.host, ClfTime(c.time));
+    match c.request {
+        Some(parts) => {
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    line.push(' ');
+                }
+                clf_escape(&mut line, p);
+            }
+        }
+        None => line.push('-'),
+    }
+    let _ = write!(line, "\" {} ", c.status);
+    if c.body_bytes == 0 {
+        line.push('-');
+    } else {
+        let _ = write!(line, "{}", c.body_bytes);
+    }
+    for v in [c.referer, c.user_agent] {
+        line.push_str(" \"");
+        match v {
+            Some(v) => clf_escape(&mut line, v),
+            None => line.push('-'),
+        }
+        line.push('"');
+    }
+    if c.cut {
+        line.push_str(" cut");
+    }
+    line
+}
+
+/// Quote-safe: `"` and `\` escaped, control and non-ASCII bytes as `\xNN`.
+pub fn clf_escape(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+}
+
 impl fmt::Display for ClfTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MONTHS: [&str; 12] = [

@@ -138,6 +138,9 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
     match sandbox::prepare(cfg) {
         Ok(p) => {
             println!("{}", p.summary);
+            if let Some(l) = &p.limits {
+                println!("{l}");
+            }
             for m in &p.missing {
                 println!("sandbox: {} does not exist: it grants nothing", m.display());
             }
@@ -177,10 +180,16 @@ fn loop_io(
 }
 
 /// The sandbox `cfg` asks for, into use for every worker; logged once.
+/// First, before anything is forked: the cgroup layout for CGI limits,
+/// where lbaws runs in a delegated subtree.
 fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
+    sandbox::settle_cgroup();
     match sandbox::prepare(cfg) {
         Ok(p) => {
             info!("{}", p.summary);
+            if let Some(l) = &p.limits {
+                info!("{l}");
+            }
             for m in &p.missing {
                 warn!("sandbox: {} does not exist: it grants nothing", m.display());
             }
@@ -485,6 +494,13 @@ fn inetd(cfg: Config) -> ExitCode {
     let _ = signals::reset_in_worker();
     // The same sandbox as a forked worker's (prepared here, for this one
     // connection).
+    if cfg
+        .routes
+        .iter()
+        .any(|r| matches!(r.action, config::Action::Cgi(_)))
+    {
+        sandbox::settle_cgroup();
+    }
     match sandbox::prepare(&cfg) {
         Ok(p) => {
             let _ = sandbox::install(p);

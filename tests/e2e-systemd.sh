@@ -758,6 +758,74 @@ c sed -i '/^exit_idle_after = "2s"$/d' "$conf"
 check "the next connection is served" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
 check "by a new lbaws.service process" test "$(prop lbaws.service MainPID)" != "$idle_pid" -a "$(prop lbaws.service MainPID)" != 0
 
+# --- CGI limits (issue 24) -----------------------------------------------------------
+# A step of its own, written with the CGI limits: the packaged unit delegates
+# pids and memory (Delegate=), so each CGI script gets a cgroup v2 leaf of its
+# own whose pids.max and memory.max hold its whole tree. Seen from outside:
+# the supervisor in .../lbaws.service/supervisor, a running script in
+# .../lbaws.service/cgi/s<slot> with the route's limits, a bounded fork bomb
+# held there (504, the limit logged) while the site answers, and the leaf
+# removed once the request has ended.
+step_cgi_limits() {
+	step cgi "CGI limits: a cgroup v2 leaf per script"
+	local dir=/srv/lbaws-e2e-limits svc=/sys/fs/cgroup/system.slice/lbaws.service
+	c mkdir -p "$dir"
+	c sh -c "cat >$dir/hold.sh" <<'EOF'
+#!/bin/sh
+printf 'Content-Type: text/plain\n\nheld\n'
+exec sleep 3.25
+EOF
+	# Bounded by itself too (a tree of depth 6: at most 127 processes).
+	c sh -c "cat >$dir/bomb.sh" <<'EOF'
+#!/bin/bash
+bomb() {
+  [ "$1" -ge 6 ] && exec sleep 60
+  while :; do bomb $(($1 + 1)) & bomb $(($1 + 1)) & wait; done
+}
+bomb 0
+EOF
+	c chmod 755 "$dir/hold.sh" "$dir/bomb.sh"
+	c sh -c "cat >>$conf" <<EOF
+
+# added by tests/e2e-systemd.sh (CGI limits)
+[[route]]
+prefix = "/e2e-limits/"
+cgi = { dir = "$dir", timeout = "3s", limits = { processes = 8, memory = "64MiB" } }
+EOF
+	check "lbaws check accepts the route" c lbaws check --config "$conf"
+	check "systemctl restart lbaws" c systemctl restart lbaws.service
+	check "the site answers" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+	check "journal: CGI limits by cgroup v2" \
+		wait_for 10 journal_has info "CGI limits: cgroup v2, a leaf per script under $svc/cgi"
+	local main
+	main=$(prop lbaws.service MainPID)
+	check "the supervisor ($main) runs in lbaws.service/supervisor" \
+		test "$(c sed -n 's/^0:://p' "/proc/$main/cgroup")" = /system.slice/lbaws.service/supervisor
+	c curl -sS --max-time 20 -o - http://127.0.0.1:8080/e2e-limits/hold.sh >"$work/hold.out" &
+	local held=$!
+	holder() { c pgrep -x -f 'sleep 3.25'; }
+	check "a script is running" wait_for 10 holder
+	local pid cg
+	pid=$(holder | head -n 1)
+	cg=$(c sed -n 's/^0:://p' "/proc/$pid/cgroup")
+	say "       script $pid in $cg"
+	check "the script runs in a leaf of its own" grep -Eq '^/system.slice/lbaws.service/cgi/s[0-9]+$' <<<"$cg"
+	check "its pids.max is the route's processes (8)" test "$(c cat "/sys/fs/cgroup$cg/pids.max")" = 8
+	check "its memory.max is the route's memory (64MiB)" test "$(c cat "/sys/fs/cgroup$cg/memory.max")" = 67108864
+	wait "$held"
+	check "its response came whole" grep -qx held "$work/hold.out"
+	leaves_gone() { [ -z "$(c find "$svc/cgi" -mindepth 1 -maxdepth 1 -type d)" ]; }
+	check "its leaf is removed once the request has ended" wait_for 10 leaves_gone
+	local code
+	code=$(c curl -sS --max-time 20 -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/e2e-limits/bomb.sh)
+	check "a fork bomb ends its own request: 504 ($code)" test "$code" = 504
+	check "... while the site answers" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+	check "journal: its processes limit refused forks" \
+		wait_for 10 journal_has warning "its processes limit (8) refused"
+	check "... and its leaf is removed" wait_for 10 leaves_gone
+}
+step_cgi_limits
+
 # --- 13 ------------------------------------------------------------------------------
 step 13 "remove, then install again"
 if c dpkg -r lbaws >"$work/dpkg-r.log" 2>&1; then ok "dpkg -r lbaws"; else bad "dpkg -r lbaws"; cat "$work/dpkg-r.log"; fi

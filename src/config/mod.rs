@@ -183,7 +183,7 @@ pub enum Action {
         content_type: String,
     },
     Static(StaticRoute),
-    Cgi(CgiRoute),
+    Cgi(Box<CgiRoute>),
     Redirect {
         to: String,
         status: u16,
@@ -232,16 +232,56 @@ pub struct CgiRoute {
     pub env: Vec<(String, String)>,
     /// What the route's `sandbox` adds for its scripts.
     pub widen: Widen,
+    /// What one request's script (and everything it starts) may use.
+    pub limits: CgiLimits,
+    /// Bytes of a request's stderr that reach the log (then one line says
+    /// how much was dropped).
+    pub stderr: u64,
     /// This route's place among the CGI routes (its scripts' sandbox).
     pub slot: usize,
 }
 
-/// A route's `sandbox = { read, write, connect_ports }`.
+/// A CGI route's `limits`: per request, for the script and what it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgiLimits {
+    /// Processes (and threads) at once, the script included.
+    pub processes: u64,
+    /// Bytes of memory: the script's whole tree in a cgroup, else each
+    /// process's address space (`RLIMIT_AS`).
+    pub memory: u64,
+    /// CPU seconds, each process (`RLIMIT_CPU`).
+    pub cpu_secs: u64,
+    /// Open descriptors, each process (`RLIMIT_NOFILE`).
+    pub open_files: u64,
+    /// The largest file a process may write (`RLIMIT_FSIZE`).
+    pub file_size: u64,
+}
+
+impl Default for CgiLimits {
+    fn default() -> CgiLimits {
+        CgiLimits {
+            processes: 64,
+            memory: 512 << 20,
+            cpu_secs: 60,
+            open_files: 1024,
+            file_size: 1 << 30,
+        }
+    }
+}
+
+/// `[[route]] cgi = { stderr }`: what of a request's stderr is logged.
+pub const DEFAULT_CGI_STDERR: u64 = 16 << 10;
+
+/// A route's `sandbox = { read, write, connect_ports, connect_unix, udp_ports }`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Widen {
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
     pub connect_ports: Vec<u16>,
+    /// Unix sockets (by path) the scripts may connect to.
+    pub connect_unix: Vec<PathBuf>,
+    /// UDP ports the scripts may send to.
+    pub udp_ports: Vec<u16>,
 }
 
 /// `[sandbox] mode`.

@@ -45,6 +45,10 @@ pub(super) struct RawWiden {
     pub write: Vec<Spanned<String>>,
     #[serde(default)]
     pub connect_ports: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub connect_unix: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub udp_ports: Vec<Spanned<u16>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +152,19 @@ pub(super) struct RawCgi {
     pub interpreters: std::collections::BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, Spanned<String>>,
+    pub limits: Option<RawCgiLimits>,
+    pub stderr: Option<Size<GIB, 0>>,
+}
+
+/// A CGI route's `limits = { processes, memory, cpu, open_files, file_size }`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCgiLimits {
+    pub processes: Option<Count<1, 65_536>>,
+    pub memory: Option<Size<TIB, MIB>>,
+    pub cpu: Option<Dur<DAY>>,
+    pub open_files: Option<Count<3, 1_048_576>>,
+    pub file_size: Option<Size<TIB>>,
 }
 
 #[derive(Deserialize)]
@@ -190,10 +207,9 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(d)?;
         if n < MIN as i64 {
-            let what = if MIN == 1 {
-                "a positive integer"
-            } else {
-                "an integer >= 0"
+            let what = match MIN {
+                1 => "a positive integer".to_string(),
+                _ => format!("an integer >= {MIN}"),
             };
             return Err(de::Error::custom(format!("must be {what}, not {n}")));
         }
@@ -274,9 +290,10 @@ impl<'de, const MAX: u64, const MIN: u64> Deserialize<'de> for Size<MAX, MIN> {
             IntOrStr::Str(s) => (parse_size(&s).map_err(de::Error::custom)?, format!("{s:?}")),
         };
         if v < MIN {
-            return Err(de::Error::custom(format!(
-                "size {shown} must be greater than zero"
-            )));
+            return Err(de::Error::custom(match MIN {
+                1 => format!("size {shown} must be greater than zero"),
+                _ => format!("size {shown} is too small: at least {}", show_size(MIN)),
+            }));
         }
         if v > MAX {
             return Err(de::Error::custom(format!(

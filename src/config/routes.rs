@@ -3,7 +3,8 @@
 //! targets, environment names).
 
 use super::raw::{
-    RawCgi, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic, RawStatus, RawWiden,
+    RawCgi, RawCgiLimits, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic, RawStatus,
+    RawWiden,
 };
 use super::validate::Invalid;
 use super::*;
@@ -73,13 +74,13 @@ fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
     } else if let Some(rd) = &r.redirect {
         redirect(rd)?
     } else if let Some(c) = &r.cgi {
-        Action::Cgi(CgiRoute {
+        Action::Cgi(Box::new(CgiRoute {
             widen: match &r.sandbox {
                 Some(w) => widen(w.get_ref())?,
                 None => Widen::default(),
             },
             ..cgi_route(c)?
-        })
+        }))
     } else if let Some(s) = &r.status {
         Action::Status(status_format(s.get_ref())?)
     } else {
@@ -223,11 +224,31 @@ fn cgi_route(c: &Spanned<RawCgi>) -> Result<CgiRoute, Invalid> {
         interpreters,
         env,
         widen: Widen::default(),
+        limits: cgi_limits(raw.limits.as_ref()),
+        stderr: raw.stderr.map_or(DEFAULT_CGI_STDERR, |s| s.0),
         slot: 0,
     })
 }
 
-/// A route's `sandbox = { read, write, connect_ports }`: absolute paths
+/// `limits = { processes, memory, cpu, open_files, file_size }`, each
+/// bounded where it is parsed (`raw::RawCgiLimits`); defaults for the rest.
+fn cgi_limits(raw: Option<&RawCgiLimits>) -> CgiLimits {
+    let d = CgiLimits::default();
+    let Some(l) = raw else { return d };
+    CgiLimits {
+        processes: l.processes.map_or(d.processes, |c| c.0),
+        memory: l.memory.map_or(d.memory, |s| s.0),
+        // RLIMIT_CPU counts whole seconds: a part of one is one.
+        cpu_secs: l
+            .cpu
+            .map_or(d.cpu_secs, |c| c.0.as_millis().div_ceil(1000) as u64),
+        open_files: l.open_files.map_or(d.open_files, |c| c.0),
+        file_size: l.file_size.map_or(d.file_size, |s| s.0),
+    }
+}
+
+/// A route's `sandbox = { read, write, connect_ports, connect_unix,
+/// udp_ports }`: absolute paths
 /// (they need not exist yet: a missing one grants nothing, and is said at
 /// start), ports other than 0.
 fn widen(w: &RawWiden) -> Result<Widen, Invalid> {
@@ -242,17 +263,30 @@ fn widen(w: &RawWiden) -> Result<Widen, Invalid> {
             })
             .collect()
     };
-    let mut connect_ports = Vec::new();
-    for p in &w.connect_ports {
-        if *p.get_ref() == 0 {
-            return Err((p.span(), "sandbox connect_ports: port 0".into()));
+    let ports = |list: &[Spanned<u16>], what: &str| -> Result<Vec<u16>, Invalid> {
+        list.iter()
+            .map(|p| match *p.get_ref() {
+                0 => Err((p.span(), format!("sandbox {what}: port 0"))),
+                n => Ok(n),
+            })
+            .collect()
+    };
+    let connect_unix = paths(&w.connect_unix, "connect_unix")?;
+    for (p, raw) in connect_unix.iter().zip(&w.connect_unix) {
+        // sun_path holds 108 bytes with the terminating NUL.
+        if p.as_os_str().len() > 107 {
+            return Err((
+                raw.span(),
+                "sandbox connect_unix: a socket path has at most 107 bytes".into(),
+            ));
         }
-        connect_ports.push(*p.get_ref());
     }
     Ok(Widen {
         read: paths(&w.read, "read")?,
         write: paths(&w.write, "write")?,
-        connect_ports,
+        connect_ports: ports(&w.connect_ports, "connect_ports")?,
+        connect_unix,
+        udp_ports: ports(&w.udp_ports, "udp_ports")?,
     })
 }
 

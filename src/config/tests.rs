@@ -222,3 +222,108 @@ fn admission_defaults_bounds_and_the_old_per_ip_key() {
         "t.toml:2:17: duration \"2h\" is too long: at most 1h"
     );
 }
+
+#[test]
+fn cgi_limits_stderr_and_sandbox_grants() {
+    let route = |cgi_extra: &str, sandbox: &str| {
+        format!(
+            "[server]\ntemp_dir = \"/tmp\"\n[[route]]\nprefix = \"/a\"\ncgi = {{ script = \"/x\"{cgi_extra} }}\n{sandbox}"
+        )
+    };
+    let cgi = |c: &Config| match &c.routes[0].action {
+        Action::Cgi(c) => c.clone(),
+        _ => panic!(),
+    };
+    // Defaults.
+    let c = cgi(&parse(&route("", ""), "t").unwrap());
+    assert_eq!(c.limits, CgiLimits::default());
+    assert_eq!(
+        (c.limits.processes, c.limits.memory, c.limits.cpu_secs),
+        (64, 512 << 20, 60)
+    );
+    assert_eq!(c.stderr, 16 << 10);
+    // Set, a part of a CPU second rounded up.
+    let c = cgi(&parse(
+        &route(
+            ", limits = { processes = 8, memory = \"64MiB\", cpu = \"1500ms\", open_files = 64, file_size = \"1MiB\" }, stderr = 0",
+            "sandbox = { connect_unix = [\"/run/pg.sock\"], udp_ports = [53] }\n",
+        ),
+        "t",
+    )
+    .unwrap());
+    assert_eq!(
+        c.limits,
+        CgiLimits {
+            processes: 8,
+            memory: 64 << 20,
+            cpu_secs: 2,
+            open_files: 64,
+            file_size: 1 << 20
+        }
+    );
+    assert_eq!(c.stderr, 0);
+    assert_eq!(c.widen.connect_unix, vec![PathBuf::from("/run/pg.sock")]);
+    assert_eq!(c.widen.udp_ports, vec![53]);
+    // Bounds and mistakes, where they are written.
+    for (extra, sandbox, want) in [
+        (
+            ", limits = { processes = 0 }",
+            "",
+            "t.toml:5:47: must be a positive integer, not 0",
+        ),
+        (
+            ", limits = { processes = 65537 }",
+            "",
+            "t.toml:5:47: must be at most 65536",
+        ),
+        (
+            ", limits = { memory = \"1KiB\" }",
+            "",
+            "t.toml:5:44: size \"1KiB\" is too small: at least 1MiB",
+        ),
+        (
+            ", limits = { cpu = \"0s\" }",
+            "",
+            "t.toml:5:41: duration \"0s\" must be greater than zero",
+        ),
+        (
+            ", limits = { cpu = \"25h\" }",
+            "",
+            "t.toml:5:41: duration \"25h\" is too long: at most 24h",
+        ),
+        (
+            ", limits = { open_files = 2 }",
+            "",
+            "t.toml:5:48: must be an integer >= 3, not 2",
+        ),
+        (
+            ", limits = { threads = 2 }",
+            "",
+            "t.toml:5:35: unknown field `threads`",
+        ),
+        (
+            ", stderr = \"2GiB\"",
+            "",
+            "t.toml:5:33: size \"2GiB\" is too large: at most 1GiB",
+        ),
+        (
+            "",
+            "sandbox = { udp_ports = [0] }\n",
+            "t.toml:6:26: sandbox udp_ports: port 0",
+        ),
+        (
+            "",
+            "sandbox = { connect_unix = [\"run/x\"] }\n",
+            "t.toml:6:29: sandbox connect_unix path \"run/x\" must be absolute",
+        ),
+    ] {
+        let e = err(&route(extra, sandbox));
+        assert!(e.starts_with(want), "{extra} {sandbox}: {e}");
+    }
+    let long = format!(
+        "sandbox = {{ connect_unix = [\"/{}\"] }}\n",
+        "s".repeat(107)
+    );
+    assert!(err(&route("", &long))
+        .starts_with("t.toml:6:29: sandbox connect_unix: a socket path has at most 107 bytes"));
+}

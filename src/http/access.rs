@@ -1,14 +1,26 @@
 //! The access log line (and the scoreboard's count of the response): Combined Log Format, written by the worker that
 //! served the request with a single `write(2)` (see `crate::log::access`).
+//! A response that was cut (its body ends short: the script died or stalled,
+//! the client left) has ` cut` after the user agent. The line of a request
+//! whose worker died first is written by the supervisor
+//! (`crate::scoreboard::log_owed`).
 
 use super::request::Request;
 use super::response::Sent;
 use crate::listen::Peer;
-use std::fmt::Write as _;
 
 /// One Combined Log Format line:
 /// `peer - - [time] "request line" status bytes "referer" "user-agent"`.
 pub fn log_access(peer: Peer, req: Option<&Request>, sent: Sent) {
+    log_line(peer, req, sent, false)
+}
+
+/// The same, for a response that was cut.
+pub fn log_cut(peer: Peer, req: Option<&Request>, sent: Sent) {
+    log_line(peer, req, sent, true)
+}
+
+fn log_line(peer: Peer, req: Option<&Request>, sent: Sent, cut: bool) {
     // Every response passes here: the status page's counts too.
     crate::scoreboard::request_done(sent.status, sent.body_bytes);
     if !crate::log::access_enabled() {
@@ -21,44 +33,21 @@ pub fn log_access(peer: Peer, req: Option<&Request>, sent: Sent) {
         Peer::Inet(a) => a.ip().to_canonical().to_string(),
         Peer::Unix => "unix".to_string(),
     };
-    let mut line = String::with_capacity(200);
-    let _ = write!(line, "{host} - - [{}] \"", crate::log::ClfTime(now));
-    match req {
-        Some(r) => {
-            escape_into(&mut line, r.method.as_bytes());
-            line.push(' ');
-            escape_into(&mut line, r.target.as_bytes());
-            let _ = write!(line, " HTTP/1.{}", r.version);
-        }
-        None => line.push('-'),
-    }
-    let _ = write!(line, "\" {} ", sent.status);
-    if sent.body_bytes == 0 {
-        line.push('-');
-    } else {
-        let _ = write!(line, "{}", sent.body_bytes);
-    }
-    for name in ["referer", "user-agent"] {
-        line.push_str(" \"");
-        match req.and_then(|r| r.header(name)) {
-            Some(v) => escape_into(&mut line, v),
-            None => line.push('-'),
-        }
-        line.push('"');
-    }
+    let version: &[u8] = match req.map(|r| r.version) {
+        Some(0) => b"HTTP/1.0",
+        _ => b"HTTP/1.1",
+    };
+    let parts: Option<[&[u8]; 3]> =
+        req.map(|r| [r.method.as_bytes(), r.target.as_bytes(), version]);
+    let line = crate::log::clf_line(&crate::log::Clf {
+        host: &host,
+        time: now,
+        request: parts.as_ref().map(|p| &p[..]),
+        status: sent.status,
+        body_bytes: sent.body_bytes,
+        referer: req.and_then(|r| r.header("referer")),
+        user_agent: req.and_then(|r| r.header("user-agent")),
+        cut,
+    });
     crate::log::access(&line);
-}
-
-/// Quote-safe: `"` and `\` escaped, control and non-ASCII bytes as `\xNN`.
-fn escape_into(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
 }

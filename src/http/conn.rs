@@ -132,6 +132,9 @@ pub struct Conn<'a> {
     /// The current response's status, and where in `written` its body
     /// begins (see [`Conn::mark_head`]).
     head: Cell<Option<(u16, u64)>>,
+    /// The current response was cut (its source died or stalled): it ends
+    /// short, and the connection closes without a graceful close.
+    cut: Cell<bool>,
     buf: Vec<u8>,
     /// Unconsumed data is `buf[start..end]`.
     start: usize,
@@ -162,6 +165,7 @@ impl<'a> Conn<'a> {
             idle_timeout: None,
             written: Cell::new(0),
             head: Cell::new(None),
+            cut: Cell::new(false),
             buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             end: 0,
@@ -338,6 +342,22 @@ impl<'a> Conn<'a> {
         self.sending
             .set(Progress::start(self.send_pace, Instant::now()));
         self.head.set(None);
+        self.cut.set(false);
+    }
+
+    /// The current response is cut: it must not look complete (see
+    /// `worker.rs`, which logs it so and closes without a graceful close).
+    pub fn cut(&self) {
+        self.cut.set(true);
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.cut.get()
+    }
+
+    /// The connection's descriptor (for socket options).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// A response head of `len` bytes with `status` is about to be written:
@@ -346,6 +366,7 @@ impl<'a> Conn<'a> {
     pub fn mark_head(&self, status: u16, len: usize) {
         self.head
             .set(Some((status, self.written.get() + len as u64)));
+        crate::scoreboard::response_head(status, len);
     }
 
     /// The status and body bytes of a response cut short, if its head was
@@ -360,7 +381,6 @@ impl<'a> Conn<'a> {
     fn sent(&self, n: usize) -> Result<(), Errno> {
         if n > 0 {
             crate::scoreboard::progress();
-            crate::scoreboard::bytes_out(n);
         }
         let now = Instant::now();
         let mut p = self.sending.get();
@@ -398,6 +418,7 @@ impl<'a> Conn<'a> {
             match send(self.fd.as_raw_fd(), data, flags) {
                 Ok(n) => {
                     self.written.set(self.written.get() + n as u64);
+                    crate::scoreboard::bytes_out(n);
                     data = &data[n..];
                     if !data.is_empty() {
                         self.sent(n)?;
@@ -423,6 +444,7 @@ impl<'a> Conn<'a> {
                 Ok(0) => return Err(Errno::EIO), // the file shrank under us
                 Ok(n) => {
                     self.written.set(self.written.get() + n as u64);
+                    crate::scoreboard::bytes_out(n);
                     len -= n as u64;
                     if len > 0 {
                         self.sent(n)?;

@@ -20,9 +20,9 @@
 //! | a request body | `body_timeout` between bytes, `min_body_rate` on average | 408 |
 //! | a response write | `body_timeout` between progress, `min_send_rate` on average | close |
 //! | the graceful close | 2 s | close |
-//! | a CGI script's header (`cgi/process.rs`) | the route's `timeout` | SIGTERM to its group, SIGKILL 2 s later, 504 |
-//! | a CGI script's body | `body_timeout` between output (or the route's `timeout`, if longer) | the same, and a close |
-//! | a script's exit once its output has ended | 2 s | SIGKILL to its group |
+//! | a CGI script's header (`cgi/running.rs`), its stdout open or closed | the route's `timeout` | SIGTERM to its group, SIGKILL 2 s later, 504 (502 if it exits first) |
+//! | a CGI script's body | `body_timeout` between output (or the route's `timeout`, if longer) | the same, and the response is cut |
+//! | a script's exit once its output has ended (killed: the response is cut) | 2 s | SIGKILL to its group |
 //! | descendants a script left (they come back to the worker, a subreaper) | SIGTERM, 2 s | SIGKILL, reaped |
 //!
 //! When to park was measured (`bench/run`, keep-alive, and `bench/hostile`):
@@ -33,7 +33,7 @@
 //! default). The wait is a single blocking `recv` (`SO_RCVTIMEO`), not a
 //! `poll` and a `recv`: a keep-alive request costs one system call less.
 
-use super::access::log_access;
+use super::access::{log_access, log_cut};
 use super::body;
 use super::conn::{Conn, Pace, ReadErr};
 use super::dispatch;
@@ -354,6 +354,13 @@ impl Session<'_, '_> {
             &self.roots,
         );
         let close = match result {
+            Ok((sent, _)) if self.conn.is_cut() => {
+                // Its source died or stalled mid-body: the response ends
+                // short (no last chunk, fewer bytes than its length, or a
+                // reset), and the connection with it, at once.
+                log_cut(self.peer, Some(req), sent);
+                return Some(EXIT_OK);
+            }
             Ok((sent, close)) => {
                 log_access(self.peer, Some(req), sent);
                 close
@@ -362,7 +369,7 @@ impl Session<'_, '_> {
                 // Cut short (the client left, or was too slow): logged with
                 // the status and the body bytes that did go out.
                 if let Some((status, body_bytes)) = self.conn.cut_short() {
-                    log_access(self.peer, Some(req), Sent { status, body_bytes });
+                    log_cut(self.peer, Some(req), Sent { status, body_bytes });
                 }
                 return Some(io_exit(e));
             }

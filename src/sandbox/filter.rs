@@ -186,7 +186,14 @@ pub struct Filter {
 pub fn shared() -> Result<Filter, String> {
     #[cfg(target_arch = "x86_64")]
     {
-        let rules = DENIED.iter().map(|&nr| (nr, vec![])).collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            DENIED.iter().map(|&nr| (nr, vec![])).collect();
+        // But for one use: a CGI script's process enters a user namespace
+        // of its own, where its process limit counts (`limits.rs`). (Any
+        // process could make one with clone(CLONE_NEWUSER) anyway; a
+        // script's own filter then takes that away: [`script`].)
+        let not_just_user = cond(0, Dword, Ne, libc::CLONE_NEWUSER as u64)?;
+        rules.insert(libc::SYS_unshare, vec![rule(vec![not_just_user])?]);
         let denied = SeccompAction::Errno(libc::EPERM as u32);
         let filter = SeccompFilter::new(
             rules,
@@ -226,6 +233,140 @@ pub fn worker_allow_list() -> Result<Filter, String> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     Err("seccomp filters are built for x86_64 only".into())
+}
+
+/// A CGI route's scripts: attached by each script's process right before
+/// its exec, over the shared filter, and inherited by all it starts.
+///
+/// - Sockets: TCP (Landlock then says which ports it may connect to),
+///   netlink route queries, and, only where the route grants them, Unix
+///   sockets (`connect_unix`) and UDP (`udp_ports`); every other family
+///   and kind (raw, SCTP, packet, ...) is refused. The filter sees the
+///   call's integers, never the address a socket is used with, and this
+///   kernel's Landlock has no rule for UDP ports or Unix socket paths: a
+///   route granted either gets it for any address (`lbaws check` says so).
+/// - No namespaces: `unshare`, and `clone` with any `CLONE_NEW*` flag
+///   (the script's process made its one user namespace before this).
+///   `clone3`, whose flags are out of a filter's sight, answers ENOSYS, so
+///   that the C library falls back to `clone`.
+///
+/// Refusals are EPERM: a script sees a failed call and goes on.
+pub fn script(unix: bool, udp: bool) -> Result<Filter, String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use libc::{AF_INET, AF_INET6, AF_NETLINK, AF_UNIX};
+        let eq = |arg, v: i32| cond(arg, Dword, Eq, v as u64);
+        let ne = |arg, v: i32| cond(arg, Dword, Ne, v as u64);
+        let kind = |v: i32| cond(1, Dword, MaskedEq(0xf), v as u64);
+        let mut socket = vec![rule(vec![
+            ne(0, AF_UNIX)?,
+            ne(0, AF_INET)?,
+            ne(0, AF_INET6)?,
+            ne(0, AF_NETLINK)?,
+        ])?];
+        if !unix {
+            socket.push(rule(vec![eq(0, AF_UNIX)?])?);
+        }
+        // NETLINK_ROUTE only (interfaces and addresses, read by resolvers).
+        socket.push(rule(vec![eq(0, AF_NETLINK)?, ne(2, 0)?])?);
+        let mut refused_kinds = vec![
+            libc::SOCK_RAW,
+            libc::SOCK_RDM,
+            libc::SOCK_SEQPACKET,
+            libc::SOCK_DCCP,
+            // SOCK_PACKET, which libc keeps only as a deprecated name.
+            10,
+        ];
+        if !udp {
+            refused_kinds.push(libc::SOCK_DGRAM);
+        }
+        for family in [AF_INET, AF_INET6] {
+            for &k in &refused_kinds {
+                socket.push(rule(vec![eq(0, family)?, kind(k)?])?);
+            }
+            // A stream is TCP (not SCTP or MPTCP, which Landlock does not see).
+            socket.push(rule(vec![
+                eq(0, family)?,
+                kind(libc::SOCK_STREAM)?,
+                ne(2, 0)?,
+                ne(2, libc::IPPROTO_TCP)?,
+            ])?);
+            if udp {
+                socket.push(rule(vec![
+                    eq(0, family)?,
+                    kind(libc::SOCK_DGRAM)?,
+                    ne(2, 0)?,
+                    ne(2, libc::IPPROTO_UDP)?,
+                ])?);
+            }
+        }
+        let mut clone = Vec::new();
+        for flag in [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWCGROUP,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+        ] {
+            let f = flag as u64;
+            clone.push(rule(vec![cond(0, Qword, MaskedEq(f), f)?])?);
+        }
+        let rules: BTreeMap<i64, Vec<SeccompRule>> = [
+            (libc::SYS_socket, socket),
+            (libc::SYS_clone, clone),
+            (libc::SYS_unshare, vec![]),
+        ]
+        .into_iter()
+        .collect();
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            seccompiler::TargetArch::x86_64,
+        );
+        let mut program = x32_guard(SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        program.extend(refuse_call(
+            libc::SYS_clone3 as u32,
+            SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ));
+        assemble(filter, program)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (unix, udp);
+        Err("seccomp filters are built for x86_64 only".into())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use SeccompCmpArgLen::{Dword, Qword};
+#[cfg(target_arch = "x86_64")]
+use SeccompCmpOp::{Eq, MaskedEq, Ne};
+
+#[cfg(target_arch = "x86_64")]
+fn cond(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    v: u64,
+) -> Result<SeccompCondition, String> {
+    SeccompCondition::new(arg, len, op, v).map_err(|e| e.to_string())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, String> {
+    SeccompRule::new(conds).map_err(|e| e.to_string())
+}
+
+/// Call `nr` answers `ret` (after [`x32_guard`], whose load of the call's
+/// number it reuses).
+fn refuse_call(nr: u32, ret: u32) -> Program {
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let i = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    vec![i(JEQ, 0, 1, nr), i(RET, 0, 0, ret)]
 }
 
 /// `prologue`, then what seccompiler made of `filter`.

@@ -140,8 +140,10 @@ pub fn script_plan(route: &CgiRoute) -> Plan {
 
 /// What a worker gets: its static roots; and when it may run scripts,
 /// everything any of them gets (a script's domain is nested in its
-/// worker's, so it can only narrow it) and the spool directory.
-pub fn worker_plan(cfg: &Config) -> Plan {
+/// worker's, so it can only narrow it), the spool directory, and the
+/// directory of the scripts' cgroup leaves (`cgroup`), where limits are
+/// enforced by cgroup.
+pub fn worker_plan(cfg: &Config, cgroup: Option<&Path>) -> Plan {
     let mut plan = Plan::default();
     let mut cgi = false;
     for route in &cfg.routes {
@@ -156,6 +158,9 @@ pub fn worker_plan(cfg: &Config) -> Plan {
     }
     if cgi {
         plan.add(&cfg.server.temp_dir, Right::Spool);
+        if let Some(dir) = cgroup {
+            plan.add(dir, Right::Write);
+        }
     }
     plan
 }
@@ -243,7 +248,7 @@ mod tests {
     #[test]
     fn a_static_worker_reads_its_roots_only() {
         let c = cfg("[[route]]\nprefix = \"/\"\nstatic = { root = \"/srv/www\" }\n");
-        let plan = worker_plan(&c);
+        let plan = worker_plan(&c, None);
         assert_eq!(plan.paths, vec![(PathBuf::from("/srv/www"), Right::Read)]);
         assert!(plan.ports.is_empty());
     }
@@ -275,7 +280,7 @@ mod tests {
         }
         assert!(!script.paths.iter().any(|(p, _)| p == Path::new("/tmp")));
         assert_eq!(script.ports, vec![5432]);
-        let worker = worker_plan(&c);
+        let worker = worker_plan(&c, None);
         assert!(worker
             .paths
             .contains(&(PathBuf::from("/tmp"), Right::Spool)));

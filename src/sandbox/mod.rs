@@ -36,8 +36,11 @@
 //! worker's scoreboard slot and ends the worker with that same signal (no
 //! other work), so that the supervisor can log the call by name.
 
+mod cgroup;
+mod describe;
 mod filter;
 mod fs;
+mod limits;
 mod names;
 #[cfg(debug_assertions)]
 mod probe;
@@ -47,6 +50,9 @@ use nix::errno::Errno;
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+pub use cgroup::Leaf as CgroupLeaf;
+pub use describe::describe;
+pub use limits::settle as settle_cgroup;
 pub use names::name as syscall_name;
 
 /// What a configuration's workers get, ready to enter.
@@ -61,8 +67,14 @@ pub struct Prepared {
     strict: Option<filter::Filter>,
     /// No CGI route: a worker may not fork (`RLIMIT_NPROC` 0).
     no_fork: bool,
+    /// Each CGI route's scripts' filter, by `CgiRoute::slot`.
+    script_filters: Vec<Option<filter::Filter>>,
+    /// How scripts are held to their limits, and as which user.
+    contain: limits::Containment,
     /// One line: what is enforced, what is not and why.
     pub summary: String,
+    /// One line, with CGI routes: how their limits are enforced.
+    pub limits: Option<String>,
     /// Paths of the configuration that do not exist (they grant nothing).
     pub missing: Vec<std::path::PathBuf>,
 }
@@ -81,6 +93,8 @@ const FULL_ABI: i32 = 6;
 /// Build the sandbox `cfg` asks for. An error in `required` mode when the
 /// kernel cannot give all of it, or when the rulesets cannot be built.
 pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
+    let contain = limits::prepare(cfg);
+    let limits = contain.summary(cfg);
     if cfg.sandbox.mode == SandboxMode::Off {
         return Ok(Prepared {
             worker: None,
@@ -88,7 +102,10 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
             shared: None,
             strict: None,
             no_fork: false,
+            script_filters: Vec::new(),
+            contain,
             summary: "sandbox off ([sandbox] mode = \"off\")".into(),
+            limits,
             missing: Vec::new(),
         });
     }
@@ -105,9 +122,25 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         true => Some(filter::worker_allow_list()),
         false => None,
     };
+    let mut script_filters = Vec::new();
+    let mut script_error = None;
+    for route in &cfg.routes {
+        if let Action::Cgi(c) = &route.action {
+            let f = filter::script(
+                !c.widen.connect_unix.is_empty(),
+                !c.widen.udp_ports.is_empty(),
+            );
+            script_filters.resize_with(script_filters.len().max(c.slot + 1), || None);
+            match f {
+                Ok(f) => script_filters[c.slot] = Some(f),
+                Err(e) => script_error = Some(e),
+            }
+        }
+    }
     let compile_errors = [
         shared.as_ref().err(),
         strict.as_ref().and_then(|s| s.as_ref().err()),
+        script_error.as_ref(),
     ];
     let not_compiled = compile_errors.iter().any(Option::is_some);
     for e in compile_errors.into_iter().flatten() {
@@ -126,7 +159,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
     }
     crate::sys::no_new_privs().map_err(|e| format!("prctl(PR_SET_NO_NEW_PRIVS): {e}"))?;
     let (worker, mut scripts, missing) = match abi > 0 {
-        true => rulesets(cfg)?,
+        true => rulesets(cfg, contain.cgroup.as_deref())?,
         false => (None, Vec::new(), Vec::new()),
     };
     let mut shared = shared.ok();
@@ -150,6 +183,19 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         shared = shared.filter(|_| shared_ok);
         strict = strict.filter(|_| strict_ok);
         lacking.push("seccomp (refused)".into());
+    }
+    if !shared_ok {
+        script_filters.clear();
+    }
+    for route in &cfg.routes {
+        if let Action::Cgi(c) = &route.action {
+            if !c.widen.connect_unix.is_empty() || !c.widen.udp_ports.is_empty() {
+                lacking.push(format!(
+                    "per-path Unix socket and per-port UDP rules ({} may use any: Landlock ABI {abi} has no such rule)",
+                    route.prefix
+                ));
+            }
+        }
     }
     if required && !(landlock_ok && shared_ok && strict_ok && (cgi || no_fork_ok)) {
         return Err(format!(
@@ -191,7 +237,10 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         shared,
         strict,
         no_fork,
+        script_filters,
+        contain,
         summary,
+        limits,
         missing,
     })
 }
@@ -201,6 +250,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
 #[allow(clippy::type_complexity)]
 fn rulesets(
     cfg: &Config,
+    cgroup: Option<&std::path::Path>,
 ) -> Result<
     (
         Option<OwnedFd>,
@@ -209,7 +259,7 @@ fn rulesets(
     ),
     String,
 > {
-    let (worker, mut missing) = fs::build(&fs::worker_plan(cfg))?;
+    let (worker, mut missing) = fs::build(&fs::worker_plan(cfg, cgroup))?;
     let mut scripts: Vec<Option<OwnedFd>> = Vec::new();
     for route in &cfg.routes {
         if let Action::Cgi(c) = &route.action {
@@ -280,15 +330,27 @@ pub fn attach_shared() -> Result<(), Errno> {
 }
 
 /// In the supervisor: take `p` into use for the workers forked from now on.
-/// Its summary if that differs from the one it replaces.
+/// Its summary if that differs from the one it replaces. (How CGI limits
+/// are enforced is logged here when a reload changes it.)
 pub fn install(p: Prepared) -> Option<String> {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         let changed = c.as_ref().is_none_or(|old| old.summary != p.summary);
         let line = changed.then(|| p.summary.clone());
+        // (At start, `main` logs it; after a reload, here, if it changed.)
+        let limits_changed = c.as_ref().is_some_and(|old| old.limits != p.limits);
+        if let (true, Some(l)) = (limits_changed, &p.limits) {
+            crate::info!("{l}");
+        }
         *c = Some(p);
         line
     })
+}
+
+/// In a worker: the directory of the scripts' cgroup leaves, where limits
+/// are enforced by cgroup.
+pub fn cgroup_dir() -> Option<std::path::PathBuf> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|p| p.contain.cgroup.clone()))
 }
 
 /// The descriptors a worker must keep open (its rulesets) into `out`; how
@@ -333,12 +395,34 @@ pub fn enter_worker() -> Result<(), Errno> {
 }
 
 /// In a CGI script's process, before it closes its worker's descriptors:
-/// the domain of route `slot`, nested in the worker's.
-pub fn enter_script(slot: usize) -> Result<(), Errno> {
+/// its cgroup leaf (`leaf`: its `cgroup.procs`), user, user namespace and
+/// limits but memory (`limits.rs`), then the Landlock domain of route
+/// `slot`, nested in the worker's.
+pub fn enter_script(
+    slot: usize,
+    limits: &crate::config::CgiLimits,
+    leaf: Option<&OwnedFd>,
+) -> Result<(), Errno> {
     CURRENT.with(|c| {
         let c = c.borrow();
-        match c.as_ref().and_then(|p| p.scripts.get(slot)) {
+        let Some(p) = c.as_ref() else { return Ok(()) };
+        limits::enter(&p.contain, limits, leaf)?;
+        match p.scripts.get(slot) {
             Some(Some(fd)) => crate::sys::landlock_restrict(fd.as_raw_fd()),
+            _ => Ok(()),
+        }
+    })
+}
+
+/// In a CGI script's process, the last step before its exec: its memory
+/// limit (the rlimit way) and route `slot`'s seccomp filter.
+pub fn seal_script(slot: usize, limits: &crate::config::CgiLimits) -> Result<(), Errno> {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let Some(p) = c.as_ref() else { return Ok(()) };
+        limits::seal(&p.contain, limits)?;
+        match p.script_filters.get(slot) {
+            Some(Some(f)) => crate::sys::seccomp_filter(&f.program),
             _ => Ok(()),
         }
     })
@@ -351,41 +435,6 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     crate::scoreboard::denied(nr);
     // SA_RESETHAND restored the default action: this ends the worker.
     crate::sys::raise(libc::SIGSYS);
-}
-
-/// For `lbaws check`: what each route's workers (and scripts) would get.
-pub fn describe(cfg: &Config) -> Vec<String> {
-    if cfg.sandbox.mode == SandboxMode::Off {
-        return vec!["sandbox: off".into()];
-    }
-    let show = |plan: &fs::Plan| {
-        let mut s: Vec<String> = plan
-            .paths
-            .iter()
-            .map(|(p, r)| format!("{} ({})", p.display(), r.word()))
-            .collect();
-        if plan.ports.is_empty() {
-            s.push("no TCP connect".into());
-        } else {
-            let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
-            s.push(format!("TCP connect to port {}", ports.join(", ")));
-        }
-        s.join(", ")
-    };
-    let mut lines = vec![format!(
-        "sandbox: every worker: {}",
-        show(&fs::worker_plan(cfg))
-    )];
-    for route in &cfg.routes {
-        if let Action::Cgi(c) = &route.action {
-            lines.push(format!(
-                "sandbox: scripts of {}: {}",
-                route.prefix,
-                show(&fs::script_plan(c))
-            ));
-        }
-    }
-    lines
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@
 //! it (shared mappings are faulted in, not copied). A worker writes only its
 //! own slot and the header's counters, with atomics; the supervisor reads.
 
+mod owed;
 mod read;
+pub use owed::log_owed;
 pub use read::{totals, workers, Totals, Worker};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -201,6 +203,14 @@ struct Slot {
     peer: [AtomicU64; 2],
     peer_port: AtomicU32,
     line_len: AtomicU32,
+    /// The current request's access line is owed (1: its request line is
+    /// known and the worker has not logged it yet): if the worker dies
+    /// first, the supervisor writes it ([`log_owed`]).
+    owed: AtomicU32,
+    /// The status of the current request's response head (0: none sent),
+    /// and the value of `bytes_out` where its body begins.
+    status: AtomicU32,
+    body_from: AtomicU64,
     line: [AtomicU64; LINE_BYTES / 8],
 }
 
@@ -346,6 +356,8 @@ pub fn assign(i: usize, peer: crate::listen::Peer, served: u32) {
     s.bytes_out.store(0, Ordering::Relaxed);
     s.requests.store(served as u64, Ordering::Relaxed);
     s.line_len.store(0, Ordering::Relaxed);
+    s.owed.store(0, Ordering::Relaxed);
+    s.status.store(0, Ordering::Relaxed);
     let (addr, port) = match peer {
         crate::listen::Peer::Inet(a) => {
             let ip = match a.ip() {
@@ -418,6 +430,11 @@ pub fn enter(i: usize) {
     progress();
 }
 
+/// In a worker: its slot, if it has one.
+pub fn my_slot() -> Option<usize> {
+    MINE.with(std::cell::Cell::get).checked_sub(1)
+}
+
 /// In a worker: something moved. Cheap enough for every read and write.
 pub fn progress() {
     if let Some(s) = mine() {
@@ -438,6 +455,7 @@ pub fn begin_request() {
         s.state.store(State::Head as u32, Ordering::Relaxed);
         s.request_us.store(now_us(), Ordering::Relaxed);
         s.line_len.store(0, Ordering::Relaxed);
+        s.status.store(0, Ordering::Relaxed);
     }
 }
 
@@ -462,6 +480,17 @@ pub fn request_line(parts: &[&[u8]]) {
         w.store(u64::from_le_bytes(b), Ordering::Relaxed);
     }
     s.line_len.store(n as u32, Ordering::Relaxed);
+    s.owed.store(1, Ordering::Relaxed);
+}
+
+/// In a worker: a response head of `len` bytes with `status` is about to
+/// be written (what follows it is the body).
+pub fn response_head(status: u16, len: usize) {
+    if let Some(s) = mine() {
+        s.status.store(status as u32, Ordering::Relaxed);
+        let from = s.bytes_out.load(Ordering::Relaxed) + len as u64;
+        s.body_from.store(from, Ordering::Relaxed);
+    }
 }
 
 /// In a worker: bytes read from the connection.
@@ -471,7 +500,8 @@ pub fn bytes_in(n: usize) {
     }
 }
 
-/// In a worker: bytes written to the connection.
+/// In a worker: bytes written to the connection (each write: the access
+/// line the supervisor may owe counts the body from these).
 pub fn bytes_out(n: usize) {
     if let Some(s) = mine() {
         s.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -482,6 +512,10 @@ pub fn bytes_out(n: usize) {
 /// and `body_bytes`: counted by class, and its duration since
 /// [`begin_request`] in the histogram.
 pub fn request_done(status: u16, body_bytes: u64) {
+    if let Some(s) = mine() {
+        // Its access line is written (or the log is off): not owed.
+        s.owed.store(0, Ordering::Relaxed);
+    }
     let Some(h) = header() else { return };
     if status < 100 {
         return; // nothing was sent

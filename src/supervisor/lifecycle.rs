@@ -91,6 +91,8 @@ impl Supervisor {
             return;
         };
         let w = self.workers.swap_remove(i);
+        // The access line of a request it died in the middle of (issue 24).
+        crate::scoreboard::log_owed(w.slot as usize, signal.is_some() || code != 0);
         self.sources.remove(w.key, Place::Worker);
         self.free_slots.push(w.slot);
         crate::scoreboard::set_pid(w.slot as usize, 0);

@@ -13,7 +13,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 mod sandbox;
+mod script;
 pub use sandbox::*;
+pub use script::*;
 
 /// `accept4(SOCK_CLOEXEC)`: the connection and its peer's address (`None`
 /// for a Unix socket's peer).
@@ -288,29 +290,15 @@ pub fn nofile() -> (u64, u64) {
         .unwrap_or((1024, 1024))
 }
 
-/// The soft `RLIMIT_NOFILE` before [`raise_nofile`] (0: not raised).
-static ORIGINAL_NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// Raise the soft `RLIMIT_NOFILE` to the hard one; returns the new soft limit.
+/// (A CGI script gets its route's `open_files` instead.)
 pub fn raise_nofile() -> u64 {
     use nix::sys::resource::{setrlimit, Resource};
     let (soft, hard) = nofile();
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        ORIGINAL_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
         return hard;
     }
     soft
-}
-
-/// Give this process back the soft `RLIMIT_NOFILE` lbaws was started with
-/// (a child about to run another program).
-pub fn restore_nofile() {
-    use nix::sys::resource::{setrlimit, Resource};
-    let soft = ORIGINAL_NOFILE.load(std::sync::atomic::Ordering::Relaxed);
-    if soft > 0 {
-        let (_, hard) = nofile();
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard);
-    }
 }
 
 /// This process gets `sig` when its parent ends (`PR_SET_PDEATHSIG`).

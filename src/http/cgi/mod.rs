@@ -4,15 +4,19 @@
 //! ```text
 //!   resolve the script (below `dir`, with openat2, or the one `script`)  resolve.rs
 //!   -> build the meta-variables from nothing (no environment leaks in)    env.rs
-//!   -> fork: new process group, stdin = the request body, stdout and
-//!      stderr = pipes, fds 0-2 only, default signals, cwd = the script's
-//!      directory -> exec                                                  process.rs
-//!   -> read the CGI header (within `timeout`: else TERM, KILL, 504), log
-//!      stderr line by line, parse it (lbaws::proto::cgi_head)
+//!   -> its cgroup leaf, where limits are enforced by cgroup
+//!      (crate::sandbox)
+//!   -> fork: new process group, its limits, user and sandbox, stdin = the
+//!      request body, stdout and stderr = pipes, fds 0-2 only, default
+//!      signals, cwd = the script's directory -> exec                     process.rs
+//!   -> read the CGI header (within `timeout`, whatever the script does
+//!      with its stdout: else TERM, KILL, 504), log stderr line by line
+//!      (up to the route's `stderr`), parse it (lbaws::proto::cgi_head)   running.rs
 //!   -> stream the body: Content-Length when the script gave one, else
-//!      chunked on a keep-alive HTTP/1.1 connection, else close-delimited  response.rs
+//!      chunked on a keep-alive HTTP/1.1 connection, else close-delimited;
+//!      cut (never complete-looking) if the script is killed mid-body     response.rs
 //!   -> reap the script and end what it left (killed first if the client
-//!      went away)                                                         process.rs
+//!      went away), log what its limits stopped                          running.rs
 //! ```
 //!
 //! The request body was read by the worker before any of this (the answer
@@ -21,14 +25,17 @@
 //! script's stdin is that descriptor, holding exactly `CONTENT_LENGTH`
 //! decoded bytes, positioned at 0.
 //!
-//! Failures: no such script 404, not executable 403, fork failed 503, exec
-//! failed 500, exit or crash before a complete header 502 (logged with the
-//! status or signal), a header the parser refuses 502, header timeout 504.
+//! Failures: no such script 404, not executable 403, fork failed (or its
+//! cgroup leaf could not be made) 503, exec failed 500, exit or crash before
+//! a complete header 502 (logged with the status or signal, and the limit
+//! behind it where known), a header the parser refuses 502, header timeout
+//! 504.
 
 mod env;
 mod process;
 mod resolve;
 mod response;
+mod running;
 pub mod spool;
 
 use crate::config::{CgiRoute, Config};
@@ -36,6 +43,7 @@ use crate::http::conn::Conn;
 use crate::http::request::Request;
 use crate::http::response::{self as http_response, Persist, Sent};
 use crate::listen::Peer;
+use crate::sandbox::CgroupLeaf;
 use env::cstring;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -59,6 +67,16 @@ pub struct CgiRequest<'r> {
     pub peer: Peer,
     /// The decoded request body, positioned at 0, if there was one.
     pub body: Option<(OwnedFd, u64)>,
+}
+
+/// The name of this worker's scripts' cgroup leaf: its scoreboard slot
+/// (the leaf of a killed worker is then reused, not left behind), or its
+/// pid (`--inetd`).
+fn leaf_name() -> String {
+    match crate::scoreboard::my_slot() {
+        Some(i) => format!("s{i}"),
+        None => format!("p{}", std::process::id()),
+    }
 }
 
 /// Answer one request with its CGI route.
@@ -95,6 +113,22 @@ pub fn serve(
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with("nph-"));
+    // Where limits are enforced by cgroup: the script's leaf, made now.
+    let leaf = match crate::sandbox::cgroup_dir() {
+        None => None,
+        Some(dir) => match CgroupLeaf::create(
+            &dir,
+            &leaf_name(),
+            route.limits.processes,
+            route.limits.memory,
+        ) {
+            Ok(leaf) => Some(leaf),
+            Err(e) => {
+                crate::error!("cgi {name}: its cgroup: {e}: not run");
+                return refuse(503);
+            }
+        },
+    };
     let program = Program {
         file: script.file,
         path,
@@ -103,6 +137,9 @@ pub fn serve(
         env,
         dir: script.dir,
         sandbox: route.slot,
+        limits: route.limits,
+        stderr: route.stderr,
+        leaf,
     };
     let stdin = match cx.body {
         Some((fd, _)) => fd,
@@ -118,7 +155,7 @@ pub fn serve(
             }
         },
     };
-    let mut run = match process::spawn(&program, stdin, name.clone()) {
+    let mut run = match process::spawn(program, stdin, name.clone()) {
         Ok(run) => run,
         Err(SpawnErr::Setup(what, e)) => {
             crate::error!("cgi {name}: {what}: {e}");
@@ -133,7 +170,6 @@ pub fn serve(
             return refuse(500);
         }
     };
-    drop(program);
 
     let result = if nph {
         response::pass_raw(conn, &mut run, cfg)

@@ -1,16 +1,19 @@
-//! The script's process: fork and exec, its output and its stderr while it
-//! runs, every deadline on it, and its end (and that of everything it left).
+//! The script's process: fork and exec (what it is while it runs, and its
+//! end: `running.rs`).
 //!
 //! The child, between `fork` and `exec`: its own process group;
 //! `PR_SET_PDEATHSIG` (a worker killed by anything takes its script along);
-//! stdin = the request body, stdout and stderr = pipes to the worker;
-//! descriptors 0-2 only (everything else of the worker's is closed, and what
-//! the child still holds for the exec itself is close-on-exec); default signal
-//! dispositions and an empty mask; the descriptor limit lbaws was started
-//! with; the script's directory as working directory, entered from the
-//! descriptor `resolve` opened (`fchdir`). Whether `exec` worked comes back
-//! on a close-on-exec status pipe: closed by a successful exec, or carrying
-//! the errno before the child leaves through `_exit`.
+//! its cgroup leaf, its user, its user namespace and its route's limits
+//! (`crate::sandbox::enter_script`: see `sandbox/limits.rs`), its route's
+//! Landlock domain; stdin = the request body, stdout and stderr = pipes to
+//! the worker; descriptors 0-2 only (everything else of the worker's is
+//! closed, and what the child still holds for the exec itself is
+//! close-on-exec); default signal dispositions and an empty mask; the
+//! script's directory as working directory, entered from the descriptor
+//! `resolve` opened (`fchdir`); last, its memory limit and its route's
+//! seccomp filter (`crate::sandbox::seal_script`). Whether `exec` worked
+//! comes back on a close-on-exec status pipe: closed by a successful exec,
+//! or carrying the errno before the child leaves through `_exit`.
 //!
 //! What runs is the file that was checked, as far as the kernel allows:
 //!
@@ -43,17 +46,17 @@
 //! request ends the worker ends the script's group and every descendant it
 //! adopted (SIGTERM, SIGKILL [`KILL_GRACE`] later) and reaps them all.
 
+pub use super::running::Running;
+use crate::config::CgiLimits;
+use crate::sandbox::CgroupLeaf;
 use crate::sys;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
 use nix::sys::stat::fstat;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
 /// From SIGTERM to SIGKILL for a script that overstays.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -73,6 +76,13 @@ pub struct Program {
     pub dir: OwnedFd,
     /// Its route's place among the CGI routes: the sandbox it enters.
     pub sandbox: usize,
+    /// Its route's limits, and its route's budget of logged stderr.
+    pub limits: CgiLimits,
+    pub stderr: u64,
+    /// Its cgroup leaf, where limits are enforced by cgroup (the leaf
+    /// goes with the [`Running`] script; its `cgroup.procs` is joined by
+    /// the child).
+    pub leaf: Option<(CgroupLeaf, OwnedFd)>,
 }
 
 /// Why there is no running script.
@@ -91,7 +101,7 @@ pub enum SpawnErr {
 const REPLACED: i32 = -1;
 
 /// Fork and exec `p` with `stdin`; `name` names it in the log.
-pub fn spawn(p: &Program, stdin: OwnedFd, name: String) -> Result<Running, SpawnErr> {
+pub fn spawn(mut p: Program, stdin: OwnedFd, name: String) -> Result<Running, SpawnErr> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnErr::Setup("pipe", e));
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -103,20 +113,13 @@ pub fn spawn(p: &Program, stdin: OwnedFd, name: String) -> Result<Running, Spawn
     // SAFETY: the worker is single-threaded; the child only sets up
     // descriptors and execs (or writes errno and _exits).
     let pid = match unsafe { fork() } {
-        Ok(ForkResult::Child) => exec_child(worker, [&stdin, &out_w, &err_w], &st_w, p),
+        Ok(ForkResult::Child) => exec_child(worker, [&stdin, &out_w, &err_w], &st_w, &p),
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return Err(SpawnErr::Setup("fork", e)),
     };
     drop((stdin, out_w, err_w, st_w));
-    let mut run = Running {
-        pid,
-        name,
-        out: Some(out_r),
-        err: err_r,
-        err_buf: Vec::new(),
-        err_open: true,
-        reaped: None,
-    };
+    let leaf = p.leaf.take().map(|(leaf, _procs)| leaf);
+    let mut run = Running::new(pid, name, out_r, err_r, p.limits, p.stderr, leaf);
     // Did exec work? The status pipe closes on exec, or carries errno.
     let mut errno = [0u8; 4];
     let n = read_retry(&st_r, &mut errno);
@@ -184,9 +187,11 @@ fn set_up_child(
     if nix::unistd::getppid() != worker {
         return Err(Errno::ESRCH);
     }
-    // Its route's Landlock domain, nested in the worker's (the ruleset is
-    // one of the descriptors closed below).
-    crate::sandbox::enter_script(p.sandbox)?;
+    // Its cgroup leaf, user, user namespace and limits, and its route's
+    // Landlock domain, nested in the worker's (the ruleset and the leaf's
+    // cgroup.procs are among the descriptors closed below).
+    let leaf = p.leaf.as_ref().map(|(_, procs)| procs);
+    crate::sandbox::enter_script(p.sandbox, &p.limits, leaf)?;
     for (to, fd) in stdio.iter().enumerate() {
         // SAFETY: plain descriptor calls in a single-threaded child.
         if unsafe { libc::dup2(fd.as_raw_fd(), to as libc::c_int) } < 0 {
@@ -199,10 +204,9 @@ fn set_up_child(
     if crate::signals::reset_in_child().is_err() {
         return Err(Errno::EINVAL);
     }
-    // The descriptor limit lbaws was started with, not the one it raised
-    // for itself (programs that loop up to it, or use select, expect 1024).
-    sys::restore_nofile();
-    nix::unistd::fchdir(&p.dir)
+    nix::unistd::fchdir(&p.dir)?;
+    // Last: its memory limit and its route's seccomp filter.
+    crate::sandbox::seal_script(p.sandbox, &p.limits)
 }
 
 fn read_retry(fd: &OwnedFd, buf: &mut [u8]) -> usize {
@@ -218,247 +222,11 @@ fn read_retry(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     got
 }
 
-/// The running script: its pid, its stdout, and its stderr being logged
-/// line by line.
-pub struct Running {
-    pub pid: Pid,
-    pub name: String,
-    out: Option<OwnedFd>,
-    err: OwnedFd,
-    err_buf: Vec<u8>,
-    err_open: bool,
-    reaped: Option<WaitStatus>,
-}
-
-impl Running {
-    /// Read from the script's stdout by `deadline`, logging its stderr
-    /// meanwhile; `Ok(0)` is EOF, `Err(())` the deadline.
-    pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, ()> {
-        loop {
-            if !self.wait_out(deadline) {
-                return Err(());
-            }
-            let Some(out) = &self.out else { return Ok(0) };
-            match nix::unistd::read(out, buf) {
-                Ok(n) => {
-                    crate::scoreboard::progress();
-                    return Ok(n);
-                }
-                Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
-                Err(_) => return Ok(0),
-            }
-        }
-    }
-
-    /// Wait until stdout is readable (or the deadline), logging stderr meanwhile.
-    /// Returns false on timeout.
-    fn wait_out(&mut self, deadline: Instant) -> bool {
-        let Some(out) = self.out.take() else {
-            return true;
-        };
-        let ready = self.wait_readable(&out, deadline);
-        self.out = Some(out);
-        ready
-    }
-
-    fn wait_readable(&mut self, out: &OwnedFd, deadline: Instant) -> bool {
-        loop {
-            let Some(ms) = crate::http::conn::millis_until(deadline) else {
-                return false;
-            };
-            let mut fds = [
-                PollFd::new(out.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.err.as_fd(), PollFlags::POLLIN),
-            ];
-            let n = if self.err_open { 2 } else { 1 };
-            match poll(&mut fds[..n], ms) {
-                Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => {}
-                Err(_) => return true,
-            }
-            let err_ready = n == 2 && fds[1].revents().is_some_and(|r| !r.is_empty());
-            let out_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-            if err_ready {
-                self.read_stderr();
-            }
-            if out_ready {
-                return true;
-            }
-        }
-    }
-
-    fn read_stderr(&mut self) {
-        let mut buf = [0u8; 4096];
-        match nix::unistd::read(&self.err, &mut buf) {
-            Ok(0) | Err(_) => {
-                self.err_open = false;
-                self.flush_stderr(true);
-            }
-            Ok(n) => {
-                self.err_buf.extend_from_slice(&buf[..n]);
-                self.flush_stderr(false);
-            }
-        }
-    }
-
-    /// One log line per line the script wrote to stderr.
-    fn flush_stderr(&mut self, all: bool) {
-        while let Some(nl) = self.err_buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.err_buf.drain(..=nl).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            crate::warn!(
-                "cgi {}[{}]: {}",
-                self.name,
-                self.pid,
-                text.trim_end_matches('\r')
-            );
-        }
-        if (all && !self.err_buf.is_empty()) || self.err_buf.len() > 4096 {
-            let text = String::from_utf8_lossy(&self.err_buf).into_owned();
-            crate::warn!("cgi {}[{}]: {}", self.name, self.pid, text);
-            self.err_buf.clear();
-        }
-    }
-
-    /// Send `sig` to the script's process group (unless it has been reaped).
-    pub fn kill(&self, sig: Signal) {
-        if self.reaped.is_none() {
-            let _ = killpg(self.pid, sig);
-        }
-    }
-
-    fn try_reap(&mut self) -> bool {
-        if self.reaped.is_some() {
-            return true;
-        }
-        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => false,
-            Ok(s) => {
-                self.reaped = Some(s);
-                true
-            }
-            Err(Errno::EINTR) => false,
-            Err(_) => {
-                self.reaped = Some(WaitStatus::StillAlive);
-                true
-            }
-        }
-    }
-
-    fn reap_blocking(&mut self) {
-        while self.reaped.is_none() {
-            match waitpid(self.pid, None) {
-                Ok(s) => self.reaped = Some(s),
-                Err(Errno::EINTR) => continue,
-                Err(_) => self.reaped = Some(WaitStatus::StillAlive),
-            }
-        }
-    }
-
-    /// TERM the script's group, then KILL after a grace period; reap it
-    /// and every descendant it left.
-    pub fn terminate(&mut self) {
-        self.kill(Signal::SIGTERM);
-        let until = Instant::now() + KILL_GRACE;
-        while !self.try_reap() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.kill(Signal::SIGKILL);
-        self.reap_blocking();
-        end_descendants();
-    }
-
-    /// At the end: close its stdout, drain stderr, reap (killing the group
-    /// if it lingers), end what it left, and log an abnormal end.
-    pub fn finish(&mut self) {
-        self.out = None;
-        let until = Instant::now() + KILL_GRACE;
-        while self.err_open && Instant::now() < until {
-            let mut fds = [PollFd::new(self.err.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(100u16)) {
-                Ok(0) => {
-                    if self.try_reap() {
-                        break;
-                    }
-                }
-                Ok(_) => self.read_stderr(),
-                Err(_) => break,
-            }
-        }
-        self.flush_stderr(true);
-        while !self.try_reap() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if self.reaped.is_none() {
-            self.kill(Signal::SIGKILL);
-            self.reap_blocking();
-        }
-        // Whatever it left in its group goes too, and whatever it left
-        // anywhere else: detached descendants came back to this worker.
-        let _ = killpg(self.pid, Signal::SIGKILL);
-        end_descendants();
-        match self.reaped {
-            Some(WaitStatus::Exited(_, 0)) | None => {}
-            Some(WaitStatus::Exited(_, code)) => {
-                crate::warn!("cgi {}[{}]: exited with code {code}", self.name, self.pid)
-            }
-            Some(WaitStatus::Signaled(_, sig, _)) => {
-                crate::warn!("cgi {}[{}]: killed by {sig}", self.name, self.pid)
-            }
-            Some(_) => {}
-        }
-    }
-
-    /// How it ended (waiting for it): "exited with code 3", "killed by SIGSEGV".
-    pub fn describe_end(&mut self) -> String {
-        self.reap_blocking();
-        match self.reaped {
-            Some(WaitStatus::Exited(_, code)) => format!("exited with code {code}"),
-            Some(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
-            _ => "ended".into(),
-        }
-    }
-}
-
-/// End what a script left behind: this worker is a subreaper, so every
-/// descendant that outlived its parent is now a child of the worker (which
-/// has no other). SIGTERM to each and its group, SIGKILL to what is left
-/// after the grace, and reap them all; again, until none is left (an ended
-/// descendant's own children come back too).
-fn end_descendants() {
-    let mut pids = [0 as libc::pid_t; 64];
-    for _ in 0..8 {
-        let n = sys::children(&mut pids);
-        if n == 0 {
-            break;
-        }
-        for &p in &pids[..n] {
-            let pid = Pid::from_raw(p);
-            let _ = killpg(pid, Signal::SIGTERM);
-            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        }
-        let until = Instant::now() + KILL_GRACE;
-        while Instant::now() < until {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => break, // ECHILD: none left
-            }
-        }
-        for &p in &pids[..n] {
-            let pid = Pid::from_raw(p);
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            // Dying now: wait for it (an error means it was reaped above).
-            let _ = waitpid(pid, None);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
 
     /// A program for `script` as `serve` builds it (no interpreter).
     fn program(script: &std::path::Path, named: &std::path::Path) -> Program {
@@ -468,6 +236,9 @@ mod tests {
         let path = CString::new(named.as_os_str().as_encoded_bytes()).unwrap();
         Program {
             sandbox: 0,
+            limits: CgiLimits::default(),
+            stderr: 1 << 14,
+            leaf: None,
             file: open(script, OFlag::O_RDONLY),
             argv: vec![path.clone()],
             path,
@@ -494,17 +265,17 @@ mod tests {
         write_script(&b, "#!/bin/sh\necho other\n");
         // The checked file, by its own path: from the descriptor the kernel
         // refuses (a #! script), by the path it runs, in its directory.
-        let mut run = spawn(&program(&a, &a), null(), "a".into()).unwrap();
+        let mut run = spawn(program(&a, &a), null(), "a".into()).unwrap();
         let mut out = [0u8; 256];
         let n = run.read(&mut out, Instant::now() + Duration::from_secs(10));
         let want = format!("ran {} in {}\n", a.display(), dir.path().display());
         assert_eq!(n.map(|n| &out[..n]), Ok(want.as_bytes()));
         run.finish();
         // The path names another file now: not run.
-        let replaced = spawn(&program(&a, &b), null(), "a".into());
+        let replaced = spawn(program(&a, &b), null(), "a".into());
         assert!(matches!(replaced, Err(SpawnErr::Replaced)));
         // Nor when it names nothing.
-        let gone = spawn(&program(&a, &dir.path().join("gone")), null(), "a".into());
+        let gone = spawn(program(&a, &dir.path().join("gone")), null(), "a".into());
         assert!(matches!(gone, Err(SpawnErr::Exec(Errno::ENOENT))));
     }
 }

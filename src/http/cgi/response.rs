@@ -101,9 +101,18 @@ pub fn respond(
     let framing = framing(&head, status, req, persist);
     let head_bytes = response_head(&head, status, sh, &framing, persist);
     let body_follows = !matches!(framing, Framing::Nothing(_));
+    if let Framing::Close = framing {
+        // Until the body is known complete, a close resets the connection
+        // (SO_LINGER 0): then a worker killed meanwhile, or a script killed
+        // mid-body, cannot make a cut body look like the whole of one.
+        let _ = crate::sys::set_reset_on_close(conn.fd(), true);
+    }
     conn.mark_head(status, head_bytes.len());
     conn.write_all(&head_bytes, body_follows)?;
     let (sent, broken) = stream_body(conn, run, route, cfg, &framing, leftover)?;
+    if let (Framing::Close, false) = (&framing, conn.is_cut()) {
+        let _ = crate::sys::set_reset_on_close(conn.fd(), false);
+    }
     Ok(Outcome::Sent {
         sent: Sent {
             status,
@@ -126,13 +135,28 @@ fn read_head(
     loop {
         let n = match run.read(&mut chunk, deadline) {
             Ok(0) => {
-                let how = run.describe_end();
+                // Its output is closed: no header can come. It has ended
+                // (502), or it will by the deadline, or it is ended then
+                // (504): the timeout holds whatever it does with its
+                // descriptors.
+                if run.wait_exit(deadline) {
+                    crate::error!(
+                        "cgi {}[{}]: {} before a complete response header",
+                        run.name,
+                        run.pid,
+                        run.end()
+                    );
+                    return Err(502);
+                }
                 crate::error!(
-                    "cgi {}[{}]: {how} before a complete response header",
+                    "cgi {}[{}]: closed its output before a complete response header \
+                     and is still running after {:?}; terminating it",
                     run.name,
-                    run.pid
+                    run.pid,
+                    route.timeout
                 );
-                return Err(502);
+                run.terminate();
+                return Err(504);
             }
             Ok(n) => n,
             Err(()) => {
@@ -236,24 +260,46 @@ fn stream_body(
             Ok(n) => pending.extend_from_slice(&chunk[..n]),
             Err(()) => {
                 crate::error!(
-                    "cgi {}[{}]: response body stalled; terminating it",
+                    "cgi {}[{}]: response body stalled; terminating it (the response is cut)",
                     run.name,
                     run.pid
                 );
                 run.terminate();
+                conn.cut();
                 return Ok((sent, true));
             }
         }
     }
     match framing {
-        Framing::Chunked => conn.write_all(b"0\r\n\r\n", false)?,
         Framing::Length(n) if sent < *n => {
             crate::warn!(
-                "cgi {}[{}]: sent {sent} of its Content-Length {n}",
+                "cgi {}[{}]: sent {sent} of its Content-Length {n} (the response is cut)",
                 run.name,
                 run.pid
             );
+            conn.cut();
             return Ok((sent, true));
+        }
+        Framing::Chunked | Framing::Close => {
+            // The end of its output is the end of the body, unless it was
+            // killed (a crash, a limit, the OOM killer): then the body may
+            // have been cut anywhere, and must not look whole. Its exit
+            // follows the end of its output at once, unless it lingers
+            // with its output closed (then it counts as done).
+            run.wait_exit(Instant::now() + super::process::KILL_GRACE);
+            if run.killed() {
+                crate::warn!(
+                    "cgi {}[{}]: {} after {sent} bytes of the body (the response is cut)",
+                    run.name,
+                    run.pid,
+                    run.end()
+                );
+                conn.cut();
+                return Ok((sent, true));
+            }
+            if let Framing::Chunked = framing {
+                conn.write_all(b"0\r\n\r\n", false)?;
+            }
         }
         _ => {}
     }
@@ -286,6 +332,8 @@ fn bad_gateway(
 /// `nph-` scripts write the whole response themselves; it goes out as is and
 /// the connection closes after it.
 pub fn pass_raw(conn: &Conn<'_>, run: &mut Running, cfg: &Config) -> Result<Outcome, Errno> {
+    // As a close-delimited body: reset, not closed, if it is cut.
+    let _ = crate::sys::set_reset_on_close(conn.fd(), true);
     let mut chunk = [0u8; 16384];
     let mut sent = 0u64;
     let mut status = 200;
@@ -308,8 +356,23 @@ pub fn pass_raw(conn: &Conn<'_>, run: &mut Running, cfg: &Config) -> Result<Outc
             }
             Err(()) => {
                 run.terminate();
+                conn.cut();
                 break;
             }
+        }
+    }
+    if !conn.is_cut() {
+        run.wait_exit(Instant::now() + super::process::KILL_GRACE);
+        if run.killed() {
+            crate::warn!(
+                "cgi {}[{}]: {} after {sent} bytes (the response is cut)",
+                run.name,
+                run.pid,
+                run.end()
+            );
+            conn.cut();
+        } else {
+            let _ = crate::sys::set_reset_on_close(conn.fd(), false);
         }
     }
     Ok(Outcome::Sent {
