@@ -16,7 +16,7 @@
 //! enters its own before it reads a byte of the connection.
 
 use crate::config::Config;
-use crate::handoff::Meta;
+use crate::handoff::{BodySpec, Meta};
 use crate::http::{self, worker};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -34,17 +34,25 @@ pub struct Inherited {
     pub stopping: bool,
 }
 
-/// Run a worker for `conn`; never returns.
-pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
-    let mut keep = [-1; 6 + crate::config::MAX_CGI_ROUTES];
-    keep[..5].copy_from_slice(&[
+/// Run a worker for `conn` (and the request the gate kept in a file, head
+/// and body, for a `Kind::Bodied` connection); never returns.
+pub fn run(
+    conn: OwnedFd,
+    meta: Meta,
+    body: Option<(OwnedFd, BodySpec)>,
+    cfg: &Config,
+    inherited: Inherited,
+) -> ! {
+    let mut keep = [-1; 7 + crate::config::MAX_CGI_ROUTES];
+    keep[..6].copy_from_slice(&[
         conn.as_raw_fd(),
         inherited.stop_reader,
         inherited.park.unwrap_or(-1),
         inherited.logs[0],
         inherited.logs[1],
+        body.as_ref().map_or(-1, |(f, _)| f.as_raw_fd()),
     ]);
-    crate::sandbox::keep(&mut keep[5..]);
+    crate::sandbox::keep(&mut keep[6..]);
     crate::sys::close_all_but(&mut keep);
     // SAFETY: these stay open for the whole life of this process.
     let stop = unsafe { BorrowedFd::borrow_raw(inherited.stop_reader) };
@@ -68,6 +76,7 @@ pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
         park,
         served: meta.served,
         stopping: inherited.stopping,
+        prepared: body,
     };
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         worker::serve(&conn, meta.peer, cfg, ctx)

@@ -47,6 +47,15 @@ pub enum Kind {
     /// named, not yet counted under its source; the supervisor admits it as
     /// a new connection (its source's share, then a worker or the gate).
     Proxied = 5,
+    /// A request whose body is still coming, handed over by the worker that
+    /// read its head (a CGI route's): the gate receives the body. With it
+    /// travel a file holding the head and the body's first bytes as they
+    /// came, and a [`BodySpec`] saying what they are.
+    Body = 6,
+    /// A request whose body the gate has received whole: the file holds the
+    /// head, then the decoded body ([`BodySpec`]); the next worker reads
+    /// both from there, and nothing of them from the connection.
+    Bodied = 7,
 }
 
 impl Kind {
@@ -57,9 +66,16 @@ impl Kind {
             Kind::Closing,
             Kind::Proxy,
             Kind::Proxied,
+            Kind::Body,
+            Kind::Bodied,
         ]
         .into_iter()
         .find(|&k| k as u8 == b)
+    }
+
+    /// Whether a file (its request) travels with the connection.
+    pub fn has_body(self) -> bool {
+        matches!(self, Kind::Body | Kind::Bodied)
     }
 }
 
@@ -135,6 +151,43 @@ impl Meta {
     }
 }
 
+/// What the file that travels with a `Kind::Body` or `Kind::Bodied`
+/// connection holds: `head_len` bytes of request head, then (`Body`)
+/// `raw_len` bytes of the body as they came (`chunked`, or `length` bytes
+/// in all), or (`Bodied`) the decoded body, `length` bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BodySpec {
+    pub head_len: u32,
+    pub raw_len: u32,
+    pub chunked: bool,
+    pub length: u64,
+}
+
+/// Bytes of an encoded [`BodySpec`].
+const BODY_LEN: usize = 17;
+
+impl BodySpec {
+    fn encode(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.head_len.to_le_bytes());
+        out[4..8].copy_from_slice(&self.raw_len.to_le_bytes());
+        out[8] = u8::from(self.chunked);
+        out[9..17].copy_from_slice(&self.length.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Option<BodySpec> {
+        let b = b.get(..BODY_LEN)?;
+        Some(BodySpec {
+            head_len: u32::from_le_bytes(b[0..4].try_into().ok()?),
+            raw_len: u32::from_le_bytes(b[4..8].try_into().ok()?),
+            chunked: b[8] != 0,
+            length: u64::from_le_bytes(b[9..17].try_into().ok()?),
+        })
+    }
+}
+
+/// Room for any message that carries a connection.
+pub const CONN_MSG: usize = 96;
+
 /// The gate's settings, from `[limits]` and `[server]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GateLimits {
@@ -149,6 +202,14 @@ pub struct GateLimits {
     pub max_pending: usize,
     /// Send `Server: lbaws` in the gate's own answers.
     pub server_header: bool,
+    /// Request bodies the gate receives: at most this long, stalling at
+    /// most `body_timeout`, at `min_body_rate` bytes a second on average;
+    /// kept in memory up to `body_in_memory` bytes, then in an unlinked
+    /// file in the directory the supervisor sends (`Msg::TempDir`).
+    pub max_body_bytes: u64,
+    pub body_timeout: Duration,
+    pub min_body_rate: u64,
+    pub body_in_memory: u64,
 }
 
 /// The key of connections not counted under any source (a PROXY header not
@@ -217,8 +278,9 @@ pub const LOG_SPEC_LEN: usize = crate::log::SPEC_LEN;
 /// Every message, decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// supervisor -> gate, with the connection's descriptor.
-    Adopt(Meta),
+    /// supervisor -> gate, with the connection's descriptor (and its
+    /// request's file, for `Kind::Body`).
+    Adopt { meta: Meta, body: Option<BodySpec> },
     /// supervisor -> gate: a worker is free for this source.
     Send(u128),
     /// supervisor -> gate.
@@ -227,17 +289,30 @@ pub enum Msg {
     /// SIGUSR1 and after a reload), with the access log file's descriptor
     /// when it is one.
     Logs([u8; LOG_SPEC_LEN]),
+    /// supervisor -> gate, with a descriptor of `[server] temp_dir`: where
+    /// request bodies too large for memory wait.
+    TempDir,
     /// supervisor -> gate: close what is idle, finish the rest, then exit.
     Stop,
     /// supervisor -> gate: hand every connection back (as `Ready`, with the
     /// kind it was adopted as), close those being closed, then exit.
     Handover,
-    /// gate -> supervisor, with the descriptor; `answer`: to a `Send`.
-    Ready { meta: Meta, answer: bool },
+    /// gate -> supervisor, with the descriptor (and its request's file, for
+    /// `Kind::Bodied`); `answer`: to a `Send`.
+    Ready {
+        meta: Meta,
+        answer: bool,
+        body: Option<BodySpec>,
+    },
     /// gate -> supervisor: `n` entries, read with [`notes`].
     Notes { n: usize },
-    /// worker -> supervisor, with the descriptor.
-    Park { pid: u32, meta: Meta },
+    /// worker -> supervisor, with the descriptor (and its request's file,
+    /// for `Kind::Body`).
+    Park {
+        pid: u32,
+        meta: Meta,
+        body: Option<BodySpec>,
+    },
 }
 
 /// Largest encoded message.
@@ -252,32 +327,33 @@ const TAG_NOTES: u8 = 6;
 const TAG_HANDOVER: u8 = 7;
 const TAG_SEND: u8 = 8;
 const TAG_LOGS: u8 = 9;
+const TAG_TEMP_DIR: u8 = 10;
 
 /// Encode a message into `out` (at least 64 bytes for all but `Notes`,
 /// which is built with [`NoteBatch`]); returns its length.
 pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
     match msg {
-        Msg::Adopt(m) => {
+        Msg::Adopt { meta, body } => {
             out[0] = TAG_ADOPT;
-            m.encode(&mut out[1..]);
-            1 + META_LEN
+            meta.encode(&mut out[1..]);
+            1 + META_LEN + encode_body(meta, body, &mut out[1 + META_LEN..])
         }
-        Msg::Ready { meta, answer } => {
+        Msg::Ready { meta, answer, body } => {
             out[0] = TAG_READY;
             out[1] = u8::from(*answer);
             meta.encode(&mut out[2..]);
-            2 + META_LEN
+            2 + META_LEN + encode_body(meta, body, &mut out[2 + META_LEN..])
         }
         Msg::Send(key) => {
             out[0] = TAG_SEND;
             out[1..17].copy_from_slice(&key.to_le_bytes());
             17
         }
-        Msg::Park { pid, meta } => {
+        Msg::Park { pid, meta, body } => {
             out[0] = TAG_PARK;
             out[1..5].copy_from_slice(&pid.to_le_bytes());
             meta.encode(&mut out[5..]);
-            5 + META_LEN
+            5 + META_LEN + encode_body(meta, body, &mut out[5 + META_LEN..])
         }
         Msg::Limits(l) => {
             out[0] = TAG_LIMITS;
@@ -289,6 +365,10 @@ pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
                 l.max_line_bytes as u64,
                 l.max_pending as u64,
                 u64::from(l.server_header),
+                l.max_body_bytes,
+                l.body_timeout.as_millis() as u64,
+                l.min_body_rate,
+                l.body_in_memory,
             ];
             for (i, f) in fields.iter().enumerate() {
                 out[1 + 8 * i..9 + 8 * i].copy_from_slice(&f.to_le_bytes());
@@ -304,6 +384,10 @@ pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
             out[0] = TAG_STOP;
             1
         }
+        Msg::TempDir => {
+            out[0] = TAG_TEMP_DIR;
+            1
+        }
         Msg::Handover => {
             out[0] = TAG_HANDOVER;
             1
@@ -317,18 +401,32 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
     let u64_at =
         |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
     match *b.first()? {
-        TAG_ADOPT => Some(Msg::Adopt(Meta::decode(&b[1..])?)),
-        TAG_READY => Some(Msg::Ready {
-            answer: *b.get(1)? != 0,
-            meta: Meta::decode(b.get(2..)?)?,
-        }),
+        TAG_ADOPT => {
+            let meta = Meta::decode(&b[1..])?;
+            let body = decode_body(&meta, &b[1 + META_LEN..])?;
+            Some(Msg::Adopt { meta, body })
+        }
+        TAG_READY => {
+            let meta = Meta::decode(b.get(2..)?)?;
+            let body = decode_body(&meta, &b[2 + META_LEN..])?;
+            Some(Msg::Ready {
+                answer: *b.get(1)? != 0,
+                meta,
+                body,
+            })
+        }
         TAG_SEND => Some(Msg::Send(u128::from_le_bytes(
             b.get(1..17)?.try_into().ok()?,
         ))),
-        TAG_PARK => Some(Msg::Park {
-            pid: u32::from_le_bytes(b.get(1..5)?.try_into().ok()?),
-            meta: Meta::decode(b.get(5..)?)?,
-        }),
+        TAG_PARK => {
+            let meta = Meta::decode(b.get(5..)?)?;
+            let body = decode_body(&meta, &b[5 + META_LEN..])?;
+            Some(Msg::Park {
+                pid: u32::from_le_bytes(b.get(1..5)?.try_into().ok()?),
+                meta,
+                body,
+            })
+        }
         TAG_LIMITS => Some(Msg::Limits(GateLimits {
             header_timeout: Duration::from_millis(u64_at(1)?),
             idle_timeout: Duration::from_millis(u64_at(9)?),
@@ -337,14 +435,43 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
             max_line_bytes: u64_at(33)? as usize,
             max_pending: u64_at(41)? as usize,
             server_header: u64_at(49)? != 0,
+            max_body_bytes: u64_at(57)?,
+            body_timeout: Duration::from_millis(u64_at(65)?),
+            min_body_rate: u64_at(73)?,
+            body_in_memory: u64_at(81)?,
         })),
         TAG_LOGS => Some(Msg::Logs(b.get(1..1 + LOG_SPEC_LEN)?.try_into().ok()?)),
         TAG_STOP => Some(Msg::Stop),
+        TAG_TEMP_DIR => Some(Msg::TempDir),
         TAG_HANDOVER => Some(Msg::Handover),
         TAG_NOTES if (b.len() - 1).is_multiple_of(NOTE_LEN) => Some(Msg::Notes {
             n: (b.len() - 1) / NOTE_LEN,
         }),
         _ => None,
+    }
+}
+
+/// A request's `BodySpec` after its `Meta`, for the kinds that carry one;
+/// returns its length.
+fn encode_body(meta: &Meta, body: &Option<BodySpec>, out: &mut [u8]) -> usize {
+    match (meta.kind.has_body(), body) {
+        (true, Some(b)) => {
+            b.encode(out);
+            BODY_LEN
+        }
+        (true, None) => {
+            BodySpec::default().encode(out);
+            BODY_LEN
+        }
+        (false, _) => 0,
+    }
+}
+
+/// `Some(None)` for a kind without a body; `None`: malformed.
+fn decode_body(meta: &Meta, b: &[u8]) -> Option<Option<BodySpec>> {
+    match meta.kind.has_body() {
+        true => Some(Some(BodySpec::decode(b)?)),
+        false => Some(None),
     }
 }
 
@@ -456,7 +583,7 @@ mod tests {
                 kind: Kind::Parked,
                 since_ms: 123_456_789_012,
             };
-            round_trip(Msg::Adopt(meta));
+            round_trip(Msg::Adopt { meta, body: None });
             for answer in [false, true] {
                 round_trip(Msg::Ready {
                     meta: Meta {
@@ -464,11 +591,35 @@ mod tests {
                         ..meta
                     },
                     answer,
+                    body: None,
                 });
             }
-            round_trip(Msg::Park { pid: 4242, meta });
+            round_trip(Msg::Park {
+                pid: 4242,
+                meta,
+                body: None,
+            });
             for kind in [Kind::Proxy, Kind::Proxied, Kind::Closing] {
-                round_trip(Msg::Adopt(Meta { kind, ..meta }));
+                round_trip(Msg::Adopt {
+                    meta: Meta { kind, ..meta },
+                    body: None,
+                });
+            }
+            let spec = BodySpec {
+                head_len: 300,
+                raw_len: 12,
+                chunked: true,
+                length: 1 << 40,
+            };
+            for kind in [Kind::Body, Kind::Bodied] {
+                let meta = Meta { kind, ..meta };
+                let body = Some(spec);
+                round_trip(Msg::Adopt { meta, body });
+                round_trip(Msg::Park { pid: 1, meta, body });
+                let answer = true;
+                round_trip(Msg::Ready { meta, answer, body });
+                let mut buf = [0u8; MAX_MSG];
+                assert!(encode(&Msg::Park { pid: 1, meta, body }, &mut buf) <= CONN_MSG);
             }
         }
         round_trip(Msg::Stop);
@@ -484,7 +635,12 @@ mod tests {
             max_line_bytes: 8224,
             max_pending: 19_000,
             server_header: true,
+            max_body_bytes: 10 << 20,
+            body_timeout: Duration::from_millis(30_000),
+            min_body_rate: 500,
+            body_in_memory: 64 << 10,
         }));
+        round_trip(Msg::TempDir);
         assert_eq!(decode(&[]), None);
         assert_eq!(decode(&[TAG_ADOPT, 9]), None, "short");
         assert_eq!(decode(&[TAG_SEND, 9]), None, "short");

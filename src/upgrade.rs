@@ -22,7 +22,7 @@
 //! Everything that can fail comes before the exec: after it, the new image
 //! only ever logs and carries on.
 
-use crate::handoff::{Meta, META_LEN};
+use crate::handoff::{BodySpec, Meta, META_LEN};
 use crate::listen::Peer;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
@@ -67,6 +67,10 @@ pub struct CarriedWorker {
 pub struct CarriedConn {
     pub fd: RawFd,
     pub meta: Meta,
+    /// The file its request waits in (`Kind::Body`, `Kind::Bodied`; -1:
+    /// none), and what the file holds.
+    pub file: RawFd,
+    pub spec: BodySpec,
 }
 
 /// Everything the new image takes over.
@@ -105,6 +109,7 @@ impl State {
         }
         v.extend(self.listeners.iter().map(|l| l.fd));
         v.extend(self.conns.iter().map(|c| c.fd));
+        v.extend(self.conns.iter().map(|c| c.file).filter(|&f| f >= 0));
         v
     }
 
@@ -112,7 +117,7 @@ impl State {
         let mut w = Vec::with_capacity(
             128 + self.listeners.len() * 64
                 + self.workers.len() * (META_LEN + 40)
-                + self.conns.len() * (META_LEN + 4),
+                + self.conns.len() * (META_LEN + 29),
         );
         w.extend_from_slice(MAGIC);
         put_u32(&mut w, FORMAT);
@@ -159,6 +164,11 @@ impl State {
         for c in &self.conns {
             put_u32(&mut w, c.fd as u32);
             put_meta(&mut w, &c.meta);
+            put_u32(&mut w, c.file as u32);
+            put_u32(&mut w, c.spec.head_len);
+            put_u32(&mut w, c.spec.raw_len);
+            w.push(u8::from(c.spec.chunked));
+            put_u64(&mut w, c.spec.length);
         }
         w
     }
@@ -221,7 +231,19 @@ impl State {
         for _ in 0..n {
             let fd = r.fd()?;
             let meta = r.meta()?;
-            conns.push(CarriedConn { fd, meta });
+            let file = r.fd()?;
+            let spec = BodySpec {
+                head_len: r.u32()?,
+                raw_len: r.u32()?,
+                chunked: r.u8()? != 0,
+                length: r.u64()?,
+            };
+            conns.push(CarriedConn {
+                fd,
+                meta,
+                file,
+                spec,
+            });
         }
         if r.at != b.len() {
             return Err("trailing bytes in the upgrade record".into());
@@ -401,6 +423,13 @@ mod tests {
                     kind: Kind::Parked,
                     since_ms: 99,
                 },
+                file: 11,
+                spec: BodySpec {
+                    head_len: 40,
+                    raw_len: 3,
+                    chunked: true,
+                    length: 77,
+                },
             }],
         }
     }
@@ -409,7 +438,7 @@ mod tests {
     fn records_round_trip() {
         let s = sample();
         assert_eq!(State::decode(&s.encode()), Ok(s.clone()));
-        assert_eq!(s.fds(), vec![5, 7, 8, 9, 6, 3, 4, 10]);
+        assert_eq!(s.fds(), vec![5, 7, 8, 9, 6, 3, 4, 10, 11]);
         let empty = State::default();
         assert_eq!(State::decode(&empty.encode()), Ok(empty));
     }

@@ -239,6 +239,10 @@ pub struct CgiRoute {
     pub stderr: u64,
     /// This route's place among the CGI routes (its scripts' sandbox).
     pub slot: usize,
+    /// A request body that has not all come with its head is received by
+    /// the gate, and the script's worker starts once it is whole (false:
+    /// the worker reads it).
+    pub buffer_body: bool,
 }
 
 /// A CGI route's `limits`: per request, for the script and what it starts.

@@ -154,6 +154,7 @@ pub(super) struct RawCgi {
     pub env: std::collections::BTreeMap<String, Spanned<String>>,
     pub limits: Option<RawCgiLimits>,
     pub stderr: Option<Size<GIB, 0>>,
+    pub buffer_body: Option<bool>,
 }
 
 /// A CGI route's `limits = { processes, memory, cpu, open_files, file_size }`.

@@ -227,6 +227,7 @@ fn cgi_route(c: &Spanned<RawCgi>) -> Result<CgiRoute, Invalid> {
         limits: cgi_limits(raw.limits.as_ref()),
         stderr: raw.stderr.map_or(DEFAULT_CGI_STDERR, |s| s.0),
         slot: 0,
+        buffer_body: raw.buffer_body.unwrap_or(true),
     })
 }
 

@@ -47,8 +47,8 @@ impl Gate {
     /// supervisor is gone).
     pub(super) fn read_supervisor(&mut self) -> bool {
         loop {
-            let mut buf = [0u8; 64];
-            let (n, fd) = match crate::sys::recv_with_fd(self.link.as_fd(), &mut buf) {
+            let mut buf = [0u8; handoff::CONN_MSG];
+            let (n, [fd, file]) = match crate::sys::recv_with_fds(self.link.as_fd(), &mut buf) {
                 Ok((0, _)) => return false,
                 Ok(r) => r,
                 Err(Errno::EAGAIN) => return true,
@@ -62,12 +62,12 @@ impl Gate {
                 }
             };
             match (handoff::decode(&buf[..n]), fd) {
-                (Some(Msg::Adopt(meta)), Some(fd)) => {
+                (Some(Msg::Adopt { meta, body }), Some(fd)) if body.is_none() || file.is_some() => {
                     self.out
                         .note(handoff::meta_key(&meta), meta.kind, Note::Adopted);
-                    self.hold(fd, meta);
+                    self.hold(fd, meta, file.zip(body));
                 }
-                (Some(Msg::Adopt(meta)), None) => {
+                (Some(Msg::Adopt { meta, .. }), _) => {
                     // Its descriptor could not be installed (no room in our
                     // table): the supervisor still has it, and answers it.
                     crate::warn!(
@@ -80,6 +80,7 @@ impl Gate {
                 (Some(Msg::Send(key)), _) => self.send_one(key),
                 (Some(Msg::Limits(l)), _) => self.set_limits(l),
                 (Some(Msg::Logs(spec)), fd) => crate::log::adopt(spec, fd),
+                (Some(Msg::TempDir), Some(dir)) => self.temp_dir = Some(std::rc::Rc::new(dir)),
                 (Some(Msg::Stop), _) => self.stop(),
                 (Some(Msg::Handover), _) => self.handover(),
                 (other, _) => crate::error!("gate: unexpected message {other:?}"),
@@ -182,15 +183,20 @@ impl Gate {
             return Ok(());
         }
         let h = self.held(slot);
-        let mut msg = [0u8; 64];
-        let n = handoff::encode(
-            &Msg::Ready {
-                meta: h.meta,
-                answer,
-            },
-            &mut msg,
-        );
-        crate::sys::send_with_fd(self.link.as_fd(), &msg[..n], Some(raw(h)))?;
+        let mut msg = [0u8; handoff::CONN_MSG];
+        let (body, fds, k) = match &h.req {
+            Some(body::Req::Complete { file, spec }) => {
+                (Some(*spec), [raw(h), file.as_raw_fd()], 2)
+            }
+            _ => (None, [raw(h), -1], 1),
+        };
+        let ready = Msg::Ready {
+            meta: h.meta,
+            answer,
+            body,
+        };
+        let n = handoff::encode(&ready, &mut msg);
+        crate::sys::send_with_fds(self.link.as_fd(), &msg[..n], &fds[..k])?;
         self.out.items.pop_front();
         let h = self.slots[slot as usize].take().expect("live");
         self.forget(&h.fd);

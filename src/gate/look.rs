@@ -42,7 +42,7 @@ impl Gate {
 
     /// A complete head: into its source's queue, until the supervisor asks
     /// for it; or, while handing over, back to the supervisor at once.
-    fn queue(&mut self, slot: u32) {
+    pub(super) fn queue(&mut self, slot: u32) {
         if self.handing_over {
             return self.send_back(slot);
         }

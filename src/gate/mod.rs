@@ -59,13 +59,14 @@
 //! HEAD request, the one other look it takes).
 
 mod answer;
+mod body;
 pub mod head;
 mod link;
 mod look;
 mod queue;
 mod room;
 
-use crate::handoff::{self, GateLimits, Kind, Meta, Note};
+use crate::handoff::{self, BodySpec, GateLimits, Kind, Meta, Note};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::cmp::Reverse;
@@ -91,6 +92,9 @@ enum State {
     /// Its head is not complete yet (parked: its next request has not
     /// begun, or not ended).
     Waiting,
+    /// Its head is complete (read by a worker); its body is coming
+    /// (`body.rs`).
+    Body,
     /// Complete: waits in its source's queue for a worker.
     Queued,
     /// Taken off its queue for a `Send`: on its way to the supervisor.
@@ -112,6 +116,8 @@ struct Held {
     /// Bytes dropped while lingering.
     drained: usize,
     deadline: Instant,
+    /// A request whose body the gate receives, or has received.
+    req: Option<body::Req>,
 }
 
 /// The gate's tables. Slots are reused; a generation number in each epoll
@@ -130,6 +136,8 @@ struct Gate {
     room: room::Room,
     out: link::Outgoing,
     refusals: room::Refusals,
+    /// Where request bodies too large for memory go (`Msg::TempDir`).
+    temp_dir: Option<std::rc::Rc<OwnedFd>>,
     stopping: bool,
     /// An upgrade in place: everything goes back to the supervisor.
     handing_over: bool,
@@ -171,6 +179,7 @@ impl Gate {
             room: room::Room::default(),
             out: link::Outgoing::default(),
             refusals: room::Refusals::default(),
+            temp_dir: None,
             stopping: false,
             handing_over: false,
             peek: vec![MaybeUninit::uninit(); peek_room(&limits)],
@@ -219,8 +228,9 @@ impl Gate {
     // -----------------------------------------------------------------------
     // The table of connections
 
-    /// Take a connection (adopted, with its descriptor).
-    fn hold(&mut self, fd: OwnedFd, meta: Meta) {
+    /// Take a connection (adopted, with its descriptor, and its request's
+    /// file for `Kind::Body` and `Kind::Bodied`).
+    fn hold(&mut self, fd: OwnedFd, meta: Meta, file: Option<(OwnedFd, BodySpec)>) {
         let key = handoff::meta_key(&meta);
         if self.stopping && meta.kind != Kind::Closing {
             drop(fd);
@@ -236,6 +246,8 @@ impl Gate {
             }
             Kind::Parked => (State::Waiting, since + self.limits.idle_timeout),
             Kind::Closing => (State::Lingering, Instant::now() + LINGER),
+            // Set up below.
+            Kind::Body | Kind::Bodied => (State::Waiting, since + self.limits.body_timeout),
         };
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -261,15 +273,28 @@ impl Gate {
             seen: 0,
             drained: 0,
             deadline,
+            req: None,
         });
         self.live += 1;
         self.timers.push(Reverse((deadline, slot, gen)));
-        self.room.entered(slot, gen, self.class_of(slot));
-        // Edge-triggered: what arrived before it was watched gives no event.
-        match state {
-            State::Waiting => self.look(slot, EpollFlags::empty()),
-            State::Lingering => self.drain(slot),
-            _ => {}
+        match (meta.kind, file) {
+            (Kind::Body, Some((file, spec))) => self.start_body(slot, file, spec),
+            (Kind::Bodied, Some((file, spec))) => {
+                // Whole already (carried over, or back from a gate that
+                // ended): it waits for a worker again.
+                self.held_mut(slot).req = Some(body::Req::Complete { file, spec });
+                self.queue(slot);
+            }
+            (Kind::Body | Kind::Bodied, None) => self.answer(slot, 500),
+            // Edge-triggered: what arrived before it was watched gives no event.
+            _ => match state {
+                State::Waiting => self.look(slot, EpollFlags::empty()),
+                State::Lingering => self.drain(slot),
+                _ => {}
+            },
+        }
+        if self.is_live(slot, gen) {
+            self.room.entered(slot, gen, self.class_of(slot));
         }
     }
 
@@ -301,6 +326,7 @@ impl Gate {
         }
         match self.held(slot).state {
             State::Waiting => self.look(slot, ev),
+            State::Body => self.receive(slot, ev),
             State::Lingering => self.drain(slot),
             // Complete already: the peer leaving shows when its worker reads.
             State::Queued | State::Sending | State::Returning => {}
@@ -341,6 +367,7 @@ impl Gate {
                 }
                 (State::Waiting, 0) => self.close(slot),
                 (State::Waiting, _) => self.answer(slot, 408),
+                (State::Body, _) => self.body_late(slot, now),
                 (State::Queued | State::Sending, _) => {
                     crate::scoreboard::add(crate::scoreboard::Sup::RefusedQueueTimeout, 1);
                     self.refusals.queue_timeout(h.meta.peer, now);
@@ -433,6 +460,7 @@ impl Gate {
     }
 
     fn idle(&self, slot: u32) -> bool {
+        // (A connection whose body is coming is not idle: it may finish.)
         self.slots[slot as usize]
             .as_ref()
             .is_some_and(|h| h.state == State::Waiting && h.seen == 0)
@@ -451,6 +479,7 @@ impl Gate {
             match h.state {
                 State::Lingering => self.close(i),
                 State::Sending | State::Returning => {} // on their way already
+                State::Body => self.hand_back_body(i),
                 State::Waiting | State::Queued => {
                     self.leave_queue(i);
                     self.send_back(i);

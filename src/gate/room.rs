@@ -116,7 +116,7 @@ impl Gate {
             State::Lingering => Class::Lingering,
             State::Waiting if h.seen == 0 && h.meta.kind == Kind::Parked => Class::Idle,
             State::Waiting if h.seen == 0 => Class::Silent,
-            State::Waiting => Class::Partial,
+            State::Waiting | State::Body => Class::Partial,
             State::Queued | State::Sending | State::Returning => Class::Kept,
         }
     }

@@ -59,6 +59,29 @@ impl Reader<'_, '_> {
     }
 }
 
+/// Whether `bytes` (what follows a head) hold its whole body, or one the
+/// worker refuses without reading on (over `max`, bad chunked framing).
+pub fn here_whole(bytes: &[u8], framing: Framing, max: u64) -> bool {
+    match framing {
+        Framing::None => true,
+        Framing::Length(n) => n > max || bytes.len() as u64 >= n,
+        Framing::Chunked => {
+            let mut dec = Decoder::new(max);
+            let mut used = 0;
+            while used < bytes.len() {
+                match dec.feed(&bytes[used..]) {
+                    Ok((n, _)) => used += n,
+                    Err(_) => return true,
+                }
+                if dec.done() {
+                    return true;
+                }
+            }
+            dec.done()
+        }
+    }
+}
+
 /// Read the whole body, passing its decoded bytes to `sink`; returns the length.
 pub fn read(
     conn: &mut Conn<'_>,

@@ -287,6 +287,13 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// Bytes that came on this connection before this process had it (a
+    /// request head the gate kept in a file): read first.
+    pub fn preload(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
+    }
+
     /// Whatever has arrived, without waiting: `Ok(0)` if nothing has.
     pub fn read_available(&mut self) -> Result<usize, ReadErr> {
         if self.buf.capacity() == self.end {

@@ -42,7 +42,7 @@ use super::response::{self, Persist, Sent};
 use super::static_file::RootCache;
 use super::{EXIT_IOERR, EXIT_OK};
 use crate::config::{Action, Config, Route};
-use crate::handoff::{self, Kind, Meta, Msg};
+use crate::handoff::{self, BodySpec, Kind, Meta, Msg};
 use crate::listen::Peer;
 use crate::scoreboard::{self, State, Sup};
 use nix::errno::Errno;
@@ -65,6 +65,9 @@ pub struct Ctx<'a> {
     pub served: u32,
     /// The supervisor is stopping: this is the connection's last request.
     pub stopping: bool,
+    /// The first request, kept by the gate while its body came: the file
+    /// holds the head, then the body.
+    pub prepared: Option<(OwnedFd, BodySpec)>,
 }
 
 /// One worker's connection.
@@ -79,6 +82,9 @@ struct Session<'c, 'a> {
     /// Requests answered by this worker.
     handled: u64,
     roots: RootCache,
+    /// The first request's body, received by the gate: a file positioned
+    /// where the body starts, and its length.
+    prepared: Option<(OwnedFd, u64)>,
 }
 
 enum Next {
@@ -99,6 +105,16 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, ctx: Ctx<'_>) -> i32 {
     };
     let mut conn = Conn::new(fd, peer, ctx.stop, send_pace);
     conn.stopping = ctx.stopping;
+    let prepared = match ctx.prepared {
+        Some((file, spec)) => match prepare(&mut conn, file, spec) {
+            Ok(body) => Some(body),
+            Err(e) => {
+                crate::error!("{peer}: the request the gate kept: {e}");
+                return EXIT_IOERR;
+            }
+        },
+        None => None,
+    };
     let mut s = Session {
         conn: &mut conn,
         peer,
@@ -108,6 +124,7 @@ pub fn serve(fd: &OwnedFd, peer: Peer, cfg: &Config, ctx: Ctx<'_>) -> i32 {
         served: ctx.served as u64,
         handled: 0,
         roots: RootCache::default(),
+        prepared,
     };
     loop {
         // Each request's allocations go back to the worker's arena after it.
@@ -143,6 +160,19 @@ impl Session<'_, '_> {
                 return Some(self.refuse(None, status));
             }
         };
+        let route = self.cfg.route(&req.path);
+        // A route the peer may not use answers 403 without its body.
+        let allowed = route.is_none_or(|r| dispatch::allowed(r, self.peer));
+        let cgi = allowed && matches!(route.map(|r| &r.action), Some(Action::Cgi(_)));
+        if cgi && self.hand_off_body(&req, route) {
+            return Some(EXIT_OK); // the gate receives the body
+        }
+        let mut req = req;
+        if !cgi && self.prepared.take().is_some() {
+            // The gate received a body for a route that (after a reload)
+            // no longer wants it: it is not on the connection any more.
+            req.framing = Framing::None;
+        }
         self.conn.consume(req.head_len);
         let version: &[u8] = if req.version == 0 {
             b"HTTP/1.0"
@@ -152,13 +182,81 @@ impl Session<'_, '_> {
         scoreboard::request_line(&[req.method.as_bytes(), req.target.as_bytes(), version]);
         self.served += 1;
         self.handled += 1;
-        let route = self.cfg.route(&req.path);
-        // A route the peer may not use answers 403 without its body.
-        let allowed = route.is_none_or(|r| dispatch::allowed(r, self.peer));
-        if allowed && matches!(route.map(|r| &r.action), Some(Action::Cgi(_))) {
+        if cgi {
             self.with_body(&req, route)
         } else {
             self.without_body(&req, route)
+        }
+    }
+
+    /// A CGI route's body that has not all come yet goes to the gate to be
+    /// received there (at no process's cost): the connection, and a file
+    /// with the head and the body's first bytes as they came, go back to
+    /// the supervisor; a worker starts again when the body is whole. True
+    /// if handed off (this worker is done); false to read it here (the
+    /// route's `buffer_body = false`, a body that is here whole already, a
+    /// body the worker refuses anyway, no park channel, or a failure).
+    fn hand_off_body(&mut self, req: &Request, route: Option<&Route>) -> bool {
+        let Some(Action::Cgi(c)) = route.map(|r| &r.action) else {
+            return false;
+        };
+        let Some(park) = self.park else {
+            return false;
+        };
+        let max = self.cfg.limits.max_body_bytes;
+        let first = &self.conn.buffered()[req.head_len..];
+        if !c.buffer_body
+            || self.prepared.is_some()
+            || self.conn.stopping
+            || body::here_whole(first, req.framing, max)
+        {
+            return false;
+        }
+        if req.expect_continue {
+            self.conn.start_response();
+            if self
+                .conn
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", false)
+                .is_err()
+            {
+                return false;
+            }
+        }
+        let spec = BodySpec {
+            head_len: req.head_len as u32,
+            raw_len: first.len() as u32,
+            chunked: req.framing == Framing::Chunked,
+            length: match req.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+        };
+        let file = match keep_in_file(self.conn.buffered()) {
+            Ok(f) => f,
+            Err(e) => {
+                crate::debug!("{}: cannot hand the body to the gate ({e})", self.peer);
+                return false;
+            }
+        };
+        let msg = Msg::Park {
+            pid: std::process::id(),
+            meta: Meta {
+                peer: self.peer,
+                served: self.served.min(u32::MAX as u64) as u32,
+                kind: Kind::Body,
+                since_ms: scoreboard::now_ms(),
+            },
+            body: Some(spec),
+        };
+        let mut buf = [0u8; handoff::CONN_MSG];
+        let n = handoff::encode(&msg, &mut buf);
+        let fds = [self.conn.raw_fd(), std::os::fd::AsRawFd::as_raw_fd(&file)];
+        match crate::sys::send_with_fds(park, &buf[..n], &fds) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::debug!("{}: cannot hand the body to the gate ({e})", self.peer);
+                false
+            }
         }
     }
 
@@ -231,6 +329,7 @@ impl Session<'_, '_> {
         let msg = Msg::Park {
             pid: std::process::id(),
             meta,
+            body: None,
         };
         let mut buf = [0u8; 64];
         let n = handoff::encode(&msg, &mut buf);
@@ -262,8 +361,8 @@ impl Session<'_, '_> {
     /// A request whose answer depends on its body (CGI): read the body (into
     /// a memfd, for the script's stdin), then answer.
     fn with_body(&mut self, req: &Request, route: Option<&Route>) -> Option<i32> {
-        let mut body_fd: Option<(OwnedFd, u64)> = None;
-        if req.framing != Framing::None {
+        let mut body_fd: Option<(OwnedFd, u64)> = self.prepared.take();
+        if body_fd.is_none() && req.framing != Framing::None {
             if req.expect_continue {
                 self.conn.start_response();
                 if let Err(e) = self.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", false) {
@@ -433,6 +532,36 @@ impl Session<'_, '_> {
         self.conn.close_gracefully();
         EXIT_OK
     }
+}
+
+/// The request the gate kept: its head into the connection's buffer (read
+/// as if it had just come), its body as the file positioned where the body
+/// starts, and the body's length.
+fn prepare(conn: &mut Conn<'_>, file: OwnedFd, spec: BodySpec) -> Result<(OwnedFd, u64), Errno> {
+    let mut head = vec![0u8; spec.head_len as usize];
+    let n = nix::sys::uio::pread(&file, &mut head, 0)?;
+    if n != head.len() {
+        return Err(Errno::EIO);
+    }
+    conn.preload(&head);
+    nix::unistd::lseek(&file, spec.head_len as i64, nix::unistd::Whence::SeekSet)?;
+    Ok((file, spec.length))
+}
+
+/// A memfd holding `bytes` (what came of a request so far).
+fn keep_in_file(bytes: &[u8]) -> Result<OwnedFd, Errno> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let file = memfd_create(c"lbaws-request", MFdFlags::MFD_CLOEXEC)?;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match nix::unistd::write(&file, rest) {
+            Ok(0) => return Err(Errno::ENOSPC),
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(file)
 }
 
 /// The client going away is a normal end; anything else is an I/O error.

@@ -132,7 +132,7 @@ impl Supervisor {
                     kind: Kind::Proxy,
                     since_ms: crate::scoreboard::now_ms(),
                 };
-                self.hand_to_gate(conn, meta, NO_KEY);
+                self.hand_to_gate(Pending::plain(conn, meta, NO_KEY));
             }
             Err(e) => self.refuse_proxy(conn, Some(peer), e.0),
             Ok(Parsed::Done { consumed, source }) => {
@@ -194,13 +194,14 @@ impl Supervisor {
             Err(_) => return, // reset already
         };
         let reserve = self.cfg.server.worker_reserve;
+        let p = Pending::plain(conn, meta, key);
         if complete && self.sources.may_take(key, self.free_workers(), reserve) {
-            return self.fork_worker(conn, meta, key);
+            return self.fork_worker(p);
         }
         if self.sources.in_gate(key) as usize >= self.pending_per_source {
-            return self.refuse(conn, peer, Refused::SourceShare);
+            return self.refuse(p.conn, peer, Refused::SourceShare);
         }
-        self.hand_to_gate(conn, meta, key);
+        self.hand_to_gate(p);
     }
 
     /// Workers free now: not live, nor promised to a request the gate is
@@ -215,8 +216,15 @@ impl Supervisor {
     // -----------------------------------------------------------------------
     // Into a worker, into the gate, or refused
 
-    /// Fork a worker for a connection with a complete head.
-    pub(super) fn fork_worker(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+    /// Fork a worker for a connection with a complete head (and its body,
+    /// when the gate received it: `Kind::Bodied`).
+    pub(super) fn fork_worker(&mut self, p: Pending) {
+        let Pending {
+            conn,
+            meta,
+            key,
+            body,
+        } = p;
         // A scoreboard slot: one a worker left, or the next never used.
         let slot = match self.free_slots.len() {
             0 => self.next_slot,
@@ -234,10 +242,10 @@ impl Supervisor {
                         .then(|| self.park_tx.as_raw_fd()),
                     stopping: self.stop.is_some(),
                 };
-                child::run(conn, meta, &self.cfg, inherited)
+                child::run(conn, meta, body, &self.cfg, inherited)
             }
             Ok(ForkResult::Parent { child }) => {
-                drop(conn); // the worker has its own copy
+                drop((conn, body)); // the worker has its own copies
                 crate::scoreboard::set_pid(slot as usize, child.as_raw() as u32);
                 self.sources.add(key, Place::Worker);
                 // Cannot be full: nothing forks at max_connections (a
@@ -276,7 +284,7 @@ impl Supervisor {
                     since_ms: crate::scoreboard::now_ms(),
                     ..meta
                 };
-                self.hand_to_gate(conn, closing, key);
+                self.hand_to_gate(Pending::plain(conn, closing, key));
             }
         }
     }
@@ -284,13 +292,13 @@ impl Supervisor {
     /// Give a connection to the gate (counted under its source there), or
     /// refuse it if the gate cannot take it. During the hand-over of an
     /// upgrade in place it is carried to the next image instead.
-    pub(super) fn hand_to_gate(&mut self, conn: OwnedFd, meta: Meta, key: u128) {
+    pub(super) fn hand_to_gate(&mut self, p: Pending) {
         if self.handing_over() {
-            return self.carry(conn, meta);
+            return self.carry(p);
         }
         self.status_dirty = true;
-        self.sources.add(key, Place::Gate);
-        if let Err(p) = self.link.hand(Pending { conn, meta, key }) {
+        self.sources.add(p.key, Place::Gate);
+        if let Err(p) = self.link.hand(p) {
             self.lost(p);
         }
     }
@@ -346,8 +354,8 @@ impl Supervisor {
     /// wait for their next request (or closed, when stopping).
     pub(super) fn take_parked(&mut self) {
         loop {
-            let mut buf = [0u8; 64];
-            let (n, fd) = match crate::sys::recv_with_fd(self.park_rx.as_fd(), &mut buf) {
+            let mut buf = [0u8; handoff::CONN_MSG];
+            let (n, [fd, file]) = match crate::sys::recv_with_fds(self.park_rx.as_fd(), &mut buf) {
                 Ok((0, _)) | Err(Errno::EAGAIN) => return,
                 Ok(r) => r,
                 Err(e) => {
@@ -356,7 +364,7 @@ impl Supervisor {
                 }
             };
             let decoded = handoff::decode(&buf[..n]);
-            let Some(Msg::Park { pid, meta }) = decoded else {
+            let Some(Msg::Park { pid, meta, body }) = decoded else {
                 crate::error!("unexpected message on the park channel");
                 continue;
             };
@@ -371,24 +379,43 @@ impl Supervisor {
                 self.sources.remove(w.key, Place::Worker);
                 w.key = NO_KEY;
             }
-            crate::scoreboard::add(Sup::Parks, 1);
-            self.counters.parked += 1;
-            let Some(conn) = fd else {
+            let (Some(conn), true) = (fd, body.is_none() || file.is_some()) else {
                 crate::error!(
                     "a parked connection (from {}) could not be received (descriptor limit?): lost",
                     meta.peer
                 );
                 continue;
             };
-            if self.stop.is_some() {
-                drop(conn); // idle, and we are stopping: close it
+            let key = handoff::source_key(&meta.peer);
+            let p = Pending {
+                conn,
+                meta,
+                key,
+                body: file.zip(body),
+            };
+            if meta.kind == Kind::Body {
+                // Its body is coming: the gate receives it, then it waits
+                // for a worker again.
+                if self.stop.is_some() {
+                    self.refuse(p.conn, meta.peer, Refused::GateFull);
+                } else {
+                    self.hand_to_gate(p);
+                }
                 continue;
             }
-            let meta = Meta {
-                kind: Kind::Parked,
-                ..meta
+            crate::scoreboard::add(Sup::Parks, 1);
+            self.counters.parked += 1;
+            if self.stop.is_some() {
+                continue; // idle, and we are stopping: close it
+            }
+            let p = Pending {
+                meta: Meta {
+                    kind: Kind::Parked,
+                    ..meta
+                },
+                ..p
             };
-            self.hand_to_gate(conn, meta, handoff::source_key(&meta.peer));
+            self.hand_to_gate(p);
         }
     }
 }

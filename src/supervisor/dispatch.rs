@@ -43,11 +43,11 @@ impl Supervisor {
     /// (unasked) one whose PROXY header the gate read.
     fn take_from_gate(&mut self, p: Pending, answer: bool) {
         if self.handing_over() {
-            return self.carry(p.conn, p.meta);
+            return self.carry(p);
         }
         if answer {
             self.sources.answered(p.key, Answer::Conn);
-            return self.fork_worker(p.conn, p.meta, p.key);
+            return self.fork_worker(p);
         }
         match p.meta.kind {
             // Its PROXY header was read in the gate: admitted only now,
@@ -57,7 +57,7 @@ impl Supervisor {
             // back to wait.
             _ => {
                 self.sources.remove(p.key, Place::Gate);
-                self.hand_to_gate(p.conn, p.meta, p.key);
+                self.hand_to_gate(p);
             }
         }
     }
@@ -90,6 +90,7 @@ impl Supervisor {
     pub(super) fn spawn_gate(&mut self) {
         let limits = self.gate_limits();
         self.link.spawn(limits, self.log_fds);
+        self.link.temp_dir(&self.cfg.server.temp_dir);
         self.status_dirty = true;
     }
 
@@ -104,6 +105,10 @@ impl Supervisor {
             max_line_bytes: super::conns::max_line_bytes(&self.cfg),
             max_pending: self.max_pending,
             server_header: self.cfg.server.server_header,
+            max_body_bytes: l.max_body_bytes,
+            body_timeout: l.body_timeout,
+            min_body_rate: l.min_body_rate,
+            body_in_memory: l.cgi_body_in_memory,
         }
     }
 
@@ -124,7 +129,7 @@ impl Supervisor {
         if self.handing_over() {
             // An upgrade in place: it has handed everything back.
             for p in left.complete.into_iter().chain(back) {
-                self.carry(p.conn, p.meta);
+                self.carry(p);
             }
             if left.lost > 0 && signal.is_some() {
                 crate::warn!(
@@ -149,7 +154,7 @@ impl Supervisor {
             match p.meta.kind {
                 Kind::Proxied => self.admit(p.conn, p.meta.peer, false),
                 _ if self.sources.may_take(p.key, self.free_workers(), reserve) => {
-                    self.fork_worker(p.conn, p.meta, p.key)
+                    self.fork_worker(p)
                 }
                 _ => back.push(p),
             }
@@ -167,7 +172,7 @@ impl Supervisor {
         }
         // The new gate takes them (without a gate yet: refused, answered).
         for p in back {
-            self.hand_to_gate(p.conn, p.meta, p.key);
+            self.hand_to_gate(p);
         }
     }
 

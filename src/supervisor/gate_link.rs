@@ -21,7 +21,7 @@
 //! which the supervisor then reads at once.
 
 use crate::alloc::SupervisorTable;
-use crate::handoff::{self, GateLimits, Kind, Meta, Msg, Note};
+use crate::handoff::{self, BodySpec, GateLimits, Kind, Meta, Msg, Note};
 use nix::errno::Errno;
 use nix::unistd::{fork, ForkResult, Pid};
 use std::collections::VecDeque;
@@ -33,12 +33,40 @@ pub(super) const GATE_RESTART: Duration = Duration::from_secs(1);
 /// Connections waiting for room on the link, at most.
 const OUTBOX_MAX: usize = 1024;
 
-/// A connection on its way between the supervisor and the gate.
+/// A connection on its way between processes (the gate, a worker, the
+/// next image).
 pub(super) struct Pending {
     pub conn: OwnedFd,
     pub meta: Meta,
     /// Its source key (`handoff::meta_key`).
     pub key: u128,
+    /// The file its request waits in (`Kind::Body`, `Kind::Bodied`), and
+    /// what the file holds.
+    pub body: Option<(OwnedFd, BodySpec)>,
+}
+
+impl Pending {
+    /// A connection with nothing but itself.
+    pub(super) fn plain(conn: OwnedFd, meta: Meta, key: u128) -> Pending {
+        Pending {
+            conn,
+            meta,
+            key,
+            body: None,
+        }
+    }
+
+    /// Its descriptors, as a message carries them.
+    pub(super) fn fds(&self) -> ([RawFd; 2], usize) {
+        match &self.body {
+            Some((file, _)) => ([self.conn.as_raw_fd(), file.as_raw_fd()], 2),
+            None => ([self.conn.as_raw_fd(), -1], 1),
+        }
+    }
+
+    pub(super) fn spec(&self) -> Option<BodySpec> {
+        self.body.as_ref().map(|(_, s)| *s)
+    }
 }
 
 /// What came from the gate.
@@ -80,7 +108,7 @@ impl Held {
 
     fn of(&mut self, kind: Kind) -> &mut usize {
         match kind {
-            Kind::New | Kind::Proxy | Kind::Proxied => &mut self.new,
+            Kind::New | Kind::Proxy | Kind::Proxied | Kind::Body | Kind::Bodied => &mut self.new,
             Kind::Parked => &mut self.parked,
             Kind::Closing => &mut self.closing,
         }
@@ -295,9 +323,39 @@ impl GateLink {
             .as_ref()
             .filter(|g| !g.gone)
             .ok_or(Errno::ENOTCONN)?;
-        let mut msg = [0u8; 64];
-        let n = handoff::encode(&Msg::Adopt(p.meta), &mut msg);
-        crate::sys::send_with_fd(g.link.as_fd(), &msg[..n], Some(p.conn.as_raw_fd()))
+        let mut msg = [0u8; handoff::CONN_MSG];
+        let adopt = Msg::Adopt {
+            meta: p.meta,
+            body: p.spec(),
+        };
+        let n = handoff::encode(&adopt, &mut msg);
+        let (fds, k) = p.fds();
+        crate::sys::send_with_fds(g.link.as_fd(), &msg[..n], &fds[..k])
+    }
+
+    /// Tell the gate where request bodies too large for memory go (a
+    /// descriptor of `[server] temp_dir`).
+    pub(super) fn temp_dir(&mut self, dir: &std::path::Path) {
+        use nix::fcntl::OFlag;
+        let Some(g) = self.proc.as_ref().filter(|g| !g.gone) else {
+            return;
+        };
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = match nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                crate::error!(
+                    "temp_dir {}: {e}: the gate keeps request bodies in memory",
+                    dir.display()
+                );
+                return;
+            }
+        };
+        let mut msg = [0u8; 8];
+        let n = handoff::encode(&Msg::TempDir, &mut msg);
+        if let Err(e) = crate::sys::send_with_fd(g.link.as_fd(), &msg[..n], Some(fd.as_raw_fd())) {
+            crate::error!("cannot send the gate temp_dir: {e}");
+        }
     }
 
     /// Send what waits in the outbox, oldest first, while the gate takes it;
@@ -403,7 +461,7 @@ impl GateLink {
             }
             let g = self.proc.as_mut()?;
             let buf = self.msg.as_mut_slice();
-            let (n, fd) = match crate::sys::recv_with_fd(g.link.as_fd(), buf) {
+            let (n, [fd, file]) = match crate::sys::recv_with_fds(g.link.as_fd(), buf) {
                 Ok((0, _)) => {
                     g.gone = true; // the gate is exiting (reaped soon)
                     return None;
@@ -417,16 +475,24 @@ impl GateLink {
             };
             match (handoff::decode(&self.msg.as_slice()[..n]), fd) {
                 (Some(Msg::Notes { n }), _) => (self.notes_at, self.notes_n) = (0, n),
-                (Some(Msg::Ready { meta, answer }), Some(conn)) => {
+                (Some(Msg::Ready { meta, answer, body }), Some(conn))
+                    if body.is_none() || file.is_some() =>
+                {
                     *self.held.of(meta.kind) = self.held.of(meta.kind).saturating_sub(1);
                     if answer {
                         self.sends = self.sends.saturating_sub(1);
                     }
                     let key = handoff::meta_key(&meta);
-                    let p = Pending { conn, meta, key };
+                    let body = file.zip(body);
+                    let p = Pending {
+                        conn,
+                        meta,
+                        key,
+                        body,
+                    };
                     return Some(Event::Conn { p, answer });
                 }
-                (Some(Msg::Ready { meta, answer }), None) => {
+                (Some(Msg::Ready { meta, answer, .. }), _) => {
                     // No room for its descriptor here: it is gone.
                     crate::error!("a connection from the gate (from {}) could not be received (descriptor limit?): lost", meta.peer);
                     *self.held.of(meta.kind) = self.held.of(meta.kind).saturating_sub(1);

@@ -208,7 +208,7 @@ pub struct Supervisor {
     image: Image,
     upgrade: Option<upgrade::Upgrade>,
     /// Connections collected for the next image while the gate hands back.
-    carried: Vec<(OwnedFd, crate::handoff::Meta)>,
+    carried: Vec<gate_link::Pending>,
     upgrade_error: Option<String>,
     /// Since when nothing is under way (idle exit, see `idle.rs`).
     idle_since: Option<Instant>,
@@ -314,8 +314,13 @@ impl Supervisor {
         }
         sup.spawn_gate();
         for c in &state.conns {
-            let key = crate::handoff::meta_key(&c.meta);
-            sup.hand_to_gate(upgrade::own(c.fd), c.meta, key);
+            let body = (c.file >= 0).then(|| (upgrade::own(c.file), c.spec));
+            sup.hand_to_gate(gate_link::Pending {
+                conn: upgrade::own(c.fd),
+                meta: c.meta,
+                key: crate::handoff::meta_key(&c.meta),
+                body,
+            });
         }
         let cfg = sup.cfg.clone();
         if let Err(e) = sup.follow_listeners(&cfg) {

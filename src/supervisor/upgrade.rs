@@ -26,8 +26,8 @@
 //! runs the new binary on the configuration and asks it whether it reads
 //! this record's format); after it, the new image only logs and carries on.
 
+use super::gate_link::Pending;
 use super::{Supervisor, Worker};
-use crate::handoff::Meta;
 use crate::upgrade::{CarriedConn, CarriedListener, CarriedWorker, State};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -187,7 +187,7 @@ impl Supervisor {
         );
         // What waited for the gate's link is carried as it is.
         for p in self.link.take_outbox() {
-            self.carried.push((p.conn, p.meta));
+            self.carried.push(p);
         }
         self.upgrade = Some(Upgrade::Handover {
             deadline: Instant::now() + HANDOVER_TIMEOUT,
@@ -203,8 +203,8 @@ impl Supervisor {
     }
 
     /// A connection on its way to the gate, during the hand-over: carried.
-    pub(super) fn carry(&mut self, conn: OwnedFd, meta: Meta) {
-        self.carried.push((conn, meta));
+    pub(super) fn carry(&mut self, p: Pending) {
+        self.carried.push(p);
     }
 
     /// The upgrade's deadlines (the check, the hand-over).
@@ -292,9 +292,8 @@ impl Supervisor {
         self.upgrade_error = Some(format!("upgrade failed: {why}"));
         // A new gate of this version takes the connections back.
         self.spawn_gate();
-        for (conn, meta) in std::mem::take(&mut self.carried) {
-            let key = crate::handoff::meta_key(&meta);
-            self.hand_to_gate(conn, meta, key);
+        for p in std::mem::take(&mut self.carried) {
+            self.hand_to_gate(p);
         }
         self.ready_again();
     }
@@ -366,9 +365,11 @@ impl Supervisor {
             conns: self
                 .carried
                 .iter()
-                .map(|(c, meta)| CarriedConn {
-                    fd: c.as_raw_fd(),
-                    meta: *meta,
+                .map(|p| CarriedConn {
+                    fd: p.conn.as_raw_fd(),
+                    meta: p.meta,
+                    file: p.body.as_ref().map_or(-1, |(f, _)| f.as_raw_fd()),
+                    spec: p.spec().unwrap_or_default(),
                 })
                 .collect(),
         }

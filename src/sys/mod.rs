@@ -117,8 +117,12 @@ pub fn send_nowait(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
     }
 }
 
-/// Room for one descriptor's control message (`CMSG_SPACE(sizeof(int))`),
-/// aligned as a `cmsghdr`.
+/// Most descriptors one message carries (a connection, and the file its
+/// request waits in).
+pub const MAX_FDS: usize = 2;
+
+/// Room for the control message of [`MAX_FDS`] descriptors
+/// (`CMSG_SPACE(2 * sizeof(int))` is 24), aligned as a `cmsghdr`.
 #[repr(C)]
 union CmsgBuf {
     _align: libc::cmsghdr,
@@ -129,6 +133,18 @@ union CmsgBuf {
 /// given, on a Unix socket; never waits, never raises SIGPIPE. The receiver
 /// gets its own descriptor for the same open file; the sender's stays open.
 pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: Option<RawFd>) -> Result<(), Errno> {
+    match fd {
+        Some(fd) => send_with_fds(sock, data, &[fd]),
+        None => send_with_fds(sock, data, &[]),
+    }
+}
+
+/// [`send_with_fd`] with up to [`MAX_FDS`] descriptors.
+pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> Result<(), Errno> {
+    assert!(
+        fds.len() <= MAX_FDS,
+        "at most {MAX_FDS} descriptors a message"
+    );
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -139,17 +155,21 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: Option<RawFd>) -> Res
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        // SAFETY: CMSG_SPACE(4) is 24 on Linux, within the 32-byte buffer;
+    if !fds.is_empty() {
+        let bytes = std::mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE(8) is 24 on Linux, within the 32-byte buffer;
         // CMSG_FIRSTHDR of a msghdr with a control buffer is non-null.
         unsafe {
             msg.msg_control = cbuf.bytes.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+            msg.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+            (*c).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            let data = libc::CMSG_DATA(c) as *mut RawFd;
+            for (i, fd) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), *fd);
+            }
         }
     }
     loop {
@@ -171,17 +191,17 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: Option<RawFd>) -> Res
     }
 }
 
-/// Receive one message without waiting, and the descriptor that came with it
-/// (marked close-on-exec on arrival). `Ok((0, None))` is end of stream; a
-/// message cut short is refused with `EMSGSIZE` (the next one can be read).
-/// A descriptor this process had no room for (`EMFILE`: the kernel drops it
-/// and says `MSG_CTRUNC`) is missing from an otherwise good message: the
-/// caller, which knows whether one was meant to come, decides. Descriptors
-/// beyond the first are closed.
-pub fn recv_with_fd(
+/// Receive one message without waiting, and the descriptors that came with
+/// it, up to [`MAX_FDS`] in the order sent (marked close-on-exec on
+/// arrival; more are closed). `Ok((0, _))` is end of stream; a message cut
+/// short is refused with `EMSGSIZE` (the next one can be read). A
+/// descriptor this process had no room for (`EMFILE`: the kernel drops it
+/// and says `MSG_CTRUNC`) is missing (`None`) from an otherwise good
+/// message: the caller, which knows what was meant to come, decides.
+pub fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
-) -> Result<(usize, Option<OwnedFd>), Errno> {
+) -> Result<(usize, [Option<OwnedFd>; MAX_FDS]), Errno> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -193,7 +213,7 @@ pub fn recv_with_fd(
         _align: libc::cmsghdr,
         bytes: [u8; 64],
     }
-    // SAFETY: as in `send_with_fd`.
+    // SAFETY: as in `send_with_fds`.
     let mut cbuf: Big = unsafe { zeroed() };
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = &mut iov;
@@ -217,7 +237,8 @@ pub fn recv_with_fd(
             e => return Err(e),
         }
     };
-    let mut got: Option<OwnedFd> = None;
+    let mut got: [Option<OwnedFd>; MAX_FDS] = [None, None];
+    let mut i = 0;
     // SAFETY: the kernel filled msg_control with well-formed cmsghdrs up to
     // msg_controllen; CMSG_NXTHDR stays within it.
     unsafe {
@@ -227,10 +248,11 @@ pub fn recv_with_fd(
                 let data = libc::CMSG_DATA(c) as *const RawFd;
                 let count =
                     ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
-                for i in 0..count {
-                    let fd = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
-                    if got.is_none() {
-                        got = Some(fd);
+                for k in 0..count {
+                    let fd = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(k)));
+                    if i < MAX_FDS {
+                        got[i] = Some(fd);
+                        i += 1;
                     } // else dropped: closed
                 }
             }
@@ -421,27 +443,41 @@ mod tests {
     }
 
     #[test]
+    fn two_descriptors_travel_in_order() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (x, _x2) = seqpacket_pair().unwrap();
+        let (y, _y2) = seqpacket_pair().unwrap();
+        send_with_fds(a.as_fd(), b"two", &[x.as_raw_fd(), y.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, [p, q]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"two");
+        let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd).unwrap().st_ino;
+        assert_eq!(ino(&p.unwrap()), ino(&x));
+        assert_eq!(ino(&q.unwrap()), ino(&y));
+    }
+
+    #[test]
     fn descriptors_travel_with_messages() {
         let (a, b) = seqpacket_pair().unwrap();
         let (x, _y) = seqpacket_pair().unwrap();
         send_with_fd(a.as_fd(), b"hello", Some(x.as_raw_fd())).unwrap();
         send_with_fd(a.as_fd(), b"plain", None).unwrap();
         let mut buf = [0u8; 16];
-        let (n, fd) = recv_with_fd(b.as_fd(), &mut buf).unwrap();
+        let (n, [fd, _]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         let fd = fd.expect("a descriptor came along");
         assert_ne!(fd.as_raw_fd(), x.as_raw_fd(), "a new descriptor");
         let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & libc::FD_CLOEXEC, 0, "close-on-exec on arrival");
-        let (n, fd) = recv_with_fd(b.as_fd(), &mut buf).unwrap();
+        let (n, [fd, _]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
         assert_eq!((&buf[..n], fd.is_none()), (&b"plain"[..], true));
         assert_eq!(
-            recv_with_fd(b.as_fd(), &mut buf).unwrap_err(),
+            recv_with_fds(b.as_fd(), &mut buf).unwrap_err(),
             Errno::EAGAIN
         );
         drop(a);
         assert_eq!(
-            recv_with_fd(b.as_fd(), &mut buf).unwrap().0,
+            recv_with_fds(b.as_fd(), &mut buf).unwrap().0,
             0,
             "end of stream"
         );

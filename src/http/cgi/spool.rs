@@ -23,6 +23,25 @@ use nix::sys::stat::Mode;
 use nix::unistd::{lseek, Whence};
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::rc::Rc;
+
+/// Where a body too large for memory goes: `[server] temp_dir` by name (a
+/// worker), or by a descriptor the supervisor sent (the gate; open for as
+/// long as a spool may need it).
+#[derive(Clone)]
+pub enum Dir<'a> {
+    Path(&'a Path),
+    Fd(Rc<OwnedFd>),
+}
+
+impl std::fmt::Display for Dir<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dir::Path(p) => write!(f, "{}", p.display()),
+            Dir::Fd(_) => f.write_str("temp_dir"),
+        }
+    }
+}
 
 /// A request body on its way in.
 pub struct Spool<'a> {
@@ -30,7 +49,7 @@ pub struct Spool<'a> {
     len: u64,
     in_memory: u64,
     on_disk: bool,
-    dir: &'a Path,
+    dir: Option<Dir<'a>>,
 }
 
 impl<'a> Spool<'a> {
@@ -42,6 +61,19 @@ impl<'a> Spool<'a> {
             len: 0,
             in_memory,
             on_disk: false,
+            dir: Some(Dir::Path(dir)),
+        }
+    }
+
+    /// A spool that goes on in `fd`, a memfd that holds `len` bytes already
+    /// (written at its end); `dir`: where to move when it outgrows memory
+    /// (`None`: it never does, and a body that would is refused).
+    pub fn resume(fd: OwnedFd, len: u64, in_memory: u64, dir: Option<Dir<'a>>) -> Spool<'a> {
+        Spool {
+            fd: Some(fd),
+            len,
+            in_memory,
+            on_disk: false,
             dir,
         }
     }
@@ -51,10 +83,13 @@ impl<'a> Spool<'a> {
         let total = self.len.saturating_add(data.len() as u64);
         if total > self.in_memory && !self.on_disk {
             if let Err(e) = self.move_to_disk() {
+                let dir = self
+                    .dir
+                    .as_ref()
+                    .map_or("temp_dir".into(), |d| d.to_string());
                 crate::error!(
-                    "request body of more than {} bytes: cannot keep it in {}: {e}",
+                    "request body of more than {} bytes: cannot keep it in {dir}: {e}",
                     self.in_memory,
-                    self.dir.display()
                 );
                 return false;
             }
@@ -67,10 +102,9 @@ impl<'a> Spool<'a> {
             }
         };
         if let Err(e) = write_all(fd, data) {
-            let place = if self.on_disk {
-                self.dir.display().to_string()
-            } else {
-                "memory".into()
+            let place = match (self.on_disk, &self.dir) {
+                (true, Some(d)) => d.to_string(),
+                _ => "memory".into(),
             };
             crate::error!("request body: cannot write it in {place}: {e}");
             return false;
@@ -97,11 +131,12 @@ impl<'a> Spool<'a> {
 
     /// Move what the body holds so far to an unlinked file in the directory.
     fn move_to_disk(&mut self) -> Result<(), Errno> {
-        let file = nix::fcntl::open(
-            self.dir,
-            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-        )?;
+        let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+        let file = match self.dir.as_ref().ok_or(Errno::ENOENT)? {
+            Dir::Path(p) => nix::fcntl::open(*p, flags, mode)?,
+            Dir::Fd(fd) => nix::fcntl::openat(fd.as_ref(), ".", flags, mode)?,
+        };
         if let Some(memory) = self.fd.take() {
             copy(&memory, &file, self.len)?;
         }
