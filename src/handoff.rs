@@ -185,7 +185,7 @@ impl BodySpec {
     }
 }
 
-/// Room for any message that carries a connection.
+/// Room for any message but `Notes` (the largest, `Limits`, is 89 bytes).
 pub const CONN_MSG: usize = 96;
 
 /// The gate's settings, from `[limits]` and `[server]`.
@@ -566,6 +566,7 @@ mod tests {
     fn round_trip(m: Msg) {
         let mut buf = [0u8; MAX_MSG];
         let n = encode(&m, &mut buf);
+        assert!(n <= CONN_MSG, "{m:?} is {n} bytes");
         assert_eq!(decode(&buf[..n]), Some(m));
     }
 

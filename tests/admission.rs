@@ -239,7 +239,8 @@ fn busy_keep_alive_connections_take_turns() {
     // while a request waits.
     let d = daemon(
         "max_connections = 1\nworker_reserve = 0",
-        "park_after = \"30s\"\nkeepalive_timeout = \"60s\"\nqueue_timeout = \"60s\"",
+        "park_after = \"30s\"\nkeepalive_timeout = \"60s\"\nqueue_timeout = \"60s\"\n\
+         max_requests_per_connection = 100000000",
     );
     let addr = d.addr();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));

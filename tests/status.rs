@@ -43,6 +43,12 @@ allow = ["127.0.0.1"]
 prefix = "/cgi-bin/"
 cgi = { dir = "{dir}/cgi", timeout = "20s", env = { GO = "{dir}/cgi/go" } }
 
+# A worker reads this route's bodies itself (not the gate): the page can
+# show one doing it.
+[[route]]
+prefix = "/unbuffered-cgi/"
+cgi = { dir = "{dir}/cgi", buffer_body = false, env = { GO = "{dir}/cgi/go" } }
+
 [[route]]
 prefix = "/private-cgi/"
 cgi = { dir = "{dir}/cgi", env = { GO = "{dir}/cgi/go" } }
@@ -230,10 +236,11 @@ fn text_and_json_pages_show_a_worker_in_its_state_during_a_slow_request() {
     let r = read_response(&mut slow.reader);
     assert_eq!((r.status, r.body_str().as_str()), (200, "waited\n"));
 
-    // A request body sent slowly: the worker is reading it.
+    // A request body sent slowly to a route whose worker reads it (by
+    // default the gate would): the worker is reading it.
     let mut body = Client::from(source(4), d.addr());
-    body.send(b"POST /cgi-bin/wait.sh HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabc");
-    wait_for_worker(&d, "body", "POST /cgi-bin/wait.sh HTTP/1.1");
+    body.send(b"POST /unbuffered-cgi/wait.sh HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabc");
+    wait_for_worker(&d, "body", "POST /unbuffered-cgi/wait.sh HTTP/1.1");
     body.send(b"defghij");
     assert_eq!(read_response(&mut body.reader).status, 200);
     // Once their connections are closed, the workers are gone from the page.

@@ -92,7 +92,10 @@ pub fn fixed_response(
 ) -> (usize, usize) {
     use std::io::Write as _;
     let reason = match status {
+        400 => "Bad Request",
         408 => "Request Timeout",
+        413 => "Content Too Large",
+        500 => "Internal Server Error",
         _ => "Service Unavailable",
     };
     let mut w = &mut out[..];
@@ -121,7 +124,13 @@ mod tests {
 
     #[test]
     fn fixed_responses_are_whole() {
-        for (status, sh) in [(408, true), (503, false)] {
+        for (status, sh) in [
+            (400, true),
+            (408, true),
+            (413, false),
+            (500, true),
+            (503, false),
+        ] {
             let mut out = [0u8; 256];
             let (n, b) = fixed_response(&mut out, status, sh, true);
             assert_eq!(b, 0);

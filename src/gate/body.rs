@@ -89,7 +89,8 @@ impl Gate {
             rate: l.min_body_rate,
         };
         let mut rx = Rx {
-            spool: Spool::resume(file, head as u64, l.body_in_memory, dir),
+            // The head counts nowhere against the body's room in memory.
+            spool: Spool::resume(file, head as u64, l.body_in_memory + head as u64, dir),
             head_len: spec.head_len,
             decoder: spec.chunked.then(|| Decoder::new(l.max_body_bytes)),
             left: if spec.chunked { 0 } else { spec.length },
@@ -145,8 +146,11 @@ impl Gate {
             _ => None, // answered or done meanwhile
         };
         if let Some(why) = late {
-            let peer = self.held(slot).meta.peer;
-            crate::info!("{}: request body too slow ({why:?}): 408", peer);
+            let pace = Pace {
+                stall: self.limits.body_timeout,
+                rate: self.limits.min_body_rate,
+            };
+            crate::http::body::log_slow(self.held(slot).meta.peer, why, pace);
             self.refuse_body(slot, 408);
         }
     }

@@ -59,6 +59,20 @@ impl Reader<'_, '_> {
     }
 }
 
+/// The log line of a body refused for its pace (by a worker, or the gate).
+pub fn log_slow(peer: crate::listen::Peer, why: Slow, pace: Pace) {
+    match why {
+        Slow::Stalled => crate::info!(
+            "{peer}: request body stalled for {:?} (body_timeout): 408",
+            pace.stall
+        ),
+        Slow::BelowRate(r) => crate::info!(
+            "{peer}: request body at {r} B/s, below min_body_rate {}: 408",
+            pace.rate
+        ),
+    }
+}
+
 /// Whether `bytes` (what follows a head) hold its whole body, or one the
 /// worker refuses without reading on (over `max`, bad chunked framing).
 pub fn here_whole(bytes: &[u8], framing: Framing, max: u64) -> bool {

@@ -331,7 +331,7 @@ impl Session<'_, '_> {
             meta,
             body: None,
         };
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; handoff::CONN_MSG];
         let n = handoff::encode(&msg, &mut buf);
         match crate::sys::send_with_fd(park, &buf[..n], Some(self.conn.raw_fd())) {
             Ok(()) => true,
@@ -492,19 +492,7 @@ impl Session<'_, '_> {
     /// The body could not be read: its status (408/400/413/500), or a quiet end.
     fn body_failed(&mut self, req: &Request, e: body::BodyErr) -> i32 {
         if let body::BodyErr::Slow(why) = e {
-            let limits = &self.cfg.limits;
-            match why {
-                super::conn::Slow::Stalled => crate::info!(
-                    "{}: request body stalled for {:?} (body_timeout): 408",
-                    self.peer,
-                    limits.body_timeout
-                ),
-                super::conn::Slow::BelowRate(r) => crate::info!(
-                    "{}: request body at {r} B/s, below min_body_rate {}: 408",
-                    self.peer,
-                    limits.min_body_rate
-                ),
-            }
+            body::log_slow(self.peer, why, self.body_pace());
         }
         match e.status().or((e == body::BodyErr::Sink).then_some(500)) {
             Some(status) => self.refuse(Some(req), status),

@@ -408,7 +408,7 @@ impl GateLink {
         let Some(g) = self.proc.as_ref().filter(|g| !g.gone) else {
             return;
         };
-        let mut msg = [0u8; 64];
+        let mut msg = [0u8; handoff::CONN_MSG];
         let n = handoff::encode(&Msg::Logs(spec), &mut msg);
         if let Err(e) = crate::sys::send_with_fd(g.link.as_fd(), &msg[..n], fd) {
             crate::error!("cannot send the gate the reopened logs: {e}");
@@ -419,7 +419,7 @@ impl GateLink {
         let Some(g) = self.proc.as_ref().filter(|g| !g.gone) else {
             return false;
         };
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; handoff::CONN_MSG];
         let n = handoff::encode(msg, &mut buf);
         match crate::sys::send_with_fd(g.link.as_fd(), &buf[..n], None) {
             Ok(()) => true,

@@ -371,6 +371,7 @@ impl Supervisor {
         let limits = self.gate_limits();
         self.link.limits(limits);
         self.link.logs();
+        self.link.temp_dir(&self.cfg.server.temp_dir);
         crate::info!(
             "reloaded configuration from {source}: {} listener(s), {} route(s)",
             self.listeners.len(),

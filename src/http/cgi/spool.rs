@@ -135,7 +135,13 @@ impl<'a> Spool<'a> {
         let mode = Mode::S_IRUSR | Mode::S_IWUSR;
         let file = match self.dir.as_ref().ok_or(Errno::ENOENT)? {
             Dir::Path(p) => nix::fcntl::open(*p, flags, mode)?,
-            Dir::Fd(fd) => nix::fcntl::openat(fd.as_ref(), ".", flags, mode)?,
+            Dir::Fd(fd) => {
+                // A directory removed since is gone, as it would be by name.
+                if nix::sys::stat::fstat(fd.as_ref())?.st_nlink == 0 {
+                    return Err(Errno::ENOENT);
+                }
+                nix::fcntl::openat(fd.as_ref(), ".", flags, mode)?
+            }
         };
         if let Some(memory) = self.fd.take() {
             copy(&memory, &file, self.len)?;
