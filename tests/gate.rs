@@ -253,7 +253,7 @@ fn per_source_limit_closes_connections_over_it() {
 
 #[test]
 fn a_body_below_the_minimum_rate_gets_408() {
-    let d = daemon("[limits]\nbody_timeout = \"1s\"\nmin_body_rate = 1000");
+    let mut d = daemon("[limits]\nbody_timeout = \"1s\"\nmin_body_rate = 1000");
     // At a good rate: counted.
     let mut c = Client::new(d.addr());
     c.send(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n");
@@ -281,11 +281,8 @@ fn a_body_below_the_minimum_rate_gets_408() {
         "{:?}",
         String::from_utf8_lossy(&raw)
     );
-    assert!(
-        d.logs().contains("B/s, below min_body_rate 1000: 408"),
-        "{}",
-        d.logs()
-    );
+    // The worker writes its line after the 408 has gone out: wait for it.
+    d.wait_log("B/s, below min_body_rate 1000: 408");
 }
 
 #[test]
