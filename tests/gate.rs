@@ -185,6 +185,8 @@ fn an_idle_connection_is_parked_and_its_next_request_gets_a_new_worker() {
     assert_ne!(first, second, "the same connection, a new worker");
     d.wait_no_workers();
     assert_eq!(c.get("/").body_str(), "hello\n");
+    // Parked a third time (not still in its worker when the stop comes).
+    d.wait_no_workers();
     // A parked connection has keepalive_timeout in all: it is closed quietly.
     d.signal(Signal::SIGTERM);
     assert!(
