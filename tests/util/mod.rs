@@ -62,6 +62,9 @@ pub struct Daemon {
     pub pid: i32,
     pub dir: tempfile::TempDir,
     logs: Arc<Mutex<String>>,
+    /// The log pipe is at its end: everything lbaws (and every process that
+    /// shared its stderr) wrote is in `logs`.
+    log_ended: Arc<std::sync::atomic::AtomicBool>,
     exited: Option<ExitStatus>,
 }
 
@@ -193,6 +196,8 @@ impl Builder {
         let logs = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
+        let log_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended = log_ended.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -200,6 +205,7 @@ impl Builder {
                 l.push_str(&line);
                 l.push('\n');
             }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         let pid = child.id() as i32;
         let mut d = Daemon {
@@ -207,6 +213,7 @@ impl Builder {
             pid,
             dir,
             logs,
+            log_ended,
             exited: None,
         };
         if self.wait_ready {
@@ -245,11 +252,20 @@ impl Daemon {
         self.logs.lock().unwrap().clone()
     }
 
-    /// Wait for a log line containing `needle`; panics with the log if none comes.
+    /// True once the log pipe is at its end (lbaws exited, and so did every
+    /// process that shared its stderr): nothing more will come.
+    fn log_ended(&self) -> bool {
+        self.log_ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait for a log line containing `needle`; panics with the log if none
+    /// comes (lbaws's lines are read from a pipe by a thread: a line written
+    /// just before lbaws exited may still be on its way when the exit is
+    /// seen, so it is the pipe's end that says none will come).
     pub fn wait_log(&mut self, needle: &str) {
         let logs = self.logs.clone();
         let found = wait_for(DEADLINE, || {
-            logs.lock().unwrap().contains(needle) || self.has_exited()
+            logs.lock().unwrap().contains(needle) || self.log_ended()
         });
         if !found || !self.logs().contains(needle) {
             panic!(
@@ -295,7 +311,9 @@ impl Daemon {
         !self.has_exited()
     }
 
-    /// Wait for the process to exit; panics with the log if it does not.
+    /// Wait for the process to exit, and for the rest of its log (the pipe's
+    /// end), so that the log is whole afterwards; panics with the log if it
+    /// does not exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         if !wait_for(timeout, || self.has_exited()) {
             panic!(
@@ -303,6 +321,9 @@ impl Daemon {
                 self.logs()
             );
         }
+        // A child that outlived it may hold the pipe: then the log is as
+        // whole as it gets after this wait.
+        wait_for(DEADLINE, || self.log_ended());
         self.exited.unwrap()
     }
 
