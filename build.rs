@@ -16,8 +16,9 @@
 //! Also the version lbaws reports (`--version`): `LBAWS_VERSION` is the
 //! package's version with `LBAWS_VERSION_SUFFIX` appended, so that a version
 //! N+1 can be built from the same tree for upgrade tests, e.g.
-//! `LBAWS_VERSION_SUFFIX=+next packaging/build-deb` makes lbaws 0.2.0+next in
-//! lbaws_0.2.0+next-1_amd64.deb.
+//! `LBAWS_VERSION_SUFFIX=+next packaging/build-deb --deb-version V+next-1`
+//! (V the version in Cargo.toml) makes lbaws V+next, which sorts after V, in
+//! lbaws_V+next-1_amd64.deb (tests/e2e-systemd.sh does).
 
 use std::path::Path;
 use std::process::Command;
