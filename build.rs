@@ -9,15 +9,26 @@
 //! default for x86_64-unknown-linux-gnu since Rust 1.90), GNU ld does not. A
 //! probe links an empty program with this build's rustc, target, flags and
 //! linker first; if that fails, the build says so (a cargo warning) and links
-//! in the linker's own order: a correct lbaws, with costlier workers. A name
-//! no longer in the executable is skipped quietly: the list only ever degrades
-//! to the linker's own order (`tests/package-checks.sh` checks it is current).
+//! in the linker's own order: a correct lbaws, with costlier workers.
+//!
+//! The list holds mangled names, and their hashes change with the rustc, with
+//! lbaws's version and dependencies and with the profile: a list made for
+//! another build matches few of the executable's names and the layout quietly
+//! falls back to the linker's order. So the list says what it was made for
+//! (its `# for:` line: the rustc, lbaws's version, a hash of Cargo.lock), it
+//! is applied to release builds only (the names are those of a release
+//! build), and a release build made with anything else warns loudly (a cargo
+//! warning) that few names will match, until `bench/order-symbols` makes the
+//! list again. The linker is told not to warn name by name: this check says
+//! it once. `bench/run` prints how many names the executable it measures
+//! has, and `tests/package-checks.sh` fails the package under 90%.
 //!
 //! Also the version lbaws reports (`--version`): `LBAWS_VERSION` is the
 //! package's version with `LBAWS_VERSION_SUFFIX` appended, so that a version
 //! N+1 can be built from the same tree for upgrade tests, e.g.
-//! `LBAWS_VERSION_SUFFIX=+next packaging/build-deb` makes lbaws 0.2.0+next in
-//! lbaws_0.2.0+next-1_amd64.deb.
+//! `LBAWS_VERSION_SUFFIX=+next packaging/build-deb --deb-version V+next-1`
+//! (V the version in Cargo.toml) makes lbaws V+next, which sorts after V, in
+//! lbaws_V+next-1_amd64.deb (tests/e2e-systemd.sh does).
 
 use std::path::Path;
 use std::process::Command;
@@ -45,10 +56,29 @@ fn version() {
 }
 
 fn symbol_ordering() {
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cargo/worker-symbols.txt");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let list = root.join(".cargo/worker-symbols.txt");
+    let lock = root.join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", list.display());
-    if !list.exists() {
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let Ok(text) = std::fs::read_to_string(&list) else {
         return;
+    };
+    if env("PROFILE") != "release" {
+        return;
+    }
+    let made_for = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# for: "))
+        .unwrap_or("(no \"# for:\" line)");
+    let this_build = build_identity(&lock);
+    if made_for != this_build {
+        println!(
+            "cargo:warning=worker code layout: .cargo/worker-symbols.txt was made for \
+             {made_for}; this build is {this_build}: few of its names will match, and \
+             each connection costs about a quarter more. Run bench/order-symbols and \
+             commit the list."
+        );
     }
     let args = [
         format!("-Wl,--symbol-ordering-file={}", list.display()),
@@ -113,6 +143,32 @@ fn linker_accepts(link_args: &[String]) -> Result<(), String> {
         .or_else(|| stderr.lines().find(|l| !l.trim().is_empty()))
         .unwrap_or("the probe failed");
     Err(line.trim().trim_start_matches("= note:").trim().to_string())
+}
+
+/// What the list's names depend on, as its `# for:` line says it (and as
+/// `bench/order-symbols` writes it): "rustc 1.95.0 (59807616e 2026-04-14),
+/// lbaws 0.3.0, Cargo.lock fnv1a64 0123456789abcdef".
+fn build_identity(lock: &Path) -> String {
+    let rustc = Command::new(env("RUSTC"))
+        .arg("-V")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "rustc (unknown)".to_string(), |v| v.trim().to_string());
+    let lock = std::fs::read(lock).unwrap_or_default();
+    format!(
+        "{rustc}, lbaws {}, Cargo.lock fnv1a64 {:016x}",
+        env("CARGO_PKG_VERSION"),
+        fnv1a64(&lock)
+    )
+}
+
+/// FNV-1a, 64 bits: a fingerprint of Cargo.lock that bench/order-symbols
+/// computes the same way.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn env(name: &str) -> String {

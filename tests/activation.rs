@@ -13,29 +13,32 @@ use util::*;
 
 const O_CLOEXEC: u32 = 0o2000000;
 
-fn activate(port: u16, fdname: &str, config: &str) -> Daemon {
+/// lbaws under `systemd-socket-activate`, which gets a listener bound here
+/// (an ephemeral port of 127.0.0.1) and passes it on named `fdname`; the
+/// daemon, ready, and the socket's address.
+fn activate(fdname: &str, config: &str) -> (Daemon, std::net::SocketAddr) {
     if !have("systemd-socket-activate") {
         panic!(
             "systemd-socket-activate missing: install Debian's systemd package (scripts/test does)"
         );
     }
-    let listen = format!("127.0.0.1:{port}");
+    let listener = loopback_listener();
+    let addr = listener.local_addr().unwrap();
     let name = format!("--fdname={fdname}");
     // The activator starts lbaws on the first connection: make one.
     let mut d = Daemon::with_config(config)
-        .wrapper(&["systemd-socket-activate", "-l", &listen, &name])
+        .listener(listener)
+        .wrapper(&["systemd-socket-activate", &name])
         .no_wait()
         .start();
-    let addr: std::net::SocketAddr = listen.parse().unwrap();
     assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
     d.wait_log("info: ready:");
     d.wait_no_workers();
-    d
+    (d, addr)
 }
 
 #[test]
 fn socket_activation_matches_listener_by_name() {
-    let port = free_port();
     let config = r#"
 [[listen]]
 address = "127.0.0.1:1"   # not bound: socket-activated lbaws binds nothing
@@ -45,11 +48,8 @@ name = "web"
 prefix = "/"
 respond = { status = 200, body = "activated\n" }
 "#;
-    let mut d = activate(port, "web", config);
-    d.wait_log(&format!(
-        "listening on 127.0.0.1:{port} (web) [from systemd]"
-    ));
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut d, addr) = activate("web", config);
+    d.wait_log(&format!("listening on {addr} (web) [from systemd]"));
     assert_eq!(get(addr, "/").body_str(), "activated\n");
     assert!(
         !d.logs().contains("127.0.0.1:1 "),
@@ -82,10 +82,8 @@ respond = { status = 200, body = "activated\n" }
 
 #[test]
 fn socket_activation_with_unmatched_name_serves_with_defaults() {
-    let port = free_port();
-    let mut d = activate(port, "other", util::hello_routes());
+    let (mut d, addr) = activate("other", util::hello_routes());
     d.wait_log("matches no [[listen]] name; serving it with defaults");
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(get(addr, "/").status, 200);
 }
 
@@ -153,7 +151,7 @@ fn bind_failure_names_address_and_errno() {
 fn ipv6_dual_stack_listener() {
     // Skip where the kernel has no IPv6 loopback.
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6");
+        skip_or_fail("no IPv6 loopback");
         return;
     }
     let d = Daemon::with_config(&format!(
@@ -215,23 +213,16 @@ fn inetd_mode_on_stdin() {
 #[test]
 fn inetd_mode_under_systemd_accept() {
     let dir = write_temp_config("accepted");
-    let port = free_port();
     let cfg = dir.path().join("c.toml");
-    let mut act = Command::new("systemd-socket-activate")
-        .args([
-            "-a",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "--fdname=connection",
-            BIN,
-            "--inetd",
-            "--config",
-        ])
+    let listener = loopback_listener();
+    let addr = listener.local_addr().unwrap();
+    let mut act = with_listener("systemd-socket-activate", &listener)
+        .args(["-a", "--fdname=connection", BIN, "--inetd", "--config"])
         .arg(&cfg)
         .stderr(Stdio::null())
         .spawn()
         .expect("systemd-socket-activate");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    drop(listener);
     let mut ok = false;
     for _ in 0..2 {
         // One instance per connection: two connections, two answers.
@@ -257,7 +248,6 @@ fn inetd_mode_under_systemd_accept() {
 fn idle_exit_with_sockets_from_systemd_and_not_with_its_own() {
     // Under socket activation: one request, then nothing; it exits 0 after
     // the idle time (the socket stays with whoever passed it).
-    let port = free_port();
     let config = r#"
 [server]
 exit_idle_after = "1s"
@@ -270,9 +260,8 @@ name = "web"
 prefix = "/"
 respond = { status = 200, body = "activated\n" }
 "#;
-    let mut d = activate(port, "web", config);
+    let (mut d, addr) = activate("web", config);
     d.wait_log("exits after 1s idle (sockets from systemd)");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(get(addr, "/").body_str(), "activated\n");
     let status = d.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", d.logs());

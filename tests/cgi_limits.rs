@@ -68,6 +68,10 @@ print("Content-Type: text/plain\n\n" + "\n".join(out))
 /// /cgi-bin/ with small limits, /long/ with the same scripts, the same
 /// limits and a long timeout, /net/ granted UDP to `udp_port` and the Unix
 /// socket `{dir}/sock`.
+/// The UDP port /net/ grants where a test sends nothing there (the discard
+/// port: nothing listens).
+const UNUSED_UDP: u16 = 9;
+
 fn daemon(udp_port: u16) -> Daemon {
     let limits = r#"limits = { processes = 8, memory = "64MiB", cpu = "1s", file_size = "64KiB" }, stderr = "1KiB""#;
     let config = format!(
@@ -274,7 +278,7 @@ fn get_later(addr: std::net::SocketAddr, path: &str) -> std::thread::JoinHandle<
 
 #[test]
 fn a_fork_bomb_is_held_to_its_process_limit_and_the_others_see_no_error() {
-    let mut d = daemon(free_port());
+    let mut d = daemon(UNUSED_UDP);
     let by = Bystander::start(d.addr());
     let answer = get_later(d.addr(), "/cgi-bin/bomb.sh");
     let marker = d.path("cgi/bomb.sh").display().to_string();
@@ -306,7 +310,7 @@ fn a_fork_bomb_is_held_to_its_process_limit_and_the_others_see_no_error() {
 
 #[test]
 fn a_memory_hog_ends_its_request_and_the_others_see_no_error() {
-    let mut d = daemon(free_port());
+    let mut d = daemon(UNUSED_UDP);
     let by = Bystander::start(d.addr());
     let r = get(d.addr(), "/cgi-bin/hog.py");
     assert_eq!(r.status, 502, "{}", r.body_str());
@@ -317,7 +321,7 @@ fn a_memory_hog_ends_its_request_and_the_others_see_no_error() {
 
 #[test]
 fn cpu_and_file_size_limits_end_a_script_and_are_named() {
-    let mut d = daemon(free_port());
+    let mut d = daemon(UNUSED_UDP);
     let r = get(d.addr(), "/long/burn.sh");
     assert_eq!(r.status, 502, "{}", r.body_str());
     d.wait_log("killed by SIGXCPU (its cpu limit, 1s) before a complete response header");
@@ -330,7 +334,7 @@ fn cpu_and_file_size_limits_end_a_script_and_are_named() {
 
 #[test]
 fn a_stderr_flood_reaches_the_log_up_to_its_limit_and_one_line_says_the_rest() {
-    let mut d = daemon(free_port());
+    let mut d = daemon(UNUSED_UDP);
     let by = Bystander::start(d.addr());
     let r = get(d.addr(), "/cgi-bin/flood.py");
     assert_eq!((r.status, r.body_str().as_str()), (200, "flooded\n"));
@@ -405,7 +409,7 @@ fn curl_code(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn a_script_killed_mid_body_never_looks_complete() {
-    let mut d = daemon(free_port());
+    let mut d = daemon(UNUSED_UDP);
     let by = Bystander::start(d.addr());
     let base = format!("http://{}", d.addr());
     // The control: a whole body is whole.
@@ -456,7 +460,7 @@ fn a_script_killed_mid_body_never_looks_complete() {
 
 #[test]
 fn a_worker_killed_mid_download_still_gets_its_access_line() {
-    let d = daemon(free_port());
+    let d = daemon(UNUSED_UDP);
     // A large file (sparse: no disk) that the client stops reading.
     let big = std::fs::File::create(d.path("www/big.bin")).unwrap();
     big.set_len(256 << 20).unwrap();
@@ -498,7 +502,7 @@ fn a_worker_killed_mid_download_still_gets_its_access_line() {
 
 #[test]
 fn a_script_that_closes_stdout_before_its_header_is_answered_by_its_timeout() {
-    let mut d = daemon(free_port());
+    let mut d = daemon(UNUSED_UDP);
     // Closed and still running: 504 at the route's timeout (3 s, not the
     // 1000 s it sleeps), and it is ended.
     let r = get(d.addr(), "/cgi-bin/closes.sh");
@@ -519,7 +523,7 @@ fn a_script_that_closes_stdout_before_its_header_is_answered_by_its_timeout() {
 
 #[test]
 fn scripts_of_a_root_lbaws_without_a_user_run_as_nobody_and_lbaws_says_so() {
-    let mut d = daemon(free_port());
+    let mut d = daemon(UNUSED_UDP);
     let r = get(d.addr(), "/cgi-bin/id.sh");
     let uid = nix::unistd::geteuid().as_raw();
     if is_root() {

@@ -288,7 +288,7 @@ fn a_worker_that_makes_no_progress_is_ended_by_the_backstop() {
 #[test]
 fn access_log_losses_on_a_full_file_system_are_reported() {
     if !is_root() {
-        eprintln!("skipped: needs root (to mount a small tmpfs)");
+        skip_or_fail("needs root (to mount a small tmpfs)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -306,7 +306,7 @@ fn access_log_losses_on_a_full_file_system_are_reported() {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("skipped: cannot mount a tmpfs here");
+        skip_or_fail("cannot mount a tmpfs here");
         return;
     }
     struct Unmount(std::path::PathBuf);

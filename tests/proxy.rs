@@ -8,7 +8,8 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use util::*;
@@ -138,11 +139,13 @@ impl Drop for Haproxy {
 /// frontends on `v1` and `v2` relaying to `backend` with `send-proxy` and
 /// `send-proxy-v2`; the v2 server is health-checked over HTTP (`/health`),
 /// with the PROXY header HAProxy sends on its checks.
-fn haproxy(backend: SocketAddr, v1: u16, v2: u16) -> Option<Haproxy> {
+fn haproxy(backend: SocketAddr, v1: &TcpListener, v2: &TcpListener) -> Option<Haproxy> {
     if !have("haproxy") {
-        eprintln!("haproxy is not installed (scripts/test installs it): skipped");
+        skip_or_fail("haproxy is not installed (scripts/test installs it)");
         return None;
     }
+    // HAProxy takes its frontends' sockets bound here (`bind fd@N`).
+    let (v1, v2) = (v1.as_raw_fd(), v2.as_raw_fd());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(
@@ -150,15 +153,17 @@ fn haproxy(backend: SocketAddr, v1: u16, v2: u16) -> Option<Haproxy> {
         format!(
             "global\n    maxconn 64\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 20s\n    timeout server 20s\n\
-             frontend v1\n    bind 127.0.0.1:{v1}\n    default_backend lbaws_v1\n\
-             frontend v2\n    bind 127.0.0.1:{v2}\n    default_backend lbaws_v2\n\
+             frontend v1\n    bind fd@{v1}\n    default_backend lbaws_v1\n\
+             frontend v2\n    bind fd@{v2}\n    default_backend lbaws_v2\n\
              backend lbaws_v1\n    server s1 {backend} send-proxy\n\
              backend lbaws_v2\n    option httpchk\n    http-check send meth GET uri /health ver HTTP/1.1 hdr Host lb\n\
              \x20   server s1 {backend} send-proxy-v2 check check-send-proxy inter 200ms\n"
         ),
     )
     .unwrap();
-    let child = Command::new("haproxy")
+    let mut cmd = Command::new("haproxy");
+    inherit_fds(&mut cmd, &[v1, v2]);
+    let child = cmd
         .arg("-f")
         .arg(&cfg)
         .arg("-db")
@@ -167,26 +172,22 @@ fn haproxy(backend: SocketAddr, v1: u16, v2: u16) -> Option<Haproxy> {
         .stderr(Stdio::null())
         .spawn()
         .expect("run haproxy");
-    let h = Haproxy { child, _dir: dir };
-    for port in [v1, v2] {
-        let up = wait_for(DEADLINE, || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        assert!(up, "haproxy is not listening on {port}");
-    }
-    Some(h)
+    Some(Haproxy { child, _dir: dir })
 }
 
 #[test]
 fn behind_haproxy_the_client_address_is_seen_everywhere() {
     let d = daemon("");
-    let (v1, v2) = (free_port(), free_port());
-    let Some(_hap) = haproxy(d.addr(), v1, v2) else {
+    let (v1, v2) = (loopback_listener(), loopback_listener());
+    let Some(_hap) = haproxy(d.addr(), &v1, &v2) else {
         return;
     };
-    for (port, client) in [
+    let (v1, v2) = (v1.local_addr().unwrap(), v2.local_addr().unwrap());
+    for (front, client) in [
         (v1, Ipv4Addr::new(127, 0, 0, 7)),
         (v2, Ipv4Addr::new(127, 0, 0, 8)),
     ] {
-        let front: SocketAddr = ([127, 0, 0, 1], port).into();
+        let port = front.port();
         let mut s = connect_from(client, front);
         let client_port = s.local_addr().unwrap().port();
         s.write_all(GET_REMOTE).unwrap();
@@ -365,8 +366,8 @@ fn under_socket_activation_the_named_entry_decides() {
             "systemd-socket-activate missing: install Debian's systemd package (scripts/test does)"
         );
     }
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let listener = loopback_listener();
+    let addr = listener.local_addr().unwrap();
     let config = r#"
 [[listen]]
 address = "127.0.0.1:1"   # not bound: matched by name
@@ -379,10 +380,10 @@ prefix = "/"
 respond = { status = 200, body = "activated\n" }
 "#;
     let mut d = Daemon::with_config(config)
-        .wrapper(&["systemd-socket-activate", "-l", &listen, "--fdname=lb"])
+        .listener(listener)
+        .wrapper(&["systemd-socket-activate", "--fdname=lb"])
         .no_wait()
         .start();
-    let addr: SocketAddr = listen.parse().unwrap();
     // The activator starts lbaws on a first connection (opened and closed:
     // a balancer's TCP check, not a refusal).
     assert!(wait_for(DEADLINE, || TcpStream::connect(addr).is_ok()));

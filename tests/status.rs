@@ -282,10 +282,15 @@ fn allow_refuses_other_sources_with_403() {
 
 #[test]
 fn lbaws_status_prints_the_text_page() {
-    let d = daemon_on(&format!("127.0.0.1:{}", free_port()));
+    let d = daemon();
+    // `lbaws status` asks the first [[listen]] address of the file it is
+    // given: the one the daemon bound for its port 0.
+    let cfg = d.path("status.toml");
+    let text = std::fs::read_to_string(d.path("config.toml")).unwrap();
+    std::fs::write(&cfg, text.replace("127.0.0.1:0", &d.addr().to_string())).unwrap();
     let out = Command::new(BIN)
         .args(["status", "--config"])
-        .arg(d.path("config.toml"))
+        .arg(&cfg)
         .output()
         .unwrap();
     let page = String::from_utf8_lossy(&out.stdout);

@@ -178,8 +178,8 @@ fn a_failed_check_refuses_the_upgrade_and_keeps_serving() {
 #[test]
 fn an_upgrade_keeps_systemds_sockets_and_their_names() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let listener = loopback_listener();
+    let addr = listener.local_addr().unwrap();
     let config = r#"
 [[listen]]
 address = "127.0.0.1:1"   # not bound: socket-activated lbaws binds nothing
@@ -190,10 +190,10 @@ prefix = "/"
 respond = { status = 200, body = "activated\n" }
 "#;
     let mut d = Daemon::with_config(config)
-        .wrapper(&["systemd-socket-activate", "-l", &listen, "--fdname=web"])
+        .listener(listener)
+        .wrapper(&["systemd-socket-activate", "--fdname=web"])
         .no_wait()
         .start();
-    let addr: std::net::SocketAddr = listen.parse().unwrap();
     assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
     assert_eq!(get(addr, "/").body_str(), "activated\n");
     d.wait_log("info: ready:");
@@ -203,7 +203,7 @@ respond = { status = 200, body = "activated\n" }
     assert_eq!(get(addr, "/").body_str(), "activated\n");
     let logs = d.logs();
     assert_eq!(
-        logs.matches(&format!("listening on {listen} (web) [from systemd]"))
+        logs.matches(&format!("listening on {addr} (web) [from systemd]"))
             .count(),
         2,
         "{logs}"

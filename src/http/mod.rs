@@ -8,8 +8,8 @@
 //! deadlines and the client's pace).
 //!
 //! A worker is a forked child that serves exactly one connection and exits
-//! (invariant 2). Its exit codes are part of the interface, documented in the
-//! README and logged by the supervisor when they are not 0:
+//! (invariant 2). Its exit codes are part of the interface, documented in
+//! lbaws(8) and logged by the supervisor when they are not 0:
 //!
 //! | code | meaning |
 //! |---|---|

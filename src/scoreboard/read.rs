@@ -1,5 +1,6 @@
 //! Reading the scoreboard whole, for the status page: the counters, and the
-//! live workers' slots (those below the high-water mark with a pid).
+//! live workers' slots (those below the high-water mark with a pid, and the
+//! reading worker's own).
 
 use super::{header, slot, State, Sup, BUCKETS_US, SUP_COUNT};
 use std::net::{IpAddr, Ipv6Addr};
@@ -69,13 +70,18 @@ pub fn workers() -> Vec<Worker> {
     });
     let now_ms = super::now_ms();
     let now_us = super::now_us();
+    // The worker reading this (the status page's) is live, whether or not
+    // the supervisor has stored its pid yet: a worker may answer before its
+    // parent, back from fork, gets to that store.
+    let mine = super::MINE.with(std::cell::Cell::get);
     let mut out = Vec::new();
     for i in 0..high as usize {
         let Some(s) = slot(i) else { break };
-        let pid = s.pid.load(Ordering::Relaxed);
-        if pid == 0 {
-            continue;
-        }
+        let pid = match s.pid.load(Ordering::Relaxed) {
+            0 if mine == i + 1 => std::process::id(),
+            0 => continue,
+            pid => pid,
+        };
         let port = s.peer_port.load(Ordering::Relaxed);
         let peer = match port >> 16 {
             1 => {

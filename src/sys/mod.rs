@@ -476,6 +476,15 @@ mod tests {
             Errno::EAGAIN
         );
         drop(a);
+        // The end comes once every copy of `a` is closed: a process another
+        // test forks meanwhile (a sandbox trial, a worker) holds one for a
+        // moment, so wait for it instead of expecting it at once.
+        let mut pfd = [libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        assert_eq!(poll(&mut pfd, 20_000), Ok(1), "the end within 20 s");
         assert_eq!(
             recv_with_fds(b.as_fd(), &mut buf).unwrap().0,
             0,

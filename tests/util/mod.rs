@@ -30,6 +30,19 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// For a test this machine cannot run (no root, no IPv6, a program
+/// missing): under CI (`CI=true`) that is a failure, since CI must run every
+/// test (`scripts/test` installs what they need, and CI runs as root);
+/// elsewhere the test says "skipped" and why, on the terminal (past the test
+/// harness's capture), and the caller returns.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}: no test may be skipped in CI (CI=true)");
+    }
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr().lock(), "test {name}: skipped: {why}");
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -49,6 +62,9 @@ pub struct Daemon {
     pub pid: i32,
     pub dir: tempfile::TempDir,
     logs: Arc<Mutex<String>>,
+    /// The log pipe is at its end: everything lbaws (and every process that
+    /// shared its stderr) wrote is in `logs`.
+    log_ended: Arc<std::sync::atomic::AtomicBool>,
     exited: Option<ExitStatus>,
 }
 
@@ -62,6 +78,7 @@ pub struct Builder {
     wait_ready: bool,
     binary: Option<PathBuf>,
     dirs: Vec<String>,
+    listener: Option<std::net::TcpListener>,
 }
 
 impl Builder {
@@ -92,7 +109,14 @@ impl Builder {
         self.nproc = Some(n);
         self
     }
-    /// Run lbaws under another program, e.g. `systemd-socket-activate -l ...`.
+    /// Pass this listening socket to lbaws (or to the wrapper) as systemd
+    /// would (see [`with_listener`]); the test knows its port before lbaws
+    /// starts, and no other program can take it.
+    pub fn listener(mut self, l: std::net::TcpListener) -> Self {
+        self.listener = Some(l);
+        self
+    }
+    /// Run lbaws under another program, e.g. `systemd-socket-activate --fdname=web`.
     pub fn wrapper(mut self, w: &[&str]) -> Self {
         self.wrapper = w.iter().map(|s| s.to_string()).collect();
         self
@@ -124,13 +148,19 @@ impl Builder {
         )
         .unwrap();
         let bin = self.binary.clone().unwrap_or_else(|| PathBuf::from(BIN));
-        let mut cmd = if self.wrapper.is_empty() {
-            Command::new(&bin)
-        } else {
-            let mut c = Command::new(&self.wrapper[0]);
-            c.args(&self.wrapper[1..]).arg(&bin);
-            c
+        let (program, args) = match self.wrapper.split_first() {
+            None => (bin.clone().into_os_string(), Vec::new()),
+            Some((w, rest)) => {
+                let mut args: Vec<std::ffi::OsString> = rest.iter().map(Into::into).collect();
+                args.push(bin.clone().into_os_string());
+                (w.into(), args)
+            }
         };
+        let mut cmd = match &self.listener {
+            Some(l) => with_listener(&program, l),
+            None => Command::new(&program),
+        };
+        cmd.args(&args);
         cmd.arg("--config").arg(&cfg).args(&self.args);
         for (k, v) in &self.envs {
             cmd.env(k, v.replace("{dir}", dir.path().to_str().unwrap()));
@@ -161,9 +191,13 @@ impl Builder {
             });
         }
         let mut child = cmd.spawn().expect("spawn lbaws");
+        // lbaws (or its wrapper) has its own copy of a passed listener now.
+        drop(self.listener);
         let logs = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
+        let log_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended = log_ended.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -171,6 +205,7 @@ impl Builder {
                 l.push_str(&line);
                 l.push('\n');
             }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         let pid = child.id() as i32;
         let mut d = Daemon {
@@ -178,6 +213,7 @@ impl Builder {
             pid,
             dir,
             logs,
+            log_ended,
             exited: None,
         };
         if self.wait_ready {
@@ -199,6 +235,7 @@ impl Daemon {
             wait_ready: true,
             binary: None,
             dirs: Vec::new(),
+            listener: None,
         }
     }
 
@@ -215,11 +252,20 @@ impl Daemon {
         self.logs.lock().unwrap().clone()
     }
 
-    /// Wait for a log line containing `needle`; panics with the log if none comes.
+    /// True once the log pipe is at its end (lbaws exited, and so did every
+    /// process that shared its stderr): nothing more will come.
+    fn log_ended(&self) -> bool {
+        self.log_ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait for a log line containing `needle`; panics with the log if none
+    /// comes (lbaws's lines are read from a pipe by a thread: a line written
+    /// just before lbaws exited may still be on its way when the exit is
+    /// seen, so it is the pipe's end that says none will come).
     pub fn wait_log(&mut self, needle: &str) {
         let logs = self.logs.clone();
         let found = wait_for(DEADLINE, || {
-            logs.lock().unwrap().contains(needle) || self.has_exited()
+            logs.lock().unwrap().contains(needle) || self.log_ended()
         });
         if !found || !self.logs().contains(needle) {
             panic!(
@@ -265,7 +311,9 @@ impl Daemon {
         !self.has_exited()
     }
 
-    /// Wait for the process to exit; panics with the log if it does not.
+    /// Wait for the process to exit, and for the rest of its log (the pipe's
+    /// end), so that the log is whole afterwards; panics with the log if it
+    /// does not exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         if !wait_for(timeout, || self.has_exited()) {
             panic!(
@@ -273,6 +321,9 @@ impl Daemon {
                 self.logs()
             );
         }
+        // A child that outlived it may hold the pipe: then the log is as
+        // whole as it gets after this wait.
+        wait_for(DEADLINE, || self.log_ended());
         self.exited.unwrap()
     }
 
@@ -630,13 +681,125 @@ pub fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A free TCP port on 127.0.0.1 (for programs that need a port number up front).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+// ---------------------------------------------------------------------------
+// Ports. A test never picks a "free" port to hand to a program that binds it
+// later: between the two another test (or another program) may take it. A
+// port comes either from a socket bound here and handed over already bound
+// ([`loopback_listener`], [`Builder::listener`], [`inherit_fds`]), or from
+// the program that bound port 0 saying which port it got (lbaws's
+// "listening on" line, [`Daemon::addr`]; [`tcp_listen_addrs`] for a daemon
+// that logs to syslog).
+
+/// A listening TCP socket on an ephemeral port of 127.0.0.1, bound here.
+pub fn loopback_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+}
+
+/// Let the program `cmd` runs inherit `fds` under their own numbers, and
+/// no other descriptor but 0-2, as systemd passes sockets: in the forked
+/// child every descriptor from 3 up is made close-on-exec (what the test
+/// process itself inherited without the flag too: a jobserver pipe, a
+/// stray /dev/null), then the flag is cleared on `fds`. Done in the child
+/// only, so no other program this test process starts meanwhile gets them.
+pub fn inherit_fds(cmd: &mut Command, fds: &[std::os::fd::RawFd]) {
+    let fds = fds.to_vec();
+    // SAFETY: close_range and fcntl are async-signal-safe system calls; the
+    // closure touches no memory but `fds`.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Flagged, not closed: the standard library's pipe that reports
+            // a failed exec stays open until the exec.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A command that runs `program` with `listener` passed the way systemd
+/// passes a socket (sd_listen_fds(3)): as fd 3, with `LISTEN_FDS=1` and
+/// `LISTEN_PID` its own pid (`bash` moves the descriptor, sets the pid to
+/// its own and execs the program, which keeps it). `program` may be lbaws itself
+/// or `systemd-socket-activate`, which takes the socket over and passes it on
+/// (its `--fdname` names it). Arguments for `program` go after this.
+pub fn with_listener(
+    program: impl AsRef<std::ffi::OsStr>,
+    listener: &std::net::TcpListener,
+) -> Command {
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_raw_fd();
+    // bash, not sh: dash takes no descriptor number above 9.
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(
+            r#"fd=$1; shift
+if [ "$fd" != 3 ]; then exec 3<&"$fd" {fd}<&-; fi
+LISTEN_PID=$$ exec "$@""#,
+        )
+        .arg("bash")
+        .arg(fd.to_string())
+        .arg(program)
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_FDNAMES");
+    inherit_fds(&mut cmd, &[fd]);
+    cmd
+}
+
+/// The TCP addresses a process listens on, read from the kernel
+/// (`/proc/PID/fd` and `/proc/PID/net/tcp`), for a daemon whose log the test
+/// cannot read (`--daemon` logs to syslog).
+pub fn tcp_listen_addrs(pid: i32) -> Vec<SocketAddr> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let t = std::fs::read_link(e.path()).ok()?;
+            let t = t.to_str()?;
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (the 10th field).
+            if f.len() < 10 || f[3] != "0A" || !inodes.iter().any(|i| i == f[9]) {
+                return None;
+            }
+            let (ip, port) = f[1].split_once(':')?;
+            let ip = u32::from_str_radix(ip, 16).ok()?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            // The address is the kernel's u32 in host (little-endian) order.
+            Some(SocketAddr::from((ip.to_le_bytes(), port)))
+        })
+        .collect()
+}
+
+/// Wait until the process `pid` listens on a TCP address; that address.
+pub fn wait_tcp_listen_addr(pid: i32) -> SocketAddr {
+    let mut addrs = Vec::new();
+    if !wait_for(DEADLINE, || {
+        addrs = tcp_listen_addrs(pid);
+        !addrs.is_empty()
+    }) {
+        panic!("process {pid} listens on no TCP address");
+    }
+    addrs[0]
 }
 
 pub fn write_config(path: &Path, text: &str) {
