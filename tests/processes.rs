@@ -285,42 +285,76 @@ fn a_worker_that_makes_no_progress_is_ended_by_the_backstop() {
     assert_eq!(get(d.addr(), "/").status, 200);
 }
 
-#[test]
-fn access_log_losses_on_a_full_file_system_are_reported() {
-    if !is_root() {
-        skip_or_fail("needs root (to mount a small tmpfs)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("full");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=16k",
-            "lbaws-test",
-            mnt.to_str().unwrap(),
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip_or_fail("cannot mount a tmpfs here");
-        return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
+/// A 16 KiB tmpfs, unmounted when dropped (`None`: skipped, said so).
+struct SmallFs {
+    _dir: tempfile::TempDir,
+    mnt: std::path::PathBuf,
+}
+
+impl SmallFs {
+    fn mount() -> Option<SmallFs> {
+        if !is_root() {
+            skip_or_fail("needs root (to mount a small tmpfs)");
+            return None;
         }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("full");
+        std::fs::create_dir(&mnt).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=16k",
+                "lbaws-test",
+                mnt.to_str().unwrap(),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            skip_or_fail("cannot mount a tmpfs here");
+            return None;
+        }
+        Some(SmallFs { _dir: dir, mnt })
     }
-    let _unmount = Unmount(mnt.clone());
-    let log = mnt.join("access.log");
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+#[test]
+fn access_log_lines_the_gate_loses_are_reported_with_no_worker_alive() {
+    let Some(fs) = SmallFs::mount() else { return };
+    let log = fs.mnt.join("access.log");
     let mut d = Daemon::hello(&format!(
-        "[server]\nmax_connections_per_ip = 0\n[log]\naccess = \"{}\"",
+        "[log]\naccess = \"{}\"\n[limits]\nheader_timeout = \"1s\"",
         log.display()
     ));
+    std::fs::write(fs.mnt.join("filler"), vec![b'x'; 16 << 10]).ok();
+    // Only the gate answers now (408s): no worker is ever forked.
+    let half: Vec<_> = (0..20)
+        .map(|i| {
+            let mut s = connect_from(source(i), d.addr());
+            s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    for mut s in half {
+        assert_eq!(read_response(&mut s).status, 408);
+    }
+    assert!(d.children().is_empty());
+    d.wait_log("line(s) lost (ENOSPC");
+}
+
+#[test]
+fn access_log_losses_on_a_full_file_system_are_reported() {
+    let Some(fs) = SmallFs::mount() else { return };
+    let mnt = fs.mnt.clone();
+    let log = mnt.join("access.log");
+    let mut d = Daemon::hello(&format!("[log]\naccess = \"{}\"", log.display()));
     // One line first, so the log has a page with room left; then fill the
     // rest: the lines that follow fill that page, and the one that crosses
     // its end is written only in part.

@@ -576,6 +576,11 @@ pub fn take_cut() -> bool {
 }
 
 /// In the supervisor: lines lost since the last call, and the last errno.
+/// Access-log lines lost and not yet taken (a look: nothing changes).
+pub fn lost_pending() -> u64 {
+    header().map_or(0, |h| h.lost_lines.load(Ordering::Relaxed))
+}
+
 pub fn take_lost() -> Option<(u64, i32)> {
     let h = header()?;
     let n = h.lost_lines.swap(0, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 
 use super::gate_link::Pending;
 use super::sources::Place;
-use super::{Refused, Supervisor, Worker};
+use super::workers::Worker;
+use super::{Refused, Supervisor};
 use crate::child;
 use crate::gate::head;
 use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
@@ -226,10 +227,7 @@ impl Supervisor {
             body,
         } = p;
         // A scoreboard slot: one a worker left, or the next never used.
-        let slot = match self.free_slots.len() {
-            0 => self.next_slot,
-            n => self.free_slots.as_slice()[n - 1],
-        };
+        let slot = self.workers.next_slot();
         crate::scoreboard::assign(slot as usize, meta.peer, meta.served);
         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
@@ -248,10 +246,7 @@ impl Supervisor {
                 drop((conn, body)); // the worker has its own copies
                 crate::scoreboard::set_pid(slot as usize, child.as_raw() as u32);
                 self.sources.add(key, Place::Worker);
-                // Cannot be full: nothing forks at max_connections (a
-                // reload may lower it below the live count; the table
-                // keeps its room).
-                self.workers.push(Worker {
+                self.workers.forked(Worker {
                     pid: child,
                     peer: meta.peer,
                     started: Instant::now(),
@@ -259,14 +254,6 @@ impl Supervisor {
                     slot,
                     stalled: None,
                 });
-                if self.free_slots.is_empty() {
-                    self.next_slot += 1;
-                } else {
-                    self.free_slots.pop();
-                }
-                if self.next_check.is_none() {
-                    self.next_check = Some(Instant::now() + Duration::from_secs(1));
-                }
                 self.status_dirty = true;
             }
             Err(e) => {
@@ -370,14 +357,8 @@ impl Supervisor {
             };
             // The connection leaves its worker: that worker's end no longer
             // ends a connection.
-            if let Some(w) = self
-                .workers
-                .as_mut_slice()
-                .iter_mut()
-                .find(|w| w.pid.as_raw() as u32 == pid)
-            {
-                self.sources.remove(w.key, Place::Worker);
-                w.key = NO_KEY;
+            if let Some(key) = self.workers.parked(pid) {
+                self.sources.remove(key, Place::Worker);
             }
             let (Some(conn), true) = (fd, body.is_none() || file.is_some()) else {
                 crate::error!(

@@ -84,19 +84,15 @@ impl Supervisor {
         if self.link.is_gate(pid) {
             return self.gate_ended(code, signal.map(|s| s.0));
         }
-        let Some(i) = self.workers.as_slice().iter().position(|w| w.pid == pid) else {
+        let Some(w) = self.workers.reaped(pid) else {
             // Not a worker: a stray (see end_strays), whose own orphans have
             // just come back here too; or a daemonize helper.
             self.end_strays();
             return;
         };
-        let w = self.workers.swap_remove(i);
         // The access line of a request it died in the middle of (issue 24).
         crate::scoreboard::log_owed(w.slot as usize, signal.is_some() || code != 0);
         self.sources.remove(w.key, Place::Worker);
-        self.free_slots.push(w.slot);
-        crate::scoreboard::set_pid(w.slot as usize, 0);
-        crate::scoreboard::add(exit_cause(code, signal, w.stalled.is_some(), w.slot), 1);
         if signal.is_some() {
             // Killed before it could end its CGI script's descendants: they
             // came back to the supervisor (a subreaper too).
@@ -104,37 +100,8 @@ impl Supervisor {
         }
         self.counters.served += 1;
         self.status_dirty = true;
-        let age = w.started.elapsed().as_secs_f64();
         let stopping = matches!(self.stop, Some(Stop::Terminating(_)) | Some(Stop::Killed));
-        match signal {
-            // Killed by us while stopping: expected.
-            Some((sig, _)) if stopping => crate::info!(
-                "worker {pid} (peer {}) ended by {sig} at shutdown after {age:.3}s",
-                w.peer
-            ),
-            Some((Signal::SIGSYS, _))
-                if crate::scoreboard::denied_call(w.slot as usize).is_some() =>
-            {
-                let nr = crate::scoreboard::denied_call(w.slot as usize).unwrap_or(-1);
-                crate::warn!(
-                    "worker {pid} (peer {}) killed by its sandbox: system call {} ({nr}) refused after {age:.3}s",
-                    w.peer,
-                    crate::sandbox::syscall_name(nr).unwrap_or("unknown")
-                )
-            }
-            Some((sig, core)) => crate::warn!(
-                "worker {pid} (peer {}) killed by signal {} ({sig}){} after {age:.3}s",
-                w.peer,
-                sig as i32,
-                if core { ", core dumped" } else { "" }
-            ),
-            None if code != 0 => crate::warn!(
-                "worker {pid} (peer {}) exited with code {code} ({}) after {age:.3}s",
-                w.peer,
-                exit_meaning(code)
-            ),
-            None => {}
-        }
+        super::workers::log_end(&w, code, signal, stopping);
     }
 
     /// Children that are neither workers nor the gate: descendants of a
@@ -145,9 +112,8 @@ impl Supervisor {
         let n = crate::sys::children(&mut pids);
         for &p in &pids[..n] {
             let pid = Pid::from_raw(p);
-            let ours = self.link.is_gate(pid)
-                || self.workers.as_slice().iter().any(|w| w.pid == pid)
-                || self.is_upgrade_check(pid);
+            let ours =
+                self.link.is_gate(pid) || self.workers.is_worker(pid) || self.is_upgrade_check(pid);
             if !ours {
                 crate::debug!("ending stray process {p}");
                 let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
@@ -224,9 +190,7 @@ impl Supervisor {
 
     /// Workers and the gate.
     fn signal_all(&self, sig: Signal) {
-        for w in self.workers.as_slice() {
-            let _ = kill(w.pid, sig);
-        }
+        self.workers.signal_all(sig);
         if let Some(pid) = self.link.pid() {
             let _ = kill(pid, sig);
         }
@@ -304,18 +268,7 @@ impl Supervisor {
     /// reload.
     fn tables_for(&self, new: &Config) -> Result<Tables, String> {
         let nomem = |what: &str| format!("cannot allocate the {what} table: out of memory");
-        let max = new.server.max_connections;
-        let workers = match self.workers.capacity() < max {
-            true => {
-                let mut bigger =
-                    SupervisorTable::try_with_capacity(max).ok_or_else(|| nomem("worker"))?;
-                for w in self.workers.as_slice() {
-                    bigger.push(*w);
-                }
-                Some(bigger)
-            }
-            false => None,
-        };
+        let workers = self.workers.grown_for(new.server.max_connections)?;
         let peek = match self.peek.capacity() < new.limits.max_header_bytes {
             true => Some(
                 SupervisorTable::try_with_capacity(new.limits.max_header_bytes)
@@ -323,22 +276,7 @@ impl Supervisor {
             ),
             false => None,
         };
-        let free_slots = match self.free_slots.capacity() < max {
-            true => {
-                let mut bigger =
-                    SupervisorTable::try_with_capacity(max).ok_or_else(|| nomem("slot"))?;
-                for s in self.free_slots.as_slice() {
-                    bigger.push(*s);
-                }
-                Some(bigger)
-            }
-            false => None,
-        };
-        Ok(Tables {
-            workers,
-            peek,
-            free_slots,
-        })
+        Ok(Tables { workers, peek })
     }
 
     /// Take a validated configuration into use.
@@ -352,14 +290,9 @@ impl Supervisor {
             crate::error!("{e}; keeping the previous access log");
         }
         self.log_fds = crate::log::descriptors();
-        if let Some(w) = tables.workers {
-            self.workers = w;
-        }
+        self.workers.grow(tables.workers);
         if let Some(p) = tables.peek {
             self.peek = p;
-        }
-        if let Some(f) = tables.free_slots {
-            self.free_slots = f;
         }
         self.max_pending = pending_limit(&new);
         self.pending_per_source = new.pending_per_source(self.max_pending);
@@ -439,9 +372,8 @@ impl Supervisor {
 
 /// Tables a reload has allocated before it changed anything.
 struct Tables {
-    workers: Option<SupervisorTable<super::Worker>>,
+    workers: super::workers::Grown,
     peek: Option<SupervisorTable<u8>>,
-    free_slots: Option<SupervisorTable<u32>>,
 }
 
 /// `[server] max_pending` under this process's descriptor limit (which the
@@ -456,26 +388,4 @@ pub(crate) fn pending_limit(cfg: &Config) -> usize {
         );
     }
     n
-}
-
-fn exit_meaning(code: i32) -> &'static str {
-    match code {
-        crate::http::EXIT_SOFTWARE => "internal error",
-        crate::http::EXIT_OSERR => "post-fork set-up failed",
-        crate::http::EXIT_IOERR => "I/O error on the connection",
-        _ => "unknown",
-    }
-}
-
-/// How a worker ended, for the status page's count of worker exits.
-fn exit_cause(code: i32, signal: Option<(Signal, bool)>, stalled: bool, slot: u32) -> Sup {
-    match signal {
-        Some(_) if stalled => Sup::ExitStalled,
-        Some((Signal::SIGSYS, _)) if crate::scoreboard::denied_call(slot as usize).is_some() => {
-            Sup::ExitSandbox
-        }
-        Some(_) => Sup::ExitSignal,
-        None if code == 0 => Sup::ExitOk,
-        None => Sup::ExitError,
-    }
 }

@@ -86,6 +86,7 @@ mod lifecycle;
 mod sources;
 mod upgrade;
 mod watch;
+mod workers;
 
 pub use upgrade::Image;
 
@@ -96,7 +97,6 @@ use crate::log::flood::Flood;
 use crate::notify::Notifier;
 use nix::errno::Errno;
 use nix::sys::signalfd::SignalFd;
-use nix::unistd::Pid;
 use sources::Sources;
 use std::fmt::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -105,20 +105,6 @@ use std::time::{Duration, Instant};
 
 /// STATUS= at most this often.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Copy)]
-struct Worker {
-    pid: Pid,
-    peer: Peer,
-    started: Instant,
-    /// Its connection's source key; `NO_KEY` once the connection was parked
-    /// (it is counted in the gate then).
-    key: u128,
-    /// Its scoreboard slot.
-    slot: u32,
-    /// When the stall backstop sent it SIGTERM.
-    stalled: Option<Instant>,
-}
 
 enum Stop {
     /// Not accepting; waiting for workers (and the gate) to finish, until the deadline.
@@ -171,16 +157,11 @@ pub struct Supervisor {
     /// Everything between the supervisor and the gate (`gate_link`).
     link: gate_link::GateLink,
     notifier: Notifier,
-    /// All in memory the workers do not inherit (see `alloc::SupervisorTable`).
-    workers: SupervisorTable<Worker>,
+    /// The worker table (`workers`).
+    workers: workers::Workers,
+    /// In memory the workers do not inherit (see `alloc::SupervisorTable`).
     pollfds: SupervisorTable<libc::pollfd>,
     peek: SupervisorTable<u8>,
-    /// Scoreboard slots free for the next workers, and the first never used.
-    free_slots: SupervisorTable<u32>,
-    next_slot: u32,
-    /// The next check of the workers' progress (`stall_backstop`) and of the
-    /// access log's losses, while there are workers.
-    next_check: Option<Instant>,
     /// Access-log lines lost so far, and when that was last logged.
     lost_lines: u64,
     lost_logged: Option<Instant>,
@@ -292,16 +273,16 @@ impl Supervisor {
             carried_workers,
         )?;
         let now = Instant::now();
-        for w in &state.workers {
-            sup.workers.push(upgrade::worker_of(w, now));
+        let carried: Vec<workers::Worker> = state
+            .workers
+            .iter()
+            .map(|w| upgrade::worker_of(w, now))
+            .collect();
+        for w in &carried {
             sup.sources.add(w.key, sources::Place::Worker);
         }
-        for s in &state.free_slots {
-            if sup.free_slots.len() < sup.free_slots.capacity() {
-                sup.free_slots.push(*s);
-            }
-        }
-        sup.next_slot = state.next_slot;
+        sup.workers
+            .adopt(&carried, state.next_slot, &state.free_slots);
         let [served, parked, lost] = state.counters;
         sup.counters = Counters {
             served,
@@ -309,9 +290,6 @@ impl Supervisor {
             proxy_refused: 0,
         };
         sup.lost_lines = lost;
-        if !sup.workers.is_empty() {
-            sup.next_check = Some(now + Duration::from_secs(1));
-        }
         sup.spawn_gate();
         for c in &state.conns {
             let body = (c.file >= 0).then(|| (upgrade::own(c.file), c.spec));
@@ -363,11 +341,8 @@ impl Supervisor {
             park_tx: channels.park_tx,
             link: gate_link::GateLink::new().ok_or(table_fail)?,
             pollfds: SupervisorTable::try_with_capacity(poll_room).ok_or(table_fail)?,
-            workers: SupervisorTable::try_with_capacity(max_workers).ok_or(table_fail)?,
+            workers: workers::Workers::new(max_workers).ok_or(table_fail)?,
             peek,
-            free_slots: SupervisorTable::try_with_capacity(max_workers).ok_or(table_fail)?,
-            next_slot: 0,
-            next_check: None,
             lost_lines: 0,
             lost_logged: None,
             sources: Sources::new().ok_or(table_fail)?,
@@ -543,7 +518,8 @@ impl Supervisor {
         due(self.accept_paused_until);
         due(self.next_watchdog);
         due(self.link.restart_due());
-        due(self.next_check);
+        due(self.workers.check_due());
+        due(self.lost_report_due());
         due(self.upgrade_deadline());
         due(self.idle_deadline());
         due(self.fork_failures.due());
@@ -577,9 +553,8 @@ impl Supervisor {
         self.log_floods(now);
         self.upgrade_timers(now);
         self.idle_timer(now);
-        if self.next_check.is_some_and(|t| now >= t) {
-            self.check_workers(now);
-        }
+        self.workers.watch(now, self.cfg.stall_backstop());
+        self.report_lost_lines(now);
         if let Some(t) = self.next_watchdog {
             if now >= t {
                 self.notifier.watchdog();

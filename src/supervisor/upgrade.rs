@@ -27,7 +27,8 @@
 //! this record's format); after it, the new image only logs and carries on.
 
 use super::gate_link::Pending;
-use super::{Supervisor, Worker};
+use super::workers::Worker;
+use super::Supervisor;
 use crate::upgrade::{CarriedConn, CarriedListener, CarriedWorker, State};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -339,8 +340,8 @@ impl Supervisor {
             park_rx: self.park_rx.as_raw_fd(),
             park_tx: self.park_tx.as_raw_fd(),
             scoreboard: crate::scoreboard::fd(),
-            next_slot: self.next_slot,
-            free_slots: self.free_slots.as_slice().to_vec(),
+            next_slot: self.workers.slots().0,
+            free_slots: self.workers.slots().1,
             listeners: self
                 .listeners
                 .iter()
@@ -352,7 +353,7 @@ impl Supervisor {
                 .collect(),
             workers: self
                 .workers
-                .as_slice()
+                .all()
                 .iter()
                 .map(|w| CarriedWorker {
                     pid: w.pid.as_raw(),

@@ -1,8 +1,8 @@
 //! What the supervisor tells and watches besides its loop: the STATUS
 //! line for the service manager, its own counts copied into the scoreboard
-//! for the status page, failures logged at most once a second, the stall
-//! backstop over the workers' progress, and access-log lines lost by
-//! workers.
+//! for the status page, failures logged at most once a second, and
+//! access-log lines lost by workers. (The stall backstop over the workers'
+//! progress is the worker table's: `workers.rs`.)
 
 use super::*;
 
@@ -48,8 +48,9 @@ impl Supervisor {
         if !self.link.exists() && self.stop.is_none() {
             s.push_str("; gate down");
         }
-        if self.lost_lines > 0 {
-            let _ = write!(s, "; access log: {} line(s) lost", self.lost_lines);
+        let lost = self.lost_lines + crate::scoreboard::lost_pending();
+        if lost > 0 {
+            let _ = write!(s, "; access log: {lost} line(s) lost");
         }
         if let Some(e) = &self.reload_error {
             let _ = write!(s, "; {e}");
@@ -60,43 +61,13 @@ impl Supervisor {
         s
     }
 
-    /// Once a second while there are workers: the stall backstop, and the
-    /// access log's losses.
-    pub(super) fn check_workers(&mut self, now: Instant) {
-        let backstop = self.cfg.stall_backstop();
-        let now_ms = crate::scoreboard::now_ms();
-        for w in self.workers.as_mut_slice() {
-            match w.stalled {
-                None => {
-                    let idle =
-                        now_ms.saturating_sub(crate::scoreboard::last_progress(w.slot as usize));
-                    if idle > backstop.as_millis() as u64 {
-                        crate::warn!(
-                            "worker {} (peer {}) made no progress for {:.1}s (stall_timeout): terminating it",
-                            w.pid,
-                            w.peer,
-                            idle as f64 / 1000.0
-                        );
-                        let _ = nix::sys::signal::kill(w.pid, nix::sys::signal::Signal::SIGTERM);
-                        w.stalled = Some(now);
-                    }
-                }
-                Some(t) if now >= t + lifecycle::KILL_GRACE => {
-                    let _ = nix::sys::signal::kill(w.pid, nix::sys::signal::Signal::SIGKILL);
-                    w.stalled = Some(now + Duration::from_secs(3600));
-                }
-                Some(_) => {}
-            }
-        }
-        self.report_lost_lines(now);
-        self.next_check = (!self.workers.is_empty()).then(|| now + Duration::from_secs(1));
-    }
-
     /// Access-log lines the workers could not write: in STATUS at once, in
     /// the error log at most once a minute (with how many and why).
+    /// Called on every turn of the loop, whether or not workers live (the
+    /// gate writes lines too): a look at one counter.
     pub(super) fn report_lost_lines(&mut self, now: Instant) {
-        const EVERY: Duration = Duration::from_secs(60);
-        if self.lost_logged.is_some_and(|t| now < t + EVERY) {
+        let due = self.lost_logged.is_none_or(|t| now >= t + LOST_EVERY);
+        if !due || crate::scoreboard::lost_pending() == 0 {
             return;
         }
         if let Some((n, errno)) = crate::scoreboard::take_lost() {
@@ -110,7 +81,19 @@ impl Supervisor {
             self.status_dirty = true;
         }
     }
+
+    /// When lines lost and not yet reported may be (at most once a minute;
+    /// `report_lost_lines` runs on every turn of the loop anyway).
+    pub(super) fn lost_report_due(&self) -> Option<Instant> {
+        match crate::scoreboard::lost_pending() {
+            0 => None,
+            _ => self.lost_logged.map(|t| t + LOST_EVERY),
+        }
+    }
 }
+
+/// Lost access-log lines are logged at most this often.
+const LOST_EVERY: Duration = Duration::from_secs(60);
 
 impl Supervisor {
     /// Failures that come in floods, logged at most once a second each.
