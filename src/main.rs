@@ -39,7 +39,6 @@ mod signals;
 mod status_cmd;
 mod supervisor;
 mod sys;
-mod upgrade;
 mod users;
 
 /// This build's version, as `--version`, the log and STATUS say it.
@@ -105,8 +104,8 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_UNAVAILABLE)
             }
         },
-        _ => match upgrade::take() {
-            Some(state) => resume(cfg, path, state, args.pid_file.as_deref(), image),
+        _ => match supervisor::upgrade::take() {
+            Some(state) => take_over(cfg, path, state, args.pid_file.as_deref(), image),
             None => run(cfg, path, args.daemon, args.pid_file.as_deref(), image),
         },
     }
@@ -117,10 +116,10 @@ fn main() -> ExitCode {
 /// of that format (what an upgrade in place asks before it executes it).
 fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
     if let Some(n) = upgrade_format {
-        if n != upgrade::FORMAT {
+        if n != supervisor::upgrade::FORMAT {
             eprintln!(
                 "lbaws {VERSION} cannot take over from this lbaws: it hands over format {n}, this binary reads {}",
-                upgrade::FORMAT
+                supervisor::upgrade::FORMAT
             );
             return ExitCode::from(EX_CONFIG);
         }
@@ -214,10 +213,10 @@ fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
 /// carried (see `upgrade`). No binding, no daemonizing, no privilege drop:
 /// all done already, by the same process. A failure here can only be
 /// logged: the previous image is gone.
-fn resume(
+fn take_over(
     cfg: Config,
     path: Option<std::path::PathBuf>,
-    state: Result<upgrade::State, String>,
+    state: Result<supervisor::upgrade::State, String>,
     pid_file: Option<&Path>,
     image: supervisor::Image,
 ) -> ExitCode {

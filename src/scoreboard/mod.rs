@@ -20,7 +20,7 @@
 //!   connections, waiting and parked ones, worker ends by cause, reloads,
 //!   upgrades; [`Sup`]), which it adds to or sets here as they change.
 //!
-//! The layout is part of the upgrade record's format (`upgrade::FORMAT`):
+//! The layout is part of the upgrade record's format (`supervisor::upgrade::FORMAT`):
 //! a new image maps the memory the old one's workers still write to.
 //!
 //! The mapping is reserved for every possible slot (`MAX_PROCESSES`) but

@@ -84,7 +84,7 @@ mod gate_link;
 mod idle;
 mod lifecycle;
 mod sources;
-mod upgrade;
+pub mod upgrade;
 mod watch;
 mod workers;
 
@@ -237,80 +237,6 @@ impl Supervisor {
         };
         let mut sup = Supervisor::build(cfg, cfg_path, daemon, io, image, channels, 0)?;
         sup.spawn_gate();
-        Ok(sup)
-    }
-
-    /// The supervisor of an image started by an upgrade in place: what the
-    /// previous image carried over (`crate::upgrade::State`) is taken back;
-    /// its workers go on and are reaped here, its connections go to a new
-    /// gate. Self-bound listeners follow the configuration as on a reload.
-    pub fn resume(
-        cfg: Config,
-        cfg_path: Option<PathBuf>,
-        io: (Vec<Listener>, SignalFd, Notifier),
-        image: Image,
-        state: crate::upgrade::State,
-    ) -> Result<Supervisor, Errno> {
-        if !crate::scoreboard::adopt(state.scoreboard) {
-            return Err(Errno::ENOMEM);
-        }
-        crate::scoreboard::started();
-        crate::scoreboard::add(crate::scoreboard::Sup::Upgrades, 1);
-        let channels = Channels {
-            stop_reader: upgrade::own(state.stop_reader),
-            stop_writer: (state.stop_writer >= 0).then(|| upgrade::own(state.stop_writer)),
-            park_rx: upgrade::own(state.park_rx),
-            park_tx: upgrade::own(state.park_tx),
-        };
-        let carried_workers = state.workers.len();
-        let mut sup = Supervisor::build(
-            cfg,
-            cfg_path,
-            state.daemon,
-            io,
-            image,
-            channels,
-            carried_workers,
-        )?;
-        let now = Instant::now();
-        let carried: Vec<workers::Worker> = state
-            .workers
-            .iter()
-            .map(|w| upgrade::worker_of(w, now))
-            .collect();
-        for w in &carried {
-            sup.sources.add(w.key, sources::Place::Worker);
-        }
-        sup.workers
-            .adopt(&carried, state.next_slot, &state.free_slots);
-        let [served, parked, lost] = state.counters;
-        sup.counters = Counters {
-            served,
-            parked,
-            proxy_refused: 0,
-        };
-        sup.lost_lines = lost;
-        sup.spawn_gate();
-        for c in &state.conns {
-            let body = (c.file >= 0).then(|| (upgrade::own(c.file), c.spec));
-            sup.hand_to_gate(gate_link::Pending {
-                conn: upgrade::own(c.fd),
-                meta: c.meta,
-                key: crate::handoff::meta_key(&c.meta),
-                body,
-            });
-        }
-        let cfg = sup.cfg.clone();
-        if let Err(e) = sup.follow_listeners(&cfg) {
-            crate::error!("after the upgrade: {e}; serving on the listeners carried over");
-        }
-        crate::info!(
-            "upgraded in place from {} to {}: {} worker(s) and {} connection(s) taken over",
-            state.from_version,
-            crate::VERSION,
-            carried_workers,
-            state.conns.len()
-        );
         Ok(sup)
     }
 

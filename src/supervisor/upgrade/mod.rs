@@ -14,7 +14,7 @@
 //!   Handover   accepting pauses (the backlog keeps what comes); the gate
 //!              sends every connection back and exits; parked connections
 //!              and complete heads are collected too (5 s at most)
-//!   exec       the record (`crate::upgrade::State`) in a memfd, close-on-exec
+//!   exec       the record (`record::State`) in a memfd, close-on-exec
 //!              cleared on what it names, execve(NEW, same argv, same env +
 //!              NOTIFY_SOCKET/WATCHDOG_*) -- if execve itself fails: a new
 //!              gate takes the connections back, and serving goes on
@@ -25,14 +25,22 @@
 //! table of them. Everything that can fail comes before the exec (the check
 //! runs the new binary on the configuration and asks it whether it reads
 //! this record's format); after it, the new image only logs and carries on.
+//!
+//! The whole upgrade is this module: the state machine here (signal, check,
+//! hand-over, exec), the record it hands over (`record.rs`), and the new
+//! image's side (`resume.rs`: `Supervisor::resume`; `main::take_over` calls
+//! it after opening the logs and the signalfd).
+
+mod record;
+mod resume;
 
 use super::gate_link::Pending;
 use super::workers::Worker;
 use super::Supervisor;
-use crate::upgrade::{CarriedConn, CarriedListener, CarriedWorker, State};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
+pub use record::{take, CarriedConn, CarriedListener, CarriedWorker, State, ENV, FORMAT};
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -129,7 +137,7 @@ impl Supervisor {
             argv.push(cstring(p.as_os_str().as_bytes())?);
         }
         argv.push(cstring(b"--upgrade-format")?);
-        argv.push(cstring(crate::upgrade::FORMAT.to_string().as_bytes())?);
+        argv.push(cstring(FORMAT.to_string().as_bytes())?);
         let env = environment(&[])?;
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         // SAFETY: single-threaded; the child only moves descriptors, resets
@@ -310,10 +318,7 @@ impl Supervisor {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let mut extra = self.notifier.env();
-        extra.push((
-            crate::upgrade::ENV.into(),
-            record.as_raw_fd().to_string().into(),
-        ));
+        extra.push((ENV.into(), record.as_raw_fd().to_string().into()));
         let env = environment(&extra).map_err(|e| e.to_string())?;
         crate::info!(
             "upgrade: executing {} (pid {} stays): {} worker(s), {} connection(s), {} listener(s) carried over",

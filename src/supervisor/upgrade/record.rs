@@ -6,7 +6,7 @@
 //! [`ENV`], says what each one is.
 //!
 //! ```text
-//!   the old image (supervisor/upgrade.rs)        the new image (main.rs: resume)
+//!   the old image (upgrade/mod.rs)               the new image (upgrade/resume.rs)
 //!   SIGUSR2 -> RELOADING=1
 //!   run `NEW check --upgrade-format N`
 //!   the gate hands its connections back
