@@ -1,4 +1,4 @@
-//! Signals, reaping, stopping and reloading (the gate's life: `gate_life.rs`).
+//! Signals, reaping, stopping and reloading (the gate's life: `gate_link.rs`; the worker table: `workers.rs`).
 
 use super::sources::Place;
 use super::{Stop, Supervisor};
