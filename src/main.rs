@@ -75,11 +75,11 @@ fn main() -> ExitCode {
     };
     match args.mode {
         cli::Mode::Help => {
-            println!("{}", cli::USAGE);
+            say(format_args!("{}", cli::USAGE));
             return ExitCode::SUCCESS;
         }
         cli::Mode::Version => {
-            println!("lbaws {VERSION}");
+            say(format_args!("lbaws {VERSION}"));
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -125,15 +125,18 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     }
-    println!("configuration OK ({})", cfg.source);
+    say(format_args!("configuration OK ({})", cfg.source));
     for line in sandbox::describe(cfg) {
-        println!("{line}");
+        say(format_args!("{line}"));
     }
     match sandbox::prepare(cfg) {
         Ok(p) => {
-            println!("{}", p.summary);
+            say(format_args!("{}", p.summary));
             for m in &p.missing {
-                println!("sandbox: {} does not exist: it grants nothing", m.display());
+                say(format_args!(
+                    "sandbox: {} does not exist: it grants nothing",
+                    m.display()
+                ));
             }
             ExitCode::SUCCESS
         }
@@ -142,6 +145,15 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+/// A line on standard output, for `check`, `--help` and `--version`. A
+/// reader that went away (`lbaws check | head -1`) is no error: what is
+/// left of the output goes nowhere and the exit code stays the command's
+/// (`println!` would panic, and a panic aborts).
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// What a start and an upgraded image share once the listeners are there

@@ -291,6 +291,23 @@ fn lbaws_status_prints_the_text_page() {
         page.starts_with("lbaws ") && page.contains("\nscoreboard: "),
         "{page}"
     );
+    // `lbaws status | head -1`: a reader that goes away ends it quietly.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(d.path("config.toml"))
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(0)
+            || std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
     // Without a status route: a clear message, and a failure.
     let cfg = d.path("plain.toml");
     std::fs::write(&cfg, "[[listen]]\naddress = \"127.0.0.1:1\"\n").unwrap();
