@@ -431,3 +431,45 @@ fn an_aborted_download_is_a_normal_end_with_its_access_line() {
     assert!(!d.logs().contains("killed by signal"), "{}", d.logs());
     assert!(!d.logs().contains("warn:"), "{}", d.logs());
 }
+
+/// Prefixes match whole path segments: `/files` answers `/files` and
+/// `/files/...`, and `/filesystem.html` belongs to `/`.
+#[test]
+fn a_prefix_matches_whole_segments() {
+    let d = Daemon::with_config(
+        r#"
+[[listen]]
+address = "127.0.0.1:0"
+
+[[route]]
+prefix = "/"
+static = { root = "{dir}/www" }
+
+[[route]]
+prefix = "/files"
+static = { root = "{dir}/files" }
+
+[[route]]
+prefix = "/api/"
+respond = { status = 200, body = "api\n" }
+"#,
+    )
+    .dirs(&["www", "files"])
+    .start();
+    std::fs::write(d.path("www/filesystem.html"), "from the site\n").unwrap();
+    std::fs::write(d.path("files/ystem.html"), "wrong root\n").unwrap();
+    std::fs::write(d.path("files/a.txt"), "a file\n").unwrap();
+    std::fs::write(d.path("www/apix"), "not the api\n").unwrap();
+    let r = get(d.addr(), "/filesystem.html");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "from the site\n"));
+    let r = get(d.addr(), "/files/a.txt");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "a file\n"));
+    // The prefix itself is its directory (redirected to the slash form).
+    let r = get(d.addr(), "/files");
+    assert_eq!(r.status, 301, "{}", r.head);
+    // A prefix ending in '/' matches what begins with it, as before.
+    let r = get(d.addr(), "/api/x");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "api\n"));
+    let r = get(d.addr(), "/apix");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "not the api\n"));
+}
