@@ -65,8 +65,8 @@ fn main() -> ExitCode {
         return ExitCode::from(EX_OSERR);
     }
     signals::scan_dispositions();
-    let image = supervisor::Image::current();
-    let args = match cli::parse() {
+    let mut image = supervisor::Image::current();
+    let mut args = match cli::parse() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("lbaws: {e}\n{}", cli::USAGE);
@@ -81,6 +81,15 @@ fn main() -> ExitCode {
         cli::Mode::Version => {
             say(format_args!("lbaws {VERSION}"));
             return ExitCode::SUCCESS;
+        }
+        cli::Mode::Run => {
+            // Absolute before anything reads them, and so in the arguments
+            // an upgrade in place runs the new binary with.
+            if let Err(e) = args.make_paths_absolute() {
+                eprintln!("lbaws: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+            image.args = args.server_argv(&image.args[0]);
         }
         _ => {}
     }

@@ -279,3 +279,59 @@ fn daemon_mode_detaches_and_keeps_a_pid_file() {
     assert!(!pid_file.exists(), "pid file left behind");
     drop(guard);
 }
+
+/// `lbaws --daemon --pid-file lbaws.pid --config site.toml`, relative paths
+/// from the directory it was started in: the daemon moves to `/`, yet its
+/// pid file is where it was asked for, and every reload (SIGHUP) and
+/// upgrade in place (SIGUSR2) reads the same file.
+#[test]
+fn relative_paths_hold_for_a_daemon_across_reload_and_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cfg = dir.path().join("site.toml");
+    let config = |body: &str| {
+        respond_config(body, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    };
+    std::fs::write(&cfg, config("one")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--daemon", "--pid-file", "lbaws.pid", "--config", "site.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid_file = dir.path().join("lbaws.pid");
+    let read_pid = || std::fs::read_to_string(&pid_file).ok()?.trim().parse::<i32>().ok();
+    assert!(
+        wait_for(DEADLINE, || read_pid().is_some()),
+        "no pid file at {}",
+        pid_file.display()
+    );
+    let pid = read_pid().unwrap();
+    let _guard = KillOnDrop(pid);
+    let body = || {
+        std::net::TcpStream::connect(addr)
+            .ok()
+            .map(|_| get(addr, "/").body_str())
+    };
+    assert!(wait_for(DEADLINE, || body().as_deref() == Some("one")));
+
+    write_config(&cfg, &config("two"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(DEADLINE, || body().as_deref() == Some("two")),
+        "the reload did not read site.toml: {:?}",
+        body()
+    );
+
+    write_config(&cfg, &config("three"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR2).unwrap();
+    assert!(
+        wait_for(DEADLINE, || body().as_deref() == Some("three")),
+        "the upgrade did not run on site.toml: {:?}",
+        body()
+    );
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert!(wait_for(DEADLINE, || !pid_file.exists()), "pid file left behind");
+}
