@@ -37,7 +37,7 @@ impl Supervisor {
                 ];
                 crate::sys::close_all_but(&mut keep);
                 std::mem::forget((ctl, ready)); // closed just now
-                if signals::reset_in_worker().is_err() {
+                if signals::set_up_child().is_err() {
                     // SAFETY: _exit is always safe.
                     unsafe { libc::_exit(crate::http::EXIT_OSERR) };
                 }

@@ -365,11 +365,20 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if !self.has_exited() {
-            // The whole process group: the daemon and any workers.
+            // The whole process group (the daemon, a wrapper), and its
+            // children: the gate and the workers have process groups of
+            // their own (a CGI script dies with its worker).
+            let children = procs_of(self.pid);
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(self.pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            for c in children {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
