@@ -42,7 +42,10 @@ impl Args {
     /// in place must read the same configuration file (and remove the
     /// same pid file) as the start did.
     pub fn make_paths_absolute(&mut self) -> Result<(), String> {
-        for (what, p) in [("--config", &mut self.config), ("--pid-file", &mut self.pid_file)] {
+        for (what, p) in [
+            ("--config", &mut self.config),
+            ("--pid-file", &mut self.pid_file),
+        ] {
             if let Some(path) = p {
                 *path = std::path::absolute(&*path)
                     .map_err(|e| format!("{what} {}: {e}", path.display()))?;

@@ -290,18 +290,29 @@ fn relative_paths_hold_for_a_daemon_across_reload_and_upgrade() {
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let cfg = dir.path().join("site.toml");
-    let config = |body: &str| {
-        respond_config(body, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-    };
+    let config =
+        |body: &str| respond_config(body, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&cfg, config("one")).unwrap();
     let out = std::process::Command::new(BIN)
-        .args(["--daemon", "--pid-file", "lbaws.pid", "--config", "site.toml"])
+        .args([
+            "--daemon",
+            "--pid-file",
+            "lbaws.pid",
+            "--config",
+            "site.toml",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let pid_file = dir.path().join("lbaws.pid");
-    let read_pid = || std::fs::read_to_string(&pid_file).ok()?.trim().parse::<i32>().ok();
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    };
     assert!(
         wait_for(DEADLINE, || read_pid().is_some()),
         "no pid file at {}",
@@ -333,5 +344,8 @@ fn relative_paths_hold_for_a_daemon_across_reload_and_upgrade() {
     );
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    assert!(wait_for(DEADLINE, || !pid_file.exists()), "pid file left behind");
+    assert!(
+        wait_for(DEADLINE, || !pid_file.exists()),
+        "pid file left behind"
+    );
 }

@@ -46,7 +46,12 @@ fn download_in_flight() -> (Daemon, TcpStream, Vec<u8>) {
 fn finish(mut s: TcpStream, mut got: Vec<u8>, d: &Daemon) {
     s.read_to_end(&mut got).unwrap();
     let start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(got.len() - start, BIG, "the download was cut; log:\n{}", d.logs());
+    assert_eq!(
+        got.len() - start,
+        BIG,
+        "the download was cut; log:\n{}",
+        d.logs()
+    );
 }
 
 /// Field 5 of /proc/PID/stat: the process group.
@@ -107,7 +112,12 @@ fn the_supervisors_signals_sent_to_every_process_reach_only_it() {
     d.wait_log("SIGUSR1: log files reopened");
     d.wait_log("reloaded configuration from");
     finish(s, got, &d);
-    assert_eq!(d.gate(), Some(gate), "the gate lives on; log:\n{}", d.logs());
+    assert_eq!(
+        d.gate(),
+        Some(gate),
+        "the gate lives on; log:\n{}",
+        d.logs()
+    );
     assert_eq!(get(d.addr(), "/").status, 200);
     d.wait_no_workers();
     for bad in ["killed by", "exited with code", "restarting it"] {
