@@ -206,7 +206,8 @@ impl Supervisor {
             n => self.free_slots.as_slice()[n - 1],
         };
         crate::scoreboard::assign(slot as usize, meta.peer, meta.served);
-        // SAFETY: lbaws is single-threaded, so the child is a complete copy.
+        crate::sandbox::follow_paths(); // a root a deploy swapped: new rules
+                                        // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 let inherited = child::Inherited {

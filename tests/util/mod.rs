@@ -62,9 +62,19 @@ pub struct Builder {
     wait_ready: bool,
     binary: Option<PathBuf>,
     dirs: Vec<String>,
+    setup: Vec<Setup>,
 }
 
+/// A step run on the temp dir before lbaws starts ([`Builder::setup`]).
+type Setup = Box<dyn FnOnce(&Path)>;
+
 impl Builder {
+    /// Run `f` on the temp dir before lbaws starts (after `dirs`): files,
+    /// symlinks its configuration must find at start.
+    pub fn setup(mut self, f: impl FnOnce(&Path) + 'static) -> Self {
+        self.setup.push(Box::new(f));
+        self
+    }
     /// Make these directories in the temp dir before lbaws starts (paths
     /// its sandbox must find at start).
     pub fn dirs(mut self, names: &[&str]) -> Self {
@@ -110,6 +120,9 @@ impl Builder {
             .unwrap();
         for d in &self.dirs {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for f in self.setup {
+            f(dir.path());
         }
         if !self.dirs.is_empty() {
             // Reachable by a supervisor that dropped root for another user.
@@ -199,6 +212,7 @@ impl Daemon {
             wait_ready: true,
             binary: None,
             dirs: Vec::new(),
+            setup: Vec::new(),
         }
     }
 
