@@ -320,3 +320,50 @@ fn lbaws_status_prints_the_text_page() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no route with a status action"), "{err}");
 }
+
+/// `lbaws status` where the first listener takes the PROXY protocol: it
+/// asks a plain listener if there is one, else it speaks the protocol
+/// itself (a v2 LOCAL header, what a balancer's health check sends).
+#[test]
+fn lbaws_status_gets_through_a_proxy_protocol_listener() {
+    let (p1, p2) = (free_port(), free_port());
+    let routes = "[[route]]\nprefix = \"/server-status\"\nstatus = { format = \"text\" }\nallow = [\"127.0.0.1/32\"]\n";
+    let proxy = |port: u16| {
+        format!("[[listen]]\naddress = \"127.0.0.1:{port}\"\nproxy_protocol = true\nproxy_from = [\"127.0.0.1\"]\n")
+    };
+    let plain = |port: u16| format!("[[listen]]\naddress = \"127.0.0.1:{port}\"\n");
+    for (what, config) in [
+        (
+            "a plain listener second",
+            format!("{}{}{routes}", proxy(p1), plain(p2)),
+        ),
+        ("PROXY listeners only", format!("{}{routes}", proxy(p1))),
+    ] {
+        let d = Daemon::with_config(&config).start();
+        let out = Command::new(BIN)
+            .args(["status", "--config"])
+            .arg(d.path("config.toml"))
+            .output()
+            .unwrap();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && page.contains("\nscoreboard: "),
+            "{what}: {:?}: {}{page}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A balancer list without this host: refused, and said why.
+    let d = Daemon::with_config(&format!(
+        "[[listen]]\naddress = \"127.0.0.1:{p1}\"\nproxy_protocol = true\nproxy_from = [\"10.0.0.0/8\"]\n{routes}"
+    ))
+    .start();
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(d.path("config.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxy_from"), "{err}");
+}
