@@ -96,8 +96,14 @@ fn main() -> ExitCode {
     let path = config::choose_path(args.config.as_deref());
     let cfg = match config::load(path.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if matches!(args.mode, cli::Mode::Check | cli::Mode::Status) => {
             eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+        Err(e) => {
+            // A start that fails says why at error priority: under systemd,
+            // in `journalctl -p err`; elsewhere as `check` says it.
+            log::startup_error(format_args!("{e}"));
             return ExitCode::from(EX_CONFIG);
         }
     };

@@ -349,3 +349,30 @@ fn relative_paths_hold_for_a_daemon_across_reload_and_upgrade() {
         "pid file left behind"
     );
 }
+
+/// A start that fails on the configuration says why at err priority when
+/// stderr is the journal (`journalctl -p err` shows it), with the file's
+/// line and column.
+#[test]
+fn a_start_refused_for_its_configuration_logs_at_err_priority() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[server]\nmax_connections = 0\n").unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    // What systemd sets when it connects stderr to the journal.
+    let st = nix::sys::stat::fstat(writer.as_fd()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stderr(writer)
+        .status()
+        .unwrap();
+    let mut err = String::new();
+    reader.read_to_string(&mut err).unwrap();
+    assert_eq!(out.code(), Some(78), "{err}");
+    let want = format!("<3>error: {}:2:19: ", cfg.display());
+    assert!(err.starts_with(&want), "{err:?}");
+}
