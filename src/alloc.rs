@@ -28,8 +28,10 @@ use std::cell::{Cell, UnsafeCell};
 /// (`PROT_NONE`), it costs no commit charge, in the supervisor nor in any
 /// fork of it, also under strict overcommit (`vm.overcommit_memory = 2`,
 /// where `MAP_NORESERVE` is not honoured and a writable private mapping is
-/// charged whole, to every fork); each worker makes writable what it uses,
-/// [`COMMIT_STEP`] or more at a time.
+/// charged whole, to every fork). Its first [`COMMIT_STEP`] is writable
+/// from the start (charged that much, under strict overcommit), so that a
+/// worker makes no system call for it; a worker that needs more makes
+/// writable what it uses, a step or more at a time.
 const ARENA_SIZE: usize = 64 << 20;
 /// The least a worker makes writable of its arena at a time (the first
 /// step covers what a request usually allocates).
@@ -74,11 +76,10 @@ fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
 
 /// In a freshly forked worker: serve allocations from a new arena.
 pub fn enter_worker() {
-    let reserved = RESERVED.load(std::sync::atomic::Ordering::Relaxed);
-    let p = if reserved != 0 {
-        reserved as *mut libc::c_void
-    } else {
-        map_arena()
+    use std::sync::atomic::Ordering::Relaxed;
+    let (p, committed) = match RESERVED.load(Relaxed) {
+        0 => (map_arena(), 0),
+        r => (r as *mut libc::c_void, RESERVED_WRITABLE.load(Relaxed)),
     };
     if p == libc::MAP_FAILED {
         return; // stay on malloc
@@ -86,7 +87,7 @@ pub fn enter_worker() {
     with_arena(|a| {
         a.start = p as usize;
         a.end = a.start + ARENA_SIZE;
-        a.committed = a.start;
+        a.committed = a.start + committed;
         a.next = a.start;
         a.mark = a.start;
         a.live_since_mark = 0;
@@ -99,13 +100,33 @@ pub fn enter_worker() {
 /// inaccessible and with no page in it, it costs a fork nothing, and each
 /// worker's writes land in pages of its own.
 static RESERVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// How much of it is writable from the start.
+static RESERVED_WRITABLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// In the supervisor, before the first fork.
 pub fn reserve_worker_arena() {
-    let p = map_arena();
-    if p != libc::MAP_FAILED {
-        RESERVED.store(p as usize, std::sync::atomic::Ordering::Relaxed);
+    if let Some((p, writable)) = reserve() {
+        RESERVED.store(p, std::sync::atomic::Ordering::Relaxed);
+        RESERVED_WRITABLE.store(writable, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The arena's address space, and how much of it is writable: the first
+/// step, unless that could not be had (then a worker makes it so).
+fn reserve() -> Option<(usize, usize)> {
+    let p = map_arena();
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let start = p as usize;
+    Some((
+        start,
+        if commit(start, start + COMMIT_STEP) {
+            COMMIT_STEP
+        } else {
+            0
+        },
+    ))
 }
 
 /// How the arena is reserved: nothing accessible, nothing charged.
@@ -443,31 +464,32 @@ mod tests {
             mark: start,
             live_since_mark: 0,
         };
-        let mapping = || {
+        // The protection of the mapping that holds `addr` (a neighbour of
+        // the same kind may have merged with it: only the address counts).
+        let prot_at = |addr: usize| {
             let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-            maps.lines()
-                .filter(|l| {
+            let line = maps
+                .lines()
+                .find(|l| {
                     let (range, _) = l.split_once(' ').unwrap();
                     let (lo, hi) = range.split_once('-').unwrap();
-                    let (lo, hi) = (
-                        usize::from_str_radix(lo, 16).unwrap(),
-                        usize::from_str_radix(hi, 16).unwrap(),
-                    );
-                    lo >= start && hi <= start + ARENA_SIZE
+                    let lo = usize::from_str_radix(lo, 16).unwrap();
+                    let hi = usize::from_str_radix(hi, 16).unwrap();
+                    lo <= addr && addr < hi
                 })
-                .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-                .collect::<Vec<_>>()
+                .unwrap_or_else(|| panic!("{addr:x} not mapped:\n{maps}"));
+            line.split_whitespace().nth(1).unwrap().to_string()
         };
-        assert_eq!(mapping().len(), 1);
-        assert!(mapping()[0].ends_with("---p"), "{:?}", mapping());
+        assert_eq!(prot_at(start), "---p");
+        assert_eq!(prot_at(start + ARENA_SIZE - 1), "---p");
         let l = |n| Layout::from_size_align(n, 8).unwrap();
         let x = a.alloc(l(100));
         assert_eq!(x as usize, start);
         // SAFETY: just allocated, 100 bytes.
         unsafe { x.write_bytes(1, 100) };
         assert_eq!(a.committed, start + COMMIT_STEP);
-        let m = mapping();
-        assert!(m[0].ends_with("rw-p") && m[1].ends_with("---p"), "{m:?}");
+        assert_eq!(prot_at(start + COMMIT_STEP - 1), "rw-p");
+        assert_eq!(prot_at(start + COMMIT_STEP), "---p");
         // A bigger one: the writable part grows, contiguous.
         let y = a.alloc(l(COMMIT_STEP * 3));
         assert!(!y.is_null());
@@ -477,6 +499,15 @@ mod tests {
         assert!(a.alloc(l(ARENA_SIZE)).is_null(), "past the end: malloc");
         // SAFETY: our own mapping, no longer used.
         unsafe { libc::munmap(p, ARENA_SIZE) };
+        // The supervisor's reservation: its first step writable already.
+        let (r, writable) = reserve().unwrap();
+        assert_eq!(writable, COMMIT_STEP);
+        assert_eq!(prot_at(r), "rw-p");
+        assert_eq!(prot_at(r + COMMIT_STEP - 1), "rw-p");
+        assert_eq!(prot_at(r + COMMIT_STEP), "---p");
+        assert_eq!(prot_at(r + ARENA_SIZE - 1), "---p");
+        // SAFETY: as above.
+        unsafe { libc::munmap(r as *mut libc::c_void, ARENA_SIZE) };
     }
 
     #[test]

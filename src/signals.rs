@@ -106,13 +106,16 @@ pub fn scan_dispositions() {
 
 /// The supervisor's signals, which the gate and the workers ignore: SIGTERM
 /// is not among them (the supervisor ends its children with it), nor
-/// SIGCHLD (a worker waits for its CGI scripts).
-pub const NOT_FOR_CHILDREN: [i32; 5] = [
+/// SIGCHLD (a worker waits for its CGI scripts). And SIGTTOU: in a process
+/// group of its own, a background one when lbaws runs in a terminal, a
+/// child's log line on that terminal would stop it under `stty tostop`.
+pub const NOT_FOR_CHILDREN: [i32; 6] = [
     libc::SIGHUP,
     libc::SIGINT,
     libc::SIGQUIT,
     libc::SIGUSR1,
     libc::SIGUSR2,
+    libc::SIGTTOU,
 ];
 
 fn bit(sig: i32) -> u64 {
