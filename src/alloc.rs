@@ -24,14 +24,26 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, UnsafeCell};
 
-/// Address space reserved for a worker's arena (pages are only used when touched).
+/// Address space reserved for a worker's arena. Reserved inaccessible
+/// (`PROT_NONE`), it costs no commit charge, in the supervisor nor in any
+/// fork of it, also under strict overcommit (`vm.overcommit_memory = 2`,
+/// where `MAP_NORESERVE` is not honoured and a writable private mapping is
+/// charged whole, to every fork). Its first [`COMMIT_STEP`] is writable
+/// from the start (charged that much, under strict overcommit), so that a
+/// worker makes no system call for it; a worker that needs more makes
+/// writable what it uses, a step or more at a time.
 const ARENA_SIZE: usize = 64 << 20;
+/// The least a worker makes writable of its arena at a time (the first
+/// step covers what a request usually allocates).
+const COMMIT_STEP: usize = 256 << 10;
 
 pub struct Allocator;
 
 struct Arena {
     start: usize,
     end: usize,
+    /// The writable part ends here (`start..committed`).
+    committed: usize,
     /// Next free byte.
     next: usize,
     /// Where the current request began, and how many of the arena
@@ -47,7 +59,7 @@ struct Arena {
 thread_local! {
     static IN_WORKER: Cell<bool> = const { Cell::new(false) };
     static ARENA: UnsafeCell<Arena> = const {
-        UnsafeCell::new(Arena { start: 0, end: 0, next: 0, mark: 0, live_since_mark: 0 })
+        UnsafeCell::new(Arena { start: 0, end: 0, committed: 0, next: 0, mark: 0, live_since_mark: 0 })
     };
 }
 
@@ -64,11 +76,10 @@ fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
 
 /// In a freshly forked worker: serve allocations from a new arena.
 pub fn enter_worker() {
-    let reserved = RESERVED.load(std::sync::atomic::Ordering::Relaxed);
-    let p = if reserved != 0 {
-        reserved as *mut libc::c_void
-    } else {
-        map_arena()
+    use std::sync::atomic::Ordering::Relaxed;
+    let (p, committed) = match RESERVED.load(Relaxed) {
+        0 => (map_arena(), 0),
+        r => (r as *mut libc::c_void, RESERVED_WRITABLE.load(Relaxed)),
     };
     if p == libc::MAP_FAILED {
         return; // stay on malloc
@@ -76,6 +87,7 @@ pub fn enter_worker() {
     with_arena(|a| {
         a.start = p as usize;
         a.end = a.start + ARENA_SIZE;
+        a.committed = a.start + committed;
         a.next = a.start;
         a.mark = a.start;
         a.live_since_mark = 0;
@@ -84,18 +96,42 @@ pub fn enter_worker() {
 }
 
 /// The arena's address space, reserved once by the supervisor (which never
-/// touches it) so that a worker need not map its own: inherited with no page
-/// in it, it costs a fork nothing, and each worker's writes land in pages of
-/// its own.
+/// touches it) so that a worker need not map its own: inherited
+/// inaccessible and with no page in it, it costs a fork nothing, and each
+/// worker's writes land in pages of its own.
 static RESERVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// How much of it is writable from the start.
+static RESERVED_WRITABLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// In the supervisor, before the first fork.
 pub fn reserve_worker_arena() {
-    let p = map_arena();
-    if p != libc::MAP_FAILED {
-        RESERVED.store(p as usize, std::sync::atomic::Ordering::Relaxed);
+    if let Some((p, writable)) = reserve() {
+        RESERVED.store(p, std::sync::atomic::Ordering::Relaxed);
+        RESERVED_WRITABLE.store(writable, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// The arena's address space, and how much of it is writable: the first
+/// step, unless that could not be had (then a worker makes it so).
+fn reserve() -> Option<(usize, usize)> {
+    let p = map_arena();
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let start = p as usize;
+    Some((
+        start,
+        if commit(start, start + COMMIT_STEP) {
+            COMMIT_STEP
+        } else {
+            0
+        },
+    ))
+}
+
+/// How the arena is reserved: nothing accessible, nothing charged.
+const RESERVE_PROT: libc::c_int = libc::PROT_NONE;
+const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
 fn map_arena() -> *mut libc::c_void {
     // SAFETY: a private anonymous mapping; no existing memory is affected.
@@ -103,11 +139,24 @@ fn map_arena() -> *mut libc::c_void {
         libc::mmap(
             std::ptr::null_mut(),
             ARENA_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            RESERVE_PROT,
+            RESERVE_FLAGS,
             -1,
             0,
         )
+    }
+}
+
+/// Make `[from, to)` of the arena's reservation writable (page-aligned).
+fn commit(from: usize, to: usize) -> bool {
+    // SAFETY: the range lies within the arena's own mapping, which nothing
+    // else uses; only its protection changes.
+    unsafe {
+        libc::mprotect(
+            from as *mut libc::c_void,
+            to - from,
+            libc::PROT_READ | libc::PROT_WRITE,
+        ) == 0
     }
 }
 
@@ -138,10 +187,29 @@ impl Arena {
         p >= self.start && p < self.end
     }
 
+    /// Whether the arena is writable up to `to`, committing more of it (at
+    /// least [`COMMIT_STEP`], and at least as much again as it has) if not.
+    fn writable_to(&mut self, to: usize) -> bool {
+        if to <= self.committed {
+            return true;
+        }
+        if to > self.end {
+            return false;
+        }
+        let step = COMMIT_STEP.max(self.committed - self.start);
+        let want = to.max(self.committed + step).next_multiple_of(COMMIT_STEP);
+        let new = want.min(self.end);
+        if !commit(self.committed, new) {
+            return false;
+        }
+        self.committed = new;
+        true
+    }
+
     fn alloc(&mut self, layout: Layout) -> *mut u8 {
         let p = (self.next + layout.align() - 1) & !(layout.align() - 1);
         match p.checked_add(layout.size()) {
-            Some(e) if e <= self.end => {
+            Some(e) if self.writable_to(e) => {
                 self.next = e;
                 if p >= self.mark {
                     self.live_since_mark += 1;
@@ -189,7 +257,9 @@ unsafe impl GlobalAlloc for Allocator {
         if in_worker() && with_arena(|a| a.owns(p)) {
             // The most recent allocation grows or shrinks where it is.
             let in_place = with_arena(|a| {
-                let fits = p + layout.size() == a.next && p >= a.mark && p + new_size <= a.end;
+                let fits = p + layout.size() == a.next
+                    && p >= a.mark
+                    && p.checked_add(new_size).is_some_and(|e| a.writable_to(e));
                 if fits {
                     a.next = p + new_size;
                 }
@@ -349,6 +419,7 @@ mod tests {
         let mut a = Arena {
             start,
             end: start + 4096,
+            committed: start + 4096,
             next: start,
             mark: start,
             live_since_mark: 0,
@@ -373,6 +444,70 @@ mod tests {
         );
         assert!(conn < x);
         assert!(a.alloc(l(8192)).is_null(), "full: fall back to malloc");
+    }
+
+    /// The reservation is inaccessible and charged nothing (`PROT_NONE`,
+    /// `MAP_NORESERVE`); a worker makes writable what it uses, a step at a
+    /// time, and no more.
+    #[test]
+    fn the_reservation_costs_no_commit_and_grows_by_steps() {
+        assert_eq!(RESERVE_PROT, libc::PROT_NONE);
+        assert_ne!(RESERVE_FLAGS & libc::MAP_NORESERVE, 0);
+        let p = map_arena();
+        assert_ne!(p, libc::MAP_FAILED);
+        let start = p as usize;
+        let mut a = Arena {
+            start,
+            end: start + ARENA_SIZE,
+            committed: start,
+            next: start,
+            mark: start,
+            live_since_mark: 0,
+        };
+        // The protection of the mapping that holds `addr` (a neighbour of
+        // the same kind may have merged with it: only the address counts).
+        let prot_at = |addr: usize| {
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            let line = maps
+                .lines()
+                .find(|l| {
+                    let (range, _) = l.split_once(' ').unwrap();
+                    let (lo, hi) = range.split_once('-').unwrap();
+                    let lo = usize::from_str_radix(lo, 16).unwrap();
+                    let hi = usize::from_str_radix(hi, 16).unwrap();
+                    lo <= addr && addr < hi
+                })
+                .unwrap_or_else(|| panic!("{addr:x} not mapped:\n{maps}"));
+            line.split_whitespace().nth(1).unwrap().to_string()
+        };
+        assert_eq!(prot_at(start), "---p");
+        assert_eq!(prot_at(start + ARENA_SIZE - 1), "---p");
+        let l = |n| Layout::from_size_align(n, 8).unwrap();
+        let x = a.alloc(l(100));
+        assert_eq!(x as usize, start);
+        // SAFETY: just allocated, 100 bytes.
+        unsafe { x.write_bytes(1, 100) };
+        assert_eq!(a.committed, start + COMMIT_STEP);
+        assert_eq!(prot_at(start + COMMIT_STEP - 1), "rw-p");
+        assert_eq!(prot_at(start + COMMIT_STEP), "---p");
+        // A bigger one: the writable part grows, contiguous.
+        let y = a.alloc(l(COMMIT_STEP * 3));
+        assert!(!y.is_null());
+        // SAFETY: just allocated.
+        unsafe { y.add(COMMIT_STEP * 3 - 1).write(2) };
+        assert!(a.committed >= y as usize + COMMIT_STEP * 3 && a.committed < start + ARENA_SIZE);
+        assert!(a.alloc(l(ARENA_SIZE)).is_null(), "past the end: malloc");
+        // SAFETY: our own mapping, no longer used.
+        unsafe { libc::munmap(p, ARENA_SIZE) };
+        // The supervisor's reservation: its first step writable already.
+        let (r, writable) = reserve().unwrap();
+        assert_eq!(writable, COMMIT_STEP);
+        assert_eq!(prot_at(r), "rw-p");
+        assert_eq!(prot_at(r + COMMIT_STEP - 1), "rw-p");
+        assert_eq!(prot_at(r + COMMIT_STEP), "---p");
+        assert_eq!(prot_at(r + ARENA_SIZE - 1), "---p");
+        // SAFETY: as above.
+        unsafe { libc::munmap(r as *mut libc::c_void, ARENA_SIZE) };
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! channel, the logs): the listeners, the signalfd, the stop pipe's write
 //! end, the channels to the gate and whatever other connection the
 //! supervisor held at that moment all go, in a few `close_range` calls. It
-//! gives every signal its default disposition and an empty mask, serves its
+//! moves to a process group of its own, ignores the supervisor's signals
+//! (a terminal's Ctrl-C or a `systemctl kill` to the whole cgroup is not
+//! for it), gives every other signal its default disposition and an empty
+//! mask ([`crate::signals::set_up_child`]), serves its
 //! one connection, and leaves through `_exit` with a documented code
 //! ([`crate::http`]). It never returns into the supervisor's loop, not even
 //! on a panic, and runs no exit handlers or destructors of the parent's state
@@ -59,7 +62,7 @@ pub fn run(
     let park = inherited
         .park
         .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
-    if crate::signals::reset_in_worker().is_err() {
+    if crate::signals::set_up_child().is_err() {
         exit(http::EXIT_OSERR);
     }
     // From here on, allocations come from a fresh arena, not from the

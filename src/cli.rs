@@ -36,6 +36,41 @@ pub struct Args {
     pub upgrade_format: Option<u32>,
 }
 
+impl Args {
+    /// The server's paths, made absolute against the directory it was
+    /// started in: `--daemon` moves to `/`, and every reload and upgrade
+    /// in place must read the same configuration file (and remove the
+    /// same pid file) as the start did.
+    pub fn make_paths_absolute(&mut self) -> Result<(), String> {
+        for (what, p) in [
+            ("--config", &mut self.config),
+            ("--pid-file", &mut self.pid_file),
+        ] {
+            if let Some(path) = p {
+                *path = std::path::absolute(&*path)
+                    .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The arguments that run the server again as these do (an upgrade in
+    /// place executes the new binary with them), `argv0` first.
+    pub fn server_argv(&self, argv0: &std::ffi::OsStr) -> Vec<std::ffi::OsString> {
+        let mut v = vec![argv0.to_os_string()];
+        if let Some(c) = &self.config {
+            v.extend(["--config".into(), c.clone().into_os_string()]);
+        }
+        if self.daemon {
+            v.push("--daemon".into());
+        }
+        if let Some(p) = &self.pid_file {
+            v.extend(["--pid-file".into(), p.clone().into_os_string()]);
+        }
+        v
+    }
+}
+
 pub fn parse() -> Result<Args, String> {
     parse_from(lexopt::Parser::from_env())
 }
@@ -121,5 +156,21 @@ mod tests {
         );
         assert!(p(&["--upgrade-format", "1"]).is_err());
         assert!(p(&["check", "--upgrade-format", "x"]).is_err());
+    }
+
+    #[test]
+    fn server_paths_become_absolute_and_the_argv_says_so() {
+        let mut a = p(&["run", "-d", "-csite.toml", "--pid-file=x.pid"]).unwrap();
+        a.make_paths_absolute().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(a.config.as_deref(), Some(cwd.join("site.toml").as_path()));
+        let argv = a.server_argv("lbaws".as_ref());
+        let again = parse_from(lexopt::Parser::from_iter(argv.iter())).unwrap();
+        assert_eq!(again.config, a.config);
+        assert_eq!(again.pid_file.as_deref(), Some(cwd.join("x.pid").as_path()));
+        assert!(again.daemon && again.mode == Mode::Run);
+        let mut b = p(&["--config", "/etc/lbaws/config.toml"]).unwrap();
+        b.make_paths_absolute().unwrap();
+        assert_eq!(b.config.unwrap(), PathBuf::from("/etc/lbaws/config.toml"));
     }
 }

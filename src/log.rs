@@ -62,6 +62,18 @@ fn stderr_is_journal() -> bool {
     }
 }
 
+/// Before `[log]` is known (the configuration is what failed): one line on
+/// stderr, as `lbaws check` prints it, with the journal's error priority
+/// (`<3>error: `) when stderr is the journal.
+pub fn startup_error(args: fmt::Arguments<'_>) {
+    let prefix = if stderr_is_journal() {
+        "<3>error: "
+    } else {
+        ""
+    };
+    eprintln!("{prefix}{args}");
+}
+
 /// Apply `[log]` (at start-up and after a reload). `force_syslog` is set in
 /// `--daemon` mode, where stderr is /dev/null.
 pub fn configure(level: Level, target: LogTarget, force_syslog: bool) {

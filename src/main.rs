@@ -64,8 +64,8 @@ fn main() -> ExitCode {
         return ExitCode::from(EX_OSERR);
     }
     signals::scan_dispositions();
-    let image = supervisor::Image::current();
-    let args = match cli::parse() {
+    let mut image = supervisor::Image::current();
+    let mut args = match cli::parse() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("lbaws: {e}\n{}", cli::USAGE);
@@ -74,20 +74,35 @@ fn main() -> ExitCode {
     };
     match args.mode {
         cli::Mode::Help => {
-            println!("{}", cli::USAGE);
+            say(format_args!("{}", cli::USAGE));
             return ExitCode::SUCCESS;
         }
         cli::Mode::Version => {
-            println!("lbaws {VERSION}");
+            say(format_args!("lbaws {VERSION}"));
             return ExitCode::SUCCESS;
+        }
+        cli::Mode::Run => {
+            // Absolute before anything reads them, and so in the arguments
+            // an upgrade in place runs the new binary with.
+            if let Err(e) = args.make_paths_absolute() {
+                eprintln!("lbaws: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+            image.args = args.server_argv(&image.args[0]);
         }
         _ => {}
     }
     let path = config::choose_path(args.config.as_deref());
     let cfg = match config::load(path.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if matches!(args.mode, cli::Mode::Check | cli::Mode::Status) => {
             eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+        Err(e) => {
+            // A start that fails says why at error priority: under systemd,
+            // in `journalctl -p err`; elsewhere as `check` says it.
+            log::startup_error(format_args!("{e}"));
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -124,24 +139,27 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     }
-    println!("configuration OK ({})", cfg.source);
+    say(format_args!("configuration OK ({})", cfg.source));
     for w in &cfg.warnings {
-        println!("warning: {w}");
+        say(format_args!("warning: {w}"));
     }
     if let Some(w) = listen::head_room_check(cfg.limits.max_header_bytes) {
-        println!("{w}");
+        say(format_args!("{w}"));
     }
     for line in sandbox::describe(cfg) {
-        println!("{line}");
+        say(format_args!("{line}"));
     }
     match sandbox::prepare(cfg) {
         Ok(p) => {
-            println!("{}", p.summary);
+            say(format_args!("{}", p.summary));
             if let Some(l) = &p.limits {
-                println!("{l}");
+                say(format_args!("{l}"));
             }
             for m in &p.missing {
-                println!("sandbox: {} does not exist: it grants nothing", m.display());
+                say(format_args!(
+                    "sandbox: {} does not exist: it grants nothing",
+                    m.display()
+                ));
             }
             ExitCode::SUCCESS
         }
@@ -150,6 +168,15 @@ fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+/// A line on standard output, for `check`, `--help` and `--version`. A
+/// reader that went away (`lbaws check | head -1`) is no error: what is
+/// left of the output goes nowhere and the exit code stays the command's
+/// (`println!` would panic, and a panic aborts).
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// What a start and an upgraded image share once the listeners are there

@@ -7,10 +7,18 @@
 //! while the loop is busy stay pending and show up at the next poll. Several
 //! SIGCHLDs may merge into one: the reaper loops on `waitpid(WNOHANG)` anyway.
 //!
-//! Invariant 2, the other half: [`reset_in_worker`] gives a forked worker (or
-//! the gate) the default disposition of every signal but SIGPIPE, which stays
-//! ignored, and an empty mask; [`reset_in_child`] gives a CGI script every
-//! default, SIGPIPE's too.
+//! Invariant 2, the other half: [`set_up_child`] puts a forked worker (or
+//! the gate) in a process group of its own, and gives it the default
+//! disposition of every signal but SIGPIPE and the supervisor's own
+//! ([`NOT_FOR_CHILDREN`]), which it ignores, and an empty mask;
+//! [`reset_in_child`] gives a CGI script every default, SIGPIPE's too.
+//!
+//! Why children ignore the supervisor's signals: they reach every process
+//! of lbaws when a terminal sends them to its foreground process group
+//! (Ctrl-C) or `systemctl kill` to the whole cgroup (its default,
+//! `--kill-whom=all`). The process group keeps the terminal's away; the
+//! ignoring covers the cgroup's, and a signal sent between the fork and
+//! [`set_up_child`] (still blocked then) is dropped by it too.
 
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -96,33 +104,76 @@ pub fn scan_dispositions() {
     NOT_DEFAULT.store(bits, Ordering::Relaxed);
 }
 
-/// In a child about to run another program (a CGI script): default
-/// dispositions everywhere, nothing blocked. Ignored signals would otherwise
-/// stay ignored across `exec` (SIGPIPE is the classic case; an ignored
-/// real-time signal inherited from whoever started lbaws is another).
+/// The supervisor's signals, which the gate and the workers ignore: SIGTERM
+/// is not among them (the supervisor ends its children with it), nor
+/// SIGCHLD (a worker waits for its CGI scripts). And SIGTTOU: in a process
+/// group of its own, a background one when lbaws runs in a terminal, a
+/// child's log line on that terminal would stop it under `stty tostop`.
+pub const NOT_FOR_CHILDREN: [i32; 6] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGTTOU,
+];
+
+fn bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+/// In a child about to run another program (a CGI script, the check of an
+/// upgrade): default dispositions everywhere, nothing blocked. Ignored
+/// signals would otherwise stay ignored across `exec` (SIGPIPE is the
+/// classic case; the worker's [`NOT_FOR_CHILDREN`] and an ignored
+/// real-time signal inherited from whoever started lbaws are others).
 /// Straight to the kernel, since glibc's wrapper refuses the two real-time
 /// signals it keeps for itself.
 pub fn reset_in_child() -> nix::Result<()> {
-    reset(false)
+    reset(not_default() | ignored_by_children(), false)
 }
 
-/// In a freshly forked worker or gate: the same, but SIGPIPE stays ignored.
-/// `sendfile` cannot be told not to raise it, and a client that leaves in
-/// the middle of a download is an ordinary end (`EPIPE`), not a kill.
+/// In `lbaws --inetd`: the same, but SIGPIPE stays ignored. `sendfile`
+/// cannot be told not to raise it, and a client that leaves in the middle
+/// of a download is an ordinary end (`EPIPE`), not a kill.
 pub fn reset_in_worker() -> nix::Result<()> {
-    reset(true)
+    reset(not_default(), true)
 }
 
-fn reset(keep_sigpipe_ignored: bool) -> nix::Result<()> {
-    let bits = NOT_DEFAULT.load(Ordering::Relaxed);
+/// In a freshly forked worker or gate: a process group of its own, the
+/// supervisor's signals ([`NOT_FOR_CHILDREN`]) and SIGPIPE ignored, every
+/// other signal at its default, nothing blocked. Still blocked as it
+/// inherited them, a supervisor's signal sent since the fork is pending:
+/// ignoring it drops it (POSIX), before the mask opens.
+pub fn set_up_child() -> nix::Result<()> {
+    // Fails only for a session leader, which a forked child is not.
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    let ign: KernelSigaction = [libc::SIG_IGN as u64, 0, 0, 0];
+    for sig in NOT_FOR_CHILDREN {
+        rt_sigaction(sig, Some(&ign), None);
+    }
+    reset(not_default() & !ignored_by_children(), true)
+}
+
+fn not_default() -> u64 {
+    NOT_DEFAULT.load(Ordering::Relaxed)
+}
+
+fn ignored_by_children() -> u64 {
+    NOT_FOR_CHILDREN.iter().fold(0, |b, &s| b | bit(s))
+}
+
+/// The signals in `bits` go back to the default (SIGPIPE is ignored instead
+/// if `keep_sigpipe_ignored`); the mask opens.
+fn reset(bits: u64, keep_sigpipe_ignored: bool) -> nix::Result<()> {
     let dfl: KernelSigaction = [0; 4];
     for sig in 1..=libc::SIGRTMAX().min(64) {
         let keep = keep_sigpipe_ignored && sig == libc::SIGPIPE;
-        if bits & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP && !keep {
+        if bits & bit(sig) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP && !keep {
             rt_sigaction(sig, Some(&dfl), None);
         }
     }
-    if keep_sigpipe_ignored && bits & (1 << (libc::SIGPIPE - 1)) == 0 {
+    if keep_sigpipe_ignored && bits & bit(libc::SIGPIPE) == 0 {
         // Started with SIGPIPE at its default (the Rust runtime ignores it):
         // ignore it here.
         let ign: KernelSigaction = [libc::SIG_IGN as u64, 0, 0, 0];

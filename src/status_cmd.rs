@@ -1,8 +1,10 @@
 //! `lbaws status [--config FILE]`: the status page from the command line.
 //! A plain HTTP client of the running server (which may be behind socket
 //! activation): the configuration's first status route (a text one if
-//! there is one), fetched from its first listener (a wildcard address is
-//! asked on loopback), the body printed as it comes.
+//! there is one), fetched from its first listener that takes plain HTTP,
+//! else from its first (a wildcard address is asked on loopback), the body
+//! printed as it comes. A listener with `proxy_protocol` is sent a PROXY
+//! v2 `LOCAL` header first, as a balancer's own health check is.
 
 use crate::config::{Action, Config, ListenAddr, StatusFormat};
 use std::io::{Read, Write};
@@ -24,17 +26,35 @@ pub fn fetch(cfg: &Config) -> Result<Vec<u8>, String> {
                 cfg.source
             )
         })?;
-    let listen = cfg.listen.first().ok_or_else(|| {
+    let listen = cfg.listen.iter().find(|l| l.proxy.is_none());
+    let listen = listen.or(cfg.listen.first()).ok_or_else(|| {
         format!(
             "{}: no [[listen]] address to ask (socket-activated only?): fetch {} from the socket instead",
             cfg.source, route.prefix
         )
     })?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: lbaws-status\r\nConnection: close\r\n\r\n",
-        route.prefix
+    let mut request = Vec::new();
+    if listen.proxy.is_some() {
+        request.extend_from_slice(&lbaws::proto::proxy::V2_LOCAL);
+    }
+    request.extend_from_slice(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: lbaws-status\r\nConnection: close\r\n\r\n",
+            route.prefix
+        )
+        .as_bytes(),
     );
     let where_ = listen.address.to_string();
+    // Closed unanswered: a PROXY listener refuses what comes from outside
+    // its proxy_from.
+    let refused = |e: String| match &listen.proxy {
+        Some(from) if !from.is_empty() => format!(
+            "{e}: this listener takes connections only from its proxy_from, which does not \
+             include this host's address; add it (e.g. \"127.0.0.1\", \"::1\"), or a plain \
+             [[listen]] on loopback for lbaws status"
+        ),
+        _ => e,
+    };
     let raw = match &listen.address {
         ListenAddr::Tcp(a) => {
             let ip = match a.ip() {
@@ -52,7 +72,10 @@ pub fn fetch(cfg: &Config) -> Result<Vec<u8>, String> {
             exchange(s, &request)
         }
     }
-    .map_err(|e| format!("{where_}: {e}"))?;
+    .map_err(|e| refused(format!("{where_}: {e}")))?;
+    if raw.is_empty() {
+        return Err(refused(format!("{where_}: closed without an answer")));
+    }
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -68,9 +91,9 @@ pub fn fetch(cfg: &Config) -> Result<Vec<u8>, String> {
     }
 }
 
-fn exchange<S: Read + Write + Timeouts>(mut s: S, request: &str) -> std::io::Result<Vec<u8>> {
+fn exchange<S: Read + Write + Timeouts>(mut s: S, request: &[u8]) -> std::io::Result<Vec<u8>> {
     s.timeouts(TIMEOUT)?;
-    s.write_all(request.as_bytes())?;
+    s.write_all(request)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     Ok(raw)

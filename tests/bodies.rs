@@ -50,17 +50,33 @@ fn sum_of(body: &[u8]) -> String {
     )
 }
 
-/// Send `head` and the first part of a body, wait until no worker holds
-/// the connection (the gate has it), then the rest: the script gets it all.
+/// Send `head` and the parts of a body, each once the gate has the
+/// connection (and the file its request waits in) and no worker does.
 fn trickle(d: &Daemon, head: &[u8], parts: &[&[u8]]) -> TcpStream {
     let mut s = connect(d.addr());
     s.write_all(head).unwrap();
     for part in parts {
         s.write_all(part).unwrap();
-        // Between the parts no worker has the connection: the gate has it.
+        assert!(
+            wait_for(DEADLINE, || gate_holds_a_request(d)),
+            "the gate never held the request's file"
+        );
         d.wait_no_workers();
     }
     s
+}
+
+/// Whether the gate holds a request's file (a body it receives).
+fn gate_holds_a_request(d: &Daemon) -> bool {
+    let Some(gate) = d.gate() else { return false };
+    std::fs::read_dir(format!("/proc/{gate}/fd"))
+        .map(|dir| {
+            dir.flatten().any(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy().contains("memfd:lbaws-request"))
+            })
+        })
+        .unwrap_or(false)
 }
 
 #[test]

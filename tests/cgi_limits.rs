@@ -497,7 +497,10 @@ fn a_worker_killed_mid_download_still_gets_its_access_line() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
-    assert!((65536..256 << 20).contains(&bytes), "{line}");
+    // What the worker had counted when it was killed: a send under way
+    // (up to 512 KiB at a time) is not counted yet, so it may be less than
+    // the client got; never the whole file.
+    assert!(bytes < 256 << 20, "{line}");
 }
 
 #[test]

@@ -194,3 +194,36 @@ fn missing_file_and_usage_errors() {
     let out = Command::new(BIN).arg("--frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// `lbaws check | head -1`: the reader goes away after one line; the rest
+/// of the output meets a closed pipe. lbaws ends quietly (0, or killed by
+/// SIGPIPE), never with a panic (which aborts: 134).
+#[test]
+fn check_ends_quietly_when_its_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    // Enough lines that some are written after the reader is gone.
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(&format!(
+            "[[route]]\nprefix = \"/r{i}\"\ncgi = {{ dir = \"/usr/lib/cgi-bin\" }}\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(0) || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -8,7 +8,8 @@
 # `nsenter -t <container PID 1> -a ...` and checks, in order:
 #   1. dpkg -i: lbaws.socket active, lbaws.service inactive, user, default page
 #   2. curl :8080 returns the default page; the service is active, its
-#      StatusText has the live counts, its MainPID runs as lbaws
+#      StatusText has the live counts, its MainPID runs as lbaws; `lbaws
+#      status` prints the page (the shipped configuration's status route)
 #   3. reload with a new route and CGI routes (same MainPID): a request
 #      body over 64 KiB reaches its script from an unlinked file in /var/tmp
 #      (the service's own, PrivateTmp=), a small one from memory; `systemctl
@@ -34,14 +35,19 @@
 #      the running version serves on; from a version before 0.2.0: a restart
 #      of lbaws.service only; abort-upgrade and the old scripts' upgrade
 #      calls touch nothing
-#  10. broken configuration: `systemctl reload` fails; a restart fails, yet
-#      the port listens for a whole minute (no start limit) and serves once
-#      the file is fixed; try-reload-or-restart of a stopped service is a no-op
+#  10. broken configuration: `systemctl reload` fails; a restart fails (the
+#      error at priority err), yet the port listens for a whole minute (no
+#      start limit) and serves once the file is fixed; try-reload-or-restart
+#      of a stopped service is a no-op
 #  11. logrotate: the access log is rotated and lbaws writes to the new file
 #  12. idle exit: with exit_idle_after, lbaws.service ends by itself (success)
 #      and the next connection starts a new one
 #  13. remove, then install again: lbaws.socket listens, the inetd pair can be
 #      enabled; purge
+#  14. policy-rc.d forbids (exit 101): installing starts nothing, an upgrade
+#      upgrades nothing in place, and both say so; a taken port: dpkg
+#      succeeds and names the address and the cause, systemd logs it at err,
+#      and once the port is free the socket starts and serves
 #
 # Usage (as root, from anywhere):  bash tests/e2e-systemd.sh [PATH.deb]
 # Without an argument the .deb is built with packaging/build-deb. Version N+1 (the
@@ -355,6 +361,8 @@ say "       StatusText=$(prop lbaws.service StatusText)"
 pid1=$(prop lbaws.service MainPID)
 check "MainPID $pid1 runs as user lbaws" test "$(c ps -o user= -p "$pid1" 2>&1 | tr -d ' ')" = lbaws
 check "lbaws.service Type=notify, NotifyAccess=main" test "$(prop lbaws.service Type)/$(prop lbaws.service NotifyAccess)" = notify/main
+status_page() { c lbaws status | grep -q '^scoreboard: '; }
+check "lbaws status prints the status page (the shipped status route)" status_page
 sandbox_line() { c journalctl -u lbaws --no-pager -o cat | grep -m1 -E 'sandbox (best-effort|required|off)'; }
 say "       $(sandbox_line)"
 check "journal: the sandbox (Landlock, seccomp) is in force under the unit's own filter" \
@@ -709,7 +717,12 @@ step 10 "broken configuration: reload fails, the port stays open"
 c sh -c "printf '\n[[route]]\nprefix = \"/broken\"\nrespond = { status = 42 }\n' >>$conf"
 check "systemctl reload lbaws fails" not c systemctl reload lbaws
 check "the running configuration still serves" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+cursor=$(c journalctl -u lbaws -n 0 --show-cursor --quiet | sed -n 's/^-- cursor: //p')
 check "systemctl restart lbaws fails" not c systemctl restart lbaws
+start_error_at_err() {
+	c journalctl -u lbaws --no-pager -o cat -p 3..3 --after-cursor="$cursor" | grep -qE "^error: $conf:[0-9]+:[0-9]+: "
+}
+check "journal: the failed start's FILE:LINE:COLUMN at err (3)" wait_for 10 start_error_at_err
 say "       watching lbaws.socket for a minute"
 socket_holds() {
 	active lbaws.socket && listening 8080 &&
@@ -844,6 +857,60 @@ fi
 check "package is purged" pkg_gone
 check "nothing listens on 8080" wait_for 5 not_listening 8080
 check "nothing listens on 8081" wait_for 5 not_listening 8081
+
+# --- 14 ------------------------------------------------------------------------------
+step 14 "policy-rc.d forbids; a taken port"
+forbid() { c sh -c 'printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'; }
+allow() { c rm -f /usr/sbin/policy-rc.d; }
+forbid
+if c dpkg -i /debs/lbaws.deb >"$work/dpkg-policy.log" 2>&1; then ok "dpkg -i with policy-rc.d forbidding"; else
+	bad "dpkg -i with policy-rc.d forbidding"
+	cat "$work/dpkg-policy.log"
+fi
+grep -F 'lbaws:' "$work/dpkg-policy.log" | sed 's/^/       /'
+check "postinst says policy-rc.d forbids starting lbaws.socket" grep -qF "policy-rc.d forbids starting lbaws.socket" "$work/dpkg-policy.log"
+check "lbaws.socket enabled, not started" test "$(c systemctl is-enabled lbaws.socket)/$(c systemctl is-active lbaws.socket)" = enabled/inactive
+check "nothing listens on 8080" not_listening 8080
+allow
+check "systemctl start lbaws.socket" c systemctl start lbaws.socket
+check "the first connection is served" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+check "lbaws.service active" wait_for 10 active lbaws.service
+pid_p=$(prop lbaws.service MainPID)
+sock_since=$(prop lbaws.socket ActiveEnterTimestampMonotonic)
+n_up=$(upgraded_count)
+forbid
+if c dpkg -i /debs/lbaws-next.deb >"$work/dpkg-policy-next.log" 2>&1; then ok "dpkg -i N+1 with policy-rc.d forbidding"; else
+	bad "dpkg -i N+1 with policy-rc.d forbidding"
+	cat "$work/dpkg-policy-next.log"
+fi
+grep -F 'lbaws:' "$work/dpkg-policy-next.log" | sed 's/^/       /'
+check "postinst says policy-rc.d forbids the upgrade in place" grep -qF "policy-rc.d forbids restarting lbaws.service: not upgraded in place" "$work/dpkg-policy-next.log"
+check "same MainPID ($pid_p), lbaws.socket not restarted" same_pid_socket "$pid_p" "$sock_since"
+check "no upgrade in place happened" test "$(upgraded_count)" = "$n_up"
+check "StatusText: still $upstream_n" wait_for 5 status_has "lbaws $upstream_n: "
+allow
+# A taken port: another server listens on 8080 when the package is installed.
+check "systemctl stop lbaws.socket lbaws.service" c systemctl stop lbaws.socket lbaws.service
+if c dpkg --purge lbaws >"$work/dpkg-purge3.log" 2>&1; then ok "dpkg --purge lbaws"; else bad "dpkg --purge lbaws"; cat "$work/dpkg-purge3.log"; fi
+squatter=$(c sh -c 'setsid systemd-socket-activate -l 8080 sleep 600 </dev/null >/dev/null 2>&1 & echo $!')
+check "another server listens on 8080" wait_for 10 listening 8080
+if c dpkg -i /debs/lbaws.deb >"$work/dpkg-taken.log" 2>&1; then ok "dpkg -i with the port taken: exit 0"; else
+	bad "dpkg -i with the port taken"
+	cat "$work/dpkg-taken.log"
+fi
+grep -F 'lbaws:' "$work/dpkg-taken.log" | sed 's/^/       /'
+check "postinst names the address and the cause" \
+	grep -qF "lbaws: lbaws.socket could not listen on [::]:8080: Address already in use" "$work/dpkg-taken.log"
+check "lbaws.socket failed" test "$(c systemctl is-failed lbaws.socket)" = failed
+socket_err() { c journalctl -u lbaws.socket --no-pager -o cat -p 3..3 | grep -qF "[::]:8080"; }
+check "journal: lbaws.socket's failure names [::]:8080 at err (3)" socket_err
+c kill "$squatter"
+check "the other server is gone" wait_for 10 not_listening 8080
+check "systemctl start lbaws.socket" c systemctl start lbaws.socket
+check "port 8080 answers" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+check "lbaws status prints the status page" status_page
+if c dpkg --purge lbaws >"$work/dpkg-purge4.log" 2>&1; then ok "dpkg --purge lbaws"; else bad "dpkg --purge lbaws"; cat "$work/dpkg-purge4.log"; fi
+check "nothing listens on 8080" wait_for 5 not_listening 8080
 
 # --- summary --------------------------------------------------------------------------
 say ""

@@ -273,3 +273,100 @@ fn daemon_mode_detaches_and_keeps_a_pid_file() {
     assert!(!pid_file.exists(), "pid file left behind");
     drop(guard);
 }
+
+/// `lbaws --daemon --pid-file lbaws.pid --config site.toml`, relative paths
+/// from the directory it was started in: the daemon moves to `/`, yet its
+/// pid file is where it was asked for, and every reload (SIGHUP) and
+/// upgrade in place (SIGUSR2) reads the same file.
+#[test]
+fn relative_paths_hold_for_a_daemon_across_reload_and_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("site.toml");
+    let config = |body: &str| respond_config(body, "");
+    std::fs::write(&cfg, config("one")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--daemon",
+            "--pid-file",
+            "lbaws.pid",
+            "--config",
+            "site.toml",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid_file = dir.path().join("lbaws.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    };
+    assert!(
+        wait_for(DEADLINE, || read_pid().is_some()),
+        "no pid file at {}",
+        pid_file.display()
+    );
+    let pid = read_pid().unwrap();
+    let _guard = KillOnDrop(pid);
+    // The port it bound (it logs to syslog: read off /proc); the listener
+    // is kept across the reload and the upgrade (the same address).
+    let addr = wait_tcp_listen_addr(pid);
+    let body = || {
+        std::net::TcpStream::connect(addr)
+            .ok()
+            .map(|_| get(addr, "/").body_str())
+    };
+    assert!(wait_for(DEADLINE, || body().as_deref() == Some("one")));
+
+    write_config(&cfg, &config("two"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(DEADLINE, || body().as_deref() == Some("two")),
+        "the reload did not read site.toml: {:?}",
+        body()
+    );
+
+    write_config(&cfg, &config("three"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR2).unwrap();
+    assert!(
+        wait_for(DEADLINE, || body().as_deref() == Some("three")),
+        "the upgrade did not run on site.toml: {:?}",
+        body()
+    );
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert!(
+        wait_for(DEADLINE, || !pid_file.exists()),
+        "pid file left behind"
+    );
+}
+
+/// A start that fails on the configuration says why at err priority when
+/// stderr is the journal (`journalctl -p err` shows it), with the file's
+/// line and column.
+#[test]
+fn a_start_refused_for_its_configuration_logs_at_err_priority() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[server]\nmax_connections = 0\n").unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    // What systemd sets when it connects stderr to the journal.
+    let st = nix::sys::stat::fstat(writer.as_fd()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stderr(writer)
+        .status()
+        .unwrap();
+    let mut err = String::new();
+    reader.read_to_string(&mut err).unwrap();
+    assert_eq!(out.code(), Some(78), "{err}");
+    let want = format!("<3>error: {}:2:19: ", cfg.display());
+    assert!(err.starts_with(&want), "{err:?}");
+}

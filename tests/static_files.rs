@@ -431,3 +431,165 @@ fn an_aborted_download_is_a_normal_end_with_its_access_line() {
     assert!(!d.logs().contains("killed by signal"), "{}", d.logs());
     assert!(!d.logs().contains("warn:"), "{}", d.logs());
 }
+
+/// Prefixes match whole path segments: `/files` answers `/files` and
+/// `/files/...`, and `/filesystem.html` belongs to `/`.
+#[test]
+fn a_prefix_matches_whole_segments() {
+    let d = Daemon::with_config(
+        r#"
+[[listen]]
+address = "127.0.0.1:0"
+
+[[route]]
+prefix = "/"
+static = { root = "{dir}/www" }
+
+[[route]]
+prefix = "/files"
+static = { root = "{dir}/files" }
+
+[[route]]
+prefix = "/api/"
+respond = { status = 200, body = "api\n" }
+"#,
+    )
+    .dirs(&["www", "files"])
+    .start();
+    std::fs::write(d.path("www/filesystem.html"), "from the site\n").unwrap();
+    std::fs::write(d.path("files/ystem.html"), "wrong root\n").unwrap();
+    std::fs::write(d.path("files/a.txt"), "a file\n").unwrap();
+    std::fs::write(d.path("www/apix"), "not the api\n").unwrap();
+    let r = get(d.addr(), "/filesystem.html");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "from the site\n"));
+    let r = get(d.addr(), "/files/a.txt");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "a file\n"));
+    // The prefix itself is its directory (redirected to the slash form).
+    let r = get(d.addr(), "/files");
+    assert_eq!(r.status, 301, "{}", r.head);
+    // A prefix ending in '/' matches what begins with it, as before.
+    let r = get(d.addr(), "/api/x");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "api\n"));
+    let r = get(d.addr(), "/apix");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "not the api\n"));
+}
+
+fn sh(cmd: &str, dir: &Path) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+/// A static root that changes under lbaws, the way deploys change it: a
+/// symlink swapped (`ln -sfn releases/2 current.new && mv -T current.new
+/// current`, as Capistrano does) or a directory renamed over (`mv www
+/// www.old && mv www.new www`). The sandbox's rules follow the configured
+/// path: the next request is served from the new directory, no SIGHUP. A
+/// worker forked before the change, whose rules still name the old one, says
+/// why it cannot serve (a logged 503 with Retry-After, then it closes), never
+/// a silent 403.
+#[test]
+fn a_static_root_swapped_by_a_deploy_is_served_at_once() {
+    let mut d = Daemon::with_config(&format!(
+        r#"
+[[listen]]
+address = "127.0.0.1:0"
+
+[limits]
+{NO_PARKING}
+
+[[route]]
+prefix = "/site"
+static = {{ root = "{{dir}}/current" }}
+
+[[route]]
+prefix = "/www"
+static = {{ root = "{{dir}}/www" }}
+
+[[route]]
+prefix = "/late"
+static = {{ root = "{{dir}}/late" }}
+
+[[route]]
+prefix = "/"
+respond = {{ status = 200, body = "hello\n" }}
+"#
+    ))
+    .setup(|dir| {
+        for (rel, body) in [
+            ("releases/1", "one\n"),
+            ("releases/2", "two\n"),
+            ("releases/3", "three\n"),
+        ] {
+            std::fs::create_dir_all(dir.join(rel)).unwrap();
+            std::fs::write(dir.join(rel).join("index.html"), body).unwrap();
+        }
+        for (rel, body) in [("www", "www one\n"), ("www.new", "www two\n")] {
+            std::fs::create_dir_all(dir.join(rel)).unwrap();
+            std::fs::write(dir.join(rel).join("hello.txt"), body).unwrap();
+        }
+        std::os::unix::fs::symlink("releases/1", dir.join("current")).unwrap();
+    })
+    .start();
+    let addr = d.addr();
+    let dir = d.dir.path().to_path_buf();
+    let body = |path: &str| {
+        let r = get(addr, path);
+        (r.status, r.body_str())
+    };
+    assert_eq!(body("/site/index.html"), (200, "one\n".into()));
+    assert_eq!(body("/www/hello.txt"), (200, "www one\n".into()));
+
+    sh(
+        "ln -sfn releases/2 current.new && mv -T current.new current",
+        &dir,
+    );
+    assert_eq!(
+        body("/site/index.html"),
+        (200, "two\n".into()),
+        "{}",
+        d.logs()
+    );
+    sh("mv www www.old && mv www.new www", &dir);
+    assert_eq!(
+        body("/www/hello.txt"),
+        (200, "www two\n".into()),
+        "{}",
+        d.logs()
+    );
+    d.wait_log("now names another file");
+    // A root that did not exist at start (warned: it granted nothing).
+    assert!(d.logs().contains("late does not exist"), "{}", d.logs());
+    sh("mkdir late && echo late > late/x.txt", &dir);
+    assert_eq!(body("/late/x.txt"), (200, "late\n".into()), "{}", d.logs());
+
+    // A keep-alive worker forked before the next deploy.
+    let mut c = Client::new(addr);
+    assert_eq!(c.get("/").status, 200);
+    sh(
+        "ln -sfn releases/3 current.new && mv -T current.new current",
+        &dir,
+    );
+    let r = c.get("/site/index.html");
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"), "{}", r.head);
+    assert_eq!(
+        r.header("connection").as_deref(),
+        Some("close"),
+        "{}",
+        r.head
+    );
+    assert!(c.closed());
+    d.wait_log("changed since this worker's sandbox was made");
+    // Its next connection gets a fresh worker, with rules for releases/3.
+    assert_eq!(
+        body("/site/index.html"),
+        (200, "three\n".into()),
+        "{}",
+        d.logs()
+    );
+}

@@ -303,6 +303,23 @@ fn lbaws_status_prints_the_text_page() {
         page.starts_with("lbaws ") && page.contains("\nscoreboard: "),
         "{page}"
     );
+    // `lbaws status | head -1`: a reader that goes away ends it quietly.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(0)
+            || std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
     // Without a status route: a clear message, and a failure.
     let cfg = d.path("plain.toml");
     std::fs::write(&cfg, "[[listen]]\naddress = \"127.0.0.1:1\"\n").unwrap();
@@ -314,4 +331,60 @@ fn lbaws_status_prints_the_text_page() {
     assert_eq!(out.status.code(), Some(69));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no route with a status action"), "{err}");
+}
+
+/// `lbaws status` where the first listener takes the PROXY protocol: it
+/// asks a plain listener if there is one, else it speaks the protocol
+/// itself (a v2 LOCAL header, what a balancer's health check sends).
+#[test]
+fn lbaws_status_gets_through_a_proxy_protocol_listener() {
+    let routes = "[[route]]\nprefix = \"/server-status\"\nstatus = { format = \"text\" }\nallow = [\"127.0.0.1/32\", \"unix\"]\n";
+    let proxy = |name: &str| {
+        format!("[[listen]]\naddress = \"unix:{{dir}}/{name}.sock\"\nproxy_protocol = true\n")
+    };
+    let plain = |name: &str| format!("[[listen]]\naddress = \"unix:{{dir}}/{name}.sock\"\n");
+    for (what, config) in [
+        (
+            "a plain listener second",
+            format!("{}{}{routes}", proxy("a"), plain("b")),
+        ),
+        ("PROXY listeners only", format!("{}{routes}", proxy("a"))),
+    ] {
+        let d = Daemon::with_config(&config).start();
+        let out = Command::new(BIN)
+            .args(["status", "--config"])
+            .arg(d.path("config.toml"))
+            .output()
+            .unwrap();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && page.contains("\nscoreboard: "),
+            "{what}: {:?}: {}{page}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A balancer list without this host: refused, and said why. (A TCP
+    // listener the test binds, handed over named as its entry is.)
+    let l = loopback_listener();
+    let addr = l.local_addr().unwrap();
+    let mut d = Daemon::with_config(&format!(
+        "[[listen]]\nname = \"web\"\naddress = \"{addr}\"\nproxy_protocol = true\nproxy_from = [\"10.0.0.0/8\"]\n{routes}"
+    ))
+    .listener(l)
+    .wrapper(&["systemd-socket-activate", "--fdname=web"])
+    .no_wait()
+    .start();
+    // The activator starts lbaws on the first connection (refused: it is
+    // not from a balancer).
+    assert!(wait_for(DEADLINE, || std::net::TcpStream::connect(addr).is_ok()));
+    d.wait_log("info: ready:");
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(d.path("config.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxy_from"), "{err}");
 }

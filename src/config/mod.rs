@@ -406,9 +406,19 @@ impl Config {
         l.stall_timeout.max(longest + Duration::from_secs(5))
     }
 
-    /// The route for a request path: the longest matching prefix.
+    /// The route for a request path: the longest matching prefix, matched
+    /// by whole path segments (`/files` takes `/files` and `/files/...`, not
+    /// `/filesystem.html`; a prefix ending in `/` takes what begins with it).
     pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+        self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
+    }
+}
+
+/// Whether `path` is `prefix` or below it, segment by segment.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
     }
 }
 

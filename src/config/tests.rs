@@ -146,6 +146,21 @@ fn longest_prefix_wins() {
 }
 
 #[test]
+fn prefixes_match_whole_segments() {
+    let c = parse(
+        "[[route]]\nprefix = \"/\"\nrespond = { status = 200, body = \"root\" }\n\
+         [[route]]\nprefix = \"/files\"\nrespond = { status = 200, body = \"files\" }\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.route("/files").unwrap().prefix, "/files");
+    assert_eq!(c.route("/files/").unwrap().prefix, "/files");
+    assert_eq!(c.route("/files/a/b").unwrap().prefix, "/files");
+    assert_eq!(c.route("/filesystem.html").unwrap().prefix, "/");
+    assert_eq!(c.route("/file").unwrap().prefix, "/");
+}
+
+#[test]
 fn status_routes_and_allow() {
     let c = parse(
         "[[route]]\nprefix = \"/s\"\nstatus = { format = \"prometheus\" }\nallow = [\"10.0.0.0/8\", \"::1\", \"unix\"]\n\n[[route]]\nprefix = \"/t\"\nstatus = {}\n",

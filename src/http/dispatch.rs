@@ -73,7 +73,7 @@ pub fn respond(
                 }
             }
         }
-        return answer(conn, r, route, cfg, persist, roots).map(|s| (s, false));
+        return answer(conn, r, route, cfg, persist, roots).map(|s| (s, roots.close_after.get()));
     }
     crate::error!("{}: more than 10 CGI local redirects", req.target);
     response::error(conn, 500, cfg.server.server_header, req.is_head(), persist).map(|s| (s, false))

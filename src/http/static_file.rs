@@ -34,7 +34,12 @@ pub struct Ctx<'c, 'a> {
 /// keep-alive connection's later requests skip opening (and closing) the root
 /// directory. Fixed size, so it allocates nothing.
 #[derive(Default)]
-pub struct RootCache(std::cell::RefCell<[Option<(usize, OwnedFd)>; 4]>);
+pub struct RootCache {
+    slots: std::cell::RefCell<[Option<(usize, OwnedFd)>; 4]>,
+    /// A root changed under this worker's sandbox: close the connection
+    /// after the response.
+    pub close_after: std::cell::Cell<bool>,
+}
 
 impl Ctx<'_, '_> {
     fn head(&self, status: u16) -> Head {
@@ -62,7 +67,7 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     if !route.dotfiles && rel.split('/').any(|seg| seg.starts_with('.')) {
         return cx.error(403);
     }
-    let mut slots = cx.roots.0.borrow_mut();
+    let mut slots = cx.roots.slots.borrow_mut();
     let key = route as *const StaticRoute as usize;
     let uncached;
     let root: &OwnedFd = match slots
@@ -103,6 +108,9 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     };
     let fd = match open_visible(route, root, target) {
         Ok(fd) => fd,
+        Err(Errno::EACCES) if crate::sandbox::root_changed(&route.root, root.as_fd()) => {
+            return root_changed(cx, route)
+        }
         Err(e) => return cx.error(open_status(e)),
     };
     let st = fstat(&fd)?;
@@ -111,6 +119,25 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
         SFlag::S_IFDIR => directory(cx, route, root, target, fd),
         _ => cx.error(403),
     }
+}
+
+/// The root names another directory than when this worker's sandbox was
+/// made (a deploy since it was forked), which its rules do not cover: 503,
+/// and the connection closes, so that the client's next request gets a
+/// fresh worker, with rules for the new directory.
+#[cold]
+#[inline(never)]
+fn root_changed(cx: &Ctx<'_, '_>, route: &StaticRoute) -> Result<Sent, Errno> {
+    crate::warn!(
+        "{}: static root {} changed since this worker's sandbox was made (a deploy?): \
+         503, the next connection gets a new worker",
+        cx.req.target,
+        route.root.display()
+    );
+    cx.roots.close_after.set(true);
+    let mut h = cx.head(503);
+    h.header("Retry-After", 1);
+    response::error_with(cx.conn, h, cx.req.is_head(), Persist::Close)
 }
 
 fn open_status(e: Errno) -> u16 {

@@ -22,6 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The v2 signature: the first 12 bytes of every v2 header.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+/// A whole v2 header for a connection of the sender's own: `LOCAL`, no
+/// address (what a balancer's health check sends; `lbaws status` too).
+pub const V2_LOCAL: [u8; 16] = *b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
 /// The longest v1 header, CRLF included (the specification's bound).
 pub const MAX_V1: usize = 107;
 /// The longest v2 header accepted, fixed part, addresses and TLVs together.
@@ -418,6 +421,7 @@ mod tests {
     fn v2_local_and_addressless() {
         let h = v2h(LOCAL, 0x00, &[], &[]);
         assert_eq!(done(&h), (16, None), "a health check");
+        assert_eq!(h, V2_LOCAL);
         let h = v2h(LOCAL, 0x11, &inet4(), &[]);
         assert_eq!(done(&h), (28, None), "LOCAL ignores its addresses");
         let h = v2h(LOCAL, 0x11, &[1, 2], &[]);

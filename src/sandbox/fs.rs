@@ -13,7 +13,7 @@ use landlock::{
     Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, Scope, ABI,
 };
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The ABI whose rights lbaws handles (see the module docs).
@@ -165,9 +165,35 @@ pub fn worker_plan(cfg: &Config, cgroup: Option<&Path>) -> Plan {
     plan
 }
 
-/// A ruleset ready to enter, and the paths of `plan` that do not exist
-/// (they grant nothing).
-pub fn build(plan: &Plan) -> Result<(Option<OwnedFd>, Vec<PathBuf>), String> {
+/// What a path named when a ruleset was built on it (device and inode of
+/// what it led to, symlinks followed), `None` if nothing: Landlock's rules
+/// hold what a path named, so when it names something else (a deploy swaps
+/// a symlink or renames a directory), the ruleset must be built again.
+pub type Id = Option<(u64, u64)>;
+
+/// Paths, each with what it named.
+pub type Watched = Vec<(PathBuf, Id)>;
+
+/// What `path` names now (`stat`: no allocation, one path walk).
+pub fn id_of(path: &Path) -> Id {
+    nix::sys::stat::stat(path).ok().map(|st| id(&st))
+}
+
+/// What an open descriptor is.
+pub fn id_of_fd(fd: BorrowedFd) -> Id {
+    nix::sys::stat::fstat(fd).ok().map(|st| id(&st))
+}
+
+// (`dev_t` and `ino_t` are not 64 bits everywhere.)
+#[allow(clippy::unnecessary_cast)]
+fn id(st: &nix::sys::stat::FileStat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// A ruleset ready to enter, and each of `plan`'s paths but the system's
+/// with what it named when its rule was made (`None`: it did not exist,
+/// and grants nothing).
+pub fn build(plan: &Plan) -> Result<(Option<OwnedFd>, Watched), String> {
     let err = |e: landlock::RulesetError| format!("landlock: {e}");
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(PINNED))
@@ -178,17 +204,22 @@ pub fn build(plan: &Plan) -> Result<(Option<OwnedFd>, Vec<PathBuf>), String> {
         .map_err(err)?
         .create()
         .map_err(err)?;
-    let mut missing = Vec::new();
+    let mut seen = Vec::new();
     for (path, right) in &plan.paths {
         let Ok(fd) = PathFd::new(path) else {
             // The system's own may be absent (/lib32 on most machines).
             if !is_system(path) {
-                missing.push(path.clone());
+                seen.push((path.clone(), None));
             }
             continue;
         };
+        // What the rule holds: the file this descriptor opened.
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !is_system(path) && !seen.iter().any(|(p, _)| p == path) {
+            seen.push((path.clone(), Some(id(&st))));
+        }
         let mut access = right.access();
-        if !is_dir(path) {
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             access &= AccessFs::from_file(PINNED);
         }
         ruleset = ruleset
@@ -200,7 +231,7 @@ pub fn build(plan: &Plan) -> Result<(Option<OwnedFd>, Vec<PathBuf>), String> {
             .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
             .map_err(err)?;
     }
-    Ok((ruleset.into(), missing))
+    Ok((ruleset.into(), seen))
 }
 
 fn is_system(path: &Path) -> bool {
@@ -209,10 +240,6 @@ fn is_system(path: &Path) -> bool {
         .chain(SYSTEM_READ)
         .chain(DEVICES)
         .any(|s| Path::new(s) == path)
-}
-
-fn is_dir(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 /// What the kernel's Landlock ABI `abi` enforces of the pinned set, and
@@ -297,7 +324,19 @@ mod tests {
             ],
             ports: vec![80],
         };
-        let (_fd, missing) = build(&plan).unwrap();
-        assert_eq!(missing, vec![PathBuf::from("/no/such/dir")]);
+        let (_fd, seen) = build(&plan).unwrap();
+        let hostname = std::fs::metadata("/etc/hostname").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    PathBuf::from("/etc/hostname"),
+                    Some((hostname.dev(), hostname.ino()))
+                ),
+                (PathBuf::from("/no/such/dir"), None),
+            ]
+        );
+        assert_eq!(id_of(Path::new("/etc/hostname")), seen[0].1);
     }
 }

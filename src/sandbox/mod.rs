@@ -15,6 +15,14 @@
 //! nested in its worker's, so it can only narrow it. Why the filter is
 //! shared rather than attached per worker: [`filter`].
 //!
+//! Landlock's rules hold the files the configured paths named when they
+//! were made, not the names. A deploy that swaps a static root's symlink
+//! or renames a directory over it would leave every worker without access
+//! to the new one: so before each fork the supervisor looks at what each
+//! configured path names now (a `stat` each, [`follow_paths`]) and makes
+//! the rulesets again when one changed; a worker forked before a change
+//! recognises the refusal it gets for what it is ([`root_changed`]).
+//!
 //! What that gives, on a kernel with Landlock ABI 6 or newer:
 //!
 //! - files: a worker reads its static roots; with CGI routes, also what
@@ -48,7 +56,15 @@ mod probe;
 use crate::config::{Action, Config, SandboxMode};
 use nix::errno::Errno;
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// The plans of a configuration's rulesets: the worker's, and each CGI
+/// route's by `CgiRoute::slot`.
+struct Plans {
+    worker: fs::Plan,
+    scripts: Vec<(usize, fs::Plan)>,
+}
 
 pub use cgroup::Leaf as CgroupLeaf;
 pub use describe::describe;
@@ -61,6 +77,14 @@ pub struct Prepared {
     worker: Option<OwnedFd>,
     /// Each CGI route's ruleset, by `CgiRoute::slot`.
     scripts: Vec<Option<OwnedFd>>,
+    /// The plans the rulesets were built from (`None`: none were), to
+    /// build them again when a path names another file ([`follow_paths`]).
+    plans: Option<Plans>,
+    /// The configuration's paths (not the system's) and what each named
+    /// when the rulesets were built.
+    watched: fs::Watched,
+    /// This process entered the worker's Landlock domain.
+    entered: bool,
     /// The shared filter, attached once by the supervisor.
     shared: Option<filter::Filter>,
     /// The worker allow-list (`strict_syscalls`), attached by each worker.
@@ -76,7 +100,7 @@ pub struct Prepared {
     /// One line, with CGI routes: how their limits are enforced.
     pub limits: Option<String>,
     /// Paths of the configuration that do not exist (they grant nothing).
-    pub missing: Vec<std::path::PathBuf>,
+    pub missing: Vec<PathBuf>,
 }
 
 thread_local! {
@@ -99,6 +123,9 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         return Ok(Prepared {
             worker: None,
             scripts: Vec::new(),
+            plans: None,
+            watched: Vec::new(),
+            entered: false,
             shared: None,
             strict: None,
             no_fork: false,
@@ -158,10 +185,16 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         ));
     }
     crate::sys::no_new_privs().map_err(|e| format!("prctl(PR_SET_NO_NEW_PRIVS): {e}"))?;
-    let (worker, mut scripts, missing) = match abi > 0 {
-        true => rulesets(cfg, contain.cgroup.as_deref())?,
+    let plans = plans(cfg, contain.cgroup.as_deref());
+    let (worker, mut scripts, watched) = match abi > 0 {
+        true => rulesets(&plans)?,
         false => (None, Vec::new(), Vec::new()),
     };
+    let missing = watched
+        .iter()
+        .filter(|(_, id)| id.is_none())
+        .map(|(p, _)| p.clone())
+        .collect();
     let mut shared = shared.ok();
     let mut strict = strict.and_then(Result::ok);
     // The calls may be refused although the kernel has them (a seccomp
@@ -174,9 +207,11 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
         lacking.push("no fork (setrlimit refused)".into());
     }
     let mut worker = worker;
+    let mut watched = watched;
     if !landlock_ok {
         worker = None;
         scripts.clear();
+        watched.clear();
         lacking.push("Landlock (landlock_restrict_self refused)".into());
     }
     if !shared_ok || !strict_ok {
@@ -234,6 +269,9 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
     Ok(Prepared {
         worker,
         scripts,
+        plans: (!watched.is_empty()).then_some(plans),
+        watched,
+        entered: false,
         shared,
         strict,
         no_fork,
@@ -245,33 +283,106 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
     })
 }
 
+fn plans(cfg: &Config, cgroup: Option<&Path>) -> Plans {
+    let scripts = cfg
+        .routes
+        .iter()
+        .filter_map(|r| match &r.action {
+            Action::Cgi(c) => Some((c.slot, fs::script_plan(c))),
+            _ => None,
+        })
+        .collect();
+    Plans {
+        worker: fs::worker_plan(cfg, cgroup),
+        scripts,
+    }
+}
+
 /// The workers' ruleset, each CGI route's (by `CgiRoute::slot`), and the
-/// paths of the configuration that do not exist.
+/// configuration's paths with what they named (a script's paths are among
+/// its worker's).
 #[allow(clippy::type_complexity)]
 fn rulesets(
-    cfg: &Config,
-    cgroup: Option<&std::path::Path>,
+    plans: &Plans,
 ) -> Result<
     (
         Option<OwnedFd>,
         Vec<Option<OwnedFd>>,
-        Vec<std::path::PathBuf>,
+        Vec<(PathBuf, fs::Id)>,
     ),
     String,
 > {
-    let (worker, mut missing) = fs::build(&fs::worker_plan(cfg, cgroup))?;
+    let (worker, watched) = fs::build(&plans.worker)?;
     let mut scripts: Vec<Option<OwnedFd>> = Vec::new();
-    for route in &cfg.routes {
-        if let Action::Cgi(c) = &route.action {
-            // By slot: routes are sorted by prefix length, slots are in
-            // file order.
-            scripts.resize_with(scripts.len().max(c.slot + 1), || None);
-            scripts[c.slot] = fs::build(&fs::script_plan(c))?.0;
-        }
+    for (slot, plan) in &plans.scripts {
+        // By slot: routes are sorted by prefix length, slots are in file
+        // order.
+        scripts.resize_with(scripts.len().max(slot + 1), || None);
+        scripts[*slot] = fs::build(plan)?.0;
     }
-    missing.sort();
-    missing.dedup();
-    Ok((worker, scripts, missing))
+    Ok((worker, scripts, watched))
+}
+
+/// In the supervisor, before each fork of a worker: whether each path the
+/// rulesets were built on still names what it named then (a `stat` each:
+/// the static roots, CGI directories and scripts, a route's `read` and
+/// `write`; not the system's directories). If one names another file now
+/// (a deploy swapped a symlink, or renamed a directory over the old one),
+/// or appeared, the rulesets are built again, for this worker and the next
+/// ones: Landlock's rules hold what a path named, not the name.
+pub fn follow_paths() {
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(p) = c.as_mut() else { return };
+        let mut changed = None;
+        for (i, (path, id)) in p.watched.iter().enumerate() {
+            if fs::id_of(path) != *id {
+                changed = Some(i);
+                break;
+            }
+        }
+        let (Some(i), Some(plans)) = (changed, p.plans.as_ref()) else {
+            return;
+        };
+        match rulesets(plans) {
+            Ok((worker, scripts, watched)) => {
+                crate::info!(
+                    "sandbox: {} now names another file than when the sandbox was made: rules made again for the workers forked from now on",
+                    p.watched[i].0.display()
+                );
+                p.worker = worker;
+                p.scripts = scripts;
+                p.watched = watched;
+            }
+            Err(e) => {
+                // Tried again at the next fork only if the path changes
+                // again: the workers keep the rules they have.
+                crate::error!(
+                    "sandbox: {} changed, but its rules cannot be made again ({e}); \
+                     requests to it are refused until a reload (SIGHUP)",
+                    p.watched[i].0.display()
+                );
+                p.watched[i].1 = fs::id_of(&p.watched[i].0);
+            }
+        }
+    })
+}
+
+/// In a worker whose sandbox refused a file beneath `path`, a configured
+/// root it opened as `opened`: whether that is because `path` names
+/// another directory now than when this worker's rules were made (a deploy
+/// since this worker was forked).
+pub fn root_changed(path: &Path, opened: BorrowedFd) -> bool {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let Some(p) = c.as_ref().filter(|p| p.entered) else {
+            return false;
+        };
+        let Some((_, then)) = p.watched.iter().find(|(w, _)| w == path) else {
+            return false;
+        };
+        fs::id_of_fd(opened) != *then
+    })
 }
 
 /// Whether a process can enter `ruleset` and attach each of `filters`:
@@ -379,6 +490,7 @@ pub fn enter_worker() -> Result<(), Errno> {
         // Entered, its ruleset is of no more use here: closed.
         if let Some(fd) = p.worker.take() {
             crate::sys::landlock_restrict(fd.as_raw_fd())?;
+            p.entered = true;
         }
         if p.no_fork {
             crate::sys::forbid_fork()?;

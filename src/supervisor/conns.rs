@@ -229,7 +229,8 @@ impl Supervisor {
         // A scoreboard slot: one a worker left, or the next never used.
         let slot = self.workers.next_slot();
         crate::scoreboard::assign(slot as usize, meta.peer, meta.served);
-        // SAFETY: lbaws is single-threaded, so the child is a complete copy.
+        crate::sandbox::follow_paths(); // a root a deploy swapped: new rules
+                                        // SAFETY: lbaws is single-threaded, so the child is a complete copy.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 let inherited = child::Inherited {

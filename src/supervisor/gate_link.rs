@@ -184,7 +184,7 @@ impl GateLink {
                 let mut keep = [theirs.as_raw_fd(), logs[0], logs[1]];
                 crate::sys::close_all_but(&mut keep);
                 std::mem::forget(ours); // closed just now
-                if crate::signals::reset_in_worker().is_err() {
+                if crate::signals::set_up_child().is_err() {
                     // SAFETY: _exit is always safe.
                     unsafe { libc::_exit(crate::http::EXIT_OSERR) };
                 }

@@ -79,9 +79,19 @@ pub struct Builder {
     binary: Option<PathBuf>,
     dirs: Vec<String>,
     listener: Option<std::net::TcpListener>,
+    setup: Vec<Setup>,
 }
 
+/// A step run on the temp dir before lbaws starts ([`Builder::setup`]).
+type Setup = Box<dyn FnOnce(&Path)>;
+
 impl Builder {
+    /// Run `f` on the temp dir before lbaws starts (after `dirs`): files,
+    /// symlinks its configuration must find at start.
+    pub fn setup(mut self, f: impl FnOnce(&Path) + 'static) -> Self {
+        self.setup.push(Box::new(f));
+        self
+    }
     /// Make these directories in the temp dir before lbaws starts (paths
     /// its sandbox must find at start).
     pub fn dirs(mut self, names: &[&str]) -> Self {
@@ -134,6 +144,9 @@ impl Builder {
             .unwrap();
         for d in &self.dirs {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for f in self.setup {
+            f(dir.path());
         }
         if !self.dirs.is_empty() {
             // Reachable by a supervisor that dropped root for another user.
@@ -236,6 +249,7 @@ impl Daemon {
             binary: None,
             dirs: Vec::new(),
             listener: None,
+            setup: Vec::new(),
         }
     }
 
@@ -416,11 +430,20 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if !self.has_exited() {
-            // The whole process group: the daemon and any workers.
+            // The whole process group (the daemon, a wrapper), and its
+            // children: the gate and the workers have process groups of
+            // their own (a CGI script dies with its worker).
+            let children = procs_of(self.pid);
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(self.pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            for c in children {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
