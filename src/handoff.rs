@@ -56,6 +56,13 @@ pub enum Kind {
     /// head, then the decoded body ([`BodySpec`]); the next worker reads
     /// both from there, and nothing of them from the connection.
     Bodied = 7,
+    /// A response whose client reads slowly, handed over by its worker: the
+    /// gate sends the rest of the file (`sendfile`) from its event loop,
+    /// writes the access line when it ends, then parks or closes the
+    /// connection. With it travel the file, a second file with what the
+    /// access line needs of the request ([`TailLog`]), and a [`BodySpec`]
+    /// whose tail fields say where the response stands.
+    Tail = 8,
 }
 
 impl Kind {
@@ -68,14 +75,15 @@ impl Kind {
             Kind::Proxied,
             Kind::Body,
             Kind::Bodied,
+            Kind::Tail,
         ]
         .into_iter()
         .find(|&k| k as u8 == b)
     }
 
-    /// Whether a file (its request) travels with the connection.
+    /// Whether files (and a `BodySpec`) travel with the connection.
     pub fn has_body(self) -> bool {
-        matches!(self, Kind::Body | Kind::Bodied)
+        matches!(self, Kind::Body | Kind::Bodied | Kind::Tail)
     }
 }
 
@@ -151,42 +159,93 @@ impl Meta {
     }
 }
 
-/// What the file that travels with a `Kind::Body` or `Kind::Bodied`
-/// connection holds: `head_len` bytes of request head, then (`Body`)
-/// `raw_len` bytes of the body as they came (`chunked`, or `length` bytes
-/// in all), or (`Bodied`) the decoded body, `length` bytes.
+/// What the files that travel with a `Kind::Body`, `Kind::Bodied` or
+/// `Kind::Tail` connection hold.
+///
+/// - `Body`: `head_len` bytes of request head, then `raw_len` bytes of the
+///   body as they came (`chunked`, or `length` bytes in all).
+/// - `Bodied`: the head, then the decoded body, `length` bytes.
+/// - `Tail`: the response's file, from `offset`, `length` bytes still to
+///   send; `sent` body bytes went out already, under `status`; then the
+///   connection parks (`keep_alive`) or closes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BodySpec {
     pub head_len: u32,
     pub raw_len: u32,
     pub chunked: bool,
     pub length: u64,
+    pub offset: u64,
+    pub sent: u64,
+    pub status: u16,
+    pub keep_alive: bool,
 }
 
 /// Bytes of an encoded [`BodySpec`].
-const BODY_LEN: usize = 17;
+pub const BODY_LEN: usize = 36;
 
 impl BodySpec {
-    fn encode(&self, out: &mut [u8]) {
+    pub fn encode(&self, out: &mut [u8]) {
         out[0..4].copy_from_slice(&self.head_len.to_le_bytes());
         out[4..8].copy_from_slice(&self.raw_len.to_le_bytes());
         out[8] = u8::from(self.chunked);
         out[9..17].copy_from_slice(&self.length.to_le_bytes());
+        out[17..25].copy_from_slice(&self.offset.to_le_bytes());
+        out[25..33].copy_from_slice(&self.sent.to_le_bytes());
+        out[33..35].copy_from_slice(&self.status.to_le_bytes());
+        out[35] = u8::from(self.keep_alive);
     }
 
-    fn decode(b: &[u8]) -> Option<BodySpec> {
+    pub fn decode(b: &[u8]) -> Option<BodySpec> {
         let b = b.get(..BODY_LEN)?;
         Some(BodySpec {
             head_len: u32::from_le_bytes(b[0..4].try_into().ok()?),
             raw_len: u32::from_le_bytes(b[4..8].try_into().ok()?),
             chunked: b[8] != 0,
             length: u64::from_le_bytes(b[9..17].try_into().ok()?),
+            offset: u64::from_le_bytes(b[17..25].try_into().ok()?),
+            sent: u64::from_le_bytes(b[25..33].try_into().ok()?),
+            status: u16::from_le_bytes(b[33..35].try_into().ok()?),
+            keep_alive: b[35] != 0,
         })
     }
 }
 
-/// Room for any message but `Notes` (the largest, `Limits`, is 89 bytes).
-pub const CONN_MSG: usize = 96;
+/// What the access line of a response the gate finishes (`Kind::Tail`)
+/// needs of its request, in the second file that travels with it: the
+/// client's host, the request line's three parts, the referer and the user
+/// agent, each a little-endian `u16` length and its bytes (each cut to
+/// 8 KiB).
+pub struct TailLog;
+
+impl TailLog {
+    pub const FIELDS: usize = 6;
+
+    /// Encode `fields` (host, method, target, version, referer, user agent).
+    pub fn encode(fields: [&[u8]; Self::FIELDS]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 2).sum());
+        for f in fields {
+            let f = &f[..f.len().min(8 << 10)];
+            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    /// The fields back; `None` for bytes that are not an encoding.
+    pub fn decode(b: &[u8]) -> Option<[&[u8]; Self::FIELDS]> {
+        let mut out: [&[u8]; Self::FIELDS] = [&[]; Self::FIELDS];
+        let mut at = 0;
+        for f in out.iter_mut() {
+            let n = u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize;
+            *f = b.get(at + 2..at + 2 + n)?;
+            at += 2 + n;
+        }
+        Some(out)
+    }
+}
+
+/// Room for any message but `Notes` (the largest, `Limits`, is 97 bytes).
+pub const CONN_MSG: usize = 112;
 
 /// The gate's settings, from `[limits]` and `[server]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +269,9 @@ pub struct GateLimits {
     pub body_timeout: Duration,
     pub min_body_rate: u64,
     pub body_in_memory: u64,
+    /// Responses the gate finishes: a reader below this many bytes a
+    /// second on average (or stalled `body_timeout`) is closed.
+    pub min_send_rate: u64,
 }
 
 /// The key of connections not counted under any source (a PROXY header not
@@ -240,6 +302,9 @@ pub enum Note {
     /// Closed after it was taken for a `Send`, before it was sent: the
     /// `Send`'s answer too.
     Dropped = 8,
+    /// A response it finished (`Kind::Tail`) ended, and the connection
+    /// waits in the gate for its next request (parked).
+    TailParked = 9,
 }
 
 impl Note {
@@ -253,6 +318,7 @@ impl Note {
             Note::ProxyRefused,
             Note::Empty,
             Note::Dropped,
+            Note::TailParked,
         ]
         .into_iter()
         .find(|&n| n as u8 == b)
@@ -369,6 +435,7 @@ pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
                 l.body_timeout.as_millis() as u64,
                 l.min_body_rate,
                 l.body_in_memory,
+                l.min_send_rate,
             ];
             for (i, f) in fields.iter().enumerate() {
                 out[1 + 8 * i..9 + 8 * i].copy_from_slice(&f.to_le_bytes());
@@ -439,6 +506,7 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
             body_timeout: Duration::from_millis(u64_at(65)?),
             min_body_rate: u64_at(73)?,
             body_in_memory: u64_at(81)?,
+            min_send_rate: u64_at(89)?,
         })),
         TAG_LOGS => Some(Msg::Logs(b.get(1..1 + LOG_SPEC_LEN)?.try_into().ok()?)),
         TAG_STOP => Some(Msg::Stop),
@@ -611,8 +679,12 @@ mod tests {
                 raw_len: 12,
                 chunked: true,
                 length: 1 << 40,
+                offset: 77,
+                sent: 1 << 33,
+                status: 206,
+                keep_alive: true,
             };
-            for kind in [Kind::Body, Kind::Bodied] {
+            for kind in [Kind::Body, Kind::Bodied, Kind::Tail] {
                 let meta = Meta { kind, ..meta };
                 let body = Some(spec);
                 round_trip(Msg::Adopt { meta, body });
@@ -640,12 +712,24 @@ mod tests {
             body_timeout: Duration::from_millis(30_000),
             min_body_rate: 500,
             body_in_memory: 64 << 10,
+            min_send_rate: 500,
         }));
         round_trip(Msg::TempDir);
         assert_eq!(decode(&[]), None);
         assert_eq!(decode(&[TAG_ADOPT, 9]), None, "short");
         assert_eq!(decode(&[TAG_SEND, 9]), None, "short");
         assert_eq!(decode(&[99]), None);
+    }
+
+    #[test]
+    fn tail_logs_round_trip() {
+        let long = vec![b'x'; 10_000];
+        let fields: [&[u8]; 6] = [b"127.0.0.1", b"GET", b"/a b", b"HTTP/1.1", b"", &long];
+        let enc = TailLog::encode(fields);
+        let back = TailLog::decode(&enc).unwrap();
+        assert_eq!(&back[..5], &fields[..5]);
+        assert_eq!(back[5].len(), 8 << 10, "cut to 8 KiB");
+        assert!(TailLog::decode(&enc[..enc.len() - 1]).is_none());
     }
 
     #[test]

@@ -169,6 +169,7 @@ impl Gate {
                     raw_len: 0,
                     chunked: false,
                     length: len - head_len as u64,
+                    ..Default::default()
                 };
                 h.req = Some(Req::Complete { file, spec });
                 h.meta.kind = Kind::Bodied;
@@ -203,6 +204,7 @@ impl Gate {
                     raw_len: have as u32,
                     chunked: false,
                     length: have + left,
+                    ..Default::default()
                 };
                 self.held_mut(slot).req = Some(Req::Complete { file, spec });
                 self.send_back(slot);

@@ -48,24 +48,25 @@ impl Gate {
     pub(super) fn read_supervisor(&mut self) -> bool {
         loop {
             let mut buf = [0u8; handoff::CONN_MSG];
-            let (n, [fd, file]) = match crate::sys::recv_with_fds(self.link.as_fd(), &mut buf) {
-                Ok((0, _)) => return false,
-                Ok(r) => r,
-                Err(Errno::EAGAIN) => return true,
-                Err(Errno::EMSGSIZE) => {
-                    crate::error!("gate: a message from the supervisor was cut short");
-                    continue;
-                }
-                Err(e) => {
-                    crate::error!("gate: receiving from the supervisor: {e}");
-                    return false;
-                }
-            };
+            let (n, [fd, file, file2]) =
+                match crate::sys::recv_with_fds(self.link.as_fd(), &mut buf) {
+                    Ok((0, _)) => return false,
+                    Ok(r) => r,
+                    Err(Errno::EAGAIN) => return true,
+                    Err(Errno::EMSGSIZE) => {
+                        crate::error!("gate: a message from the supervisor was cut short");
+                        continue;
+                    }
+                    Err(e) => {
+                        crate::error!("gate: receiving from the supervisor: {e}");
+                        return false;
+                    }
+                };
             match (handoff::decode(&buf[..n]), fd) {
                 (Some(Msg::Adopt { meta, body }), Some(fd)) if body.is_none() || file.is_some() => {
                     self.out
                         .note(handoff::meta_key(&meta), meta.kind, Note::Adopted);
-                    self.hold(fd, meta, file.zip(body));
+                    self.hold(fd, meta, file.zip(body), file2);
                 }
                 (Some(Msg::Adopt { meta, .. }), _) => {
                     // Its descriptor could not be installed (no room in our
@@ -178,17 +179,23 @@ impl Gate {
     fn send_conn(&mut self, slot: u32, gen: u32, answer: bool) -> Result<(), Errno> {
         let on_its_way = self.is_live(slot, gen)
             && matches!(self.held(slot).state, State::Sending | State::Returning);
+        // (A tail handed back at an upgrade: its state was Tail; send_back
+        // made it Returning.)
         if !on_its_way {
             self.out.items.pop_front();
             return Ok(());
         }
         let h = self.held(slot);
         let mut msg = [0u8; handoff::CONN_MSG];
-        let (body, fds, k) = match &h.req {
-            Some(body::Req::Complete { file, spec }) => {
-                (Some(*spec), [raw(h), file.as_raw_fd()], 2)
+        let (body, fds, k) = match (&h.req, &h.tail) {
+            (Some(body::Req::Complete { file, spec }), _) => {
+                (Some(*spec), [raw(h), file.as_raw_fd(), -1], 2)
             }
-            _ => (None, [raw(h), -1], 1),
+            (_, Some(t)) => {
+                let (file, log, spec) = t.parts();
+                (Some(spec), [raw(h), file.as_raw_fd(), log.as_raw_fd()], 3)
+            }
+            _ => (None, [raw(h), -1, -1], 1),
         };
         let ready = Msg::Ready {
             meta: h.meta,

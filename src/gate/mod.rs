@@ -65,6 +65,7 @@ mod link;
 mod look;
 mod queue;
 mod room;
+mod tail;
 
 use crate::handoff::{self, BodySpec, GateLimits, Kind, Meta, Note};
 use nix::errno::Errno;
@@ -104,6 +105,8 @@ enum State {
     Returning,
     /// Answered (408/503) and half-closed: reading what still comes.
     Lingering,
+    /// The rest of a response is being sent from here (`tail.rs`).
+    Tail,
 }
 
 struct Held {
@@ -118,6 +121,8 @@ struct Held {
     deadline: Instant,
     /// A request whose body the gate receives, or has received.
     req: Option<body::Req>,
+    /// A response the gate finishes.
+    tail: Option<Box<tail::Tail>>,
 }
 
 /// The gate's tables. Slots are reused; a generation number in each epoll
@@ -145,11 +150,12 @@ struct Gate {
 }
 
 /// Run the gate in a freshly forked child; never returns.
-pub fn run(link: OwnedFd, limits: GateLimits) -> ! {
+pub fn run(link: OwnedFd, limits: GateLimits, temp_dir: Option<OwnedFd>) -> ! {
     crate::sys::die_with_parent(libc::SIGKILL);
     crate::sys::set_name(GATE_NAME);
     let code = match Gate::new(link, limits) {
         Ok(mut g) => {
+            g.temp_dir = temp_dir.map(std::rc::Rc::new);
             g.serve();
             0
         }
@@ -230,7 +236,13 @@ impl Gate {
 
     /// Take a connection (adopted, with its descriptor, and its request's
     /// file for `Kind::Body` and `Kind::Bodied`).
-    fn hold(&mut self, fd: OwnedFd, meta: Meta, file: Option<(OwnedFd, BodySpec)>) {
+    fn hold(
+        &mut self,
+        fd: OwnedFd,
+        meta: Meta,
+        file: Option<(OwnedFd, BodySpec)>,
+        file2: Option<OwnedFd>,
+    ) {
         let key = handoff::meta_key(&meta);
         if self.stopping && meta.kind != Kind::Closing {
             drop(fd);
@@ -247,7 +259,9 @@ impl Gate {
             Kind::Parked => (State::Waiting, since + self.limits.idle_timeout),
             Kind::Closing => (State::Lingering, Instant::now() + LINGER),
             // Set up below.
-            Kind::Body | Kind::Bodied => (State::Waiting, since + self.limits.body_timeout),
+            Kind::Body | Kind::Bodied | Kind::Tail => {
+                (State::Waiting, since + self.limits.body_timeout)
+            }
         };
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -274,6 +288,7 @@ impl Gate {
             drained: 0,
             deadline,
             req: None,
+            tail: None,
         });
         self.live += 1;
         self.timers.push(Reverse((deadline, slot, gen)));
@@ -285,7 +300,12 @@ impl Gate {
                 self.held_mut(slot).req = Some(body::Req::Complete { file, spec });
                 self.queue(slot);
             }
+            (Kind::Tail, Some((file, spec))) => match file2 {
+                Some(log) => self.start_tail(slot, file, log, spec),
+                None => self.close(slot),
+            },
             (Kind::Body | Kind::Bodied, None) => self.answer(slot, 500),
+            (Kind::Tail, None) => self.close(slot),
             // Edge-triggered: what arrived before it was watched gives no event.
             _ => match state {
                 State::Waiting => self.look(slot, EpollFlags::empty()),
@@ -327,6 +347,7 @@ impl Gate {
         match self.held(slot).state {
             State::Waiting => self.look(slot, ev),
             State::Body => self.receive(slot, ev),
+            State::Tail => self.push(slot),
             State::Lingering => self.drain(slot),
             // Complete already: the peer leaving shows when its worker reads.
             State::Queued | State::Sending | State::Returning => {}
@@ -368,6 +389,7 @@ impl Gate {
                 (State::Waiting, 0) => self.close(slot),
                 (State::Waiting, _) => self.answer(slot, 408),
                 (State::Body, _) => self.body_late(slot, now),
+                (State::Tail, _) => self.tail_late(slot, now),
                 (State::Queued | State::Sending, _) => {
                     crate::scoreboard::add(crate::scoreboard::Sup::RefusedQueueTimeout, 1);
                     self.refusals.queue_timeout(h.meta.peer, now);
@@ -480,6 +502,10 @@ impl Gate {
                 State::Lingering => self.close(i),
                 State::Sending | State::Returning => {} // on their way already
                 State::Body => self.hand_back_body(i),
+                State::Tail => {
+                    let _ = crate::sys::set_nonblocking(raw(h), false);
+                    self.send_back(i);
+                }
                 State::Waiting | State::Queued => {
                     self.leave_queue(i);
                     self.send_back(i);

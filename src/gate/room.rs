@@ -117,7 +117,7 @@ impl Gate {
             State::Waiting if h.seen == 0 && h.meta.kind == Kind::Parked => Class::Idle,
             State::Waiting if h.seen == 0 => Class::Silent,
             State::Waiting | State::Body => Class::Partial,
-            State::Queued | State::Sending | State::Returning => Class::Kept,
+            State::Queued | State::Sending | State::Returning | State::Tail => Class::Kept,
         }
     }
 

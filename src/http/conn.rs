@@ -141,6 +141,13 @@ pub struct Conn<'a> {
     end: usize,
     /// The stop pipe has hung up: finish the current request, then close.
     pub stopping: bool,
+    /// The gate may finish a file response whose client reads slowly (the
+    /// worker has a park channel): `sendfile` then stops after a send that
+    /// blocked a whole `SEND_TICK` and leaves the rest in `tail`.
+    pub tail_ok: Cell<bool>,
+    /// What `sendfile` left for the gate: the file, where to go on, and how
+    /// much is left.
+    tail: std::cell::RefCell<Option<(OwnedFd, i64, u64)>>,
 }
 
 /// The most one `sendfile` call is asked to send.
@@ -170,6 +177,8 @@ impl<'a> Conn<'a> {
             start: 0,
             end: 0,
             stopping: false,
+            tail_ok: Cell::new(false),
+            tail: std::cell::RefCell::new(None),
         }
     }
 
@@ -441,13 +450,18 @@ impl<'a> Conn<'a> {
 
     /// Send `len` bytes of `file` from `offset` with sendfile(2): the file's
     /// pages go to the socket without passing through the worker's memory.
+    /// Send `len` bytes of `file` from `offset`. With `tail_ok`, a client
+    /// that takes less than a piece in a `SEND_TICK` (the send blocked that
+    /// long) leaves the rest to the gate: `Err(EINPROGRESS)`, and
+    /// [`take_tail`](Self::take_tail) has it.
     pub fn sendfile(&self, file: &OwnedFd, mut offset: i64, mut len: u64) -> Result<(), Errno> {
         while len > 0 {
             // In pieces, so that a client reading slowly but steadily comes
             // back here to be measured (a blocked send only returns by itself
             // when nothing at all moved for a SEND_TICK).
             let chunk = len.min(SENDFILE_CHUNK) as usize;
-            match nix::sys::sendfile::sendfile64(self.fd, file, Some(&mut offset), chunk) {
+            let slow = match nix::sys::sendfile::sendfile64(self.fd, file, Some(&mut offset), chunk)
+            {
                 Ok(0) => return Err(Errno::EIO), // the file shrank under us
                 Ok(n) => {
                     self.written.set(self.written.get() + n as u64);
@@ -456,13 +470,33 @@ impl<'a> Conn<'a> {
                     if len > 0 {
                         self.sent(n)?;
                     }
+                    n < chunk
                 }
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => self.sent(0)?,
+                Err(Errno::EAGAIN) => {
+                    self.sent(0)?;
+                    true
+                }
                 Err(e) => return Err(e),
+            };
+            if slow && len > 0 && self.tail_ok.get() {
+                if let Ok(f) = file.try_clone() {
+                    *self.tail.borrow_mut() = Some((f, offset, len));
+                    return Err(Errno::EINPROGRESS);
+                }
             }
         }
         Ok(())
+    }
+
+    /// What `sendfile` left for the gate, if it did.
+    pub fn take_tail(&self) -> Option<(OwnedFd, i64, u64)> {
+        self.tail.borrow_mut().take()
+    }
+
+    /// The response's status and the body bytes it sent so far.
+    pub fn response_so_far(&self) -> Option<(u16, u64)> {
+        self.cut_short()
     }
 
     /// Close gracefully: half-close, then read and drop what the client still

@@ -230,6 +230,7 @@ impl Session<'_, '_> {
                 Framing::Length(n) => n,
                 _ => 0,
             },
+            ..Default::default()
         };
         let file = match keep_in_file(self.conn.buffered()) {
             Ok(f) => f,
@@ -343,6 +344,74 @@ impl Session<'_, '_> {
         }
     }
 
+    /// The rest of a file response to a slow reader goes to the gate
+    /// (`gate/tail.rs`), with what the access line needs: `None`, the
+    /// worker is done. If it cannot be handed over, the worker sends it
+    /// (`Some`: how that went).
+    fn hand_off_tail(&mut self, req: &Request, persist: Persist) -> Option<Result<(), Errno>> {
+        let Some((file, offset, left)) = self.conn.take_tail() else {
+            return Some(Err(Errno::EIO));
+        };
+        let (Some(park), Some((status, sent))) = (self.park, self.conn.response_so_far()) else {
+            return self.send_rest(file, offset, left);
+        };
+        let host = match self.peer {
+            Peer::Inet(a) => a.ip().to_canonical().to_string(),
+            Peer::Unix => "unix".to_string(),
+        };
+        let version: &[u8] = if req.version == 0 {
+            b"HTTP/1.0"
+        } else {
+            b"HTTP/1.1"
+        };
+        let log = handoff::TailLog::encode([
+            host.as_bytes(),
+            req.method.as_bytes(),
+            req.target.as_bytes(),
+            version,
+            req.header("referer").unwrap_or(b""),
+            req.header("user-agent").unwrap_or(b""),
+        ]);
+        let Ok(log) = keep_in_file(&log) else {
+            return self.send_rest(file, offset, left);
+        };
+        let keep_alive = persist != Persist::Close && !self.conn.has_pending_input();
+        let msg = Msg::Park {
+            pid: std::process::id(),
+            meta: Meta {
+                peer: self.peer,
+                served: self.served.min(u32::MAX as u64) as u32,
+                kind: Kind::Tail,
+                since_ms: scoreboard::now_ms(),
+            },
+            body: Some(BodySpec {
+                offset: offset as u64,
+                length: left,
+                sent,
+                status,
+                keep_alive,
+                ..Default::default()
+            }),
+        };
+        let mut buf = [0u8; handoff::CONN_MSG];
+        let n = handoff::encode(&msg, &mut buf);
+        use std::os::fd::AsRawFd as _;
+        let fds = [self.conn.raw_fd(), file.as_raw_fd(), log.as_raw_fd()];
+        match crate::sys::send_with_fds(park, &buf[..n], &fds) {
+            Ok(()) => None,
+            Err(e) => {
+                crate::debug!("{}: cannot hand the response to the gate ({e})", self.peer);
+                self.send_rest(file, offset, left)
+            }
+        }
+    }
+
+    /// Send the rest of a response here after all.
+    fn send_rest(&mut self, file: OwnedFd, offset: i64, left: u64) -> Option<Result<(), Errno>> {
+        self.conn.tail_ok.set(false);
+        Some(self.conn.sendfile(&file, offset, left))
+    }
+
     /// How the connection continues after this response.
     fn persist(&self, req: &Request, can_keep: bool) -> Persist {
         let keep = can_keep
@@ -442,7 +511,11 @@ impl Session<'_, '_> {
     ) -> Option<i32> {
         scoreboard::set_state(State::Write);
         self.conn.start_response();
-        let result = dispatch::respond(
+        // A file a client reads slowly may be finished by the gate.
+        self.conn
+            .tail_ok
+            .set(self.park.is_some() && !self.conn.stopping);
+        let result = match dispatch::respond(
             self.conn,
             req,
             route,
@@ -451,7 +524,26 @@ impl Session<'_, '_> {
             self.peer,
             body,
             &self.roots,
-        );
+        ) {
+            // A file a client reads slowly: the gate sends the rest (this
+            // worker is done), or, if it cannot take it, the worker does.
+            Err(Errno::EINPROGRESS) => match self.hand_off_tail(req, persist)? {
+                Ok(()) => self
+                    .conn
+                    .response_so_far()
+                    .map_or(Err(Errno::EIO), |(status, b)| {
+                        Ok((
+                            Sent {
+                                status,
+                                body_bytes: b,
+                            },
+                            self.roots.close_after.get(),
+                        ))
+                    }),
+                Err(e) => Err(e),
+            },
+            r => r,
+        };
         let close = match result {
             Ok((sent, _)) if self.conn.is_cut() => {
                 // Its source died or stalled mid-body: the response ends

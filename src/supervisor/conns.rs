@@ -2,7 +2,7 @@
 //! (parked), into a worker (fork) or into the gate (`gate_link`), and the
 //! refusals on the way, each answered where a request came.
 
-use super::gate_link::Pending;
+use super::gate_link::{Attached, Pending};
 use super::sources::Place;
 use super::workers::Worker;
 use super::{Refused, Supervisor};
@@ -241,6 +241,7 @@ impl Supervisor {
                         .then(|| self.park_tx.as_raw_fd()),
                     stopping: self.stop.is_some(),
                 };
+                let body = body.map(|a| (a.file, a.spec));
                 child::run(conn, meta, body, &self.cfg, inherited)
             }
             Ok(ForkResult::Parent { child }) => {
@@ -343,14 +344,15 @@ impl Supervisor {
     pub(super) fn take_parked(&mut self) {
         loop {
             let mut buf = [0u8; handoff::CONN_MSG];
-            let (n, [fd, file]) = match crate::sys::recv_with_fds(self.park_rx.as_fd(), &mut buf) {
-                Ok((0, _)) | Err(Errno::EAGAIN) => return,
-                Ok(r) => r,
-                Err(e) => {
-                    crate::error!("receiving a parked connection: {e}");
-                    return;
-                }
-            };
+            let (n, [fd, file, file2]) =
+                match crate::sys::recv_with_fds(self.park_rx.as_fd(), &mut buf) {
+                    Ok((0, _)) | Err(Errno::EAGAIN) => return,
+                    Ok(r) => r,
+                    Err(e) => {
+                        crate::error!("receiving a parked connection: {e}");
+                        return;
+                    }
+                };
             let decoded = handoff::decode(&buf[..n]);
             let Some(Msg::Park { pid, meta, body }) = decoded else {
                 crate::error!("unexpected message on the park channel");
@@ -373,11 +375,12 @@ impl Supervisor {
                 conn,
                 meta,
                 key,
-                body: file.zip(body),
+                body: Attached::of(body, file, file2),
             };
-            if meta.kind == Kind::Body {
-                // Its body is coming: the gate receives it, then it waits
-                // for a worker again.
+            if matches!(meta.kind, Kind::Body | Kind::Tail) {
+                // Its body is coming (the gate receives it, then it waits
+                // for a worker again), or the rest of its response is going
+                // (the gate sends it, then parks or closes the connection).
                 if self.stop.is_some() {
                     self.refuse(p.conn, meta.peer, Refused::GateFull);
                 } else {

@@ -89,8 +89,8 @@ impl Supervisor {
     /// Start the gate with the running configuration's settings.
     pub(super) fn spawn_gate(&mut self) {
         let limits = self.gate_limits();
-        self.link.spawn(limits, self.log_fds);
-        self.link.temp_dir(&self.cfg.server.temp_dir);
+        self.link
+            .spawn(limits, self.log_fds, &self.cfg.server.temp_dir);
         self.status_dirty = true;
     }
 
@@ -109,6 +109,7 @@ impl Supervisor {
             body_timeout: l.body_timeout,
             min_body_rate: l.min_body_rate,
             body_in_memory: l.cgi_body_in_memory,
+            min_send_rate: l.min_send_rate,
         }
     }
 

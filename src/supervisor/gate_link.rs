@@ -40,9 +40,32 @@ pub(super) struct Pending {
     pub meta: Meta,
     /// Its source key (`handoff::meta_key`).
     pub key: u128,
-    /// The file its request waits in (`Kind::Body`, `Kind::Bodied`), and
-    /// what the file holds.
-    pub body: Option<(OwnedFd, BodySpec)>,
+    /// The files that travel with it (`Kind::Body`, `Kind::Bodied`: its
+    /// request's; `Kind::Tail`: the response's and its log's), and what
+    /// they hold.
+    pub body: Option<Box<Attached>>,
+}
+
+/// Files that travel with a connection (see `handoff::BodySpec`).
+pub(super) struct Attached {
+    pub file: OwnedFd,
+    pub file2: Option<OwnedFd>,
+    pub spec: BodySpec,
+}
+
+impl Attached {
+    /// From what a message brought: the spec and the files it named.
+    pub(super) fn of(
+        spec: Option<BodySpec>,
+        file: Option<OwnedFd>,
+        file2: Option<OwnedFd>,
+    ) -> Option<Box<Attached>> {
+        Some(Box::new(Attached {
+            file: file?,
+            file2,
+            spec: spec?,
+        }))
+    }
 }
 
 impl Pending {
@@ -57,15 +80,22 @@ impl Pending {
     }
 
     /// Its descriptors, as a message carries them.
-    pub(super) fn fds(&self) -> ([RawFd; 2], usize) {
-        match &self.body {
-            Some((file, _)) => ([self.conn.as_raw_fd(), file.as_raw_fd()], 2),
-            None => ([self.conn.as_raw_fd(), -1], 1),
+    pub(super) fn fds(&self) -> ([RawFd; 3], usize) {
+        let mut fds = [self.conn.as_raw_fd(), -1, -1];
+        let mut n = 1;
+        if let Some(a) = &self.body {
+            fds[1] = a.file.as_raw_fd();
+            n = 2;
+            if let Some(f) = &a.file2 {
+                fds[2] = f.as_raw_fd();
+                n = 3;
+            }
         }
+        (fds, n)
     }
 
     pub(super) fn spec(&self) -> Option<BodySpec> {
-        self.body.as_ref().map(|(_, s)| *s)
+        self.body.as_ref().map(|a| a.spec)
     }
 }
 
@@ -108,7 +138,9 @@ impl Held {
 
     fn of(&mut self, kind: Kind) -> &mut usize {
         match kind {
-            Kind::New | Kind::Proxy | Kind::Proxied | Kind::Body | Kind::Bodied => &mut self.new,
+            Kind::New | Kind::Proxy | Kind::Proxied | Kind::Body | Kind::Bodied | Kind::Tail => {
+                &mut self.new
+            }
             Kind::Parked => &mut self.parked,
             Kind::Closing => &mut self.closing,
         }
@@ -170,25 +202,35 @@ impl GateLink {
     /// logs' descriptors, which it keeps. Without a gate, new connections
     /// without a complete head are refused and idle ones are not parked;
     /// serving goes on.
-    pub(super) fn spawn(&mut self, limits: GateLimits, logs: [RawFd; 2]) {
+    /// `temp_dir`: where the gate keeps request bodies too large for
+    /// memory (it inherits a descriptor of it; later ones come as
+    /// `Msg::TempDir`).
+    pub(super) fn spawn(
+        &mut self,
+        limits: GateLimits,
+        logs: [RawFd; 2],
+        temp_dir: &std::path::Path,
+    ) {
         let (ours, theirs) = match crate::sys::seqpacket_pair() {
             Ok(p) => p,
             Err(e) => return self.failed(&format!("socketpair: {e}")),
         };
+        let dir = open_dir(temp_dir);
         // SAFETY: single-threaded; the child only closes descriptors, resets
         // signals and runs the gate's loop, leaving through _exit.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 // Everything of the supervisor's goes but the gate's end and
                 // the logs (connections the supervisor held too).
-                let mut keep = [theirs.as_raw_fd(), logs[0], logs[1]];
+                let dir_fd = dir.as_ref().map_or(-1, |d| d.as_raw_fd());
+                let mut keep = [theirs.as_raw_fd(), logs[0], logs[1], dir_fd];
                 crate::sys::close_all_but(&mut keep);
                 std::mem::forget(ours); // closed just now
                 if crate::signals::set_up_child().is_err() {
                     // SAFETY: _exit is always safe.
                     unsafe { libc::_exit(crate::http::EXIT_OSERR) };
                 }
-                crate::gate::run(theirs, limits)
+                crate::gate::run(theirs, limits, dir)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
@@ -336,21 +378,10 @@ impl GateLink {
     /// Tell the gate where request bodies too large for memory go (a
     /// descriptor of `[server] temp_dir`).
     pub(super) fn temp_dir(&mut self, dir: &std::path::Path) {
-        use nix::fcntl::OFlag;
         let Some(g) = self.proc.as_ref().filter(|g| !g.gone) else {
             return;
         };
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let fd = match nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                crate::error!(
-                    "temp_dir {}: {e}: the gate keeps request bodies in memory",
-                    dir.display()
-                );
-                return;
-            }
-        };
+        let Some(fd) = open_dir(dir) else { return };
         let mut msg = [0u8; 8];
         let n = handoff::encode(&Msg::TempDir, &mut msg);
         if let Err(e) = crate::sys::send_with_fd(g.link.as_fd(), &msg[..n], Some(fd.as_raw_fd())) {
@@ -461,7 +492,7 @@ impl GateLink {
             }
             let g = self.proc.as_mut()?;
             let buf = self.msg.as_mut_slice();
-            let (n, [fd, file]) = match crate::sys::recv_with_fds(g.link.as_fd(), buf) {
+            let (n, [fd, file, file2]) = match crate::sys::recv_with_fds(g.link.as_fd(), buf) {
                 Ok((0, _)) => {
                     g.gone = true; // the gate is exiting (reaped soon)
                     return None;
@@ -483,7 +514,7 @@ impl GateLink {
                         self.sends = self.sends.saturating_sub(1);
                     }
                     let key = handoff::meta_key(&meta);
-                    let body = file.zip(body);
+                    let body = Attached::of(body, file, file2);
                     let p = Pending {
                         conn,
                         meta,
@@ -531,6 +562,13 @@ impl GateLink {
                 self.sends = self.sends.saturating_sub(1);
                 Some(Event::Dropped(e.key))
             }
+            Note::TailParked => {
+                // Held as a tail, parked now.
+                self.held.new = self.held.new.saturating_sub(1);
+                self.held.parked += 1;
+                crate::scoreboard::add(crate::scoreboard::Sup::Parks, 1);
+                None
+            }
             Note::Closed | Note::ProxyRefused => {
                 let h = self.held.of(e.kind);
                 *h = h.saturating_sub(1);
@@ -566,6 +604,23 @@ impl GateLink {
             *self.held.of(p.meta.kind) -= 1;
         }
         v
+    }
+}
+
+/// A descriptor of `[server] temp_dir` for the gate (`O_PATH`); `None`
+/// (logged) if it cannot be opened: the gate keeps bodies in memory then.
+fn open_dir(dir: &std::path::Path) -> Option<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    match nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty()) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            crate::error!(
+                "temp_dir {}: {e}: the gate keeps request bodies in memory",
+                dir.display()
+            );
+            None
+        }
     }
 }
 

@@ -118,11 +118,11 @@ pub fn send_nowait(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
 }
 
 /// Most descriptors one message carries (a connection, and the file its
-/// request waits in).
-pub const MAX_FDS: usize = 2;
+/// request waits in; or a response's file and its log).
+pub const MAX_FDS: usize = 3;
 
 /// Room for the control message of [`MAX_FDS`] descriptors
-/// (`CMSG_SPACE(2 * sizeof(int))` is 24), aligned as a `cmsghdr`.
+/// (`CMSG_SPACE(3 * sizeof(int))` is 32), aligned as a `cmsghdr`.
 #[repr(C)]
 union CmsgBuf {
     _align: libc::cmsghdr,
@@ -157,7 +157,7 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> Result
     msg.msg_iovlen = 1;
     if !fds.is_empty() {
         let bytes = std::mem::size_of_val(fds) as u32;
-        // SAFETY: CMSG_SPACE(8) is 24 on Linux, within the 32-byte buffer;
+        // SAFETY: CMSG_SPACE(12) is 32 on Linux, within the 32-byte buffer;
         // CMSG_FIRSTHDR of a msghdr with a control buffer is non-null.
         unsafe {
             msg.msg_control = cbuf.bytes.as_mut_ptr().cast();
@@ -237,7 +237,7 @@ pub fn recv_with_fds(
             e => return Err(e),
         }
     };
-    let mut got: [Option<OwnedFd>; MAX_FDS] = [None, None];
+    let mut got: [Option<OwnedFd>; MAX_FDS] = [None, None, None];
     let mut i = 0;
     // SAFETY: the kernel filled msg_control with well-formed cmsghdrs up to
     // msg_controllen; CMSG_NXTHDR stays within it.
@@ -263,6 +263,31 @@ pub fn recv_with_fds(
         return Err(Errno::EMSGSIZE);
     }
     Ok((n, got))
+}
+
+/// `sendfile(2)` of `count` bytes of `file` from `*offset` (advanced) to
+/// the socket `fd`.
+pub fn sendfile(fd: RawFd, file: &OwnedFd, offset: &mut i64, count: usize) -> Result<usize, Errno> {
+    // SAFETY: the caller holds `fd` open for the call.
+    let out = unsafe { BorrowedFd::borrow_raw(fd) };
+    nix::sys::sendfile::sendfile64(out, file, Some(offset), count)
+}
+
+/// Set or clear `O_NONBLOCK` on `fd` (a status flag of the open file: every
+/// process holding it sees it, so it is cleared again before the file is
+/// handed on).
+pub fn set_nonblocking(fd: RawFd, on: bool) -> Result<(), Errno> {
+    // SAFETY: fcntl on a descriptor number of this process.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Errno::last());
+    }
+    let flags = match on {
+        true => flags | libc::O_NONBLOCK,
+        false => flags & !libc::O_NONBLOCK,
+    };
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
 }
 
 /// `TCP_DEFER_ACCEPT`: the kernel completes `accept` only once the client has
@@ -449,7 +474,7 @@ mod tests {
         let (y, _y2) = seqpacket_pair().unwrap();
         send_with_fds(a.as_fd(), b"two", &[x.as_raw_fd(), y.as_raw_fd()]).unwrap();
         let mut buf = [0u8; 16];
-        let (n, [p, q]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        let (n, [p, q, _]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"two");
         let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd).unwrap().st_ino;
         assert_eq!(ino(&p.unwrap()), ino(&x));
@@ -463,13 +488,13 @@ mod tests {
         send_with_fd(a.as_fd(), b"hello", Some(x.as_raw_fd())).unwrap();
         send_with_fd(a.as_fd(), b"plain", None).unwrap();
         let mut buf = [0u8; 16];
-        let (n, [fd, _]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        let (n, [fd, _, _]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         let fd = fd.expect("a descriptor came along");
         assert_ne!(fd.as_raw_fd(), x.as_raw_fd(), "a new descriptor");
         let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & libc::FD_CLOEXEC, 0, "close-on-exec on arrival");
-        let (n, [fd, _]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        let (n, [fd, _, _]) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
         assert_eq!((&buf[..n], fd.is_none()), (&b"plain"[..], true));
         assert_eq!(
             recv_with_fds(b.as_fd(), &mut buf).unwrap_err(),

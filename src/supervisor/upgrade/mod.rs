@@ -374,7 +374,12 @@ impl Supervisor {
                 .map(|p| CarriedConn {
                     fd: p.conn.as_raw_fd(),
                     meta: p.meta,
-                    file: p.body.as_ref().map_or(-1, |(f, _)| f.as_raw_fd()),
+                    file: p.body.as_ref().map_or(-1, |a| a.file.as_raw_fd()),
+                    file2: p
+                        .body
+                        .as_ref()
+                        .and_then(|a| a.file2.as_ref())
+                        .map_or(-1, |f| f.as_raw_fd()),
                     spec: p.spec().unwrap_or_default(),
                 })
                 .collect(),

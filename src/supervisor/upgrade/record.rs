@@ -22,7 +22,7 @@
 //! Everything that can fail comes before the exec: after it, the new image
 //! only ever logs and carries on.
 
-use crate::handoff::{BodySpec, Meta, META_LEN};
+use crate::handoff::{BodySpec, Meta, BODY_LEN, META_LEN};
 use crate::listen::Peer;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
@@ -67,9 +67,11 @@ pub struct CarriedWorker {
 pub struct CarriedConn {
     pub fd: RawFd,
     pub meta: Meta,
-    /// The file its request waits in (`Kind::Body`, `Kind::Bodied`; -1:
-    /// none), and what the file holds.
+    /// The files that travel with it (`Kind::Body`, `Kind::Bodied`: its
+    /// request's; `Kind::Tail`: the response's and its log's; -1: none),
+    /// and what they hold.
     pub file: RawFd,
+    pub file2: RawFd,
     pub spec: BodySpec,
 }
 
@@ -109,7 +111,12 @@ impl State {
         }
         v.extend(self.listeners.iter().map(|l| l.fd));
         v.extend(self.conns.iter().map(|c| c.fd));
-        v.extend(self.conns.iter().map(|c| c.file).filter(|&f| f >= 0));
+        v.extend(
+            self.conns
+                .iter()
+                .flat_map(|c| [c.file, c.file2])
+                .filter(|&f| f >= 0),
+        );
         v
     }
 
@@ -117,7 +124,7 @@ impl State {
         let mut w = Vec::with_capacity(
             128 + self.listeners.len() * 64
                 + self.workers.len() * (META_LEN + 40)
-                + self.conns.len() * (META_LEN + 29),
+                + self.conns.len() * (META_LEN + 12 + BODY_LEN),
         );
         w.extend_from_slice(MAGIC);
         put_u32(&mut w, FORMAT);
@@ -165,10 +172,10 @@ impl State {
             put_u32(&mut w, c.fd as u32);
             put_meta(&mut w, &c.meta);
             put_u32(&mut w, c.file as u32);
-            put_u32(&mut w, c.spec.head_len);
-            put_u32(&mut w, c.spec.raw_len);
-            w.push(u8::from(c.spec.chunked));
-            put_u64(&mut w, c.spec.length);
+            put_u32(&mut w, c.file2 as u32);
+            let at = w.len();
+            w.resize(at + BODY_LEN, 0);
+            c.spec.encode(&mut w[at..]);
         }
         w
     }
@@ -232,16 +239,13 @@ impl State {
             let fd = r.fd()?;
             let meta = r.meta()?;
             let file = r.fd()?;
-            let spec = BodySpec {
-                head_len: r.u32()?,
-                raw_len: r.u32()?,
-                chunked: r.u8()? != 0,
-                length: r.u64()?,
-            };
+            let file2 = r.fd()?;
+            let spec = BodySpec::decode(r.take(BODY_LEN)?).ok_or("a bad connection record")?;
             conns.push(CarriedConn {
                 fd,
                 meta,
                 file,
+                file2,
                 spec,
             });
         }
@@ -424,11 +428,13 @@ mod tests {
                     since_ms: 99,
                 },
                 file: 11,
+                file2: -1,
                 spec: BodySpec {
                     head_len: 40,
                     raw_len: 3,
                     chunked: true,
                     length: 77,
+                    ..Default::default()
                 },
             }],
         }

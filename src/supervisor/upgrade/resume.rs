@@ -61,7 +61,13 @@ impl Supervisor {
         sup.lost_lines = lost;
         sup.spawn_gate();
         for c in &state.conns {
-            let body = (c.file >= 0).then(|| (own(c.file), c.spec));
+            let body = (c.file >= 0).then(|| {
+                Box::new(gate_link::Attached {
+                    file: own(c.file),
+                    file2: (c.file2 >= 0).then(|| own(c.file2)),
+                    spec: c.spec,
+                })
+            });
             sup.hand_to_gate(gate_link::Pending {
                 conn: own(c.fd),
                 meta: c.meta,
