@@ -1,7 +1,9 @@
 //! The status page: the Prometheus output read by the reference parser
-//! (python3-prometheus-client) with exact request counts, the text and JSON
-//! pages showing a worker in its state while its request is in flight, a
-//! route's `allow`, and `lbaws status`.
+//! (python3-prometheus-client) with exact request counts, and checked by
+//! `promtool check metrics`; the gate's connections, the bytes received
+//! and the supervisor's and the gate's processes as they are; lost
+//! access-log lines; the text and JSON pages showing a worker in its state
+//! while its request is in flight, a route's `allow`, and `lbaws status`.
 
 mod util;
 
@@ -14,6 +16,8 @@ use util::*;
 /// Waits (the script's own work, not the test's) until the file named by
 /// $GO exists, then answers.
 const WAIT_SH: &str = "#!/bin/sh\nwhile [ ! -e \"$GO\" ]; do sleep 0.05; done\nprintf 'Content-Type: text/plain\\n\\nwaited\\n'\n";
+/// Answers with the request body.
+const CAT_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nexec cat\n";
 
 fn daemon() -> Daemon {
     daemon_on("127.0.0.1:0")
@@ -66,9 +70,11 @@ respond = { status = 200, body = "hello\n" }
     )
     .dirs(&["cgi"])
     .start();
-    let p = d.path("cgi/wait.sh");
-    std::fs::write(&p, WAIT_SH).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, text) in [("wait.sh", WAIT_SH), ("cat.sh", CAT_SH)] {
+        let p = d.path(&format!("cgi/{name}"));
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     d
 }
 
@@ -124,7 +130,7 @@ fn scrape(d: &Daemon) -> BTreeMap<String, f64> {
 fn requests(m: &BTreeMap<String, f64>) -> f64 {
     ["1xx", "2xx", "3xx", "4xx", "5xx"]
         .iter()
-        .map(|c| m[&format!("lbaws_requests_total{{code=\"{c}\"}}")])
+        .map(|c| m[&format!("lbaws_http_responses_total{{code=\"{c}\"}}")])
         .sum()
 }
 
@@ -142,7 +148,15 @@ fn prometheus_output_parses_and_counts_every_request_exactly() {
         "lbaws_upgrades_total{}".into(),
         "lbaws_request_duration_seconds_bucket{le=\"+Inf\"}".into(),
         "lbaws_request_duration_seconds_count{}".into(),
-        "lbaws_connections_parked{}".into(),
+        "lbaws_connections_active{}".into(),
+        "lbaws_gate_connections{}".into(),
+        "lbaws_gate_connections_max{}".into(),
+        "lbaws_gate_connections_queued{}".into(),
+        "lbaws_gate_connections_parked{}".into(),
+        "lbaws_received_bytes_total{}".into(),
+        "lbaws_access_log_lines_lost_total{}".into(),
+        "process_cpu_seconds_total{process=\"supervisor\"}".into(),
+        "process_cpu_seconds_total{process=\"gate\"}".into(),
     ] {
         assert!(
             before.keys().any(|k| k.starts_with(&key)),
@@ -157,7 +171,7 @@ fn prometheus_output_parses_and_counts_every_request_exactly() {
     let mut args = vec!["-o", "/dev/null"];
     args.extend(&urls);
     curl(&args);
-    let four = "lbaws_requests_total{code=\"4xx\"}";
+    let four = "lbaws_http_responses_total{code=\"4xx\"}";
     // A response is counted just after it is sent: poll until curl's last
     // is, then check that no more than N were.
     let mut scrapes = 0;
@@ -189,6 +203,215 @@ fn prometheus_output_parses_and_counts_every_request_exactly() {
         after["lbaws_connections_accepted_total{}"]
             >= before["lbaws_connections_accepted_total{}"] + 1.0 + scrapes as f64
     );
+}
+
+#[test]
+fn promtool_finds_nothing_to_say() {
+    if !have("promtool") {
+        skip_or_fail("promtool missing (Debian package prometheus; scripts/test installs it)");
+        return;
+    }
+    let d = daemon();
+    // Every family with samples in it: a request of each kind first.
+    assert_eq!(get(d.addr(), "/missing").status, 404);
+    let page = get(d.addr(), "/metrics").body_str();
+    assert!(
+        page.contains("process_open_fds{process=\"gate\"}"),
+        "{page}"
+    );
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{page}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scrape with a request of known bytes (`SCRAPE`), on a connection of
+/// its own.
+const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+fn scrape_exact(d: &Daemon) -> BTreeMap<String, f64> {
+    let mut c = Client::new(d.addr());
+    c.send(SCRAPE);
+    let r = c.read(false);
+    assert_eq!(r.status, 200);
+    parse_prometheus(&r.body_str())
+}
+
+#[test]
+fn bytes_received_count_every_request_byte_the_workers_and_the_gate_read() {
+    let d = daemon();
+    let before = scrape_exact(&d);
+    let mut scrapes = 0;
+    // A GET, read by its worker.
+    let get = b"GET /missing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut c = Client::new(d.addr());
+    c.send(get);
+    assert_eq!(c.read(false).status, 404);
+    // A POST whose body comes late: its worker reads the head (and what came
+    // with it), the gate receives the rest.
+    let head = b"POST /cgi-bin/cat.sh HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabc";
+    let mut post = Client::new(d.addr());
+    post.send(head);
+    let in_gate = wait_for(DEADLINE, || {
+        scrapes += 1;
+        scrape_exact(&d)["lbaws_gate_connections{}"] == 1.0
+    });
+    assert!(in_gate, "the body never waited in the gate");
+    post.send(b"defghij");
+    let r = read_response(&mut post.reader);
+    assert_eq!((r.status, r.body_str().as_str()), (200, "abcdefghij"));
+    let after = scrape_exact(&d);
+    scrapes += 1;
+    let key = "lbaws_received_bytes_total{}";
+    assert_eq!(
+        after[key] - before[key],
+        (get.len() + head.len() + "defghij".len() + scrapes * SCRAPE.len()) as f64
+    );
+}
+
+/// The `processes` of the JSON page: role -> (pid, open_fds).
+fn json_processes(d: &Daemon) -> BTreeMap<String, (i64, i64)> {
+    let json = get(d.addr(), "/status.json").body_str();
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json,sys\nfor p in json.load(sys.stdin)['processes']: print(p['process'], p['pid'], p['open_fds'])",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(json.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_string(),
+                (f[1].parse().unwrap(), f[2].parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The soft `Max open files` of a process, as the test reads it.
+fn max_open_files(pid: i32) -> f64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_gate_and_the_processes_are_shown_as_they_are() {
+    let d = daemon();
+    let gate = d.wait_gate();
+    let procs = json_processes(&d);
+    assert_eq!(procs["supervisor"].0, d.pid as i64, "{procs:?}");
+    assert_eq!(procs["gate"].0, gate as i64, "{procs:?}");
+    let m = scrape(&d);
+    for (who, pid) in [("supervisor", d.pid), ("gate", gate)] {
+        let get = |name: &str| m[&format!("{name}{{process=\"{who}\"}}")];
+        assert_eq!(get("process_max_fds"), max_open_files(pid), "{who}");
+        assert!(get("process_resident_memory_bytes") > 0.0, "{who}");
+        assert!(get("process_cpu_seconds_total") >= 0.0, "{who}");
+    }
+    assert!(
+        m["process_start_time_seconds{process=\"supervisor\"}"]
+            <= m["process_start_time_seconds{process=\"gate\"}"],
+        "the gate starts after the supervisor: {m:?}"
+    );
+    assert!(m["lbaws_gate_connections_max{}"] > 0.0);
+    // Connections with half a head wait in the gate, a descriptor each.
+    const K: usize = 5;
+    let gate_fds = m["process_open_fds{process=\"gate\"}"];
+    assert_eq!(m["lbaws_gate_connections{}"], 0.0);
+    let idle: Vec<_> = (0..K)
+        .map(|_| {
+            let mut c = connect(d.addr());
+            c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
+    let mut m = BTreeMap::new();
+    let held = wait_for(DEADLINE, || {
+        m = scrape(&d);
+        m["lbaws_gate_connections{}"] == K as f64
+            && m["process_open_fds{process=\"gate\"}"] == gate_fds + K as f64
+    });
+    assert!(held, "{m:?}");
+    let workers: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("lbaws_workers{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(workers >= 1.0, "the scrape's own worker: {m:?}");
+    assert_eq!(m["lbaws_connections_active{}"], K as f64 + workers);
+    assert_eq!(m["lbaws_gate_connections_queued{}"], 0.0);
+    assert_eq!(m["lbaws_gate_connections_parked{}"], 0.0);
+    drop(idle);
+    // A gate that died and was started again: the new one is shown (and
+    // never the old pid's process).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gate),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut procs = BTreeMap::new();
+    let again = wait_for(DEADLINE, || {
+        procs = json_processes(&d);
+        procs.get("gate").is_some_and(|g| g.0 != gate as i64)
+    });
+    assert!(again, "{procs:?}\n{}", d.logs());
+    assert_eq!(Some(procs["gate"].0 as i32), d.gate(), "{procs:?}");
+}
+
+#[test]
+fn lost_access_log_lines_are_counted() {
+    let d = Daemon::with_config(
+        "[log]\naccess = \"/dev/full\"\n\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n\
+         [[route]]\nprefix = \"/metrics\"\nstatus = { format = \"prometheus\" }\n\n\
+         [[route]]\nprefix = \"/\"\nrespond = { status = 200, body = \"hello\\n\" }\n",
+    )
+    .start();
+    const N: usize = 7;
+    for _ in 0..N {
+        assert_eq!(get(d.addr(), "/").status, 200);
+    }
+    // Every response's line is lost, the scrapes' too: once the last
+    // line's worker has counted its response, the two agree.
+    let mut m = BTreeMap::new();
+    let counted = wait_for(DEADLINE, || {
+        m = scrape(&d);
+        let lost = m["lbaws_access_log_lines_lost_total{}"];
+        lost >= N as f64 && lost == requests(&m)
+    });
+    assert!(counted, "{m:?}");
+    // Where the log is written, none.
+    let ok = daemon();
+    assert_eq!(get(ok.addr(), "/").status, 200);
+    assert_eq!(scrape(&ok)["lbaws_access_log_lines_lost_total{}"], 0.0);
 }
 
 /// The text page while `conn` has a request in flight: polls until a worker

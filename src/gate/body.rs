@@ -276,7 +276,10 @@ impl Rx {
                 Ok(n) => {
                     let used = self.take(peeked(scratch, n)).map_err(Some)?;
                     match crate::sys::discard(fd, &mut scratch[..used]) {
-                        Ok(got) if got == used => Ok(true),
+                        Ok(got) if got == used => {
+                            crate::scoreboard::bytes_received(got);
+                            Ok(true)
+                        }
                         _ => Err(None),
                     }
                 }
@@ -288,6 +291,7 @@ impl Rx {
                 match crate::sys::discard(fd, &mut scratch[..want]) {
                     Ok(0) => Err(None),
                     Ok(n) => {
+                        crate::scoreboard::bytes_received(n);
                         self.take(peeked(scratch, n)).map_err(Some)?;
                         Ok(true)
                     }

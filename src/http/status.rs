@@ -5,6 +5,7 @@
 //! everything shown here is there (`crate::scoreboard`).
 
 use super::conn::Conn;
+use super::procfs::Process;
 use super::request::Request;
 use super::response::{self, Head, Persist, Sent};
 use crate::config::{Config, StatusFormat};
@@ -30,10 +31,18 @@ pub fn serve(
     }
     let totals = scoreboard::totals();
     let workers = scoreboard::workers();
+    let procs = super::procfs::processes();
     let page = Page {
         totals: &totals,
         workers: &workers,
         max_workers: cfg.server.max_connections,
+        // As the supervisor sizes it, under its descriptor limit.
+        max_pending: procs
+            .iter()
+            .find(|p| p.role == "supervisor")
+            .and_then(|p| p.max_fds)
+            .map(|nofile| cfg.max_pending(nofile).0),
+        procs: &procs,
     };
     let (body, content_type) = match format {
         StatusFormat::Text => (page.text(), "text/plain; charset=utf-8"),
@@ -56,6 +65,10 @@ struct Page<'a> {
     totals: &'a Totals,
     workers: &'a [Worker],
     max_workers: usize,
+    /// `[server] max_pending` (`None`: no supervisor, or its limit unread).
+    max_pending: Option<usize>,
+    /// The supervisor and the gate.
+    procs: &'a [Process],
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -83,6 +96,16 @@ impl Page<'_> {
         })
     }
 
+    /// Connections in the gate (or on their way to it): every kind.
+    fn in_gate(&self) -> u64 {
+        self.totals.get(Sup::Waiting) + self.totals.get(Sup::Parked)
+    }
+
+    /// Open client connections: each worker's, and the gate's.
+    fn active(&self) -> u64 {
+        self.workers.len() as u64 + self.in_gate()
+    }
+
     fn uptime(&self) -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -105,13 +128,23 @@ impl Page<'_> {
         s.push_str(")\n");
         let _ = writeln!(
             s,
-            "connections: {} accepted, {} waiting, {} queued for a worker, {} parked; {} evicted; {} turns",
+            "connections: {} active ({} in workers, {} in the gate); {} accepted; {} evicted; {} turns",
+            self.active(),
+            self.workers.len(),
+            self.in_gate(),
             t.get(Sup::Accepted),
-            t.get(Sup::Waiting),
-            t.get(Sup::Queued),
-            t.get(Sup::Parked),
             t.get(Sup::Evicted),
             t.get(Sup::Turns)
+        );
+        let _ = write!(s, "gate: {} connections", self.in_gate());
+        if let Some(max) = self.max_pending {
+            let _ = write!(s, " of {max}");
+        }
+        let _ = writeln!(
+            s,
+            " ({} queued for a worker, {} parked)",
+            t.get(Sup::Queued),
+            t.get(Sup::Parked)
         );
         let _ = writeln!(
             s,
@@ -123,12 +156,16 @@ impl Page<'_> {
             t.get(Sup::RefusedProxy)
         );
         let total: u64 = t.requests.iter().sum();
-        let _ = write!(s, "requests: {total} (");
+        let _ = write!(s, "responses: {total} (");
         for (i, (class, n)) in CLASSES.iter().zip(t.requests).enumerate() {
             let sep = if i > 0 { ", " } else { "" };
             let _ = write!(s, "{sep}{class} {n}");
         }
-        let _ = writeln!(s, "), {} body bytes sent", t.bytes_sent);
+        let _ = writeln!(
+            s,
+            "), {} body bytes sent; {} request bytes received",
+            t.bytes_sent, t.bytes_received
+        );
         if total > 0 {
             let _ = writeln!(
                 s,
@@ -145,6 +182,22 @@ impl Page<'_> {
             t.get(Sup::ReloadsFailed),
             t.get(Sup::Upgrades)
         );
+        let _ = writeln!(s, "access log: {} line(s) lost", t.lines_lost);
+        for p in self.procs {
+            let _ = write!(
+                s,
+                "{} (pid {}): cpu {:.2}s, {:.1} MiB resident, ",
+                p.role,
+                p.pid,
+                p.cpu_seconds,
+                p.resident_bytes as f64 / (1 << 20) as f64
+            );
+            let _ = match (p.open_fds, p.max_fds) {
+                (Some(n), Some(max)) => writeln!(s, "{n} of {max} descriptors open"),
+                (Some(n), None) => writeln!(s, "{n} descriptors open"),
+                (None, _) => writeln!(s, "descriptors unknown"),
+            };
+        }
         s.push_str("\nscoreboard: ");
         for w in self.workers {
             s.push(w.state.letter());
@@ -187,32 +240,56 @@ impl Page<'_> {
         json_counts(&mut s, self.states());
         let _ = write!(
             s,
-            "}},\"connections\":{{\"accepted\":{},\"waiting\":{},\"queued\":{},\"parked\":{},\"parks\":{},\"turns\":{},\"evicted\":{},\"refused\":{{",
-            t.get(Sup::Accepted),
-            t.get(Sup::Waiting),
+            "}},\"gate\":{{\"connections\":{},\"connections_max\":{},\"connections_queued\":{},\"connections_parked\":{}}}",
+            self.in_gate(),
+            self.max_pending.map_or("null".into(), |n| n.to_string()),
             t.get(Sup::Queued),
-            t.get(Sup::Parked),
+            t.get(Sup::Parked)
+        );
+        let _ = write!(
+            s,
+            ",\"connections\":{{\"active\":{},\"accepted\":{},\"parks\":{},\"turns\":{},\"evicted\":{},\"refused\":{{",
+            self.active(),
+            t.get(Sup::Accepted),
             t.get(Sup::Parks),
             t.get(Sup::Turns),
             t.get(Sup::Evicted)
         );
         json_counts(&mut s, REFUSALS.map(|(what, name)| (name, t.get(what))));
-        s.push_str("}},\"requests\":{");
+        s.push_str("}},\"responses\":{");
         json_counts(&mut s, CLASSES.into_iter().zip(t.requests));
         let _ = write!(
             s,
-            "}},\"body_bytes_sent\":{},\"request_duration_seconds_sum\":{},\"worker_exits\":{{",
+            "}},\"body_bytes_sent\":{},\"received_bytes\":{},\"access_log_lines_lost\":{},\"request_duration_seconds_sum\":{},\"worker_exits\":{{",
             t.bytes_sent,
+            t.bytes_received,
+            t.lines_lost,
             t.duration_us as f64 / 1e6
         );
         json_counts(&mut s, EXITS.map(|(what, name)| (name, t.get(what))));
         let _ = write!(
             s,
-            "}},\"reloads\":{},\"reloads_failed\":{},\"upgrades\":{},\"workers\":[",
+            "}},\"reloads\":{},\"reloads_failed\":{},\"upgrades\":{},\"processes\":[",
             t.get(Sup::Reloads),
             t.get(Sup::ReloadsFailed),
             t.get(Sup::Upgrades)
         );
+        for (i, p) in self.procs.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let opt = |v: Option<u64>| v.map_or("null".into(), |n| n.to_string());
+            let _ = write!(
+                s,
+                "{sep}{{\"process\":\"{}\",\"pid\":{},\"cpu_seconds\":{},\"resident_memory_bytes\":{},\"open_fds\":{},\"max_fds\":{},\"start_time_seconds\":{}}}",
+                p.role,
+                p.pid,
+                p.cpu_seconds,
+                p.resident_bytes,
+                opt(p.open_fds),
+                opt(p.max_fds),
+                p.start_seconds
+            );
+        }
+        s.push_str("],\"workers\":[");
         for (i, w) in self.workers.iter().enumerate() {
             let sep = if i > 0 { "," } else { "" };
             let _ = write!(
@@ -272,23 +349,37 @@ impl Page<'_> {
         );
         family(
             &mut s,
-            "lbaws_connections_waiting",
+            "lbaws_connections_active",
             "gauge",
-            "Connections in the gate whose request head is incomplete.",
-            one(t.get(Sup::Waiting)),
+            "Open client connections: each worker's, and those in the gate (nginx's active connections).",
+            one(self.active()),
         );
         family(
             &mut s,
-            "lbaws_connections_queued",
+            "lbaws_gate_connections",
             "gauge",
-            "Complete requests waiting in the gate for a worker.",
+            "Connections in the gate: a request head or body on its way, a request waiting for a worker, parked, or closing.",
+            one(self.in_gate()),
+        );
+        family(
+            &mut s,
+            "lbaws_gate_connections_max",
+            "gauge",
+            "Room in the gate ([server] max_pending).",
+            self.max_pending.map(|n| (String::new(), n as u64)),
+        );
+        family(
+            &mut s,
+            "lbaws_gate_connections_queued",
+            "gauge",
+            "Connections in the gate whose complete request waits for a worker.",
             one(t.get(Sup::Queued)),
         );
         family(
             &mut s,
-            "lbaws_connections_parked",
+            "lbaws_gate_connections_parked",
             "gauge",
-            "Idle keep-alive connections parked in the gate.",
+            "Connections in the gate that a worker handed back idle between requests (keep-alive).",
             one(t.get(Sup::Parked)),
         );
         family(
@@ -332,7 +423,7 @@ impl Page<'_> {
             .map(|(c, n)| (lbl("code", c), n));
         family(
             &mut s,
-            "lbaws_requests_total",
+            "lbaws_http_responses_total",
             "counter",
             "Responses, by status class.",
             classes,
@@ -343,6 +434,20 @@ impl Page<'_> {
             "counter",
             "Response body bytes sent.",
             one(t.bytes_sent),
+        );
+        family(
+            &mut s,
+            "lbaws_received_bytes_total",
+            "counter",
+            "Request bytes received from clients (heads and bodies).",
+            one(t.bytes_received),
+        );
+        family(
+            &mut s,
+            "lbaws_access_log_lines_lost_total",
+            "counter",
+            "Access-log lines not written (whole), e.g. on a full disk.",
+            one(t.lines_lost),
         );
         family(
             &mut s,
@@ -373,7 +478,7 @@ impl Page<'_> {
             "lbaws_request_duration_seconds",
             "histogram",
             "From a request's first byte to the end of its response.",
-            [],
+            [] as [(String, u64); 0],
         );
         let mut cumulative = 0;
         for (i, n) in t.buckets.iter().enumerate() {
@@ -392,18 +497,64 @@ impl Page<'_> {
             "lbaws_request_duration_seconds_sum {}\nlbaws_request_duration_seconds_count {cumulative}",
             t.duration_us as f64 / 1e6
         );
+        self.process_metrics(&mut s);
         s
+    }
+
+    /// The standard `process_*` metrics, for the supervisor and the gate
+    /// (label `process`).
+    fn process_metrics(&self, s: &mut String) {
+        let of = |v: fn(&Process) -> Option<f64>| {
+            self.procs
+                .iter()
+                .filter_map(move |p| Some((format!("{{process=\"{}\"}}", p.role), v(p)?)))
+        };
+        family(
+            s,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time, seconds.",
+            of(|p| Some(p.cpu_seconds)),
+        );
+        family(
+            s,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size, bytes.",
+            of(|p| Some(p.resident_bytes as f64)),
+        );
+        family(
+            s,
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            of(|p| p.open_fds.map(|n| n as f64)),
+        );
+        family(
+            s,
+            "process_max_fds",
+            "gauge",
+            "The limit on open file descriptors (soft).",
+            of(|p| p.max_fds.map(|n| n as f64)),
+        );
+        family(
+            s,
+            "process_start_time_seconds",
+            "gauge",
+            "When the process started, seconds since the epoch.",
+            of(|p| Some(p.start_seconds)),
+        );
     }
 }
 
 /// One metric family in the text exposition format: its HELP and TYPE
 /// lines, then a sample per (labels, value).
-fn family(
+fn family<V: std::fmt::Display>(
     s: &mut String,
     name: &str,
     kind: &str,
     help: &str,
-    samples: impl IntoIterator<Item = (String, u64)>,
+    samples: impl IntoIterator<Item = (String, V)>,
 ) {
     let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
     for (labels, v) in samples {

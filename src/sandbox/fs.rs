@@ -142,7 +142,12 @@ pub fn script_plan(route: &CgiRoute) -> Plan {
 /// everything any of them gets (a script's domain is nested in its
 /// worker's, so it can only narrow it), the spool directory, and the
 /// directory of the scripts' cgroup leaves (`cgroup`), where limits are
-/// enforced by cgroup.
+/// enforced by cgroup. With a status route, `/proc` to read, where the
+/// page's worker reads the supervisor's and the gate's `stat`, `limits`
+/// and descriptor count (`http::procfs`): what any process may read of
+/// another, the rest stays behind ptrace rules, which the scoping denies
+/// (and the scoreboard every worker maps shows every connection's peer
+/// and request already).
 pub fn worker_plan(cfg: &Config, cgroup: Option<&Path>) -> Plan {
     let mut plan = Plan::default();
     let mut cgi = false;
@@ -153,7 +158,8 @@ pub fn worker_plan(cfg: &Config, cgroup: Option<&Path>) -> Plan {
                 cgi = true;
                 plan.merge(&script_plan(c));
             }
-            Action::Respond { .. } | Action::Redirect { .. } | Action::Status(_) => {}
+            Action::Status(_) => plan.add("/proc", Right::Read),
+            Action::Respond { .. } | Action::Redirect { .. } => {}
         }
     }
     if cgi {
@@ -278,6 +284,22 @@ mod tests {
         let plan = worker_plan(&c, None);
         assert_eq!(plan.paths, vec![(PathBuf::from("/srv/www"), Right::Read)]);
         assert!(plan.ports.is_empty());
+    }
+
+    #[test]
+    fn a_status_route_lets_workers_read_proc() {
+        let c = cfg(concat!(
+            "[[route]]\nprefix = \"/metrics\"\nstatus = { format = \"prometheus\" }\n",
+            "[[route]]\nprefix = \"/\"\nstatic = { root = \"/srv/www\" }\n",
+        ));
+        let plan = worker_plan(&c, None);
+        assert_eq!(
+            plan.paths,
+            vec![
+                (PathBuf::from("/proc"), Right::Read),
+                (PathBuf::from("/srv/www"), Right::Read)
+            ]
+        );
     }
 
     #[test]

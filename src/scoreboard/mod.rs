@@ -15,10 +15,12 @@
 //!   live slots can be told), its peer, its state (reading a head or a
 //!   body, writing, running CGI, waiting on keep-alive, closing), the
 //!   request line, bytes in and out and times; the header counts responses
-//!   by status class, body bytes and a request duration histogram (written
-//!   by workers), and what the supervisor counts (accepted and refused
-//!   connections, waiting and parked ones, worker ends by cause, reloads,
-//!   upgrades; [`Sup`]), which it adds to or sets here as they change.
+//!   by status class, body bytes, request bytes received and a request
+//!   duration histogram (written by workers; the gate adds the request
+//!   bytes it receives), access-log lines lost in all, and what the
+//!   supervisor counts (accepted and refused connections, waiting and
+//!   parked ones, worker ends by cause, reloads, upgrades, the gate's pid;
+//!   [`Sup`]), which it adds to or sets here as they change.
 //!
 //! The layout is part of the upgrade record's format (`supervisor::upgrade::FORMAT`):
 //! a new image maps the memory the old one's workers still write to.
@@ -90,8 +92,12 @@ pub enum Sup {
     HighWater,
     /// When the first image started, seconds since the epoch.
     StartedUnix,
+    /// The gate's pid (set when the supervisor starts it; a gate that died
+    /// leaves its pid here until the next one starts), so that the status
+    /// page can show its process.
+    GatePid,
 }
-const SUP_COUNT: usize = Sup::StartedUnix as usize + 1;
+const SUP_COUNT: usize = Sup::GatePid as usize + 1;
 
 #[repr(C)]
 struct Header {
@@ -110,6 +116,15 @@ struct Header {
     duration_us: AtomicU64,
     buckets: [AtomicU64; BUCKETS_US.len() + 1],
     sup: [AtomicU64; SUP_COUNT],
+    // Appended after `sup` (as `Sup::GatePid` was at its end): an image
+    // that maps an older scoreboard, whose header ended before them, finds
+    // them zero, and the older image's workers never write them.
+    /// Bytes read from clients: request heads and bodies, by workers and by
+    /// the gate (the bodies it receives).
+    bytes_received: AtomicU64,
+    /// Access-log lines not written (whole), since the scoreboard was made
+    /// (`lost_lines` is the supervisor's to take and report).
+    lost_total: AtomicU64,
 }
 
 /// What a worker is doing, in its slot.
@@ -498,6 +513,15 @@ pub fn bytes_in(n: usize) {
     if let Some(s) = mine() {
         s.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     }
+    bytes_received(n);
+}
+
+/// Bytes read from a client (a worker's through [`bytes_in`]; the gate's,
+/// of the request bodies it receives, directly).
+pub fn bytes_received(n: usize) {
+    if let Some(h) = header() {
+        h.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// In a worker: bytes written to the connection (each write: the access
@@ -560,6 +584,7 @@ pub fn last_progress(i: usize) -> u64 {
 pub fn lost_line(errno: i32, cut: bool) {
     if let Some(h) = header() {
         h.lost_lines.fetch_add(1, Ordering::Relaxed);
+        h.lost_total.fetch_add(1, Ordering::Relaxed);
         h.lost_errno.store(errno as u32, Ordering::Relaxed);
         if cut {
             h.cut.store(1, Ordering::Relaxed);

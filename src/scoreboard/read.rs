@@ -13,6 +13,10 @@ pub struct Totals {
     /// Responses by status class, 1xx to 5xx.
     pub requests: [u64; 5],
     pub bytes_sent: u64,
+    /// Request bytes read from clients.
+    pub bytes_received: u64,
+    /// Access-log lines lost since the scoreboard was made.
+    pub lines_lost: u64,
     pub duration_us: u64,
     /// Per bucket, not cumulative; the last is +Inf.
     pub buckets: [u64; BUCKETS_US.len() + 1],
@@ -53,6 +57,8 @@ pub fn totals() -> Totals {
         *v = load(a);
     }
     t.bytes_sent = load(&h.bytes_sent);
+    t.bytes_received = load(&h.bytes_received);
+    t.lines_lost = load(&h.lost_total);
     t.duration_us = load(&h.duration_us);
     for (v, a) in t.buckets.iter_mut().zip(&h.buckets) {
         *v = load(a);

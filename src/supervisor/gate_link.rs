@@ -235,6 +235,8 @@ impl GateLink {
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
                 crate::debug!("gate started: pid {child}");
+                // For the status page, whose worker reads its process.
+                crate::scoreboard::set(crate::scoreboard::Sup::GatePid, child.as_raw() as u64);
                 self.proc = Some(GateProc {
                     pid: child,
                     link: ours,
