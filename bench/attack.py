@@ -14,9 +14,9 @@ most once a second per slot (a connect still pending after --connect-timeout, 10
 is given up and counted in connect_timeouts):
   slowloris  send "GET /?N HTTP/1.1", "Host: x", then one "X-a-K: b" line every
              --interval (5) seconds, never the blank line that ends the head
-  slowbody   send a complete POST head with Content-Length: 100000, then one body
-             byte every --interval (1) seconds; whatever the server sends is read
-             and discarded
+  slowbody   send a complete POST head (to --path, default /14b.txt) with
+             Content-Length: 100000, then one body byte every --interval (1)
+             seconds; whatever the server sends is read and discarded
   keepalive  valid keep-alive clients: each keeps one connection, sends
              "GET /14b.txt" on it every --interval (4) seconds (staggered start) and
              reads the whole response. When the server closes the connection, the
@@ -29,7 +29,7 @@ is given up and counted in connect_timeouts):
              (or from their start to the first answer, or from the last answer to
              the end) exceeded --deadline.
   idle       connect and send nothing
-  download   send "GET /big HTTP/1.1" (Connection: close) and read the answer at
+  download   send "GET /big HTTP/1.1" (Connection: close; --path) and read the answer at
              --rate (600) bytes a second, just above lbaws's default
              min_send_rate, on a small receive buffer: a large download that
              holds its server slot for as long as it lasts. When the server
@@ -65,10 +65,10 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 MODES = ("slowloris", "slowbody", "keepalive", "idle", "download", "hold-halfhead",
          "hold-keepalive")
 DEFAULT_INTERVAL = {"slowloris": 5.0, "slowbody": 1.0, "keepalive": 4.0, "download": 0.5}
-DOWNLOAD_REQUEST = b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+DOWNLOAD_REQUEST = b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 DOWNLOAD_RCVBUF = 4096
 KEEPALIVE_REQUEST = b"GET /14b.txt HTTP/1.1\r\nHost: x\r\n\r\n"
-SLOWBODY_HEAD = (b"POST /14b.txt HTTP/1.1\r\nHost: x\r\n"
+SLOWBODY_HEAD = (b"POST %s HTTP/1.1\r\nHost: x\r\n"
                  b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n")
 BODY_LENGTH = 100000
 
@@ -315,7 +315,7 @@ class Attack:
             if m == "slowloris":
                 self.at(now + self.interval, slot, "tick")
         elif m == "slowbody":
-            self.send(slot, SLOWBODY_HEAD)
+            self.send(slot, SLOWBODY_HEAD % (self.a.path or "/14b.txt").encode())
             self.at(now + self.interval, slot, "tick")
         elif m == "keepalive":
             if slot.pending:
@@ -327,7 +327,7 @@ class Attack:
             # Read on the clock only (download_tick), never as fast as it comes.
             self.sel.unregister(slot.sock)
             slot.sent_lines = 0  # bytes read so far on this connection
-            self.send(slot, DOWNLOAD_REQUEST)
+            self.send(slot, DOWNLOAD_REQUEST % (self.a.path or "/big").encode())
             self.at(now + self.interval, slot, "tick")
 
     def download_tick(self, slot, now):
@@ -620,6 +620,8 @@ def main():
                    help="seconds between header lines (5), body bytes (1) or keep-alive requests (4)")
     p.add_argument("--deadline", type=float, default=8.0, help="keepalive: seconds a request may take")
     p.add_argument("--rate", type=float, default=600.0, help="download: bytes a second read")
+    p.add_argument("--path", default=None,
+                   help="slowbody: the path POSTed to (/14b.txt); download: the path read (/big)")
     p.add_argument("--connect-timeout", type=float, default=10.0,
                    help="attack modes: give up a connect after this long (then reopen)")
     args = p.parse_args()
