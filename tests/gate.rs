@@ -87,6 +87,62 @@ fn read_with_no_worker(d: &Daemon, mut s: TcpStream) -> Vec<u8> {
     reader.join().unwrap()
 }
 
+/// A full SYN queue (its length is the listener's backlog) makes the kernel
+/// complete new connections with SYN cookies, and those reach `accept` at
+/// once, before their request: the very case of a flood of silent
+/// connections, each held in that queue by `TCP_DEFER_ACCEPT`. A client whose
+/// connection came that way is served, not closed as if it had been silent.
+#[test]
+fn a_connection_completed_by_a_syn_cookie_is_served() {
+    match std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies") {
+        Ok(v) if v.trim() == "1" => {}
+        other => return skip_or_fail(&format!("net.ipv4.tcp_syncookies is {other:?}, not 1")),
+    }
+    let d = Daemon::with_config(
+        r#"
+[[listen]]
+address = "127.0.0.1:0"
+backlog = 2
+
+[log]
+level = "debug"
+
+[[route]]
+prefix = "/"
+respond = { status = 200, body = "hello\n" }
+"#,
+    )
+    .start();
+    // Connected as far as the clients know; held in the SYN queue by the
+    // server until they send something (they never do).
+    let _silent: Vec<TcpStream> = (0..4).map(|_| connect(d.addr())).collect();
+    let idle = d.gate_fd_count();
+    let mut s = connect(d.addr());
+    // Accepted with nothing sent yet: it waits in the gate.
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.gate_fd_count() == idle {
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(0) | Err(_) if std::time::Instant::now() > deadline => {
+                panic!("the connection never reached the gate")
+            }
+            Ok(0) => panic!("closed before it could send its request"),
+            Ok(_) => panic!("an answer to nothing"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                panic!("reset before it could send its request")
+            }
+            Err(_) => {}
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
+}
+
 fn half_head(src: Ipv4Addr, d: &Daemon) -> TcpStream {
     let mut s = connect_from(src, d.addr());
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();

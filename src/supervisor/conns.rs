@@ -167,9 +167,12 @@ impl Supervisor {
     /// it until data came) and a worker its source may have, it is forked
     /// now; otherwise it waits in the gate, if its source has not filled its
     /// share of the gate (then it is refused: a 503 if a request came).
-    /// `deferred`: its listener's `TCP_DEFER_ACCEPT` held it, so nothing to
-    /// read means it has been silent for `header_timeout` already, since it
-    /// connected: closed now (nothing to answer), not held for as long again.
+    /// `deferred`: its listener has `TCP_DEFER_ACCEPT`, so nothing to read
+    /// after the kernel held it until the deferral ran out means it has been
+    /// silent for `header_timeout` already, since it connected: closed now
+    /// (nothing to answer), not held for as long again. One completed by a
+    /// SYN cookie (the SYN queue full, as under a flood of silent
+    /// connections) was not held: it waits in the gate like any other.
     pub(super) fn admit(&mut self, conn: OwnedFd, peer: Peer, deferred: bool) {
         let key = handoff::source_key(&peer);
         let meta = Meta {
@@ -190,7 +193,11 @@ impl Supervisor {
                 let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
                 head::complete(bytes, 0, bounds)
             }
-            Err(Errno::EAGAIN) if deferred => return, // silent for header_timeout
+            // Held by TCP_DEFER_ACCEPT until it ran out: silent for that long.
+            // (One that a SYN cookie completed has not waited: to the gate.)
+            Err(Errno::EAGAIN) if deferred && crate::sys::syn_ack_resent(conn.as_raw_fd()) => {
+                return;
+            }
             Err(Errno::EAGAIN) => false,
             Err(_) => return, // reset already
         };

@@ -307,6 +307,29 @@ pub fn set_defer_accept(fd: BorrowedFd<'_>, secs: u32) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
+/// Whether the kernel had to send a new connection's SYN-ACK again before
+/// the handshake completed (`tcp_info.tcpi_total_retrans` > 0). On a listener
+/// with `TCP_DEFER_ACCEPT`, a connection handed to `accept` with nothing to
+/// read was either held until the deferral ran out (the SYN-ACK is resent
+/// then, so this is true) or completed by a SYN cookie while the SYN queue
+/// was full (no resend: its request may be on its way).
+pub fn syn_ack_resent(fd: RawFd) -> bool {
+    // SAFETY: tcp_info is plain data, all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into info and sets len.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    rc == 0 && info.tcpi_total_retrans > 0
+}
+
 /// `SO_RCVTIMEO` or `SO_SNDTIMEO`; zero means "never time out".
 pub fn set_timeout(fd: BorrowedFd<'_>, send: bool, t: Duration) -> Result<(), Errno> {
     let tv = libc::timeval {
