@@ -52,9 +52,10 @@ pub fn pattern(name: &str) -> Result<Pattern, String> {
         let Some(addr) = inner.strip_suffix(']') else {
             return Err(format!("site name {name:?}: an IPv6 literal ends with ']'"));
         };
-        return addr.parse::<Ipv6Addr>().map(Pattern::V6).map_err(|_| {
-            format!("site name {name:?}: not an IPv6 address between the brackets")
-        });
+        return addr
+            .parse::<Ipv6Addr>()
+            .map(Pattern::V6)
+            .map_err(|_| format!("site name {name:?}: not an IPv6 address between the brackets"));
     }
     let lower = name.to_ascii_lowercase();
     let (wild, rest) = match lower.strip_prefix("*.") {
@@ -186,10 +187,7 @@ mod tests {
             pattern("*.Example.net").unwrap(),
             Pattern::Wildcard("example.net".into())
         );
-        assert_eq!(
-            pattern("[0::1]").unwrap(),
-            Pattern::V6(Ipv6Addr::LOCALHOST)
-        );
+        assert_eq!(pattern("[0::1]").unwrap(), Pattern::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(pattern("192.0.2.1").unwrap().to_string(), "192.0.2.1");
         for bad in [
             "",
