@@ -36,7 +36,8 @@ pub struct Inherited {
 
 /// Run a worker for `conn`; never returns.
 pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
-    let mut keep = [-1; 6 + crate::config::MAX_CGI_ROUTES];
+    const SITE_LOGS: usize = crate::config::MAX_SITE_LOGS;
+    let mut keep = [-1; 6 + SITE_LOGS + crate::config::MAX_CGI_ROUTES];
     keep[..5].copy_from_slice(&[
         conn.as_raw_fd(),
         inherited.stop_reader,
@@ -44,7 +45,8 @@ pub fn run(conn: OwnedFd, meta: Meta, cfg: &Config, inherited: Inherited) -> ! {
         inherited.logs[0],
         inherited.logs[1],
     ]);
-    crate::sandbox::keep(&mut keep[5..]);
+    crate::log::site_descriptors(&mut keep[5..5 + SITE_LOGS]);
+    crate::sandbox::keep(&mut keep[5 + SITE_LOGS..]);
     crate::sys::close_all_but(&mut keep);
     // SAFETY: these stay open for the whole life of this process.
     let stop = unsafe { BorrowedFd::borrow_raw(inherited.stop_reader) };

@@ -57,10 +57,6 @@ pub const MAX_VALUE: usize = 4096;
 pub const MAX_BLOCK: usize = 16 << 10;
 
 impl Fields {
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
     /// Is `name` (any case) among them?
     pub fn has(&self, name: &str) -> bool {
         self.list.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))

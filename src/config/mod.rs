@@ -21,6 +21,7 @@ pub use cidr::Cidr;
 pub use fields::Fields;
 pub use lbaws::proto::template::Template;
 pub use lbaws::proto::vhost::{Found, Names, Pattern};
+pub use sites::MAX_SITE_LOGS;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -143,6 +144,11 @@ pub struct LogConfig {
     pub target: LogTarget,
     pub access: AccessLog,
     pub format: AccessFormat,
+    /// The sites' own access log files, each once ([`SiteLog::File`]).
+    pub site_files: Vec<PathBuf>,
+    /// The most bytes of request data (target, host, referer, user agent)
+    /// one JSON line carries: `[limits] max_header_bytes`.
+    pub line_budget: usize,
 }
 
 /// `[log] access_format`.
@@ -387,7 +393,7 @@ pub enum SiteLog {
     /// `[log] access`.
     Main,
     Off,
-    /// A file of its own: an index into [`Config::site_logs`].
+    /// A file of its own: an index into [`LogConfig::site_files`].
     File(usize),
 }
 
@@ -416,8 +422,6 @@ pub struct Config {
     pub default_site: usize,
     /// Every site's names.
     pub hosts: Names,
-    /// The sites' own access log files, each once.
-    pub site_logs: Vec<PathBuf>,
     pub sandbox: Sandbox,
     /// What was accepted but deserves a word (`FILE:LINE:COLUMN: ...`):
     /// printed by `check`, logged at start and on reload.
@@ -480,7 +484,7 @@ impl Config {
 
     /// The default site's route for a request path.
     pub fn route(&self, path: &str) -> Option<&Route> {
-        self.site_route(self.default_site, path)
+        self.site_route(&self.sites[self.default_site], path)
     }
 
     /// The site a request's host names (`None`: no host), else the default.
@@ -493,9 +497,8 @@ impl Config {
     }
 
     /// A site's route for a request path: the longest matching prefix.
-    pub fn site_route(&self, site: usize, path: &str) -> Option<&Route> {
-        self.sites[site]
-            .routes
+    pub fn site_route(&self, site: &Site, path: &str) -> Option<&Route> {
+        site.routes
             .iter()
             .map(|&i| &self.routes[i])
             .find(|r| prefix_matches(&r.prefix, path))
@@ -503,9 +506,9 @@ impl Config {
 
     /// The site and route for a request.
     pub fn pick(&self, host: Option<&str>, path: &str) -> Hit<'_> {
-        let site = self.site_for(host);
+        let site = &self.sites[self.site_for(host)];
         Hit {
-            site: &self.sites[site],
+            site,
             route: self.site_route(site, path),
         }
     }
@@ -596,7 +599,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     cfg.sites = built.sites;
     cfg.default_site = built.default_site;
     cfg.hosts = built.hosts;
-    cfg.site_logs = built.site_logs;
+    cfg.log.site_files = built.site_logs;
     for w in built.warnings {
         cfg.warnings.push(located(&files, w).to_string());
     }

@@ -495,7 +495,7 @@ fn site_errors_are_located() {
         "t",
     )
     .unwrap();
-    assert_eq!(c.site_logs, vec![PathBuf::from("/var/log/a.log")]);
+    assert_eq!(c.log.site_files, vec![PathBuf::from("/var/log/a.log")]);
     assert_eq!(c.sites[1].access, SiteLog::File(0));
     // A site without routes is accepted, with a word.
     let c = parse("[[site]]\nnames = [\"a.test\"]\n", "t").unwrap();

@@ -73,13 +73,14 @@ pub(super) fn validate(raw: &RawConfig) -> Result<(Config, Vec<Invalid>), Invali
             target: raw.log.target.as_ref().map_or(LogTarget::Auto, |t| t.0),
             access,
             format,
+            site_files: Vec::new(),
+            line_budget: limits.max_header_bytes,
         },
         limits,
         routes: Vec::new(),
         sites: Vec::new(),
         default_site: 0,
         hosts: Names::default(),
-        site_logs: Vec::new(),
         sandbox,
     };
     Ok((cfg, warnings))

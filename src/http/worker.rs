@@ -33,15 +33,15 @@
 //! default). The wait is a single blocking `recv` (`SO_RCVTIMEO`), not a
 //! `poll` and a `recv`: a keep-alive request costs one system call less.
 
-use super::access::{log_access, log_cut};
+use super::access::{log_access, log_cut, log_site};
 use super::body;
 use super::conn::{Conn, Pace, ReadErr};
 use super::dispatch;
 use super::request::{self, Framing, Refusal, Request};
-use super::response::{self, Persist, Sent};
+use super::response::{self, Face, Persist, Sent};
 use super::static_file::RootCache;
 use super::{EXIT_IOERR, EXIT_OK};
-use crate::config::{Action, Config, Route};
+use crate::config::{Action, Config, Hit};
 use crate::handoff::{self, Kind, Meta, Msg};
 use crate::listen::Peer;
 use crate::scoreboard::{self, State, Sup};
@@ -152,13 +152,16 @@ impl Session<'_, '_> {
         scoreboard::request_line(&[req.method.as_bytes(), req.target.as_bytes(), version]);
         self.served += 1;
         self.handled += 1;
-        let route = self.cfg.route(&req.path);
+        // The site the host names (else the default), and its route.
+        let hit = self.cfg.pick(req.host.as_deref(), &req.path);
+        scoreboard::set_site(hit.site.row);
+        let route = hit.route;
         // A route the peer may not use answers 403 without its body.
         let allowed = route.is_none_or(|r| dispatch::allowed(r, self.peer));
         if allowed && matches!(route.map(|r| &r.action), Some(Action::Cgi(_))) {
-            self.with_body(&req, route)
+            self.with_body(&req, hit)
         } else {
-            self.without_body(&req, route)
+            self.without_body(&req, hit)
         }
     }
 
@@ -261,7 +264,7 @@ impl Session<'_, '_> {
 
     /// A request whose answer depends on its body (CGI): read the body (into
     /// a memfd, for the script's stdin), then answer.
-    fn with_body(&mut self, req: &Request, route: Option<&Route>) -> Option<i32> {
+    fn with_body(&mut self, req: &Request, hit: Hit<'_>) -> Option<i32> {
         let mut body_fd: Option<(OwnedFd, u64)> = None;
         if req.framing != Framing::None {
             if req.expect_continue {
@@ -295,13 +298,13 @@ impl Session<'_, '_> {
             }
         }
         let persist = self.persist(req, true);
-        self.answer(req, route, persist, body_fd)
+        self.answer(req, hit, persist, body_fd)
     }
 
     /// A request whose answer does not depend on its body (everything but
     /// CGI): answer at once, without waiting for a body; then drop a small
     /// body and keep the connection, or close it.
-    fn without_body(&mut self, req: &Request, route: Option<&Route>) -> Option<i32> {
+    fn without_body(&mut self, req: &Request, hit: Hit<'_>) -> Option<i32> {
         let drain = match req.framing {
             Framing::None => Some(0),
             // With `Expect: 100-continue` and no 100 sent, the client may
@@ -310,7 +313,7 @@ impl Session<'_, '_> {
             _ => None,
         };
         let persist = self.persist(req, drain.is_some());
-        let code = self.answer(req, route, persist, None);
+        let code = self.answer(req, hit, persist, None);
         if code.is_some() || req.framing == Framing::None {
             return code;
         }
@@ -337,7 +340,7 @@ impl Session<'_, '_> {
     fn answer(
         &mut self,
         req: &Request,
-        route: Option<&Route>,
+        hit: Hit<'_>,
         persist: Persist,
         body: Option<(OwnedFd, u64)>,
     ) -> Option<i32> {
@@ -346,7 +349,7 @@ impl Session<'_, '_> {
         let result = dispatch::respond(
             self.conn,
             req,
-            route,
+            hit,
             self.cfg,
             persist,
             self.peer,
@@ -358,18 +361,23 @@ impl Session<'_, '_> {
                 // Its source died or stalled mid-body: the response ends
                 // short (no last chunk, fewer bytes than its length, or a
                 // reset), and the connection with it, at once.
-                log_cut(self.peer, Some(req), sent);
+                log_cut(self.peer, Some(req), Some(hit.site), sent);
                 return Some(EXIT_OK);
             }
             Ok((sent, close)) => {
-                log_access(self.peer, Some(req), sent);
+                log_site(self.peer, Some(req), Some(hit.site), sent);
                 close
             }
             Err(e) => {
                 // Cut short (the client left, or was too slow): logged with
                 // the status and the body bytes that did go out.
                 if let Some((status, body_bytes)) = self.conn.cut_short() {
-                    log_cut(self.peer, Some(req), Sent { status, body_bytes });
+                    log_cut(
+                        self.peer,
+                        Some(req),
+                        Some(hit.site),
+                        Sent { status, body_bytes },
+                    );
                 }
                 return Some(io_exit(e));
             }
@@ -425,7 +433,7 @@ impl Session<'_, '_> {
         let sent = response::error(
             self.conn,
             status,
-            self.cfg.server.server_header,
+            Face::plain(self.cfg.server.server_header),
             head_only,
             Persist::Close,
         );

@@ -20,6 +20,14 @@
 //!   connections, waiting and parked ones, worker ends by cause, reloads,
 //!   upgrades; [`Sup`]), which it adds to or sets here as they change.
 //!
+//! - a row of counters per site (`[[site]]`, by label: responses by class,
+//!   body bytes, the duration histogram), written by workers; row 0 is
+//!   `other` (responses before a site was known, and sites past the
+//!   table's [`SITE_ROWS`]). The supervisor gives each site of a
+//!   configuration its row when it takes the configuration into use
+//!   ([`label_sites`]); a label keeps its row across reloads, so its
+//!   counters only grow.
+//!
 //! The layout is part of the upgrade record's format (`upgrade::FORMAT`):
 //! a new image maps the memory the old one's workers still write to.
 //!
@@ -31,7 +39,7 @@
 mod owed;
 mod read;
 pub use owed::log_owed;
-pub use read::{totals, workers, Totals, Worker};
+pub use read::{sites, totals, workers, SiteTotals, Totals, Worker};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -110,7 +118,30 @@ struct Header {
     duration_us: AtomicU64,
     buckets: [AtomicU64; BUCKETS_US.len() + 1],
     sup: [AtomicU64; SUP_COUNT],
+    /// Site rows with a label (row 0, `other`, included).
+    site_rows: AtomicU32,
 }
+
+/// Rows of per-site counters (row 0 is `other`).
+pub const SITE_ROWS: usize = 256;
+/// Bytes of a site's label a row keeps (longer labels are cut).
+pub const LABEL_BYTES: usize = 256;
+/// The label of row 0.
+pub const OTHER: &str = "other";
+
+/// One site's counters.
+#[repr(C, align(64))]
+struct SiteRow {
+    label_len: AtomicU64,
+    label: [AtomicU64; LABEL_BYTES / 8],
+    /// Responses by status class, 1xx to 5xx.
+    requests: [AtomicU64; 5],
+    bytes_sent: AtomicU64,
+    duration_us: AtomicU64,
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+}
+const SITES: usize = SITE_ROWS * std::mem::size_of::<SiteRow>();
+const _: () = assert!(std::mem::size_of::<SiteRow>() <= 512);
 
 /// What a worker is doing, in its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +241,8 @@ struct Slot {
     /// The status of the current request's response head (0: none sent),
     /// and the value of `bytes_out` where its body begins.
     status: AtomicU32,
+    /// The site row of the current request (0: none known yet).
+    site: AtomicU32,
     body_from: AtomicU64,
     line: [AtomicU64; LINE_BYTES / 8],
 }
@@ -236,7 +269,7 @@ static FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 /// touched). False if the memory cannot be had.
 pub fn create(slots: usize) -> bool {
     use nix::sys::memfd::{memfd_create, MFdFlags};
-    let bytes = HEADER + slots * std::mem::size_of::<Slot>();
+    let bytes = HEADER + SITES + slots * std::mem::size_of::<Slot>();
     let Ok(fd) = memfd_create(c"lbaws-scoreboard", MFdFlags::MFD_CLOEXEC) else {
         return false;
     };
@@ -255,7 +288,7 @@ pub fn adopt(fd: std::os::fd::RawFd) -> bool {
     ) else {
         return false;
     };
-    let slots = (st.st_size as usize).saturating_sub(HEADER) / std::mem::size_of::<Slot>();
+    let slots = (st.st_size as usize).saturating_sub(HEADER + SITES) / std::mem::size_of::<Slot>();
     let _ = nix::fcntl::fcntl(
         // SAFETY: as above.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
@@ -270,7 +303,7 @@ pub fn fd() -> std::os::fd::RawFd {
 }
 
 fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
-    let bytes = HEADER + slots * std::mem::size_of::<Slot>();
+    let bytes = HEADER + SITES + slots * std::mem::size_of::<Slot>();
     // SAFETY: a shared mapping of our own memfd; zero-filled where never
     // written, which is a valid state for every atomic in it.
     let p = unsafe {
@@ -291,7 +324,68 @@ fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
     FD.store(fd, Ordering::Relaxed);
     SLOTS.store(slots, Ordering::Relaxed);
     BASE.store(p as usize, Ordering::Relaxed);
+    if let (Some(h), Some(other)) = (header(), site_row(0)) {
+        if h.site_rows.load(Ordering::Relaxed) == 0 {
+            set_label(other, OTHER);
+            h.site_rows.store(1, Ordering::Relaxed);
+        }
+    }
     true
+}
+
+fn site_row(i: usize) -> Option<&'static SiteRow> {
+    let base = BASE.load(Ordering::Relaxed);
+    if base == 0 || i >= SITE_ROWS {
+        return None;
+    }
+    // SAFETY: within the mapping; zero or written by our atomics only.
+    Some(unsafe { &*((base + HEADER + i * std::mem::size_of::<SiteRow>()) as *const SiteRow) })
+}
+
+fn set_label(row: &SiteRow, label: &str) {
+    let b = &label.as_bytes()[..label.len().min(LABEL_BYTES)];
+    let mut buf = [0u8; LABEL_BYTES];
+    buf[..b.len()].copy_from_slice(b);
+    for (w, chunk) in row.label.iter().zip(buf.chunks_exact(8)) {
+        w.store(
+            u64::from_le_bytes(chunk.try_into().expect("8")),
+            Ordering::Relaxed,
+        );
+    }
+    row.label_len.store(b.len() as u64, Ordering::Relaxed);
+}
+
+fn label_of(row: &SiteRow) -> String {
+    let len = (row.label_len.load(Ordering::Relaxed) as usize).min(LABEL_BYTES);
+    let mut buf = Vec::with_capacity(LABEL_BYTES);
+    for w in &row.label {
+        buf.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    buf.truncate(len);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// In the supervisor, as it takes a configuration into use: each site's
+/// row (its label's, made if new; `other`'s when the table is full).
+pub fn label_sites(cfg: &mut crate::config::Config) {
+    let Some(h) = header() else { return };
+    for site in &mut cfg.sites {
+        let used = (h.site_rows.load(Ordering::Relaxed) as usize).min(SITE_ROWS);
+        let label = &site.label.as_bytes()[..site.label.len().min(LABEL_BYTES)];
+        let found =
+            (1..used).find(|&i| site_row(i).is_some_and(|r| label_of(r).as_bytes() == label));
+        site.row = match found {
+            Some(i) => i as u32,
+            None if used < SITE_ROWS => {
+                if let Some(r) = site_row(used) {
+                    set_label(r, &site.label);
+                }
+                h.site_rows.store(used as u32 + 1, Ordering::Relaxed);
+                used as u32
+            }
+            None => 0,
+        };
+    }
 }
 
 fn header() -> Option<&'static Header> {
@@ -306,7 +400,7 @@ fn slot(i: usize) -> Option<&'static Slot> {
         return None;
     }
     // SAFETY: within the mapping; zero or written by our atomics only.
-    Some(unsafe { &*((base + HEADER + i * std::mem::size_of::<Slot>()) as *const Slot) })
+    Some(unsafe { &*((base + HEADER + SITES + i * std::mem::size_of::<Slot>()) as *const Slot) })
 }
 
 /// Milliseconds of CLOCK_MONOTONIC (coarse: a tick's precision, no system
@@ -358,6 +452,7 @@ pub fn assign(i: usize, peer: crate::listen::Peer, served: u32) {
     s.line_len.store(0, Ordering::Relaxed);
     s.owed.store(0, Ordering::Relaxed);
     s.status.store(0, Ordering::Relaxed);
+    s.site.store(0, Ordering::Relaxed);
     let (addr, port) = match peer {
         crate::listen::Peer::Inet(a) => {
             let ip = match a.ip() {
@@ -449,13 +544,26 @@ pub fn set_state(state: State) {
     }
 }
 
+/// When this process's current request began (`now_us`), slot or none.
+static BEGAN_US: AtomicU64 = AtomicU64::new(0);
+
 /// In a worker: a request begins (its head is arriving).
 pub fn begin_request() {
+    let now = now_us();
+    BEGAN_US.store(now, Ordering::Relaxed);
     if let Some(s) = mine() {
         s.state.store(State::Head as u32, Ordering::Relaxed);
-        s.request_us.store(now_us(), Ordering::Relaxed);
+        s.request_us.store(now, Ordering::Relaxed);
         s.line_len.store(0, Ordering::Relaxed);
         s.status.store(0, Ordering::Relaxed);
+        s.site.store(0, Ordering::Relaxed);
+    }
+}
+
+/// In a worker: the current request is for the site of this row.
+pub fn set_site(row: u32) {
+    if let Some(s) = mine() {
+        s.site.store(row, Ordering::Relaxed);
     }
 }
 
@@ -510,26 +618,39 @@ pub fn bytes_out(n: usize) {
 
 /// In a worker: a response ended (sent whole or cut short) with `status`
 /// and `body_bytes`: counted by class, and its duration since
-/// [`begin_request`] in the histogram.
-pub fn request_done(status: u16, body_bytes: u64) {
+/// [`begin_request`] in the histogram, in all and for its site. The
+/// duration, microseconds.
+pub fn request_done(status: u16, body_bytes: u64) -> u64 {
+    let took = now_us().saturating_sub(BEGAN_US.load(Ordering::Relaxed));
     if let Some(s) = mine() {
         // Its access line is written (or the log is off): not owed.
         s.owed.store(0, Ordering::Relaxed);
     }
-    let Some(h) = header() else { return };
+    let Some(h) = header() else { return took };
     if status < 100 {
-        return; // nothing was sent
+        return took; // nothing was sent
     }
     let class = (status / 100).min(5) as usize - 1;
     h.requests[class].fetch_add(1, Ordering::Relaxed);
     h.bytes_sent.fetch_add(body_bytes, Ordering::Relaxed);
-    if let Some(s) = mine() {
+    // Without a slot (the gate's answers): row 0, `other`.
+    let mine = mine();
+    let row = site_row(mine.map_or(0, |s| s.site.load(Ordering::Relaxed) as usize));
+    if let Some(r) = row {
+        r.requests[class].fetch_add(1, Ordering::Relaxed);
+        r.bytes_sent.fetch_add(body_bytes, Ordering::Relaxed);
+    }
+    if let Some(s) = mine {
         s.requests.fetch_add(1, Ordering::Relaxed);
-        let took = now_us().saturating_sub(s.request_us.load(Ordering::Relaxed));
         h.duration_us.fetch_add(took, Ordering::Relaxed);
         let b = BUCKETS_US.partition_point(|&le| le < took);
         h.buckets[b].fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = row {
+            r.duration_us.fetch_add(took, Ordering::Relaxed);
+            r.buckets[b].fetch_add(1, Ordering::Relaxed);
+        }
     }
+    took
 }
 
 /// In a worker's `SIGSYS` handler: the sandbox refused system call `nr`.

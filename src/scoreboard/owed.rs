@@ -5,7 +5,7 @@
 //! the body bytes sent), marked `cut`. The referer and user agent are not
 //! kept in a slot: they read `"-"`.
 
-use super::{header, now_us, slot, LINE_BYTES};
+use super::{header, now_us, site_row, slot, LINE_BYTES};
 use std::sync::atomic::Ordering;
 
 /// In the supervisor, as it reaps the worker of slot `i`, which ended
@@ -30,6 +30,10 @@ pub fn log_owed(i: usize, abnormally: bool) {
         let class = (status / 100).min(5) as usize - 1;
         h.requests[class].fetch_add(1, Ordering::Relaxed);
         h.bytes_sent.fetch_add(body, Ordering::Relaxed);
+        if let Some(r) = site_row(s.site.load(Ordering::Relaxed) as usize) {
+            r.requests[class].fetch_add(1, Ordering::Relaxed);
+            r.bytes_sent.fetch_add(body, Ordering::Relaxed);
+        }
     }
     if !crate::log::access_enabled() {
         return;
