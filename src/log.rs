@@ -136,8 +136,8 @@ static BUDGET: AtomicUsize = AtomicUsize::new(16 << 10);
 /// supervisor; their descriptors are also kept where a forked worker reads
 /// them without a lock (-1: none).
 static SITE_FILES: Mutex<Vec<(std::path::PathBuf, OwnedFd)>> = Mutex::new(Vec::new());
-const NO_FD: AtomicI32 = AtomicI32::new(-1);
-static SITE_FDS: [AtomicI32; crate::config::MAX_SITE_LOGS] = [NO_FD; crate::config::MAX_SITE_LOGS];
+static SITE_FDS: [AtomicI32; crate::config::MAX_SITE_LOGS] =
+    [const { AtomicI32::new(-1) }; crate::config::MAX_SITE_LOGS];
 
 fn format_code(f: AccessFormat) -> u8 {
     match f {

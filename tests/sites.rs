@@ -153,7 +153,10 @@ fn headers_on_site_route_errors_and_304() {
     assert_eq!(r.head.matches("Server:").count(), 1, "{}", r.head);
     // The route's field wins over the site's; the site's others stay.
     let r = at(&d, "a.test", "/api", &[]);
-    assert_eq!(r.header("strict-transport-security").as_deref(), Some("max-age=1"));
+    assert_eq!(
+        r.header("strict-transport-security").as_deref(),
+        Some("max-age=1")
+    );
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     assert_eq!(r.header("server").as_deref(), Some("a-server"));
     // A 304 carries them.
@@ -168,11 +171,19 @@ fn headers_on_site_route_errors_and_304() {
     // And an error: 404, 405.
     let r = at(&d, "a.test", "/nothing", &[]);
     assert_eq!(r.status, 404);
-    assert!(r.header("strict-transport-security").is_some(), "{}", r.head);
+    assert!(
+        r.header("strict-transport-security").is_some(),
+        "{}",
+        r.head
+    );
     let r = at(&d, "a.test", "/", &["-X", "DELETE"]);
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
-    assert!(r.header("strict-transport-security").is_some(), "{}", r.head);
+    assert!(
+        r.header("strict-transport-security").is_some(),
+        "{}",
+        r.head
+    );
     // Other sites do not get them.
     let r = at(&d, "x.b.test", "/", &[]);
     assert!(r.header("strict-transport-security").is_none());
@@ -185,7 +196,10 @@ fn error_pages_keep_their_status() {
     let r = at(&d, "a.test", "/nothing", &[]);
     assert_eq!(r.status, 404);
     assert_eq!(r.body_str(), "<p>not here</p>\n");
-    assert_eq!(r.header("content-type").as_deref(), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
     let r = at(&d, "a.test", "/.hidden", &[]);
     assert_eq!(r.status, 403);
     assert_eq!(r.body_str(), "<p>not yours</p>\n");
@@ -222,7 +236,10 @@ fn redirects_keep_the_request() {
         Some("https://x.b.test/old/path?q=1&r=%41")
     );
     let r = with_host(&d, "[::1]:8443", "/old/a%20b?x", &[]);
-    assert_eq!(r.header("location").as_deref(), Some("https://[::1]/old/a%20b?x"));
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://[::1]/old/a%20b?x")
+    );
     // Whatever the target carries, the field stays one field.
     let r = exchange(
         d.addr(),
@@ -325,7 +342,10 @@ fn json_access_lines_parse_and_sites_log_on_their_own() {
     let c = &lines[1];
     assert_eq!(c.get("site"), "\"c.test\"");
     assert_eq!(c.get("target"), "\"/x/%01?x=\\\"y\\\"\\\\\"");
-    assert_eq!(c.get("user_agent"), "\"a\\ufffdb \\\"q\\\" \\\\ \\ufffdt\\ufffd\"");
+    assert_eq!(
+        c.get("user_agent"),
+        "\"a\\ufffdb \\\"q\\\" \\\\ \\ufffdt\\ufffd\""
+    );
     assert_eq!(c.get("referer"), "\"http://r.test/\"");
     let refused = &lines[2];
     assert_eq!(refused.get("status"), "400");
@@ -339,7 +359,10 @@ fn json_access_lines_parse_and_sites_log_on_their_own() {
 fn vhost_combined_lines_begin_with_the_site() {
     let d = Daemon::with_config(
         &SITES
-            .replace("access_format = \"json\"", "access_format = \"vhost_combined\"")
+            .replace(
+                "access_format = \"json\"",
+                "access_format = \"vhost_combined\"",
+            )
             .replace("access = \"{dir}/a.log\"\n", ""),
     )
     .dirs(&["a"])
@@ -374,9 +397,8 @@ fn check(args: &[&str], config: &std::path::Path) -> (Option<i32>, String, Strin
 #[test]
 fn includes_locate_errors_in_the_included_file_and_reload_adds_a_site() {
     let port = free_port();
-    let main_text = format!(
-        "include = [\"sites.d/*.toml\"]\n[[listen]]\naddress = \"127.0.0.1:{port}\"\n"
-    );
+    let main_text =
+        format!("include = [\"sites.d/*.toml\"]\n[[listen]]\naddress = \"127.0.0.1:{port}\"\n");
     let mut d = Daemon::with_config(&main_text)
         .dirs(&["sites.d"])
         .no_wait()
@@ -409,7 +431,11 @@ fn includes_locate_errors_in_the_included_file_and_reload_adds_a_site() {
     );
     d.signal(Signal::SIGHUP);
     d.wait_log(&format!("{}:5:22: status 2000", site.display()));
-    assert_eq!(with_host(&d, "one.test", "/", &[]).body_str(), "one\n", "kept");
+    assert_eq!(
+        with_host(&d, "one.test", "/", &[]).body_str(),
+        "one\n",
+        "kept"
+    );
 }
 
 #[test]
@@ -434,7 +460,10 @@ fn check_explains_a_url() {
         "{out}"
     );
     let (_, out, _) = check(&["--explain", "http://elsewhere/"], &cfg);
-    assert!(out.contains("site:   c.test (no site has this name: the default site)"), "{out}");
+    assert!(
+        out.contains("site:   c.test (no site has this name: the default site)"),
+        "{out}"
+    );
     let (code, _, err) = check(&["--explain", "ftp://x/"], &cfg);
     assert_eq!(code, Some(64));
     assert!(err.contains("not an http:// URL"), "{err}");

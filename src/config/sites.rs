@@ -80,17 +80,15 @@ pub(super) fn build(
         }
     }
     let mut specs: Vec<Spec<'_>> = Vec::new();
-    let default_site;
-    if sites.is_empty() || (marked.is_none() && !top.is_empty()) {
+    let own_site = sites.is_empty() || (marked.is_none() && !top.is_empty());
+    if own_site {
         specs.push(Spec {
             file: 0,
             raw: None,
             top,
         });
-        default_site = 0;
-    } else {
-        default_site = marked.unwrap_or(0);
     }
+    let default_site = if own_site { 0 } else { marked.unwrap_or(0) };
     for (i, (f, s)) in sites.iter().enumerate() {
         let joins = marked == Some(i);
         specs.push(Spec {
@@ -299,7 +297,7 @@ fn error_pages(
     t: &RawTable,
     mine: &[usize],
     routes: &[Route],
-) -> Result<Vec<(u16, String)>, (Range<usize>, String)> {
+) -> Result<Vec<(u16, String)>, super::validate::Invalid> {
     let mut out = Vec::new();
     for (k, v) in t.get_ref() {
         let status = match k.get_ref().parse::<u16>() {

@@ -476,7 +476,7 @@ fn site_errors_are_located() {
     assert!(err(&site("errors = { 404 = \"/e/../404.html\" }\n"))
         .starts_with("t.toml:3:18: error page \"/e/../404.html\" must be a plain absolute path"));
     assert!(parse(&site("errors = { 404 = \"/e/404.html\" }\n"), "t").is_ok());
-    assert!(err(&format!("[[site]]\nnames = [\"a.test\"]\nerrors = {{ 404 = \"/e/404.html\" }}\n[[site.route]]\nprefix = \"/\"\nrespond = {{ status = 200 }}\n"))
+    assert!(err("[[site]]\nnames = [\"a.test\"]\nerrors = { 404 = \"/e/404.html\" }\n[[site.route]]\nprefix = \"/\"\nrespond = { status = 200 }\n")
         .starts_with("t.toml:3:18: error page \"/e/404.html\": no static route of this site serves it"));
     assert!(err(&site("access = \"relative.log\"\n")).starts_with("t.toml:3:10: site access log"));
     assert!(

@@ -74,16 +74,14 @@ pub fn open_page(
 ) -> Result<(OwnedFd, u64), Errno> {
     let target = if rel.is_empty() { "." } else { rel };
     let key = route as *const StaticRoute as usize;
-    let cached = roots.0.try_borrow().ok().and_then(|slots| {
-        slots
+    let cached = match roots.0.try_borrow() {
+        Ok(slots) => slots
             .iter()
             .flatten()
             .find(|(k, _)| *k == key)
-            .map(|(_, fd)| {
-                let fd = open_visible(route, fd, target);
-                fd
-            })
-    });
+            .map(|(_, fd)| open_visible(route, fd, target)),
+        Err(_) => None,
+    };
     let fd = match cached {
         Some(r) => r?,
         None => open_visible(route, &open_root(route)?, target)?,

@@ -8,8 +8,8 @@
 //! literals compare as addresses (`[0::1]` is `[::1]`).
 //!
 //! An exact name wins over a wildcard. Lookups allocate nothing: the names
-//! are kept sorted and searched with a comparison that folds case as it
-//! goes.
+//! are kept sorted (by length, then bytes) and searched with a comparison
+//! that folds case as it goes.
 
 use std::cmp::Ordering;
 use std::net::Ipv6Addr;
@@ -160,9 +160,12 @@ impl Names {
     }
 }
 
-/// `a` (lower-case already) against `b` (any case), as if both were lower-case.
+/// `a` (lower-case already) against `b` (any case), as if both were
+/// lower-case: shorter first (most comparisons end there), then by bytes.
 fn fold_cmp(a: &str, b: &str) -> Ordering {
-    a.bytes().cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.bytes().cmp(b.bytes().map(|c| c.to_ascii_lowercase())))
 }
 
 #[cfg(test)]
