@@ -482,7 +482,8 @@ impl Config {
         l.stall_timeout.max(longest + Duration::from_secs(5))
     }
 
-    /// The default site's route for a request path.
+    /// The default site's route for a request path (the unit tests' view).
+    #[cfg(test)]
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.site_route(&self.sites[self.default_site], path)
     }

@@ -57,6 +57,7 @@ pub fn respond(
                 peer,
                 body: body.take(),
                 face,
+                site,
             };
             match cgi::serve(conn, cx, cgi_route, cfg, persist)? {
                 Outcome::Sent { sent, close } => return Ok((sent, close)),

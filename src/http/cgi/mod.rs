@@ -69,6 +69,8 @@ pub struct CgiRequest<'r> {
     pub body: Option<(OwnedFd, u64)>,
     /// What the responses carry (the route's fields, the site's pages).
     pub face: Face<'r>,
+    /// The request's site.
+    pub site: &'r crate::config::Site,
 }
 
 /// The name of this worker's scripts' cgroup leaf: its scoreboard slot
