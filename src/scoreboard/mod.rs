@@ -621,7 +621,11 @@ pub fn bytes_out(n: usize) {
 /// [`begin_request`] in the histogram, in all and for its site. The
 /// duration, microseconds.
 pub fn request_done(status: u16, body_bytes: u64) -> u64 {
-    let took = now_us().saturating_sub(BEGAN_US.load(Ordering::Relaxed));
+    // No request begun in this process (the gate's answers): no duration.
+    let took = match BEGAN_US.load(Ordering::Relaxed) {
+        0 => 0,
+        began => now_us().saturating_sub(began),
+    };
     if let Some(s) = mine() {
         // Its access line is written (or the log is off): not owed.
         s.owed.store(0, Ordering::Relaxed);
