@@ -8,11 +8,13 @@
 
 pub mod flood;
 pub mod json;
+mod sites;
+pub use sites::{access_format, access_to, line_budget, site_descriptors, Dest};
 
-use crate::config::{AccessFormat, AccessLog, Level, LogConfig, LogTarget};
+use crate::config::{AccessLog, Level, LogConfig, LogTarget};
 use std::fmt::{self, Write as _};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
@@ -127,110 +129,6 @@ enum AccessSink {
 
 static ACCESS: Mutex<(AccessLog, AccessSink)> = Mutex::new((AccessLog::Off, AccessSink::Off));
 
-/// `[log] access_format` (an `AccessFormat` as a number).
-static FORMAT: AtomicU8 = AtomicU8::new(0);
-/// `[limits] max_header_bytes`: a JSON line's budget for request bytes.
-static BUDGET: AtomicUsize = AtomicUsize::new(16 << 10);
-
-/// The sites' own access log files (`[[site]] access`), opened by the
-/// supervisor; their descriptors are also kept where a forked worker reads
-/// them without a lock (-1: none).
-static SITE_FILES: Mutex<Vec<(std::path::PathBuf, OwnedFd)>> = Mutex::new(Vec::new());
-static SITE_FDS: [AtomicI32; crate::config::MAX_SITE_LOGS] =
-    [const { AtomicI32::new(-1) }; crate::config::MAX_SITE_LOGS];
-
-fn format_code(f: AccessFormat) -> u8 {
-    match f {
-        AccessFormat::Combined => 0,
-        AccessFormat::VhostCombined => 1,
-        AccessFormat::Json => 2,
-    }
-}
-
-/// The access lines' format.
-pub fn access_format() -> AccessFormat {
-    match FORMAT.load(Ordering::Relaxed) {
-        1 => AccessFormat::VhostCombined,
-        2 => AccessFormat::Json,
-        _ => AccessFormat::Combined,
-    }
-}
-
-/// A JSON line's budget for request bytes.
-pub fn line_budget() -> usize {
-    BUDGET.load(Ordering::Relaxed)
-}
-
-fn open_append(p: &std::path::Path) -> Result<OwnedFd, String> {
-    use nix::fcntl::OFlag;
-    let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC;
-    let mode = nix::sys::stat::Mode::from_bits_truncate(0o640);
-    nix::fcntl::open(p, flags, mode).map_err(|e| format!("access log {}: {e}", p.display()))
-}
-
-/// Open the sites' files (all, or none changes).
-fn configure_site_files(paths: &[std::path::PathBuf]) -> Result<(), String> {
-    let mut files = SITE_FILES.lock().unwrap_or_else(|e| e.into_inner());
-    if files.iter().map(|f| &f.0).eq(paths.iter()) {
-        return Ok(());
-    }
-    let mut opened = Vec::with_capacity(paths.len());
-    for p in paths {
-        // Keep what is open already: only new files are opened.
-        let fd = match files.iter().find(|f| f.0 == *p) {
-            Some(f) => {
-                f.1.try_clone()
-                    .map_err(|e| format!("access log {}: {e}", p.display()))?
-            }
-            None => open_append(p)?,
-        };
-        opened.push((p.clone(), fd));
-    }
-    *files = opened;
-    publish_site_fds(&files);
-    Ok(())
-}
-
-fn publish_site_fds(files: &[(std::path::PathBuf, OwnedFd)]) {
-    use std::os::fd::AsRawFd;
-    for (i, slot) in SITE_FDS.iter().enumerate() {
-        let fd = files.get(i).map_or(-1, |f| f.1.as_raw_fd());
-        slot.store(fd, Ordering::Relaxed);
-    }
-}
-
-/// The sites' access log descriptors (-1 where none), which a forked
-/// worker keeps. Reads no lock: safe in a child after fork.
-pub fn site_descriptors(out: &mut [RawFd]) {
-    for (o, fd) in out.iter_mut().zip(&SITE_FDS) {
-        *o = fd.load(Ordering::Relaxed);
-    }
-}
-
-/// Where an access line goes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Dest {
-    /// `[log] access`.
-    Main,
-    /// A site's own file (an index into `[log] site_files`).
-    Site(usize),
-}
-
-/// Write one access line to `dest` (`line` ends without a newline).
-pub fn access_to(dest: Dest, line: &str) {
-    match dest {
-        Dest::Main => access(line),
-        Dest::Site(i) => {
-            let fd = SITE_FDS.get(i).map_or(-1, |f| f.load(Ordering::Relaxed));
-            if fd >= 0 {
-                // SAFETY: the supervisor keeps it open (a worker inherited it).
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                write_file(fd, line);
-            }
-        }
-    }
-}
-
 fn open_access(target: &AccessLog) -> Result<AccessSink, String> {
     Ok(match target {
         AccessLog::Off => AccessSink::Off,
@@ -238,7 +136,7 @@ fn open_access(target: &AccessLog) -> Result<AccessSink, String> {
         AccessLog::Syslog => {
             AccessSink::Syslog(open_syslog().map_err(|e| format!("access log: syslog: {e}"))?)
         }
-        AccessLog::File(p) => AccessSink::File(open_append(p)?),
+        AccessLog::File(p) => AccessSink::File(sites::open_append(p)?),
     })
 }
 
@@ -246,9 +144,8 @@ fn open_access(target: &AccessLog) -> Result<AccessSink, String> {
 /// (at start-up, before privileges are dropped, and on reload); take the
 /// line format. On error the previous logs stay in use.
 pub fn configure_access(log: &LogConfig) -> Result<(), String> {
-    FORMAT.store(format_code(log.format), Ordering::Relaxed);
-    BUDGET.store(log.line_budget, Ordering::Relaxed);
-    configure_site_files(&log.site_files)?;
+    sites::set_format(log.format, log.line_budget);
+    sites::configure_site_files(&log.site_files)?;
     let target = &log.access;
     let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
     if a.0 == *target && !matches!(a.1, AccessSink::Off) {
@@ -262,15 +159,7 @@ pub fn configure_access(log: &LogConfig) -> Result<(), String> {
 
 /// SIGUSR1: reopen the access log files (after logrotate moved them).
 pub fn reopen_access() -> Result<(), String> {
-    {
-        let mut files = SITE_FILES.lock().unwrap_or_else(|e| e.into_inner());
-        let mut reopened = Vec::with_capacity(files.len());
-        for (p, _) in files.iter() {
-            reopened.push((p.clone(), open_append(p)?));
-        }
-        *files = reopened;
-        publish_site_fds(&files);
-    }
+    sites::reopen_site_files()?;
     let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
     if matches!(a.0, AccessLog::File(_) | AccessLog::Syslog) {
         let sink = open_access(&a.0.clone())?;
@@ -331,7 +220,7 @@ pub fn spec() -> ([u8; SPEC_LEN], Option<RawFd>) {
         LogTarget::Syslog => 2,
     };
     // The format rides in the access byte's high half.
-    let access = access | format_code(access_format()) << 4;
+    let access = access | sites::format_code(access_format()) << 4;
     ([level as u8, target, u8::from(force), access], fd)
 }
 
@@ -350,7 +239,7 @@ pub fn adopt(spec: [u8; SPEC_LEN], file: Option<OwnedFd>) {
     };
     configure(level, target, spec[2] != 0);
     reopen();
-    FORMAT.store(spec[3] >> 4, Ordering::Relaxed);
+    sites::set_format_code(spec[3] >> 4);
     let (kind, sink) = match (spec[3] & 15, file) {
         (1, _) => (AccessLog::Stderr, AccessSink::Stderr),
         (2, _) => match open_syslog() {
@@ -393,7 +282,7 @@ pub fn access(line: &str) {
 }
 
 /// One line to an access log file.
-fn write_file(fd: std::os::fd::BorrowedFd<'_>, line: &str) {
+pub(crate) fn write_file(fd: std::os::fd::BorrowedFd<'_>, line: &str) {
     // After a line cut short (a full file system), start afresh on a
     // line of its own.
     let cut_before = crate::scoreboard::take_cut();

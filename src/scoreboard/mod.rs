@@ -38,8 +38,11 @@
 
 mod owed;
 mod read;
+mod sites;
 pub use owed::log_owed;
 pub use read::{sites, totals, workers, SiteTotals, Totals, Worker};
+use sites::{label_of, set_label, site_row, SITES};
+pub use sites::{label_sites, OTHER, SITE_ROWS};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -121,27 +124,6 @@ struct Header {
     /// Site rows with a label (row 0, `other`, included).
     site_rows: AtomicU32,
 }
-
-/// Rows of per-site counters (row 0 is `other`).
-pub const SITE_ROWS: usize = 256;
-/// Bytes of a site's label a row keeps (longer labels are cut).
-pub const LABEL_BYTES: usize = 256;
-/// The label of row 0.
-pub const OTHER: &str = "other";
-
-/// One site's counters.
-#[repr(C, align(64))]
-struct SiteRow {
-    label_len: AtomicU64,
-    label: [AtomicU64; LABEL_BYTES / 8],
-    /// Responses by status class, 1xx to 5xx.
-    requests: [AtomicU64; 5],
-    bytes_sent: AtomicU64,
-    duration_us: AtomicU64,
-    buckets: [AtomicU64; BUCKETS_US.len() + 1],
-}
-const SITES: usize = SITE_ROWS * std::mem::size_of::<SiteRow>();
-const _: () = assert!(std::mem::size_of::<SiteRow>() <= 512);
 
 /// What a worker is doing, in its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,61 +313,6 @@ fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
         }
     }
     true
-}
-
-fn site_row(i: usize) -> Option<&'static SiteRow> {
-    let base = BASE.load(Ordering::Relaxed);
-    if base == 0 || i >= SITE_ROWS {
-        return None;
-    }
-    // SAFETY: within the mapping; zero or written by our atomics only.
-    Some(unsafe { &*((base + HEADER + i * std::mem::size_of::<SiteRow>()) as *const SiteRow) })
-}
-
-fn set_label(row: &SiteRow, label: &str) {
-    let b = &label.as_bytes()[..label.len().min(LABEL_BYTES)];
-    let mut buf = [0u8; LABEL_BYTES];
-    buf[..b.len()].copy_from_slice(b);
-    for (w, chunk) in row.label.iter().zip(buf.chunks_exact(8)) {
-        w.store(
-            u64::from_le_bytes(chunk.try_into().expect("8")),
-            Ordering::Relaxed,
-        );
-    }
-    row.label_len.store(b.len() as u64, Ordering::Relaxed);
-}
-
-fn label_of(row: &SiteRow) -> String {
-    let len = (row.label_len.load(Ordering::Relaxed) as usize).min(LABEL_BYTES);
-    let mut buf = Vec::with_capacity(LABEL_BYTES);
-    for w in &row.label {
-        buf.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-    }
-    buf.truncate(len);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// In the supervisor, as it takes a configuration into use: each site's
-/// row (its label's, made if new; `other`'s when the table is full).
-pub fn label_sites(cfg: &mut crate::config::Config) {
-    let Some(h) = header() else { return };
-    for site in &mut cfg.sites {
-        let used = (h.site_rows.load(Ordering::Relaxed) as usize).min(SITE_ROWS);
-        let label = &site.label.as_bytes()[..site.label.len().min(LABEL_BYTES)];
-        let found =
-            (1..used).find(|&i| site_row(i).is_some_and(|r| label_of(r).as_bytes() == label));
-        site.row = match found {
-            Some(i) => i as u32,
-            None if used < SITE_ROWS => {
-                if let Some(r) = site_row(used) {
-                    set_label(r, &site.label);
-                }
-                h.site_rows.store(used as u32 + 1, Ordering::Relaxed);
-                used as u32
-            }
-            None => 0,
-        };
-    }
 }
 
 fn header() -> Option<&'static Header> {
