@@ -46,7 +46,8 @@ pub fn run(
     cfg: &Config,
     inherited: Inherited,
 ) -> ! {
-    let mut keep = [-1; 7 + crate::config::MAX_CGI_ROUTES];
+    const SITE_LOGS: usize = crate::config::MAX_SITE_LOGS;
+    let mut keep = [-1; 7 + SITE_LOGS + crate::config::MAX_CGI_ROUTES];
     keep[..6].copy_from_slice(&[
         conn.as_raw_fd(),
         inherited.stop_reader,
@@ -55,7 +56,8 @@ pub fn run(
         inherited.logs[1],
         body.as_ref().map_or(-1, |(f, _)| f.as_raw_fd()),
     ]);
-    crate::sandbox::keep(&mut keep[6..]);
+    crate::log::site_descriptors(&mut keep[6..6 + SITE_LOGS]);
+    crate::sandbox::keep(&mut keep[6 + SITE_LOGS..]);
     crate::sys::close_all_but(&mut keep);
     // SAFETY: these stay open for the whole life of this process.
     let stop = unsafe { BorrowedFd::borrow_raw(inherited.stop_reader) };

@@ -6,6 +6,7 @@ pub const USAGE: &str = "\
 usage: lbaws [--config FILE] [--daemon [--pid-file PATH]]   run the server
        lbaws --inetd [--config FILE]                        serve one inherited connection
        lbaws check [--config FILE]   (or: lbaws -t)         validate the configuration
+       lbaws check [--config FILE] --explain URL            which site and route a request for URL gets
        lbaws status [--config FILE]                         print the running server's status page
                                                             (SIGUSR2 to a running lbaws: upgrade in place)
        lbaws --help | --version
@@ -34,6 +35,8 @@ pub struct Args {
     /// over from a running lbaws that hands over a record of format N (an
     /// upgrade in place asks this of the new binary before it executes it).
     pub upgrade_format: Option<u32>,
+    /// `check --explain URL`: say which site and route answer URL.
+    pub explain: Option<String>,
 }
 
 impl Args {
@@ -83,6 +86,7 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
         daemon: false,
         pid_file: None,
         upgrade_format: None,
+        explain: None,
     };
     let set_mode = |a: &mut Args, m: Mode| -> Result<(), String> {
         if a.mode != Mode::Run {
@@ -105,6 +109,10 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
                 let n = v.to_str().and_then(|s| s.parse().ok());
                 a.upgrade_format = Some(n.ok_or("--upgrade-format takes a number")?);
             }
+            Long("explain") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                a.explain = Some(v.into_string().map_err(|_| "--explain takes a URL")?);
+            }
             Short('h') | Long("help") => a.mode = Mode::Help,
             Short('V') | Long("version") => a.mode = Mode::Version,
             Value(v) if v == "check" => set_mode(&mut a, Mode::Check)?,
@@ -118,6 +126,9 @@ fn parse_from(mut p: lexopt::Parser) -> Result<Args, String> {
     }
     if a.upgrade_format.is_some() && a.mode != Mode::Check {
         return Err("--upgrade-format goes with check".into());
+    }
+    if a.explain.is_some() && a.mode != Mode::Check {
+        return Err("--explain goes with check".into());
     }
     if a.daemon && a.mode != Mode::Run {
         return Err("--daemon only applies to running the server".into());
@@ -155,6 +166,14 @@ mod tests {
             Some(1)
         );
         assert!(p(&["--upgrade-format", "1"]).is_err());
+        assert_eq!(
+            p(&["check", "--explain", "http://a/b"])
+                .unwrap()
+                .explain
+                .as_deref(),
+            Some("http://a/b")
+        );
+        assert!(p(&["--explain", "http://a/b"]).is_err());
         assert!(p(&["check", "--upgrade-format", "x"]).is_err());
     }
 

@@ -9,6 +9,7 @@
 //!     Send(source)    -->   a worker is free for this source: send its
 //!                           oldest complete request
 //!     Limits, Logs+fd -->   settings and the (reopened) logs
+//!     SiteLog+fd      -->   the sites' own access log files, one a message
 //!     Stop, Handover  -->   graceful stop; an upgrade in place
 //!                     <--   Ready(meta)+fd: the answer to a Send (or, unasked,
 //!                           a connection whose PROXY header it read, and
@@ -212,15 +213,18 @@ impl BodySpec {
 
 /// What the access line of a response the gate finishes (`Kind::Tail`)
 /// needs of its request, in the second file that travels with it: the
-/// client's host, the request line's three parts, the referer and the user
-/// agent, each a little-endian `u16` length and its bytes (each cut to
-/// 8 KiB).
+/// client's address, the request line's three parts, the referer, the user
+/// agent, the request's host, its site's label, where the site's lines go
+/// (empty: `[log] access`; `off`; or the index of the site's own file), the
+/// site's scoreboard row and when the request began (`scoreboard::now_us`;
+/// both in decimal), each a little-endian `u16` length and its bytes (each
+/// cut to 8 KiB).
 pub struct TailLog;
 
 impl TailLog {
-    pub const FIELDS: usize = 6;
+    pub const FIELDS: usize = 11;
 
-    /// Encode `fields` (host, method, target, version, referer, user agent).
+    /// Encode `fields` (in the order above).
     pub fn encode(fields: [&[u8]; Self::FIELDS]) -> Vec<u8> {
         let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 2).sum());
         for f in fields {
@@ -355,6 +359,10 @@ pub enum Msg {
     /// SIGUSR1 and after a reload), with the access log file's descriptor
     /// when it is one.
     Logs([u8; LOG_SPEC_LEN]),
+    /// supervisor -> gate, after `Logs`: the sites' own access log file
+    /// `index` of `count` (`[[site]] access`), with its descriptor (none
+    /// when `count` is 0: there are none).
+    SiteLog { index: u8, count: u8 },
     /// supervisor -> gate, with a descriptor of `[server] temp_dir`: where
     /// request bodies too large for memory wait.
     TempDir,
@@ -394,6 +402,7 @@ const TAG_HANDOVER: u8 = 7;
 const TAG_SEND: u8 = 8;
 const TAG_LOGS: u8 = 9;
 const TAG_TEMP_DIR: u8 = 10;
+const TAG_SITE_LOG: u8 = 11;
 
 /// Encode a message into `out` (at least 64 bytes for all but `Notes`,
 /// which is built with [`NoteBatch`]); returns its length.
@@ -446,6 +455,12 @@ pub fn encode(msg: &Msg, out: &mut [u8]) -> usize {
             out[0] = TAG_LOGS;
             out[1..1 + LOG_SPEC_LEN].copy_from_slice(spec);
             1 + LOG_SPEC_LEN
+        }
+        Msg::SiteLog { index, count } => {
+            out[0] = TAG_SITE_LOG;
+            out[1] = *index;
+            out[2] = *count;
+            3
         }
         Msg::Stop => {
             out[0] = TAG_STOP;
@@ -509,6 +524,10 @@ pub fn decode(b: &[u8]) -> Option<Msg> {
             min_send_rate: u64_at(89)?,
         })),
         TAG_LOGS => Some(Msg::Logs(b.get(1..1 + LOG_SPEC_LEN)?.try_into().ok()?)),
+        TAG_SITE_LOG => Some(Msg::SiteLog {
+            index: *b.get(1)?,
+            count: *b.get(2)?,
+        }),
         TAG_STOP => Some(Msg::Stop),
         TAG_TEMP_DIR => Some(Msg::TempDir),
         TAG_HANDOVER => Some(Msg::Handover),
@@ -715,6 +734,10 @@ mod tests {
             min_send_rate: 500,
         }));
         round_trip(Msg::TempDir);
+        round_trip(Msg::SiteLog {
+            index: 3,
+            count: 64,
+        });
         assert_eq!(decode(&[]), None);
         assert_eq!(decode(&[TAG_ADOPT, 9]), None, "short");
         assert_eq!(decode(&[TAG_SEND, 9]), None, "short");
@@ -724,11 +747,24 @@ mod tests {
     #[test]
     fn tail_logs_round_trip() {
         let long = vec![b'x'; 10_000];
-        let fields: [&[u8]; 6] = [b"127.0.0.1", b"GET", b"/a b", b"HTTP/1.1", b"", &long];
+        let fields: [&[u8]; TailLog::FIELDS] = [
+            b"127.0.0.1",
+            b"GET",
+            b"/a b",
+            b"HTTP/1.1",
+            b"",
+            &long,
+            b"a.test",
+            b"a.test",
+            b"3",
+            b"2",
+            b"123456",
+        ];
         let enc = TailLog::encode(fields);
         let back = TailLog::decode(&enc).unwrap();
         assert_eq!(&back[..5], &fields[..5]);
         assert_eq!(back[5].len(), 8 << 10, "cut to 8 KiB");
+        assert_eq!(&back[6..], &fields[6..]);
         assert!(TailLog::decode(&enc[..enc.len() - 1]).is_none());
     }
 

@@ -7,8 +7,13 @@
 //! handler (lbaws has none: signals arrive through a signalfd).
 
 pub mod flood;
+pub mod json;
+mod sites;
+pub use sites::{
+    access_format, access_to, adopt_site_file, line_budget, site_descriptors, site_files, Dest,
+};
 
-use crate::config::{AccessLog, Level, LogTarget};
+use crate::config::{AccessLog, Level, LogConfig, LogTarget};
 use std::fmt::{self, Write as _};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -145,20 +150,17 @@ fn open_access(target: &AccessLog) -> Result<AccessSink, String> {
         AccessLog::Syslog => {
             AccessSink::Syslog(open_syslog().map_err(|e| format!("access log: syslog: {e}"))?)
         }
-        AccessLog::File(p) => {
-            use nix::fcntl::OFlag;
-            let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC;
-            let mode = nix::sys::stat::Mode::from_bits_truncate(0o640);
-            let fd = nix::fcntl::open(p, flags, mode)
-                .map_err(|e| format!("access log {}: {e}", p.display()))?;
-            AccessSink::File(fd)
-        }
+        AccessLog::File(p) => AccessSink::File(sites::open_append(p)?),
     })
 }
 
-/// Open the access log named by `[log] access` (at start-up, before privileges
-/// are dropped, and on reload). On error the previous log stays in use.
-pub fn configure_access(target: &AccessLog) -> Result<(), String> {
+/// Open the access log named by `[log] access`, and the sites' own files
+/// (at start-up, before privileges are dropped, and on reload); take the
+/// line format. On error the previous logs stay in use.
+pub fn configure_access(log: &LogConfig) -> Result<(), String> {
+    sites::set_format(log.format, log.line_budget);
+    sites::configure_site_files(&log.site_files)?;
+    let target = &log.access;
     let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
     if a.0 == *target && !matches!(a.1, AccessSink::Off) {
         return Ok(());
@@ -169,8 +171,9 @@ pub fn configure_access(target: &AccessLog) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGUSR1: reopen the access log file (after logrotate moved it).
+/// SIGUSR1: reopen the access log files (after logrotate moved them).
 pub fn reopen_access() -> Result<(), String> {
+    sites::reopen_site_files()?;
     let mut a = ACCESS.lock().unwrap_or_else(|e| e.into_inner());
     if matches!(a.0, AccessLog::File(_) | AccessLog::Syslog) {
         let sink = open_access(&a.0.clone())?;
@@ -230,6 +233,8 @@ pub fn spec() -> ([u8; SPEC_LEN], Option<RawFd>) {
         LogTarget::Stderr => 1,
         LogTarget::Syslog => 2,
     };
+    // The format rides in the access byte's high half.
+    let access = access | sites::format_code(access_format()) << 4;
     ([level as u8, target, u8::from(force), access], fd)
 }
 
@@ -248,7 +253,8 @@ pub fn adopt(spec: [u8; SPEC_LEN], file: Option<OwnedFd>) {
     };
     configure(level, target, spec[2] != 0);
     reopen();
-    let (kind, sink) = match (spec[3], file) {
+    sites::set_format_code(spec[3] >> 4);
+    let (kind, sink) = match (spec[3] & 15, file) {
         (1, _) => (AccessLog::Stderr, AccessSink::Stderr),
         (2, _) => match open_syslog() {
             Ok(l) => (AccessLog::Syslog, AccessSink::Syslog(l)),
@@ -285,25 +291,28 @@ pub fn access(line: &str) {
             out.push('\n');
             write_line(std::io::stderr().as_fd(), &out);
         }
-        AccessSink::File(fd) => {
-            // After a line cut short (a full file system), start afresh on a
-            // line of its own.
-            let cut_before = crate::scoreboard::take_cut();
-            let mut out = String::with_capacity(line.len() + 2);
-            if cut_before {
-                out.push('\n');
-            }
-            out.push_str(line);
-            out.push('\n');
-            match nix::unistd::write(fd.as_fd(), out.as_bytes()) {
-                Ok(n) if n == out.len() => {}
-                Ok(n) => {
-                    let cut = !take_back(fd.as_fd(), n) || cut_before;
-                    crate::scoreboard::lost_line(libc::ENOSPC, cut);
-                }
-                Err(e) => crate::scoreboard::lost_line(e as i32, cut_before),
-            }
+        AccessSink::File(fd) => write_file(fd.as_fd(), line),
+    }
+}
+
+/// One line to an access log file.
+pub(crate) fn write_file(fd: std::os::fd::BorrowedFd<'_>, line: &str) {
+    // After a line cut short (a full file system), start afresh on a
+    // line of its own.
+    let cut_before = crate::scoreboard::take_cut();
+    let mut out = String::with_capacity(line.len() + 2);
+    if cut_before {
+        out.push('\n');
+    }
+    out.push_str(line);
+    out.push('\n');
+    match nix::unistd::write(fd, out.as_bytes()) {
+        Ok(n) if n == out.len() => {}
+        Ok(n) => {
+            let cut = !take_back(fd, n) || cut_before;
+            crate::scoreboard::lost_line(libc::ENOSPC, cut);
         }
+        Err(e) => crate::scoreboard::lost_line(e as i32, cut_before),
     }
 }
 
@@ -499,7 +508,7 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
 }
 
 /// RFC 3339 UTC time, second precision, without allocating.
-struct Utc(i64);
+pub struct Utc(pub i64);
 
 impl Utc {
     fn now() -> Utc {

@@ -27,6 +27,7 @@ mod alloc;
 mod child;
 mod cli;
 mod config;
+mod explain;
 mod gate;
 mod handoff;
 mod http;
@@ -107,7 +108,19 @@ fn main() -> ExitCode {
         }
     };
     match args.mode {
-        cli::Mode::Check => check(&cfg, args.upgrade_format),
+        cli::Mode::Check => match &args.explain {
+            Some(url) => match explain::explain(&cfg, url) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lbaws check --explain: {e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            },
+            None => check(&cfg, args.upgrade_format),
+        },
         cli::Mode::Inetd => inetd(cfg),
         cli::Mode::Status => match status_cmd::fetch(&cfg) {
             Ok(body) => {
@@ -271,7 +284,7 @@ fn take_over(
             Err(e) => error!("after the upgrade: {e}"),
         }
     }
-    if let Err(e) = log::configure_access(&cfg.log.access) {
+    if let Err(e) = log::configure_access(&cfg.log) {
         error!("{e}; no access log");
     }
     let io = match loop_io(&cfg, listeners, notifier) {
@@ -330,7 +343,7 @@ fn run(
             return ExitCode::from(EX_OSERR);
         }
     }
-    if let Err(e) = log::configure_access(&cfg.log.access) {
+    if let Err(e) = log::configure_access(&cfg.log) {
         error!("{e}");
         return ExitCode::from(EX_OSERR);
     }
@@ -502,7 +515,7 @@ fn inetd(cfg: Config) -> ExitCode {
         _ => false,
     };
     log::configure(cfg.log.level, cfg.log.target, stderr_is_conn);
-    if let Err(e) = log::configure_access(&cfg.log.access) {
+    if let Err(e) = log::configure_access(&cfg.log) {
         error!("{e}");
         return ExitCode::from(EX_OSERR);
     }

@@ -33,13 +33,26 @@ pub fn fetch(cfg: &Config) -> Result<Vec<u8>, String> {
             cfg.source, route.prefix
         )
     })?;
+    // The route's site by one of its names (the default site by any).
+    let host = match cfg.sites.get(route.site) {
+        Some(site) if route.site != cfg.default_site => site
+            .names
+            .iter()
+            .map(|n| match n {
+                crate::config::Pattern::Wildcard(suffix) => format!("status.{suffix}"),
+                n => n.to_string(),
+            })
+            .next()
+            .unwrap_or_else(|| "localhost".into()),
+        _ => "localhost".into(),
+    };
     let mut request = Vec::new();
     if listen.proxy.is_some() {
         request.extend_from_slice(&lbaws::proto::proxy::V2_LOCAL);
     }
     request.extend_from_slice(
         format!(
-            "GET {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: lbaws-status\r\nConnection: close\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lbaws-status\r\nConnection: close\r\n\r\n",
             route.prefix
         )
         .as_bytes(),

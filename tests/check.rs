@@ -50,7 +50,7 @@ fn bad_configs_are_located() {
             "FILE:3:1: unknown field `max_conection`, expected one of `user`, `group`, `max_connections`, `max_pending`, `max_pending_per_source`, `worker_reserve`, `max_connections_per_ip`, `shutdown_timeout`, `server_header`, `temp_dir`, `exit_idle_after`",
         ),
         // unknown table
-        ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`, `sandbox`"),
+        ("[serverr]\n", "FILE:1:2: unknown field `serverr`, expected one of `server`, `listen`, `log`, `limits`, `route`, `sandbox`, `site`, `include`"),
         // bad duration
         (
             "[server]\nshutdown_timeout = \"10 seconds\"\n",

@@ -839,6 +839,45 @@ EOF
 }
 step_cgi_limits
 
+# --- Sites (issue 19) ------------------------------------------------------------------
+# A step of its own: the package ships /etc/lbaws/sites.d/default.toml (a
+# conffile) and the main config includes the directory. A site is added as an
+# admin would: a file in sites.d, lbaws check --explain, systemctl reload; the
+# new name gets its site (with its header), any other name the default site;
+# a broken edit of that file is refused at its own FILE:LINE:COLUMN and the
+# running sites stay; the file removed, a reload drops the site.
+step_sites() {
+	step sites "sites.d: a site added by a file and a reload"
+	local site=/etc/lbaws/sites.d/e2e.toml
+	check "default.toml is a conffile" c grep -qx /etc/lbaws/sites.d/default.toml /var/lib/dpkg/info/lbaws.conffiles
+	c sh -c "cat >$site" <<'EOF'
+[[site]]
+names = ["e2e.test", "*.e2e.test"]
+headers = { "X-E2E-Site" = "yes" }
+[[site.route]]
+prefix = "/"
+respond = { status = 200, body = "e2e site\n", content_type = "text/plain" }
+EOF
+	explained() { c lbaws check --explain http://www.e2e.test/ | grep -qF "site:   e2e.test (a wildcard name), at $site:1:1"; }
+	check "lbaws check --explain names the new site" explained
+	check "systemctl reload lbaws" c systemctl reload lbaws
+	e2e_site() { get -H 'Host: www.e2e.test' http://127.0.0.1:8080/ | grep -qx 'e2e site'; }
+	check "the new site answers its names" wait_for 10 e2e_site
+	e2e_header() { c curl -sS -o /dev/null -D - -H 'Host: e2e.test' http://127.0.0.1:8080/ | grep -qi '^X-E2E-Site: yes'; }
+	check "... with its header" e2e_header
+	check "another name gets the default site" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+	c sed -i 's/status = 200/status = 2000/' "$site"
+	check "systemctl reload lbaws (a broken site file)" c systemctl reload lbaws
+	broken_logged() { c journalctl -u lbaws --no-pager -o cat | grep -qF "$site:6:22: status 2000 out of range"; }
+	check "the reload names the site file, line and column" wait_for 10 broken_logged
+	check "... and the running sites stay" e2e_site
+	c rm -f "$site"
+	check "systemctl reload lbaws (the file removed)" c systemctl reload lbaws
+	e2e_gone() { get -H 'Host: www.e2e.test' http://127.0.0.1:8080/ | cmp -s - <(c cat /var/www/lbaws/index.html); }
+	check "the site is gone: its names get the default site" wait_for 10 e2e_gone
+}
+step_sites
+
 # --- 13 ------------------------------------------------------------------------------
 step 13 "remove, then install again"
 if c dpkg -r lbaws >"$work/dpkg-r.log" 2>&1; then ok "dpkg -r lbaws"; else bad "dpkg -r lbaws"; cat "$work/dpkg-r.log"; fi

@@ -65,7 +65,7 @@ for f in usr/sbin/lbaws etc/lbaws/config.toml usr/share/lbaws/www/index.html \
 	usr/share/lintian/overrides/lbaws; do
 	if [ -f "$work/root/$f" ]; then ok "ships /$f"; else bad "missing /$f"; fi
 done
-for f in /etc/lbaws/config.toml /etc/logrotate.d/lbaws; do
+for f in /etc/lbaws/config.toml /etc/lbaws/sites.d/default.toml /etc/logrotate.d/lbaws; do
 	if grep -qx "$f" "$work/control/conffiles"; then ok "$f is a conffile"; else bad "$f is not a conffile"; fi
 done
 if [ -f "$work/root/etc/logrotate.d/lbaws" ]; then ok "ships /etc/logrotate.d/lbaws"; else bad "missing /etc/logrotate.d/lbaws"; fi

@@ -127,10 +127,30 @@ fn scrape(d: &Daemon) -> BTreeMap<String, f64> {
     parse_prometheus(&r.body_str())
 }
 
+/// Responses of class `code` (e.g. "4xx"), all sites together.
+fn class(m: &BTreeMap<String, f64>, code: &str) -> f64 {
+    let key = format!("lbaws_http_responses_total{{code=\"{code}\",site=");
+    m.iter()
+        .filter(|(k, _)| k.starts_with(&key))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 fn requests(m: &BTreeMap<String, f64>) -> f64 {
     ["1xx", "2xx", "3xx", "4xx", "5xx"]
         .iter()
-        .map(|c| m[&format!("lbaws_http_responses_total{{code=\"{c}\"}}")])
+        .map(|c| class(m, c))
+        .sum()
+}
+
+/// A histogram's series, all sites together (`le` given, or `_count`).
+fn histogram(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.starts_with(&format!("lbaws_request_duration_seconds_{series}"))
+                && (series == "count" || k.contains("le=\"+Inf\""))
+        })
+        .map(|(_, v)| v)
         .sum()
 }
 
@@ -146,8 +166,8 @@ fn prometheus_output_parses_and_counts_every_request_exactly() {
         "lbaws_worker_exits_total{cause=\"ok\"}".into(),
         "lbaws_reloads_total{result=\"ok\"}".into(),
         "lbaws_upgrades_total{}".into(),
-        "lbaws_request_duration_seconds_bucket{le=\"+Inf\"}".into(),
-        "lbaws_request_duration_seconds_count{}".into(),
+        "lbaws_request_duration_seconds_bucket{le=\"+Inf\",site=\"default\"}".into(),
+        "lbaws_request_duration_seconds_count{site=\"default\"}".into(),
         "lbaws_connections_active{}".into(),
         "lbaws_gate_connections{}".into(),
         "lbaws_gate_connections_max{}".into(),
@@ -157,6 +177,7 @@ fn prometheus_output_parses_and_counts_every_request_exactly() {
         "lbaws_access_log_lines_lost_total{}".into(),
         "process_cpu_seconds_total{process=\"supervisor\"}".into(),
         "process_cpu_seconds_total{process=\"gate\"}".into(),
+        "lbaws_http_responses_total{code=\"2xx\",site=\"default\"}".into(),
     ] {
         assert!(
             before.keys().any(|k| k.starts_with(&key)),
@@ -171,7 +192,7 @@ fn prometheus_output_parses_and_counts_every_request_exactly() {
     let mut args = vec!["-o", "/dev/null"];
     args.extend(&urls);
     curl(&args);
-    let four = "lbaws_http_responses_total{code=\"4xx\"}";
+    let four = "lbaws_http_responses_total{code=\"4xx\",site=\"default\"}";
     // A response is counted just after it is sent: poll until curl's last
     // is, then check that no more than N were.
     let mut scrapes = 0;
@@ -190,14 +211,8 @@ fn prometheus_output_parses_and_counts_every_request_exactly() {
         "{after:?}"
     );
     // The histogram counts every response, and its buckets add up.
-    assert_eq!(
-        after["lbaws_request_duration_seconds_count{}"],
-        requests(&after)
-    );
-    assert_eq!(
-        after["lbaws_request_duration_seconds_bucket{le=\"+Inf\"}"],
-        requests(&after)
-    );
+    assert_eq!(histogram(&after, "count"), requests(&after));
+    assert_eq!(histogram(&after, "bucket"), requests(&after));
     assert!(after["lbaws_response_body_bytes_total{}"] >= (N * "none\n".len()) as f64);
     assert!(
         after["lbaws_connections_accepted_total{}"]

@@ -10,11 +10,18 @@
 //! into their real types, routes sorted for longest-prefix matching.
 
 mod cidr;
+mod fields;
+mod include;
 mod raw;
 mod routes;
+mod sites;
 mod validate;
 
 pub use cidr::Cidr;
+pub use fields::Fields;
+pub use lbaws::proto::template::Template;
+pub use lbaws::proto::vhost::{Found, Names, Pattern};
+pub use sites::MAX_SITE_LOGS;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -136,6 +143,24 @@ pub struct LogConfig {
     pub level: Level,
     pub target: LogTarget,
     pub access: AccessLog,
+    pub format: AccessFormat,
+    /// The sites' own access log files, each once ([`SiteLog::File`]).
+    pub site_files: Vec<PathBuf>,
+    /// The most bytes of request data (target, host, referer, user agent)
+    /// one JSON line carries: `[limits] max_header_bytes`.
+    pub line_budget: usize,
+}
+
+/// `[log] access_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    /// Apache's and nginx's Combined Log Format.
+    #[default]
+    Combined,
+    /// The site's label, then the Combined line (Apache's `vhost_combined`).
+    VhostCombined,
+    /// One JSON object a line.
+    Json,
 }
 
 /// `[log] access`: where workers write one Combined Log Format line per request.
@@ -185,7 +210,7 @@ pub enum Action {
     Static(StaticRoute),
     Cgi(Box<CgiRoute>),
     Redirect {
-        to: String,
+        to: Template,
         status: u16,
     },
     /// The status page (`http::status`), from the scoreboard.
@@ -334,6 +359,53 @@ pub struct Route {
     pub action: Action,
     /// `None`: everyone may use the route.
     pub allow: Option<Allow>,
+    /// Its site (an index into [`Config::sites`]).
+    pub site: usize,
+    /// What its responses carry: its `headers`, and its site's that it
+    /// does not set itself.
+    pub fields: Fields,
+    /// Where it is written: `FILE:LINE:COLUMN`.
+    pub origin: String,
+}
+
+/// The label of the site made of the top-level `[[route]]` entries.
+pub const DEFAULT_LABEL: &str = "default";
+
+/// `[[site]]`: the names it answers to, its routes, what its responses carry.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Its first name (shown in logs and metrics), or [`DEFAULT_LABEL`].
+    pub label: String,
+    pub names: Vec<Pattern>,
+    /// Its routes, as indices into [`Config::routes`], longest prefix first.
+    pub routes: Vec<usize>,
+    /// Its `headers` (on responses no route of its answers, e.g. 404).
+    pub fields: Fields,
+    /// Error pages: a status and the path of the page among its files.
+    pub errors: Vec<(u16, String)>,
+    pub access: SiteLog,
+    /// Where it is written: `FILE:LINE:COLUMN`.
+    pub origin: String,
+    /// Its row of counters in the scoreboard (0: `other`), given when the
+    /// configuration is taken into use (`scoreboard::label_sites`).
+    pub row: u32,
+}
+
+/// A site's `access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteLog {
+    /// `[log] access`.
+    Main,
+    Off,
+    /// A file of its own: an index into [`LogConfig::site_files`].
+    File(usize),
+}
+
+/// Which site and route answer a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit<'c> {
+    pub site: &'c Site,
+    pub route: Option<&'c Route>,
 }
 
 #[derive(Debug, Clone)]
@@ -344,8 +416,16 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub log: LogConfig,
     pub limits: Limits,
-    /// Longest prefix first, so the first match wins.
+    /// Every site's routes, site by site in file order (each site lists
+    /// its own, longest prefix first).
     pub routes: Vec<Route>,
+    /// At least one: the top-level `[[route]]` entries make one if there is
+    /// no `[[site]]`.
+    pub sites: Vec<Site>,
+    /// Where a request for no known name goes.
+    pub default_site: usize,
+    /// Every site's names.
+    pub hosts: Names,
     pub sandbox: Sandbox,
     /// What was accepted but deserves a word (`FILE:LINE:COLUMN: ...`):
     /// printed by `check`, logged at start and on reload.
@@ -406,15 +486,43 @@ impl Config {
         l.stall_timeout.max(longest + Duration::from_secs(5))
     }
 
-    /// The route for a request path: the longest matching prefix, matched
-    /// by whole path segments (`/files` takes `/files` and `/files/...`, not
-    /// `/filesystem.html`; a prefix ending in `/` takes what begins with it).
+    /// The default site's route for a request path (the unit tests' view).
+    #[cfg(test)]
     pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
+        self.site_route(&self.sites[self.default_site], path)
+    }
+
+    /// The site a request's host names (`None`: no host), else the default.
+    pub fn site_for(&self, host: Option<&str>) -> usize {
+        if self.sites.len() == 1 {
+            return 0;
+        }
+        host.and_then(|h| self.hosts.lookup(h))
+            .map_or(self.default_site, |(i, _)| i as usize)
+    }
+
+    /// A site's route for a request path: the longest matching prefix.
+    pub fn site_route(&self, site: &Site, path: &str) -> Option<&Route> {
+        site.routes
+            .iter()
+            .map(|&i| &self.routes[i])
+            .find(|r| prefix_matches(&r.prefix, path))
+    }
+
+    /// The site and route for a request.
+    pub fn pick(&self, host: Option<&str>, path: &str) -> Hit<'_> {
+        let site = &self.sites[self.site_for(host)];
+        Hit {
+            site,
+            route: self.site_route(site, path),
+        }
     }
 }
 
-/// Whether `path` is `prefix` or below it, segment by segment.
+/// Whether `path` is `prefix` or below it, segment by segment (`/files`
+/// takes `/files` and `/files/...`, not `/filesystem.html`; a prefix ending
+/// in `/` takes what begins with it). The one rule every site's routes are
+/// matched by.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
@@ -451,20 +559,73 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     }
 }
 
-/// Parse and validate configuration text; `file` names it in errors.
+/// Parse and validate configuration text; `file` names it in errors (and
+/// is where relative `include` entries start from).
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let mut files = vec![include::File {
+        name: file.to_string(),
+        text: text.to_string(),
+        real: std::fs::canonicalize(file).ok(),
+    }];
+    let located = |files: &[include::File], (f, span, msg): sites::Located| {
+        let src: &include::File = &files[f];
+        ConfigError {
+            file: src.name.clone(),
+            pos: Some(line_col(&src.text, span.start)),
+            msg,
+        }
+    };
     let at = |span: Option<Range<usize>>, msg: String| ConfigError {
         file: file.to_string(),
         pos: span.map(|s| line_col(text, s.start)),
         msg,
     };
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| at(e.span(), clean(e.message())))?;
-    let (mut cfg, warnings) = validate::validate(raw).map_err(|(span, msg)| at(Some(span), msg))?;
+    let (mut cfg, warnings) =
+        validate::validate(&raw).map_err(|(span, msg)| at(Some(span), msg))?;
     cfg.source = file.to_string();
     cfg.warnings = warnings
         .into_iter()
         .map(|(span, msg)| at(Some(span), msg).to_string())
         .collect();
+
+    // The sites: the main file's, then the included files'.
+    let mut included = Vec::new();
+    include::expand(&raw.include, 0, 0, &mut files, &mut included)
+        .map_err(|e| located(&files, e))?;
+    let all: Vec<(usize, &toml::Spanned<raw::RawSite>)> = raw
+        .site
+        .iter()
+        .map(|s| (0, s))
+        .chain(included.iter().map(|(f, s)| (*f, s)))
+        .collect();
+    let built = sites::build(&raw.route, &all, &files).map_err(|e| located(&files, e))?;
+    cfg.routes = built.routes;
+    cfg.sites = built.sites;
+    cfg.default_site = built.default_site;
+    cfg.hosts = built.hosts;
+    cfg.log.site_files = built.site_logs;
+    for w in built.warnings {
+        cfg.warnings.push(located(&files, w).to_string());
+    }
+    if let Err((span, msg)) = validate::check_temp_dir(&raw, &cfg) {
+        return Err(match span {
+            Some(s) => at(Some(s), msg),
+            None => {
+                // The default temp_dir: point at the first CGI route.
+                let r = cfg
+                    .routes
+                    .iter()
+                    .find(|r| matches!(r.action, Action::Cgi(_)))
+                    .expect("a CGI route made temp_dir matter");
+                ConfigError {
+                    file: String::new(),
+                    pos: None,
+                    msg: format!("{}: {msg}", r.origin),
+                }
+            }
+        });
+    }
     Ok(cfg)
 }
 

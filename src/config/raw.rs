@@ -25,6 +25,34 @@ pub(super) struct RawConfig {
     pub route: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub sandbox: RawSandbox,
+    #[serde(default)]
+    pub site: Vec<Spanned<RawSite>>,
+    pub include: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// A file named by `include`: sites, and more includes.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIncluded {
+    #[serde(default)]
+    pub site: Vec<Spanned<RawSite>>,
+    pub include: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// Name = value pairs (`headers`, `errors`), each key with its position.
+pub(super) type RawTable = Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>;
+
+/// `[[site]]`: names, routes and what its responses carry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSite {
+    pub names: Option<Spanned<Vec<Spanned<String>>>>,
+    pub default: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+    pub headers: Option<RawTable>,
+    pub errors: Option<RawTable>,
+    pub access: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,6 +129,7 @@ pub(super) struct RawLog {
     pub level: Option<LevelName>,
     pub target: Option<TargetName>,
     pub access: Option<Spanned<String>>,
+    pub access_format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -134,6 +163,7 @@ pub(super) struct RawRoute {
     pub sandbox: Option<Spanned<RawWiden>>,
     pub status: Option<Spanned<RawStatus>>,
     pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub headers: Option<RawTable>,
 }
 
 #[derive(Deserialize)]

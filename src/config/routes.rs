@@ -1,44 +1,18 @@
-//! `[[route]]` entries: a prefix and exactly one action, each action's
-//! fields checked (absolute paths, plain index names, redirect statuses and
-//! targets, environment names).
+//! `[[route]]` and `[[site.route]]` entries: a prefix and exactly one
+//! action, each action's fields checked (absolute paths, plain index names,
+//! redirect statuses and targets with their placeholders, environment
+//! names).
 
 use super::raw::{
-    RawCgi, RawCgiLimits, RawConfig, RawRedirect, RawRespond, RawRoute, RawStatic, RawStatus,
-    RawWiden,
+    RawCgi, RawCgiLimits, RawRedirect, RawRespond, RawRoute, RawStatic, RawStatus, RawWiden,
 };
 use super::validate::Invalid;
 use super::*;
 use toml::Spanned;
 
-/// The `[[route]]` entries, longest prefix first.
-pub(super) fn routes(raw: &RawConfig) -> Result<Vec<Route>, Invalid> {
-    let mut routes: Vec<Route> = Vec::new();
-    let mut cgi_routes = 0;
-    for r in &raw.route {
-        let prefix = r.get_ref().prefix.get_ref();
-        if routes.iter().any(|o| &o.prefix == prefix) {
-            return Err((
-                r.get_ref().prefix.span(),
-                format!("duplicate route prefix {prefix:?}"),
-            ));
-        }
-        let mut route = route(r)?;
-        if let Action::Cgi(c) = &mut route.action {
-            if cgi_routes == MAX_CGI_ROUTES {
-                return Err((r.span(), format!("more than {MAX_CGI_ROUTES} cgi routes")));
-            }
-            c.slot = cgi_routes;
-            cgi_routes += 1;
-        }
-        routes.push(route);
-    }
-    // Longest prefix first: a stable sort keeps file order among equals (none: duplicates refused).
-    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    Ok(routes)
-}
-
-/// One route: its prefix and its one action.
-fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
+/// One route: its prefix and its one action (its site, fields and origin
+/// are the caller's to fill in).
+pub(super) fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
     let span = r.span();
     let r = r.get_ref();
     let prefix = r.prefix.get_ref();
@@ -94,6 +68,9 @@ fn route(r: &Spanned<RawRoute>) -> Result<Route, Invalid> {
         prefix: prefix.clone(),
         action,
         allow,
+        site: 0,
+        fields: Fields::default(),
+        origin: String::new(),
     })
 }
 
@@ -165,17 +142,8 @@ fn redirect(rd: &Spanned<RawRedirect>) -> Result<Action, Invalid> {
             format!("redirect status {n} is not one of 301, 302, 303, 307, 308"),
         )),
     })?;
-    let to = v.to.get_ref();
-    if to.is_empty() || to.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err((
-            v.to.span(),
-            "redirect target must be a non-empty URL without spaces or control characters".into(),
-        ));
-    }
-    Ok(Action::Redirect {
-        to: to.clone(),
-        status,
-    })
+    let to = Template::parse(v.to.get_ref()).map_err(|e| (v.to.span(), e))?;
+    Ok(Action::Redirect { to, status })
 }
 
 fn cgi_route(c: &Spanned<RawCgi>) -> Result<CgiRoute, Invalid> {

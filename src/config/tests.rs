@@ -342,3 +342,252 @@ fn cgi_limits_stderr_and_sandbox_grants() {
     assert!(err(&route("", &long))
         .starts_with("t.toml:6:29: sandbox connect_unix: a socket path has at most 107 bytes"));
 }
+
+/// The route a request for `host` and `path` gets: its site's label and prefix.
+fn hit(c: &Config, host: Option<&str>, path: &str) -> (String, Option<String>) {
+    let h = c.pick(host, path);
+    (h.site.label.clone(), h.route.map(|r| r.prefix.clone()))
+}
+
+const SITES: &str = r#"
+[[site]]
+names = ["example.org", "www.example.org"]
+headers = { "Strict-Transport-Security" = "max-age=63072000" }
+[[site.route]]
+prefix = "/"
+respond = { status = 200, body = "org" }
+[[site.route]]
+prefix = "/old"
+redirect = { to = "https://{host}{uri}" }
+headers = { "Cache-Control" = "no-cache", "Strict-Transport-Security" = "max-age=1" }
+
+[[site]]
+names = ["*.example.net"]
+default = true
+[[site.route]]
+prefix = "/"
+respond = { status = 200, body = "net" }
+"#;
+
+#[test]
+fn sites_names_and_the_default() {
+    let c = parse(SITES, "t").unwrap();
+    assert_eq!(c.sites.len(), 2);
+    assert_eq!(c.default_site, 1);
+    let o = || Some("/".to_string());
+    assert_eq!(
+        hit(&c, Some("www.example.org:8080"), "/x"),
+        ("example.org".into(), o())
+    );
+    assert_eq!(
+        hit(&c, Some("a.example.net"), "/"),
+        ("*.example.net".into(), o())
+    );
+    assert_eq!(
+        hit(&c, Some("nowhere.test"), "/"),
+        ("*.example.net".into(), o())
+    );
+    assert_eq!(hit(&c, None, "/"), ("*.example.net".into(), o()));
+    assert_eq!(
+        hit(&c, Some("example.org"), "/old/x").1.as_deref(),
+        Some("/old")
+    );
+    // A route's headers win over its site's; the site's others still apply.
+    let old = c.pick(Some("example.org"), "/old").route.unwrap();
+    assert_eq!(
+        old.fields.list,
+        vec![
+            ("Cache-Control".to_string(), "no-cache".to_string()),
+            (
+                "Strict-Transport-Security".to_string(),
+                "max-age=1".to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        c.sites[0].fields.block,
+        "Strict-Transport-Security: max-age=63072000\r\n"
+    );
+    assert!(
+        c.sites[0].origin.starts_with("t:2:1"),
+        "{}",
+        c.sites[0].origin
+    );
+}
+
+#[test]
+fn top_level_routes_are_the_default_site() {
+    // Alone: the only site, for every host.
+    let c = parse(
+        "[[route]]\nprefix = \"/\"\nrespond = { status = 200 }\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(hit(&c, Some("any.host"), "/").0, DEFAULT_LABEL);
+    // With sites none of which is marked: a site of their own, the default.
+    let text = format!("[[route]]\nprefix = \"/top\"\nrespond = {{ status = 200 }}\n{SITES}")
+        .replace("default = true\n", "");
+    let c = parse(&text, "t").unwrap();
+    assert_eq!(c.sites.len(), 3);
+    assert_eq!(
+        hit(&c, Some("x.test"), "/top"),
+        (DEFAULT_LABEL.into(), Some("/top".into()))
+    );
+    assert_eq!(hit(&c, Some("example.org"), "/top").1.as_deref(), Some("/"));
+    // With a marked site: they join it.
+    let text = format!("[[route]]\nprefix = \"/top\"\nrespond = {{ status = 200 }}\n{SITES}");
+    let c = parse(&text, "t").unwrap();
+    assert_eq!(c.sites.len(), 2);
+    assert_eq!(
+        hit(&c, Some("x.test"), "/top"),
+        ("*.example.net".into(), Some("/top".into()))
+    );
+    // ... but not with a prefix it has too.
+    let text = format!("[[route]]\nprefix = \"/\"\nrespond = {{ status = 200 }}\n{SITES}");
+    assert!(parse(&text, "t")
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate route prefix \"/\""));
+    // Without top-level routes or a mark, the first site is the default.
+    let c = parse(&SITES.replace("default = true\n", ""), "t").unwrap();
+    assert_eq!(hit(&c, Some("x.test"), "/").0, "example.org");
+}
+
+#[test]
+fn site_errors_are_located() {
+    let site = |body: &str| {
+        format!("[[site]]\nnames = [\"a.test\"]\n{body}[[site.route]]\nprefix = \"/\"\nstatic = {{ root = \"/srv\" }}\n")
+    };
+    assert_eq!(
+        err(&format!("{}{}", site(""), site(""))),
+        "t.toml:7:10: name a.test is claimed twice: the site at t.toml:1:1 has it already"
+    );
+    assert_eq!(
+        err(&site("default = true\n")
+            .replace("a.test", "b.test")
+            .add_site(&site("default = true\n"))),
+        "t.toml:9:11: default = true on a second site (the first is at t.toml:1:1)"
+    );
+    assert_eq!(
+        err("[[site]]\nnames = [\"a.test:80\"]\n"),
+        "t.toml:2:10: site name \"a.test:80\": a name has letters, digits, '-', '_' and dots only (no port, no scheme)"
+    );
+    assert!(err("[[site]]\nnames = [\"a\"]\n[[site]]\n[[site.route]]\nprefix = \"/\"\nrespond = { status = 200 }\n")
+        .starts_with("t.toml:3:1: a site needs names"));
+    assert_eq!(
+        err(&site("headers = { \"Content-Length\" = \"1\" }\n")),
+        "t.toml:3:13: header \"Content-Length\" cannot be set: lbaws writes it (framing, hop-by-hop, or its own); Server and Cache-Control may be"
+    );
+    assert!(
+        err(&site("headers = { \"X-A\" = \"a\\r\\nSet-Cookie: x\" }\n"))
+            .starts_with("t.toml:3:21: header \"X-A\": a value has no control characters")
+    );
+    assert!(err(&site("headers = { \"X A\" = \"a\" }\n"))
+        .starts_with("t.toml:3:13: header name \"X A\" is not a field name"));
+    assert!(
+        err(&site("errors = { 404 = \"/e/404.html\", 200 = \"/x\" }\n"))
+            .starts_with("t.toml:3:33: errors: \"200\" is not a status")
+    );
+    assert!(err(&site("errors = { 404 = \"/e/../404.html\" }\n"))
+        .starts_with("t.toml:3:18: error page \"/e/../404.html\" must be a plain absolute path"));
+    assert!(parse(&site("errors = { 404 = \"/e/404.html\" }\n"), "t").is_ok());
+    assert!(err("[[site]]\nnames = [\"a.test\"]\nerrors = { 404 = \"/e/404.html\" }\n[[site.route]]\nprefix = \"/\"\nrespond = { status = 200 }\n")
+        .starts_with("t.toml:3:18: error page \"/e/404.html\": no static route of this site serves it"));
+    assert!(err(&site("access = \"relative.log\"\n")).starts_with("t.toml:3:10: site access log"));
+    assert!(
+        err("[[route]]\nprefix = \"/\"\nredirect = { to = \"https://{host}{nope}\" }\n")
+            .starts_with(
+                "t.toml:3:19: redirect target \"https://{host}{nope}\": unknown placeholder {nope}"
+            )
+    );
+    assert!(
+        err("[log]\naccess_format = \"xml\"\n").starts_with("t.toml:2:17: access_format \"xml\"")
+    );
+    let c = parse(
+        &site("access = \"/var/log/a.log\"\n")
+            .replace("a.test", "b.test")
+            .add_site(&site("access = \"/var/log/a.log\"\n")),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.log.site_files, vec![PathBuf::from("/var/log/a.log")]);
+    assert_eq!(c.sites[1].access, SiteLog::File(0));
+    // A site without routes is accepted, with a word.
+    let c = parse("[[site]]\nnames = [\"a.test\"]\n", "t").unwrap();
+    assert_eq!(
+        c.warnings,
+        vec!["t:1:1: site a.test has no routes: every request for it gets 404".to_string()]
+    );
+}
+
+trait AddSite {
+    fn add_site(&self, other: &str) -> String;
+}
+impl AddSite for String {
+    fn add_site(&self, other: &str) -> String {
+        format!("{self}{other}")
+    }
+}
+
+#[test]
+fn includes_name_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sites.d")).unwrap();
+    let main = d.join("config.toml");
+    std::fs::write(&main, "include = [\"sites.d/*.toml\", \"none/*.toml\"]\n").unwrap();
+    std::fs::write(d.join("sites.d/b.toml"), "[[site]]\nnames = [\"b.test\"]\n[[site.route]]\nprefix = \"/\"\nrespond = { status = 200 }\n").unwrap();
+    std::fs::write(d.join("sites.d/a.toml"), "[[site]]\nnames = [\"a.test\"]\n[[site.route]]\nprefix = \"/\"\nrespond = { status = 200 }\n").unwrap();
+    std::fs::write(d.join("sites.d/.swap.toml"), "garbage").unwrap();
+    std::fs::write(d.join("sites.d/c.toml.dpkg-old"), "garbage").unwrap();
+    let c = load(Some(&main)).unwrap();
+    let labels: Vec<&str> = c.sites.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["a.test", "b.test"],
+        "sorted, dotfiles and other names left"
+    );
+    assert_eq!(c.default_site, 0);
+    // An error in an included file is reported there.
+    std::fs::write(d.join("sites.d/b.toml"), "[[site]]\nnames = [\"b.test\"]\n[[site.route]]\nprefix = \"nope\"\nrespond = { status = 200 }\n").unwrap();
+    let e = load(Some(&main)).unwrap_err().to_string();
+    let b = d.join("sites.d/b.toml");
+    assert_eq!(
+        e,
+        format!(
+            "{}:4:10: route prefix \"nope\" must start with '/'",
+            b.display()
+        )
+    );
+    std::fs::write(&b, "[[site]]\nnames = [\"a.test\"]\n").unwrap();
+    let e = load(Some(&main)).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:2:10: name a.test is claimed twice: the site at {}:1:1",
+            b.display(),
+            d.join("sites.d/a.toml").display()
+        )),
+        "{e}"
+    );
+    std::fs::write(&b, "[[route]]\nprefix = \"/\"\n").unwrap();
+    let e = load(Some(&main)).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}:1:3: unknown field `route`", b.display())),
+        "{e}"
+    );
+    // A loop is an error, not a hang.
+    std::fs::write(&b, "include = [\"b.toml\"]\n").unwrap();
+    let e = load(Some(&main)).unwrap_err().to_string();
+    assert!(e.contains("is read twice"), "{e}");
+    // An unreadable file is an error (a directory that matches, here).
+    std::fs::remove_file(&b).unwrap();
+    std::fs::create_dir(d.join("sites.d/dir.toml")).unwrap();
+    let e = load(Some(&main)).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:1:12: include \"sites.d/*.toml\": ",
+            main.display()
+        )) && e.ends_with("is not a file"),
+        "{e}"
+    );
+}

@@ -22,7 +22,7 @@ pub const DEFAULT_TEMP_DIR: &str = "/var/tmp";
 pub const DEFAULT_CGI_BODY_IN_MEMORY: u64 = 64 << 10;
 
 /// A valid configuration, and what deserves a warning in it.
-pub(super) fn validate(raw: RawConfig) -> Result<(Config, Vec<Invalid>), Invalid> {
+pub(super) fn validate(raw: &RawConfig) -> Result<(Config, Vec<Invalid>), Invalid> {
     let mut warnings = Vec::new();
     let user = match &raw.server.user {
         None => None,
@@ -36,18 +36,18 @@ pub(super) fn validate(raw: RawConfig) -> Result<(Config, Vec<Invalid>), Invalid
         Some(g) => Some((g.get_ref().clone(), lookup_group(g)?)),
     };
 
-    let listen = listeners(&raw)?;
-    let routes = super::routes::routes(&raw)?;
-    let temp_dir = temp_dir(&raw, user.as_ref(), group.as_ref())?;
+    let listen = listeners(raw)?;
+    let temp_dir = temp_dir_path(raw)?;
     let limits = limits(&raw.limits);
     let access = access_log(&raw.log)?;
+    let format = access_format(&raw.log)?;
     let sandbox = Sandbox {
-        mode: sandbox_mode(&raw)?,
+        mode: sandbox_mode(raw)?,
         strict_syscalls: raw.sandbox.strict_syscalls.unwrap_or(false),
     };
 
     let max_connections = raw.server.max_connections.map_or(512, |c| c.0 as usize);
-    let (worker_reserve, max_pending_per_source) = admission(&raw, max_connections, &mut warnings)?;
+    let (worker_reserve, max_pending_per_source) = admission(raw, max_connections, &mut warnings)?;
 
     let cfg = Config {
         source: String::new(),
@@ -69,12 +69,18 @@ pub(super) fn validate(raw: RawConfig) -> Result<(Config, Vec<Invalid>), Invalid
         },
         listen,
         log: LogConfig {
-            level: raw.log.level.map_or(Level::Info, |l| l.0),
-            target: raw.log.target.map_or(LogTarget::Auto, |t| t.0),
+            level: raw.log.level.as_ref().map_or(Level::Info, |l| l.0),
+            target: raw.log.target.as_ref().map_or(LogTarget::Auto, |t| t.0),
             access,
+            format,
+            site_files: Vec::new(),
+            line_budget: limits.max_header_bytes,
         },
         limits,
-        routes,
+        routes: Vec::new(),
+        sites: Vec::new(),
+        default_site: 0,
+        hosts: Names::default(),
         sandbox,
     };
     Ok((cfg, warnings))
@@ -308,6 +314,24 @@ fn limits(raw: &RawLimits) -> Limits {
     }
 }
 
+/// `[log] access_format`.
+fn access_format(raw: &RawLog) -> Result<AccessFormat, Invalid> {
+    let Some(f) = &raw.access_format else {
+        return Ok(AccessFormat::Combined);
+    };
+    match f.get_ref().as_str() {
+        "combined" => Ok(AccessFormat::Combined),
+        "vhost_combined" => Ok(AccessFormat::VhostCombined),
+        "json" => Ok(AccessFormat::Json),
+        other => Err((
+            f.span(),
+            format!(
+                "access_format {other:?}: expected \"combined\", \"vhost_combined\" or \"json\""
+            ),
+        )),
+    }
+}
+
 /// `[log] access`.
 fn access_log(raw: &RawLog) -> Result<AccessLog, Invalid> {
     Ok(match &raw.access {
@@ -324,40 +348,53 @@ fn access_log(raw: &RawLog) -> Result<AccessLog, Invalid> {
     })
 }
 
-/// `[server] temp_dir`: an absolute path; and, when a CGI route may need it,
-/// a directory where the workers can create unlinked files. Refused here
-/// (at start, `check` and reload) rather than with a 500 on the first large
-/// body; the error points at the key, or at the first CGI route when the
-/// default is the problem.
-fn temp_dir(
-    raw: &RawConfig,
-    user: Option<&(String, u32, u32)>,
-    group: Option<&(String, u32)>,
-) -> Result<PathBuf, Invalid> {
+/// `[server] temp_dir`: an absolute path.
+fn temp_dir_path(raw: &RawConfig) -> Result<PathBuf, Invalid> {
     let set = raw.server.temp_dir.as_ref();
     let dir = set.map_or(DEFAULT_TEMP_DIR, |d| d.get_ref().as_str());
     if !dir.starts_with('/') || dir.contains('\0') {
         let span = set.map_or(0..0, |d| d.span());
         return Err((span, format!("temp_dir {dir:?} must be an absolute path")));
     }
-    let dir = PathBuf::from(dir);
-    let Some(cgi) = raw.route.iter().find_map(|r| r.get_ref().cgi.as_ref()) else {
-        return Ok(dir); // nothing will use it
-    };
-    let gid = group.map(|g| g.1).or(user.map(|u| u.2));
-    if let Err(why) = usable_temp_dir(&dir, user.map(|u| (u.0.as_str(), u.1)), gid) {
-        return Err(match set {
-            Some(d) => (d.span(), format!("temp_dir {:?}: {why}", dir.display())),
-            None => (
-                cgi.span(),
-                format!(
-                    "CGI request bodies go to [server] temp_dir, by default {:?}: {why}",
-                    dir.display()
-                ),
-            ),
-        });
+    Ok(PathBuf::from(dir))
+}
+
+/// When a CGI route may need it, `[server] temp_dir` must be a directory
+/// where the workers can create unlinked files. Refused here (at start,
+/// `check` and reload) rather than with a 500 on the first large body.
+/// `Err(None, why)`: the default is the problem (the caller points at the
+/// first CGI route); `Err(Some(span), why)`: the key is.
+pub(super) fn check_temp_dir(
+    raw: &RawConfig,
+    cfg: &Config,
+) -> Result<(), (Option<Range<usize>>, String)> {
+    if !cfg
+        .routes
+        .iter()
+        .any(|r| matches!(r.action, Action::Cgi(_)))
+    {
+        return Ok(()); // nothing will use it
     }
-    Ok(dir)
+    let dir = &cfg.server.temp_dir;
+    let user = cfg.server.user.as_ref();
+    let gid = cfg.server.group.as_ref().map(|g| g.1).or(user.map(|u| u.2));
+    match (
+        usable_temp_dir(dir, user.map(|u| (u.0.as_str(), u.1)), gid),
+        &raw.server.temp_dir,
+    ) {
+        (Ok(()), _) => Ok(()),
+        (Err(why), Some(d)) => Err((
+            Some(d.span()),
+            format!("temp_dir {:?}: {why}", dir.display()),
+        )),
+        (Err(why), None) => Err((
+            None,
+            format!(
+                "CGI request bodies go to [server] temp_dir, by default {:?}: {why}",
+                dir.display()
+            ),
+        )),
+    }
 }
 
 /// Can the workers create an unlinked file in `dir`? Tried as this process

@@ -81,6 +81,9 @@ impl Gate {
                 (Some(Msg::Send(key)), _) => self.send_one(key),
                 (Some(Msg::Limits(l)), _) => self.set_limits(l),
                 (Some(Msg::Logs(spec)), fd) => crate::log::adopt(spec, fd),
+                (Some(Msg::SiteLog { index, count }), fd) => {
+                    crate::log::adopt_site_file(index as usize, count as usize, fd)
+                }
                 (Some(Msg::TempDir), Some(dir)) => self.temp_dir = Some(std::rc::Rc::new(dir)),
                 (Some(Msg::Stop), _) => self.stop(),
                 (Some(Msg::Handover), _) => self.handover(),

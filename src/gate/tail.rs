@@ -165,31 +165,46 @@ impl Gate {
     }
 }
 
-/// The access line of a response the gate finished.
+/// The access line of a response the gate finished, in the configured
+/// format, where its site's lines go, and its count (in its site's row,
+/// with its duration since the request began in the worker).
 fn log_tail(peer: crate::listen::Peer, t: &Tail, cut: bool) {
-    crate::scoreboard::request_done(t.spec.status, t.spec.sent);
-    if !crate::log::access_enabled() {
-        return;
-    }
-    let mut bytes = vec![0u8; 64 << 10];
+    let mut bytes = vec![0u8; 128 << 10];
     let n = nix::sys::uio::pread(&t.log, &mut bytes, 0).unwrap_or(0);
-    let Some([host, method, target, version, referer, agent]) = TailLog::decode(&bytes[..n]) else {
+    let Some([client, method, target, version, referer, agent, host, label, dest, row, began]) =
+        TailLog::decode(&bytes[..n])
+    else {
+        crate::scoreboard::tail_done(0, t.spec.status, t.spec.sent, 0);
         crate::error!("{peer}: the access line of a response the gate finished is unreadable");
         return;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let request = [method, target, version];
-    let line = crate::log::clf_line(&crate::log::Clf {
-        host: &String::from_utf8_lossy(host),
-        time: now,
-        request: Some(&request),
-        status: t.spec.status,
-        body_bytes: t.spec.sent,
+    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+    let took_us = crate::scoreboard::tail_done(
+        number(row).unwrap_or(0) as u32,
+        t.spec.status,
+        t.spec.sent,
+        number(began).unwrap_or(0),
+    );
+    use crate::config::SiteLog;
+    let access = match dest {
+        b"" => SiteLog::Main,
+        b"off" => SiteLog::Off,
+        i => number(i).map_or(SiteLog::Main, |i| SiteLog::File(i as usize)),
+    };
+    let Some(dest) = crate::http::access::dest(Some(access)) else {
+        return;
+    };
+    let entry = crate::http::access::Entry {
+        client: &String::from_utf8_lossy(client),
+        site: std::str::from_utf8(label).ok(),
+        host: (!host.is_empty()).then_some(host),
+        request: Some([method, target, version]),
         referer: (!referer.is_empty()).then_some(referer),
         user_agent: (!agent.is_empty()).then_some(agent),
+        status: t.spec.status,
+        body_bytes: t.spec.sent,
+        took_us,
         cut,
-    });
-    crate::log::access(&line);
+    };
+    crate::log::access_to(dest, &entry.line());
 }

@@ -23,6 +23,7 @@ pub mod body;
 pub mod cgi;
 pub mod conn;
 pub mod dispatch;
+pub mod error_page;
 pub mod procfs;
 pub mod request;
 pub mod response;

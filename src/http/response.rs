@@ -3,8 +3,59 @@
 //! `respond_*` helpers the worker answers with.
 
 use super::conn::Conn;
+use super::static_file::RootCache;
+use crate::config::{Config, Fields, Site};
 use nix::errno::Errno;
 use std::io::Write as _;
+
+/// What every response to a request carries besides its own fields: the
+/// `Server` field, the fields its site and route add (`headers`), and the
+/// site's error pages.
+#[derive(Clone, Copy)]
+pub struct Face<'c> {
+    /// Send `Server: lbaws` (unless the configuration's fields replace it).
+    pub server: bool,
+    pub fields: &'c Fields,
+    pub pages: Option<Pages<'c>>,
+}
+
+/// A site's error pages, and what serving one needs.
+#[derive(Clone, Copy)]
+pub struct Pages<'c> {
+    pub cfg: &'c Config,
+    pub site: &'c Site,
+    pub roots: &'c RootCache,
+}
+
+static NO_FIELDS: Fields = Fields {
+    block: String::new(),
+    list: Vec::new(),
+};
+
+impl<'c> Face<'c> {
+    /// No site known (a request refused before it was routed).
+    pub fn plain(server_header: bool) -> Face<'static> {
+        Face {
+            server: server_header,
+            fields: &NO_FIELDS,
+            pages: None,
+        }
+    }
+
+    /// For responses of `site` (and `fields`, its route's or its own).
+    pub fn of(
+        cfg: &'c Config,
+        site: &'c Site,
+        fields: &'c Fields,
+        roots: &'c RootCache,
+    ) -> Face<'c> {
+        Face {
+            server: cfg.server.server_header && !fields.has("server"),
+            fields,
+            pages: (!site.errors.is_empty()).then_some(Pages { cfg, site, roots }),
+        }
+    }
+}
 
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -66,27 +117,29 @@ pub struct Sent {
 }
 
 /// A response head being built.
-pub struct Head {
+pub struct Head<'c> {
     buf: Vec<u8>,
     pub status: u16,
+    pub face: Face<'c>,
 }
 
-impl Head {
-    pub fn new(status: u16, server_header: bool) -> Head {
-        let mut buf = Vec::with_capacity(256);
+impl<'c> Head<'c> {
+    pub fn new(status: u16, face: Face<'c>) -> Head<'c> {
+        let mut buf = Vec::with_capacity(256 + face.fields.block.len());
         let _ = write!(
             buf,
             "HTTP/1.1 {status} {}\r\nDate: {}\r\n",
             reason(status),
             httpdate::fmt_http_date(std::time::SystemTime::now())
         );
-        if server_header {
+        if face.server {
             buf.extend_from_slice(b"Server: lbaws\r\n");
         }
-        Head { buf, status }
+        buf.extend_from_slice(face.fields.block.as_bytes());
+        Head { buf, status, face }
     }
 
-    pub fn header(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Head {
+    pub fn header(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Head<'c> {
         let _ = write!(self.buf, "{name}: {value}\r\n");
         self
     }
@@ -111,7 +164,7 @@ impl Head {
 /// Send a complete response whose body is in memory.
 pub fn send(
     conn: &Conn<'_>,
-    mut head: Head,
+    mut head: Head<'_>,
     content_type: &str,
     body: &[u8],
     head_only: bool,
@@ -136,25 +189,33 @@ pub fn send(
     })
 }
 
-/// A small plain-text error response, e.g. "404 Not Found\n".
+/// A small plain-text error response, e.g. "404 Not Found\n" (or the
+/// site's page for the status).
 pub fn error(
     conn: &Conn<'_>,
     status: u16,
-    server_header: bool,
+    face: Face<'_>,
     head_only: bool,
     persist: Persist,
 ) -> Result<Sent, Errno> {
-    error_with(conn, Head::new(status, server_header), head_only, persist)
+    error_with(conn, Head::new(status, face), head_only, persist)
 }
 
-/// An error response with extra headers already on `head` (Allow, Content-Range).
+/// An error response with extra headers already on `head` (Allow,
+/// Content-Range): the site's page for the status if it has one that can
+/// be opened, else a small plain body.
 pub fn error_with(
     conn: &Conn<'_>,
-    head: Head,
+    head: Head<'_>,
     head_only: bool,
     persist: Persist,
 ) -> Result<Sent, Errno> {
     let status = head.status;
+    if let Some(pages) = head.face.pages {
+        if let Some(page) = super::error_page::open(pages, status) {
+            return super::error_page::send(conn, head, page, head_only, persist);
+        }
+    }
     let body = format!("{status} {}\n", reason(status));
     send(
         conn,

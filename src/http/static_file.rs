@@ -12,7 +12,7 @@
 
 use super::conn::Conn;
 use super::request::Request;
-use super::response::{self, Head, Persist, Sent};
+use super::response::{self, Face, Head, Persist, Sent};
 use crate::config::StaticRoute;
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Ctx<'c, 'a> {
     pub conn: &'c Conn<'a>,
     pub req: &'c Request,
-    pub server_header: bool,
+    pub face: Face<'c>,
     pub persist: Persist,
     pub roots: &'c RootCache,
 }
@@ -41,20 +41,61 @@ pub struct RootCache {
     pub close_after: std::cell::Cell<bool>,
 }
 
-impl Ctx<'_, '_> {
-    fn head(&self, status: u16) -> Head {
-        Head::new(status, self.server_header)
+impl<'c> Ctx<'c, '_> {
+    fn head(&self, status: u16) -> Head<'c> {
+        Head::new(status, self.face)
     }
 
     fn error(&self, status: u16) -> Result<Sent, Errno> {
         response::error(
             self.conn,
             status,
-            self.server_header,
+            self.face,
             self.req.is_head(),
             self.persist,
         )
     }
+}
+
+/// Open a static route's root (`O_PATH`).
+fn open_root(route: &StaticRoute) -> Result<OwnedFd, Errno> {
+    let root = std::ffi::CString::new(route.root.as_os_str().as_encoded_bytes())
+        .map_err(|_| Errno::EINVAL)?;
+    nix::fcntl::open(
+        root.as_c_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// An error page's file (`rel` below the route's root, by the route's
+/// rules): its descriptor and size; a regular file or an error. Uses the
+/// worker's cached root unless the cache is in use (a page for an error of
+/// a static request): then the root is opened for this once.
+pub fn open_page(
+    roots: &RootCache,
+    route: &StaticRoute,
+    rel: &str,
+) -> Result<(OwnedFd, u64), Errno> {
+    let target = if rel.is_empty() { "." } else { rel };
+    let key = route as *const StaticRoute as usize;
+    let cached = match roots.slots.try_borrow() {
+        Ok(slots) => slots
+            .iter()
+            .flatten()
+            .find(|(k, _)| *k == key)
+            .map(|(_, fd)| open_visible(route, fd, target)),
+        Err(_) => None,
+    };
+    let fd = match cached {
+        Some(r) => r?,
+        None => open_visible(route, &open_root(route)?, target)?,
+    };
+    let st = fstat(&fd)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(Errno::EISDIR);
+    }
+    Ok((fd, st.st_size as u64))
 }
 
 /// Serve `rel` (the decoded path below the route's prefix, no leading '/').
@@ -76,13 +117,7 @@ pub fn serve(cx: &Ctx<'_, '_>, route: &StaticRoute, rel: &str) -> Result<Sent, E
     {
         Some(i) => &slots[i].as_ref().expect("found").1,
         None => {
-            let root = std::ffi::CString::new(route.root.as_os_str().as_encoded_bytes())
-                .map_err(|_| Errno::EINVAL)?;
-            let fd = match nix::fcntl::open(
-                root.as_c_str(),
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
+            let fd = match open_root(route) {
                 Ok(fd) => fd,
                 Err(e) => {
                     crate::error!("static root {}: {e}", route.root.display());
@@ -391,7 +426,7 @@ fn file(
     })
 }
 
-fn content_type(path: &str) -> String {
+pub fn content_type(path: &str) -> String {
     let mime = mime_guess::from_path(path)
         .first_raw()
         .unwrap_or("application/octet-stream");

@@ -7,9 +7,9 @@
 use super::conn::Conn;
 use super::procfs::Process;
 use super::request::Request;
-use super::response::{self, Head, Persist, Sent};
+use super::response::{self, Face, Head, Persist, Sent};
 use crate::config::{Config, StatusFormat};
-use crate::scoreboard::{self, State, Sup, Totals, Worker, BUCKETS_US};
+use crate::scoreboard::{self, SiteTotals, State, Sup, Totals, Worker, BUCKETS_US};
 use nix::errno::Errno;
 use std::fmt::Write as _;
 
@@ -20,10 +20,10 @@ pub fn serve(
     conn: &Conn<'_>,
     req: &Request,
     cfg: &Config,
+    sh: Face<'_>,
     format: StatusFormat,
     persist: Persist,
 ) -> Result<Sent, Errno> {
-    let sh = cfg.server.server_header;
     if !matches!(req.method.as_str(), "GET" | "HEAD") {
         let mut h = Head::new(405, sh);
         h.header("Allow", "GET, HEAD");
@@ -32,9 +32,11 @@ pub fn serve(
     let totals = scoreboard::totals();
     let workers = scoreboard::workers();
     let procs = super::procfs::processes();
+    let sites = scoreboard::sites();
     let page = Page {
         totals: &totals,
         workers: &workers,
+        sites: &sites,
         max_workers: cfg.server.max_connections,
         // As the supervisor sizes it, under its descriptor limit.
         max_pending: procs
@@ -50,7 +52,10 @@ pub fn serve(
         StatusFormat::Prometheus => (page.prometheus(), PROMETHEUS_TYPE),
     };
     let mut h = Head::new(200, sh);
-    h.header("Cache-Control", "no-store");
+    // The configuration's Cache-Control replaces this one.
+    if !sh.fields.has("cache-control") {
+        h.header("Cache-Control", "no-store");
+    }
     response::send(
         conn,
         h,
@@ -64,6 +69,8 @@ pub fn serve(
 struct Page<'a> {
     totals: &'a Totals,
     workers: &'a [Worker],
+    /// By site (`other` first).
+    sites: &'a [SiteTotals],
     max_workers: usize,
     /// `[server] max_pending` (`None`: no supervisor, or its limit unread).
     max_pending: Option<usize>,
@@ -173,6 +180,11 @@ impl Page<'_> {
                 t.duration_us as f64 / total as f64 / 1000.0
             );
         }
+        for site in self.sites {
+            let _ = write!(s, "  site {}: ", site.label);
+            text_counts(&mut s, CLASSES.iter().copied().zip(site.requests));
+            let _ = writeln!(s, "; {} body bytes", site.bytes_sent);
+        }
         s.push_str("worker exits: ");
         text_counts(&mut s, EXITS.map(|(what, name)| (name, t.get(what))));
         let _ = writeln!(
@@ -205,13 +217,13 @@ impl Page<'_> {
         s.push_str("\n  (S starting, R reading a head, B reading a body, W writing, C CGI, K keep-alive, G closing)\n\n");
         let _ = writeln!(
             s,
-            "{:>5} {:>8} {:<9} {:<40} {:>5} {:>10} {:>10} {:>9} {:>9}  request",
-            "slot", "pid", "state", "peer", "reqs", "in", "out", "age", "idle"
+            "{:>5} {:>8} {:<9} {:<40} {:>5} {:>10} {:>10} {:>9} {:>9}  {:<20} request",
+            "slot", "pid", "state", "peer", "reqs", "in", "out", "age", "idle", "site"
         );
         for w in self.workers {
             let _ = writeln!(
                 s,
-                "{:>5} {:>8} {:<9} {:<40} {:>5} {:>10} {:>10} {:>8.1}s {:>8.1}s  {}",
+                "{:>5} {:>8} {:<9} {:<40} {:>5} {:>10} {:>10} {:>8.1}s {:>8.1}s  {:<20} {}",
                 w.slot,
                 w.pid,
                 w.state.name(),
@@ -221,6 +233,7 @@ impl Page<'_> {
                 w.bytes_out,
                 w.age_ms as f64 / 1000.0,
                 w.idle_ms as f64 / 1000.0,
+                w.site,
                 printable(&w.line)
             );
         }
@@ -267,9 +280,21 @@ impl Page<'_> {
             t.duration_us as f64 / 1e6
         );
         json_counts(&mut s, EXITS.map(|(what, name)| (name, t.get(what))));
+        s.push_str("},\"sites\":[");
+        for (i, site) in self.sites.iter().enumerate() {
+            s.push_str(if i > 0 {
+                ",{\"site\":\""
+            } else {
+                "{\"site\":\""
+            });
+            json_escape(&mut s, site.label.as_bytes());
+            s.push_str("\",\"requests\":{");
+            json_counts(&mut s, CLASSES.into_iter().zip(site.requests));
+            let _ = write!(s, "}},\"body_bytes_sent\":{}}}", site.bytes_sent);
+        }
         let _ = write!(
             s,
-            "}},\"reloads\":{},\"reloads_failed\":{},\"upgrades\":{},\"processes\":[",
+            "],\"reloads\":{},\"reloads_failed\":{},\"upgrades\":{},\"processes\":[",
             t.get(Sup::Reloads),
             t.get(Sup::ReloadsFailed),
             t.get(Sup::Upgrades)
@@ -307,6 +332,8 @@ impl Page<'_> {
                 w.request_us / 1000
             );
             json_escape(&mut s, &w.line);
+            s.push_str("\",\"site\":\"");
+            json_escape(&mut s, w.site.as_bytes());
             s.push_str("\"}");
         }
         s.push_str("]}\n");
@@ -417,15 +444,18 @@ impl Page<'_> {
             "Connections the gate closed to make room at max_pending (idle, or half a head).",
             one(t.get(Sup::Evicted)),
         );
-        let classes = CLASSES
-            .iter()
-            .zip(t.requests)
-            .map(|(c, n)| (lbl("code", c), n));
+        let classes = self.sites.iter().flat_map(|site| {
+            let l = prom_label(&site.label);
+            CLASSES
+                .iter()
+                .zip(site.requests)
+                .map(move |(c, n)| (format!("{{site=\"{l}\",code=\"{c}\"}}"), n))
+        });
         family(
             &mut s,
             "lbaws_http_responses_total",
             "counter",
-            "Responses, by status class.",
+            "Responses, by site (other: before one was known) and status class.",
             classes,
         );
         family(
@@ -477,26 +507,29 @@ impl Page<'_> {
             &mut s,
             "lbaws_request_duration_seconds",
             "histogram",
-            "From a request's first byte to the end of its response.",
+            "From a request's first byte to the end of its response, by site.",
             [] as [(String, u64); 0],
         );
-        let mut cumulative = 0;
-        for (i, n) in t.buckets.iter().enumerate() {
-            cumulative += n;
-            let le = match BUCKETS_US.get(i) {
-                Some(us) => format!("{}", *us as f64 / 1e6),
-                None => "+Inf".to_string(),
-            };
+        for site in self.sites {
+            let l = prom_label(&site.label);
+            let mut cumulative = 0;
+            for (i, n) in site.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = match BUCKETS_US.get(i) {
+                    Some(us) => format!("{}", *us as f64 / 1e6),
+                    None => "+Inf".to_string(),
+                };
+                let _ = writeln!(
+                    s,
+                    "lbaws_request_duration_seconds_bucket{{site=\"{l}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
             let _ = writeln!(
                 s,
-                "lbaws_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+                "lbaws_request_duration_seconds_sum{{site=\"{l}\"}} {}\nlbaws_request_duration_seconds_count{{site=\"{l}\"}} {cumulative}",
+                site.duration_us as f64 / 1e6
             );
         }
-        let _ = writeln!(
-            s,
-            "lbaws_request_duration_seconds_sum {}\nlbaws_request_duration_seconds_count {cumulative}",
-            t.duration_us as f64 / 1e6
-        );
         self.process_metrics(&mut s);
         s
     }
@@ -545,6 +578,14 @@ impl Page<'_> {
             of(|p| Some(p.start_seconds)),
         );
     }
+}
+
+/// A label value as the exposition format writes it (`\`, `"` and line
+/// feeds escaped).
+fn prom_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// One metric family in the text exposition format: its HELP and TYPE

@@ -33,15 +33,15 @@
 //! default). The wait is a single blocking `recv` (`SO_RCVTIMEO`), not a
 //! `poll` and a `recv`: a keep-alive request costs one system call less.
 
-use super::access::{log_access, log_cut};
+use super::access::{log_access, log_cut, log_site};
 use super::body;
 use super::conn::{Conn, Pace, ReadErr};
 use super::dispatch;
 use super::request::{self, Framing, Refusal, Request};
-use super::response::{self, Persist, Sent};
+use super::response::{self, Face, Persist, Sent};
 use super::static_file::RootCache;
 use super::{EXIT_IOERR, EXIT_OK};
-use crate::config::{Action, Config, Route};
+use crate::config::{Action, Config, Hit, Route, SiteLog};
 use crate::handoff::{self, BodySpec, Kind, Meta, Msg};
 use crate::listen::Peer;
 use crate::scoreboard::{self, State, Sup};
@@ -160,7 +160,10 @@ impl Session<'_, '_> {
                 return Some(self.refuse(None, status));
             }
         };
-        let route = self.cfg.route(&req.path);
+        // The site the host names (else the default), and its route.
+        let hit = self.cfg.pick(req.host.as_deref(), &req.path);
+        scoreboard::set_site(hit.site.row);
+        let route = hit.route;
         // A route the peer may not use answers 403 without its body.
         let allowed = route.is_none_or(|r| dispatch::allowed(r, self.peer));
         let cgi = allowed && matches!(route.map(|r| &r.action), Some(Action::Cgi(_)));
@@ -183,9 +186,9 @@ impl Session<'_, '_> {
         self.served += 1;
         self.handled += 1;
         if cgi {
-            self.with_body(&req, route)
+            self.with_body(&req, hit)
         } else {
-            self.without_body(&req, route)
+            self.without_body(&req, hit)
         }
     }
 
@@ -348,29 +351,40 @@ impl Session<'_, '_> {
     /// (`gate/tail.rs`), with what the access line needs: `None`, the
     /// worker is done. If it cannot be handed over, the worker sends it
     /// (`Some`: how that went).
-    fn hand_off_tail(&mut self, req: &Request, persist: Persist) -> Option<Result<(), Errno>> {
+    fn hand_off_tail(
+        &mut self,
+        req: &Request,
+        hit: Hit<'_>,
+        persist: Persist,
+    ) -> Option<Result<(), Errno>> {
         let Some((file, offset, left)) = self.conn.take_tail() else {
             return Some(Err(Errno::EIO));
         };
         let (Some(park), Some((status, sent))) = (self.park, self.conn.response_so_far()) else {
             return self.send_rest(file, offset, left);
         };
-        let host = match self.peer {
-            Peer::Inet(a) => a.ip().to_canonical().to_string(),
-            Peer::Unix => "unix".to_string(),
-        };
         let version: &[u8] = if req.version == 0 {
             b"HTTP/1.0"
         } else {
             b"HTTP/1.1"
         };
+        let dest = match hit.site.access {
+            SiteLog::Main => String::new(),
+            SiteLog::Off => "off".into(),
+            SiteLog::File(i) => i.to_string(),
+        };
         let log = handoff::TailLog::encode([
-            host.as_bytes(),
+            super::access::client(self.peer).as_bytes(),
             req.method.as_bytes(),
             req.target.as_bytes(),
             version,
             req.header("referer").unwrap_or(b""),
             req.header("user-agent").unwrap_or(b""),
+            req.host.as_deref().unwrap_or("").as_bytes(),
+            hit.site.label.as_bytes(),
+            dest.as_bytes(),
+            hit.site.row.to_string().as_bytes(),
+            scoreboard::began_us().to_string().as_bytes(),
         ]);
         let Ok(log) = keep_in_file(&log) else {
             return self.send_rest(file, offset, left);
@@ -429,7 +443,7 @@ impl Session<'_, '_> {
 
     /// A request whose answer depends on its body (CGI): read the body (into
     /// a memfd, for the script's stdin), then answer.
-    fn with_body(&mut self, req: &Request, route: Option<&Route>) -> Option<i32> {
+    fn with_body(&mut self, req: &Request, hit: Hit<'_>) -> Option<i32> {
         let mut body_fd: Option<(OwnedFd, u64)> = self.prepared.take();
         if body_fd.is_none() && req.framing != Framing::None {
             if req.expect_continue {
@@ -463,13 +477,13 @@ impl Session<'_, '_> {
             }
         }
         let persist = self.persist(req, true);
-        self.answer(req, route, persist, body_fd)
+        self.answer(req, hit, persist, body_fd)
     }
 
     /// A request whose answer does not depend on its body (everything but
     /// CGI): answer at once, without waiting for a body; then drop a small
     /// body and keep the connection, or close it.
-    fn without_body(&mut self, req: &Request, route: Option<&Route>) -> Option<i32> {
+    fn without_body(&mut self, req: &Request, hit: Hit<'_>) -> Option<i32> {
         let drain = match req.framing {
             Framing::None => Some(0),
             // With `Expect: 100-continue` and no 100 sent, the client may
@@ -478,7 +492,7 @@ impl Session<'_, '_> {
             _ => None,
         };
         let persist = self.persist(req, drain.is_some());
-        let code = self.answer(req, route, persist, None);
+        let code = self.answer(req, hit, persist, None);
         if code.is_some() || req.framing == Framing::None {
             return code;
         }
@@ -505,7 +519,7 @@ impl Session<'_, '_> {
     fn answer(
         &mut self,
         req: &Request,
-        route: Option<&Route>,
+        hit: Hit<'_>,
         persist: Persist,
         body: Option<(OwnedFd, u64)>,
     ) -> Option<i32> {
@@ -518,7 +532,7 @@ impl Session<'_, '_> {
         let result = match dispatch::respond(
             self.conn,
             req,
-            route,
+            hit,
             self.cfg,
             persist,
             self.peer,
@@ -527,20 +541,24 @@ impl Session<'_, '_> {
         ) {
             // A file a client reads slowly: the gate sends the rest (this
             // worker is done), or, if it cannot take it, the worker does.
-            Err(Errno::EINPROGRESS) => match self.hand_off_tail(req, persist)? {
-                Ok(()) => self
-                    .conn
-                    .response_so_far()
-                    .map_or(Err(Errno::EIO), |(status, b)| {
-                        Ok((
-                            Sent {
-                                status,
-                                body_bytes: b,
-                            },
-                            self.roots.close_after.get(),
-                        ))
-                    }),
-                Err(e) => Err(e),
+            Err(Errno::EINPROGRESS) => match self.hand_off_tail(req, hit, persist) {
+                // The gate has it, and writes its access line: this worker
+                // lets go of the connection.
+                None => return Some(EXIT_OK),
+                Some(Ok(())) => {
+                    self.conn
+                        .response_so_far()
+                        .map_or(Err(Errno::EIO), |(status, b)| {
+                            Ok((
+                                Sent {
+                                    status,
+                                    body_bytes: b,
+                                },
+                                self.roots.close_after.get(),
+                            ))
+                        })
+                }
+                Some(Err(e)) => Err(e),
             },
             r => r,
         };
@@ -549,18 +567,23 @@ impl Session<'_, '_> {
                 // Its source died or stalled mid-body: the response ends
                 // short (no last chunk, fewer bytes than its length, or a
                 // reset), and the connection with it, at once.
-                log_cut(self.peer, Some(req), sent);
+                log_cut(self.peer, Some(req), Some(hit.site), sent);
                 return Some(EXIT_OK);
             }
             Ok((sent, close)) => {
-                log_access(self.peer, Some(req), sent);
+                log_site(self.peer, Some(req), Some(hit.site), sent);
                 close
             }
             Err(e) => {
                 // Cut short (the client left, or was too slow): logged with
                 // the status and the body bytes that did go out.
                 if let Some((status, body_bytes)) = self.conn.cut_short() {
-                    log_cut(self.peer, Some(req), Sent { status, body_bytes });
+                    log_cut(
+                        self.peer,
+                        Some(req),
+                        Some(hit.site),
+                        Sent { status, body_bytes },
+                    );
                 }
                 return Some(io_exit(e));
             }
@@ -604,7 +627,7 @@ impl Session<'_, '_> {
         let sent = response::error(
             self.conn,
             status,
-            self.cfg.server.server_header,
+            Face::plain(self.cfg.server.server_header),
             head_only,
             Persist::Close,
         );

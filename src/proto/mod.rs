@@ -7,6 +7,8 @@ pub mod chunked;
 pub mod head;
 pub mod proxy;
 pub mod target;
+pub mod template;
+pub mod vhost;
 
 /// A token character (RFC 9110 5.6.2): what methods, field names and
 /// chunk-extension names are made of.

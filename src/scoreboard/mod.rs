@@ -22,6 +22,14 @@
 //!   parked ones, worker ends by cause, reloads, upgrades, the gate's pid;
 //!   [`Sup`]), which it adds to or sets here as they change.
 //!
+//! - a row of counters per site (`[[site]]`, by label: responses by class,
+//!   body bytes, the duration histogram), written by workers; row 0 is
+//!   `other` (responses before a site was known, and sites past the
+//!   table's [`SITE_ROWS`]). The supervisor gives each site of a
+//!   configuration its row when it takes the configuration into use
+//!   ([`label_sites`]); a label keeps its row across reloads, so its
+//!   counters only grow.
+//!
 //! The layout is part of the upgrade record's format (`supervisor::upgrade::FORMAT`):
 //! a new image maps the memory the old one's workers still write to.
 //!
@@ -32,8 +40,11 @@
 
 mod owed;
 mod read;
+mod sites;
 pub use owed::log_owed;
-pub use read::{totals, workers, Totals, Worker};
+pub use read::{sites, totals, workers, SiteTotals, Totals, Worker};
+use sites::{label_of, set_label, site_row, SITES};
+pub use sites::{label_sites, OTHER, SITE_ROWS};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -125,6 +136,8 @@ struct Header {
     /// Access-log lines not written (whole), since the scoreboard was made
     /// (`lost_lines` is the supervisor's to take and report).
     lost_total: AtomicU64,
+    /// Site rows with a label (row 0, `other`, included).
+    site_rows: AtomicU32,
 }
 
 /// What a worker is doing, in its slot.
@@ -225,6 +238,8 @@ struct Slot {
     /// The status of the current request's response head (0: none sent),
     /// and the value of `bytes_out` where its body begins.
     status: AtomicU32,
+    /// The site row of the current request (0: none known yet).
+    site: AtomicU32,
     body_from: AtomicU64,
     line: [AtomicU64; LINE_BYTES / 8],
 }
@@ -251,7 +266,7 @@ static FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 /// touched). False if the memory cannot be had.
 pub fn create(slots: usize) -> bool {
     use nix::sys::memfd::{memfd_create, MFdFlags};
-    let bytes = HEADER + slots * std::mem::size_of::<Slot>();
+    let bytes = HEADER + SITES + slots * std::mem::size_of::<Slot>();
     let Ok(fd) = memfd_create(c"lbaws-scoreboard", MFdFlags::MFD_CLOEXEC) else {
         return false;
     };
@@ -270,7 +285,7 @@ pub fn adopt(fd: std::os::fd::RawFd) -> bool {
     ) else {
         return false;
     };
-    let slots = (st.st_size as usize).saturating_sub(HEADER) / std::mem::size_of::<Slot>();
+    let slots = (st.st_size as usize).saturating_sub(HEADER + SITES) / std::mem::size_of::<Slot>();
     let _ = nix::fcntl::fcntl(
         // SAFETY: as above.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
@@ -285,7 +300,7 @@ pub fn fd() -> std::os::fd::RawFd {
 }
 
 fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
-    let bytes = HEADER + slots * std::mem::size_of::<Slot>();
+    let bytes = HEADER + SITES + slots * std::mem::size_of::<Slot>();
     // SAFETY: a shared mapping of our own memfd; zero-filled where never
     // written, which is a valid state for every atomic in it.
     let p = unsafe {
@@ -306,6 +321,12 @@ fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
     FD.store(fd, Ordering::Relaxed);
     SLOTS.store(slots, Ordering::Relaxed);
     BASE.store(p as usize, Ordering::Relaxed);
+    if let (Some(h), Some(other)) = (header(), site_row(0)) {
+        if h.site_rows.load(Ordering::Relaxed) == 0 {
+            set_label(other, OTHER);
+            h.site_rows.store(1, Ordering::Relaxed);
+        }
+    }
     true
 }
 
@@ -321,7 +342,7 @@ fn slot(i: usize) -> Option<&'static Slot> {
         return None;
     }
     // SAFETY: within the mapping; zero or written by our atomics only.
-    Some(unsafe { &*((base + HEADER + i * std::mem::size_of::<Slot>()) as *const Slot) })
+    Some(unsafe { &*((base + HEADER + SITES + i * std::mem::size_of::<Slot>()) as *const Slot) })
 }
 
 /// Milliseconds of CLOCK_MONOTONIC (coarse: a tick's precision, no system
@@ -373,6 +394,7 @@ pub fn assign(i: usize, peer: crate::listen::Peer, served: u32) {
     s.line_len.store(0, Ordering::Relaxed);
     s.owed.store(0, Ordering::Relaxed);
     s.status.store(0, Ordering::Relaxed);
+    s.site.store(0, Ordering::Relaxed);
     let (addr, port) = match peer {
         crate::listen::Peer::Inet(a) => {
             let ip = match a.ip() {
@@ -464,13 +486,26 @@ pub fn set_state(state: State) {
     }
 }
 
+/// When this process's current request began (`now_us`), slot or none.
+static BEGAN_US: AtomicU64 = AtomicU64::new(0);
+
 /// In a worker: a request begins (its head is arriving).
 pub fn begin_request() {
+    let now = now_us();
+    BEGAN_US.store(now, Ordering::Relaxed);
     if let Some(s) = mine() {
         s.state.store(State::Head as u32, Ordering::Relaxed);
-        s.request_us.store(now_us(), Ordering::Relaxed);
+        s.request_us.store(now, Ordering::Relaxed);
         s.line_len.store(0, Ordering::Relaxed);
         s.status.store(0, Ordering::Relaxed);
+        s.site.store(0, Ordering::Relaxed);
+    }
+}
+
+/// In a worker: the current request is for the site of this row.
+pub fn set_site(row: u32) {
+    if let Some(s) = mine() {
+        s.site.store(row, Ordering::Relaxed);
     }
 }
 
@@ -534,26 +569,75 @@ pub fn bytes_out(n: usize) {
 
 /// In a worker: a response ended (sent whole or cut short) with `status`
 /// and `body_bytes`: counted by class, and its duration since
-/// [`begin_request`] in the histogram.
-pub fn request_done(status: u16, body_bytes: u64) {
+/// [`begin_request`] in the histogram, in all and for its site. The
+/// duration, microseconds.
+pub fn request_done(status: u16, body_bytes: u64) -> u64 {
+    // No request begun in this process (the gate's answers): no duration.
+    let took = match BEGAN_US.load(Ordering::Relaxed) {
+        0 => 0,
+        began => now_us().saturating_sub(began),
+    };
     if let Some(s) = mine() {
         // Its access line is written (or the log is off): not owed.
         s.owed.store(0, Ordering::Relaxed);
     }
-    let Some(h) = header() else { return };
+    let Some(h) = header() else { return took };
     if status < 100 {
-        return; // nothing was sent
+        return took; // nothing was sent
     }
     let class = (status / 100).min(5) as usize - 1;
     h.requests[class].fetch_add(1, Ordering::Relaxed);
     h.bytes_sent.fetch_add(body_bytes, Ordering::Relaxed);
-    if let Some(s) = mine() {
+    // Without a slot (the gate's answers): row 0, `other`.
+    let mine = mine();
+    let row = site_row(mine.map_or(0, |s| s.site.load(Ordering::Relaxed) as usize));
+    if let Some(r) = row {
+        r.requests[class].fetch_add(1, Ordering::Relaxed);
+        r.bytes_sent.fetch_add(body_bytes, Ordering::Relaxed);
+    }
+    if let Some(s) = mine {
         s.requests.fetch_add(1, Ordering::Relaxed);
-        let took = now_us().saturating_sub(s.request_us.load(Ordering::Relaxed));
         h.duration_us.fetch_add(took, Ordering::Relaxed);
         let b = BUCKETS_US.partition_point(|&le| le < took);
         h.buckets[b].fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = row {
+            r.duration_us.fetch_add(took, Ordering::Relaxed);
+            r.buckets[b].fetch_add(1, Ordering::Relaxed);
+        }
     }
+    took
+}
+
+/// In a worker: when its current request began (`now_us`), 0 before any.
+pub fn began_us() -> u64 {
+    BEGAN_US.load(Ordering::Relaxed)
+}
+
+/// In the gate, as a response a worker handed it ends (`gate/tail.rs`):
+/// counted as the worker would have, in site row `row`, with the time since
+/// the request began (`began_us`, on the same clock). Returns that time.
+pub fn tail_done(row: u32, status: u16, body_bytes: u64, began_us: u64) -> u64 {
+    let took = match began_us {
+        0 => 0,
+        b => now_us().saturating_sub(b),
+    };
+    let Some(h) = header() else { return took };
+    if status < 100 {
+        return took;
+    }
+    let class = (status / 100).min(5) as usize - 1;
+    let b = BUCKETS_US.partition_point(|&le| le < took);
+    h.requests[class].fetch_add(1, Ordering::Relaxed);
+    h.bytes_sent.fetch_add(body_bytes, Ordering::Relaxed);
+    h.duration_us.fetch_add(took, Ordering::Relaxed);
+    h.buckets[b].fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = site_row(row as usize) {
+        r.requests[class].fetch_add(1, Ordering::Relaxed);
+        r.bytes_sent.fetch_add(body_bytes, Ordering::Relaxed);
+        r.duration_us.fetch_add(took, Ordering::Relaxed);
+        r.buckets[b].fetch_add(1, Ordering::Relaxed);
+    }
+    took
 }
 
 /// In a worker's `SIGSYS` handler: the sandbox refused system call `nr`.

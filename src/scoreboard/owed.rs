@@ -5,7 +5,7 @@
 //! the body bytes sent), marked `cut`. The referer and user agent are not
 //! kept in a slot: they read `"-"`.
 
-use super::{header, now_us, slot, LINE_BYTES};
+use super::{header, now_us, site_row, slot, LINE_BYTES};
 use std::sync::atomic::Ordering;
 
 /// In the supervisor, as it reaps the worker of slot `i`, which ended
@@ -30,6 +30,10 @@ pub fn log_owed(i: usize, abnormally: bool) {
         let class = (status / 100).min(5) as usize - 1;
         h.requests[class].fetch_add(1, Ordering::Relaxed);
         h.bytes_sent.fetch_add(body, Ordering::Relaxed);
+        if let Some(r) = site_row(s.site.load(Ordering::Relaxed) as usize) {
+            r.requests[class].fetch_add(1, Ordering::Relaxed);
+            r.bytes_sent.fetch_add(body, Ordering::Relaxed);
+        }
     }
     if !crate::log::access_enabled() {
         return;
@@ -55,15 +59,48 @@ pub fn log_owed(i: usize, abnormally: bool) {
     for (chunk, w) in line.chunks_exact_mut(8).zip(&s.line) {
         chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
     }
-    let text = crate::log::clf_line(&crate::log::Clf {
-        host: &host,
-        time: now.saturating_sub(age_s) as i64,
-        request: Some(&[&line[..len]]),
-        status,
-        body_bytes: body,
-        referer: None,
-        user_agent: None,
-        cut: true,
-    });
+    let site = site_row(s.site.load(Ordering::Relaxed) as usize).map(super::label_of);
+    let time = now.saturating_sub(age_s) as i64;
+    let text = match crate::log::access_format() {
+        crate::config::AccessFormat::Json => {
+            let mut parts = line[..len].splitn(3, |&b| b == b' ');
+            let mut l = crate::log::json::Line::new(crate::log::line_budget());
+            l.str("time", &crate::log::Utc(time).to_string());
+            l.str("client", &host);
+            match &site {
+                Some(label) => l.str("site", label),
+                None => l.null("site"),
+            }
+            l.null("host");
+            l.bytes("method", parts.next());
+            l.bytes("target", parts.next());
+            l.bytes("protocol", parts.next());
+            l.num("status", status as u64);
+            l.num("bytes", body);
+            l.num("duration_us", age_s * 1_000_000);
+            l.null("referer");
+            l.null("user_agent");
+            l.bool("cut", true);
+            l.finish()
+        }
+        format => {
+            let clf = crate::log::clf_line(&crate::log::Clf {
+                host: &host,
+                time,
+                request: Some(&[&line[..len]]),
+                status,
+                body_bytes: body,
+                referer: None,
+                user_agent: None,
+                cut: true,
+            });
+            match format {
+                crate::config::AccessFormat::VhostCombined => {
+                    format!("{} {clf}", site.as_deref().unwrap_or("-"))
+                }
+                _ => clf,
+            }
+        }
+    };
     crate::log::access(&text);
 }

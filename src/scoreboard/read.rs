@@ -2,7 +2,7 @@
 //! live workers' slots (those below the high-water mark with a pid, and the
 //! reading worker's own).
 
-use super::{header, slot, State, Sup, BUCKETS_US, SUP_COUNT};
+use super::{header, label_of, site_row, slot, State, Sup, BUCKETS_US, SITE_ROWS, SUP_COUNT};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 
@@ -29,6 +29,45 @@ impl Totals {
     }
 }
 
+/// One site's counters (a row of the table: `other` first).
+#[derive(Debug, Default, Clone)]
+pub struct SiteTotals {
+    pub label: String,
+    /// Responses by status class, 1xx to 5xx.
+    pub requests: [u64; 5],
+    pub bytes_sent: u64,
+    pub duration_us: u64,
+    /// Per bucket, not cumulative; the last is +Inf.
+    pub buckets: [u64; BUCKETS_US.len() + 1],
+}
+
+/// Every site row in use.
+pub fn sites() -> Vec<SiteTotals> {
+    let Some(h) = header() else {
+        return Vec::new();
+    };
+    let used = (h.site_rows.load(Ordering::Relaxed) as usize).min(SITE_ROWS);
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    (0..used)
+        .filter_map(site_row)
+        .map(|r| {
+            let mut t = SiteTotals {
+                label: label_of(r),
+                bytes_sent: load(&r.bytes_sent),
+                duration_us: load(&r.duration_us),
+                ..SiteTotals::default()
+            };
+            for (v, a) in t.requests.iter_mut().zip(&r.requests) {
+                *v = load(a);
+            }
+            for (v, a) in t.buckets.iter_mut().zip(&r.buckets) {
+                *v = load(a);
+            }
+            t
+        })
+        .collect()
+}
+
 /// One live worker.
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -47,6 +86,8 @@ pub struct Worker {
     pub request_us: u64,
     /// The request line it is answering (empty while the head is read).
     pub line: Vec<u8>,
+    /// The site of that request (`other` until it is known).
+    pub site: String,
 }
 
 pub fn totals() -> Totals {
@@ -120,6 +161,8 @@ pub fn workers() -> Vec<Worker> {
                 now_us.saturating_sub(began)
             },
             line,
+            site: site_row(s.site.load(Ordering::Relaxed) as usize)
+                .map_or_else(String::new, label_of),
         });
     }
     out

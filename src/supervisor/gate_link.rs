@@ -222,8 +222,11 @@ impl GateLink {
             Ok(ForkResult::Child) => {
                 // Everything of the supervisor's goes but the gate's end and
                 // the logs (connections the supervisor held too).
+                // And the sites' own access logs (`log::site_descriptors`).
                 let dir_fd = dir.as_ref().map_or(-1, |d| d.as_raw_fd());
-                let mut keep = [theirs.as_raw_fd(), logs[0], logs[1], dir_fd];
+                let mut keep = [-1; 4 + crate::config::MAX_SITE_LOGS];
+                keep[..4].copy_from_slice(&[theirs.as_raw_fd(), logs[0], logs[1], dir_fd]);
+                crate::log::site_descriptors(&mut keep[4..]);
                 crate::sys::close_all_but(&mut keep);
                 std::mem::forget(ours); // closed just now
                 if crate::signals::set_up_child().is_err() {
@@ -445,6 +448,21 @@ impl GateLink {
         let n = handoff::encode(&Msg::Logs(spec), &mut msg);
         if let Err(e) = crate::sys::send_with_fd(g.link.as_fd(), &msg[..n], fd) {
             crate::error!("cannot send the gate the reopened logs: {e}");
+        }
+        // The sites' own files, one a message (none: one says so).
+        let files = crate::log::site_files();
+        let count = files.len() as u8; // at most MAX_SITE_LOGS
+        for index in 0..files.len().max(1) {
+            let site_log = Msg::SiteLog {
+                index: index as u8,
+                count,
+            };
+            let n = handoff::encode(&site_log, &mut msg);
+            let fd = files.get(index).copied();
+            if let Err(e) = crate::sys::send_with_fd(g.link.as_fd(), &msg[..n], fd) {
+                crate::error!("cannot send the gate the sites' access logs: {e}");
+                break;
+            }
         }
     }
 

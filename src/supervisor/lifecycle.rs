@@ -280,13 +280,14 @@ impl Supervisor {
     }
 
     /// Take a validated configuration into use.
-    fn apply(&mut self, new: Config, tables: Tables, source: &str) {
+    fn apply(&mut self, mut new: Config, tables: Tables, source: &str) {
+        crate::scoreboard::label_sites(&mut new);
         if new.server.user != self.cfg.server.user || new.server.group != self.cfg.server.group {
             crate::warn!("[server] user/group changes take effect at the next restart");
         }
         crate::log::configure(new.log.level, new.log.target, self.daemon);
         listen::tune(&mut self.listeners, &new.limits);
-        if let Err(e) = crate::log::configure_access(&new.log.access) {
+        if let Err(e) = crate::log::configure_access(&new.log) {
             crate::error!("{e}; keeping the previous access log");
         }
         self.log_fds = crate::log::descriptors();

@@ -241,7 +241,7 @@ impl Supervisor {
     }
 
     fn build(
-        cfg: Config,
+        mut cfg: Config,
         cfg_path: Option<PathBuf>,
         daemon: bool,
         (listeners, signal_fd, notifier): (Vec<Listener>, SignalFd, Notifier),
@@ -249,6 +249,7 @@ impl Supervisor {
         channels: Channels,
         min_workers: usize,
     ) -> Result<Supervisor, Errno> {
+        crate::scoreboard::label_sites(&mut cfg);
         let max_pending = lifecycle::pending_limit(&cfg);
         // Descendants of workers that die before ending them (a CGI
         // script's daemon) come back here rather than to init.

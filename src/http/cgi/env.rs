@@ -94,7 +94,7 @@ fn request_variables(cx: &CgiRequest<'_>, script: &Script, route: &CgiRoute, cfg
         "SCRIPT_FILENAME",
         script.path.as_os_str().as_encoded_bytes(),
     );
-    let docroot = document_root(cfg, route);
+    let docroot = document_root(cfg, cx.site, route);
     set("DOCUMENT_ROOT", docroot.as_os_str().as_encoded_bytes());
     if let Some(pi) = &script.path_info {
         set("PATH_INFO", pi.as_bytes());
@@ -173,13 +173,13 @@ fn http_variables(cx: &CgiRequest<'_>) -> Vars {
     http
 }
 
-/// DOCUMENT_ROOT: the root of the static route serving "/", if there is one,
-/// else the CGI directory (or the script's directory).
-fn document_root(cfg: &Config, route: &CgiRoute) -> PathBuf {
+/// DOCUMENT_ROOT: the root of the site's static route serving "/", if
+/// there is one, else the CGI directory (or the script's directory).
+fn document_root(cfg: &Config, site: &crate::config::Site, route: &CgiRoute) -> PathBuf {
     if let Some(crate::config::Route {
         action: crate::config::Action::Static(st),
         ..
-    }) = cfg.route("/")
+    }) = cfg.site_route(site, "/")
     {
         return st.root.clone();
     }

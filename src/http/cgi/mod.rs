@@ -41,7 +41,7 @@ pub mod spool;
 use crate::config::{CgiRoute, Config};
 use crate::http::conn::Conn;
 use crate::http::request::Request;
-use crate::http::response::{self as http_response, Persist, Sent};
+use crate::http::response::{self as http_response, Face, Persist, Sent};
 use crate::listen::Peer;
 use crate::sandbox::CgroupLeaf;
 use env::cstring;
@@ -67,6 +67,10 @@ pub struct CgiRequest<'r> {
     pub peer: Peer,
     /// The decoded request body, positioned at 0, if there was one.
     pub body: Option<(OwnedFd, u64)>,
+    /// What the responses carry (the route's fields, the site's pages).
+    pub face: Face<'r>,
+    /// The request's site.
+    pub site: &'r crate::config::Site,
 }
 
 /// The name of this worker's scripts' cgroup leaf: its scoreboard slot
@@ -88,7 +92,7 @@ pub fn serve(
     persist: Persist,
 ) -> Result<Outcome, Errno> {
     let req = cx.req;
-    let sh = cfg.server.server_header;
+    let sh = cx.face;
     let refuse = |status: u16| -> Result<Outcome, Errno> {
         let sent = http_response::error(conn, status, sh, req.is_head(), persist)?;
         Ok(Outcome::Sent { sent, close: false })
@@ -174,7 +178,7 @@ pub fn serve(
     let result = if nph {
         response::pass_raw(conn, &mut run, cfg)
     } else {
-        response::respond(conn, &mut run, req, route, cfg, persist)
+        response::respond(conn, &mut run, req, route, cfg, sh, persist)
     };
     if result.is_err() {
         // The client went away (or the socket failed): the script goes too.

@@ -26,7 +26,7 @@ use super::Outcome;
 use crate::config::{CgiRoute, Config};
 use crate::http::conn::Conn;
 use crate::http::request::Request;
-use crate::http::response::{self, Head, Persist, Sent};
+use crate::http::response::{self, Face, Head, Persist, Sent};
 use lbaws::proto::cgi_head::{self, CgiHead};
 use nix::errno::Errno;
 use std::io::Write as _;
@@ -64,9 +64,9 @@ pub fn respond(
     req: &Request,
     route: &CgiRoute,
     cfg: &Config,
+    sh: Face<'_>,
     persist: Persist,
 ) -> Result<Outcome, Errno> {
-    let sh = cfg.server.server_header;
     let deadline = Instant::now() + route.timeout;
     let (head, leftover) = match read_head(run, route, deadline) {
         Ok(h) => h,
@@ -193,11 +193,11 @@ fn read_head(
 fn response_head(
     head: &CgiHead,
     status: u16,
-    server_header: bool,
+    face: Face<'_>,
     framing: &Framing,
     persist: Persist,
 ) -> Vec<u8> {
-    let mut h = Head::new(status, server_header);
+    let mut h = Head::new(status, face);
     if let Some(ct) = &head.content_type {
         h.header("Content-Type", ct);
     }
@@ -205,7 +205,10 @@ fn response_head(
         h.header("Location", loc);
     }
     for (k, v) in &head.other {
-        h.header(k, v);
+        // The configuration's fields replace the script's of the same name.
+        if !face.fields.has(k) {
+            h.header(k, v);
+        }
     }
     match framing {
         Framing::Nothing(length) => h.finish(*length, persist),
@@ -321,7 +324,7 @@ fn drain(run: &mut Running, deadline: Instant) {
 fn bad_gateway(
     conn: &Conn<'_>,
     req: &Request,
-    sh: bool,
+    sh: Face<'_>,
     persist: Persist,
     status: u16,
 ) -> Result<Outcome, Errno> {

@@ -32,8 +32,9 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 /// and the messages on the park channel, which carried workers go on using:
 /// 2 is the scoreboard with the status page's slots and counters (a binary
 /// of format 1, lbaws 0.2.0, is replaced by a restart, not in place); 3
-/// adds fair admission's counters, the time in each `Meta`, and the slot's
-/// owed access line (0.4.0).
+/// adds fair admission's counters, the time in each `Meta`, the slot's
+/// owed access line, the sites' rows and the hand-offs of bodies and tails
+/// (0.4.0).
 pub const FORMAT: u32 = 3;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
