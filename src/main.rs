@@ -11,7 +11,10 @@
 //! 5. open the signalfd and hand everything to the supervisor, which starts
 //!    the gate and sends READY=1 (invariant 5).
 //!
-//! Layering (imports point down): `main` -> `supervisor` -> `gate`, `child` ->
+//! An image that an upgrade in place executed starts in `upgraded` instead
+//! (the listeners and privileges are those it was handed).
+//!
+//! Layering (imports point down): `main` (and `upgraded`) -> `supervisor` -> `gate`, `child` ->
 //! `http::{worker, request, response}` -> leaves `config`, `listen`, `handoff`,
 //! `scoreboard`, `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`,
 //! `status_cmd` (the `lbaws status` client),
@@ -39,6 +42,7 @@ mod signals;
 mod status_cmd;
 mod supervisor;
 mod sys;
+mod upgraded;
 mod users;
 
 /// This build's version, as `--version`, the log and STATUS say it.
@@ -120,7 +124,7 @@ fn main() -> ExitCode {
             }
         },
         _ => match supervisor::upgrade::take() {
-            Some(state) => take_over(cfg, path, state, args.pid_file.as_deref(), image),
+            Some(state) => upgraded::take_over(cfg, path, state, args.pid_file.as_deref(), image),
             None => run(cfg, path, args.daemon, args.pid_file.as_deref(), image),
         },
     }
@@ -234,58 +238,6 @@ fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
             Err(ExitCode::from(EX_CONFIG))
         }
     }
-}
-
-/// The image an upgrade in place started: take over what the previous one
-/// carried (see `upgrade`). No binding, no daemonizing, no privilege drop:
-/// all done already, by the same process. A failure here can only be
-/// logged: the previous image is gone.
-fn take_over(
-    cfg: Config,
-    path: Option<std::path::PathBuf>,
-    state: Result<supervisor::upgrade::State, String>,
-    pid_file: Option<&Path>,
-    image: supervisor::Image,
-) -> ExitCode {
-    let daemon = state.as_ref().is_ok_and(|s| s.daemon);
-    log::configure(cfg.log.level, cfg.log.target, daemon);
-    let state = match state {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot take over after an upgrade in place: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
-    };
-    let notifier = notify::Notifier::from_env();
-    sys::raise_nofile();
-    let mut listeners = Vec::with_capacity(state.listeners.len());
-    let mut taken = Vec::new();
-    for l in &state.listeners {
-        match listen::adopt(l.fd, l.inherited, l.name.clone(), &cfg.listen, &taken) {
-            Ok(l) => {
-                if let Some(spec) = &l.spec {
-                    taken.push(spec.address.clone());
-                }
-                listeners.push(l);
-            }
-            Err(e) => error!("after the upgrade: {e}"),
-        }
-    }
-    if let Err(e) = log::configure_access(&cfg.log.access) {
-        error!("{e}; no access log");
-    }
-    let io = match loop_io(&cfg, listeners, notifier) {
-        Ok(io) => io,
-        Err(code) => return code,
-    };
-    let sup = match supervisor::Supervisor::resume(cfg, path, io, image, state) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot set up the supervisor after the upgrade: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
-    };
-    finish(sup.run(), daemon.then_some(pid_file).flatten())
 }
 
 /// The supervisor has stopped: the pid file goes, and the exit code.

@@ -26,20 +26,23 @@
 //! runs the new binary on the configuration and asks it whether it reads
 //! this record's format); after it, the new image only logs and carries on.
 //!
-//! The whole upgrade is this module: the state machine here (signal, check,
-//! hand-over, exec), the record it hands over (`record.rs`), and the new
-//! image's side (`resume.rs`: `Supervisor::resume`; `main::take_over` calls
-//! it after opening the logs and the signalfd).
+//! The whole upgrade is this module: the state machine here (signal,
+//! hand-over, exec), the check (`check.rs`), the record it hands over
+//! (`record.rs`, its bytes in `wire.rs`), and the new image's side
+//! (`resume.rs`: `Supervisor::resume`, which `upgraded::take_over` in
+//! src/upgraded.rs calls after opening the logs and the signalfd).
 
+mod check;
 mod record;
 mod resume;
+mod wire;
 
 use super::gate_link::Pending;
 use super::workers::Worker;
 use super::Supervisor;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 pub use record::{take, CarriedConn, CarriedListener, CarriedWorker, State, ENV, FORMAT};
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -51,8 +54,6 @@ use std::time::{Duration, Instant};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the gate may take to hand its connections back.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most of the check's output kept for the log.
-const CHECK_OUTPUT: usize = 4096;
 
 /// What this process was started as: an upgrade executes the file at `exe`
 /// again (which a package upgrade has replaced) with the same arguments.
@@ -117,79 +118,11 @@ impl Supervisor {
         }
     }
 
-    /// Whether `pid` is the upgrade's check (a child, but no worker).
-    pub(super) fn is_upgrade_check(&self, pid: Pid) -> bool {
-        matches!(self.upgrade, Some(Upgrade::Checking { pid: p, .. }) if p == pid)
-    }
-
     pub(super) fn handing_over(&self) -> bool {
         matches!(self.upgrade, Some(Upgrade::Handover { .. }))
     }
 
-    /// `NEW check [--config F] --upgrade-format N`, its output (stdout and
-    /// stderr) into a pipe read when it ends.
-    fn spawn_check(&self) -> Result<(Pid, OwnedFd), Errno> {
-        use nix::fcntl::OFlag;
-        let exe = cstring(self.image.exe.as_os_str().as_bytes())?;
-        let mut argv = vec![exe.clone(), cstring(b"check")?];
-        if let Some(p) = &self.cfg_path {
-            argv.push(cstring(b"--config")?);
-            argv.push(cstring(p.as_os_str().as_bytes())?);
-        }
-        argv.push(cstring(b"--upgrade-format")?);
-        argv.push(cstring(FORMAT.to_string().as_bytes())?);
-        let env = environment(&[])?;
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        // SAFETY: single-threaded; the child only moves descriptors, resets
-        // signals and execs (or _exits), all prepared before the fork.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
-                let w = w.as_raw_fd();
-                // SAFETY: plain system calls on our own descriptors.
-                unsafe {
-                    libc::dup2(w, 1);
-                    libc::dup2(w, 2);
-                }
-                crate::sys::close_all_but(&mut [0, 1, 2]);
-                let _ = crate::signals::reset_in_child();
-                let _ = nix::unistd::execve(&exe, &argv, &env);
-                // SAFETY: _exit is always safe.
-                unsafe { libc::_exit(127) }
-            }
-            ForkResult::Parent { child } => {
-                drop(w);
-                Ok((child, r))
-            }
-        }
-    }
-
-    /// The check ended (reaped): on to the hand-over, or refused.
-    pub(super) fn check_ended(&mut self, code: i32, signal: Option<Signal>) {
-        let Some(Upgrade::Checking { output, .. }) = self.upgrade.take() else {
-            return;
-        };
-        let mut buf = [0u8; CHECK_OUTPUT];
-        let n = nix::unistd::read(&output, &mut buf).unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let text = text.trim().replace('\n', "; ");
-        match (code, signal) {
-            (0, None) => self.begin_handover(),
-            (127, None) if text.is_empty() => self.upgrade_refused(&format!(
-                "{} could not be executed",
-                self.image.exe.display()
-            )),
-            (code, None) => self.upgrade_refused(&format!(
-                "{} check exited with code {code}: {text}",
-                self.image.exe.display()
-            )),
-            (_, Some(sig)) => self.upgrade_refused(&format!(
-                "{} check was killed by {sig}",
-                self.image.exe.display()
-            )),
-        }
-    }
-
-    fn begin_handover(&mut self) {
+    pub(super) fn begin_handover(&mut self) {
         crate::info!(
             "upgrade: {} accepts the configuration; taking the waiting connections back from the gate",
             self.image.exe.display()
@@ -265,7 +198,7 @@ impl Supervisor {
         }
     }
 
-    fn upgrade_refused(&mut self, why: &str) {
+    pub(super) fn upgrade_refused(&mut self, why: &str) {
         crate::error!("upgrade refused: {why}; the running version keeps serving");
         self.upgrade = None;
         self.upgrade_error = Some(format!("upgrade refused: {why}"));
@@ -396,13 +329,13 @@ pub(super) fn worker_of(w: &CarriedWorker, now: Instant) -> Worker {
     }
 }
 
-fn cstring(b: &[u8]) -> Result<CString, Errno> {
+pub(super) fn cstring(b: &[u8]) -> Result<CString, Errno> {
     CString::new(b).map_err(|_| Errno::EINVAL)
 }
 
 /// This process's environment (what is left of it: lbaws removed systemd's
 /// variables at start) and `extra`.
-fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
+pub(super) fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
     let mut env = Vec::new();
     for (k, v) in std::env::vars_os().chain(extra.iter().cloned()) {
         let mut kv = k.as_bytes().to_vec();

@@ -22,6 +22,7 @@
 //! Everything that can fail comes before the exec: after it, the new image
 //! only ever logs and carries on.
 
+use super::wire::{Reader, Writer};
 use crate::handoff::{BodySpec, Meta, META_LEN};
 use crate::listen::Peer;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
@@ -38,8 +39,6 @@ pub const FORMAT: u32 = 3;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
 const MAGIC: &[u8; 8] = b"LBAWSUP\0";
-/// Sanity bounds for decoding (a record is written by lbaws itself).
-const MAX_ITEMS: u32 = 1 << 22;
 
 /// A listening socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,18 +113,29 @@ impl State {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(
+        let mut w = Writer(Vec::with_capacity(
             128 + self.listeners.len() * 64
                 + self.workers.len() * (META_LEN + 40)
                 + self.conns.len() * (META_LEN + 29),
-        );
-        w.extend_from_slice(MAGIC);
-        put_u32(&mut w, FORMAT);
-        put_str(&mut w, &self.from_version);
-        w.push(u8::from(self.daemon));
+        ));
+        w.0.extend_from_slice(MAGIC);
+        w.u32(FORMAT);
+        self.encode_image(&mut w);
+        self.encode_carried(&mut w);
+        w.0
+    }
+
+    /// What the image is.
+    fn encode_image(&self, w: &mut Writer) {
+        w.str(&self.from_version);
+        w.flag(self.daemon);
         for c in self.counters {
-            put_u64(&mut w, c);
+            w.u64(c);
         }
+    }
+
+    /// What it takes over: descriptors, workers, connections.
+    fn encode_carried(&self, w: &mut Writer) {
         for fd in [
             self.stop_reader,
             self.stop_writer,
@@ -133,44 +143,37 @@ impl State {
             self.park_tx,
             self.scoreboard,
         ] {
-            put_u32(&mut w, fd as u32);
+            w.fd(fd);
         }
-        put_u32(&mut w, self.next_slot);
-        put_u32(&mut w, self.free_slots.len() as u32);
+        w.u32(self.next_slot);
+        w.count(self.free_slots.len());
         for s in &self.free_slots {
-            put_u32(&mut w, *s);
+            w.u32(*s);
         }
-        put_u32(&mut w, self.listeners.len() as u32);
+        w.count(self.listeners.len());
         for l in &self.listeners {
-            put_u32(&mut w, l.fd as u32);
-            w.push(u8::from(l.inherited));
-            match &l.name {
-                Some(n) => {
-                    w.push(1);
-                    put_str(&mut w, n);
-                }
-                None => w.push(0),
-            }
+            w.fd(l.fd);
+            w.flag(l.inherited);
+            w.opt(l.name.as_ref(), |w, n| w.str(n));
         }
-        put_u32(&mut w, self.workers.len() as u32);
+        w.count(self.workers.len());
         for wk in &self.workers {
-            put_u32(&mut w, wk.pid as u32);
-            put_u64(&mut w, wk.age_ms);
-            w.extend_from_slice(&wk.key.to_le_bytes());
-            put_u32(&mut w, wk.slot);
-            put_meta(&mut w, &peer_meta(wk.peer));
+            w.u32(wk.pid as u32);
+            w.u64(wk.age_ms);
+            w.u128(wk.key);
+            w.u32(wk.slot);
+            w.meta(&peer_meta(wk.peer));
         }
-        put_u32(&mut w, self.conns.len() as u32);
+        w.count(self.conns.len());
         for c in &self.conns {
-            put_u32(&mut w, c.fd as u32);
-            put_meta(&mut w, &c.meta);
-            put_u32(&mut w, c.file as u32);
-            put_u32(&mut w, c.spec.head_len);
-            put_u32(&mut w, c.spec.raw_len);
-            w.push(u8::from(c.spec.chunked));
-            put_u64(&mut w, c.spec.length);
+            w.fd(c.fd);
+            w.meta(&c.meta);
+            w.fd(c.file);
+            w.u32(c.spec.head_len);
+            w.u32(c.spec.raw_len);
+            w.flag(c.spec.chunked);
+            w.u64(c.spec.length);
         }
-        w
     }
 
     pub fn decode(b: &[u8]) -> Result<State, String> {
@@ -184,85 +187,64 @@ impl State {
                 "upgrade record format {format}, this binary reads {FORMAT}"
             ));
         }
-        let from_version = r.string()?;
-        let daemon = r.u8()? != 0;
-        let mut counters = [0u64; 3];
-        for c in &mut counters {
-            *c = r.u64()?;
-        }
-        let [stop_reader, stop_writer, park_rx, park_tx, scoreboard] =
-            [r.fd()?, r.fd()?, r.fd()?, r.fd()?, r.fd()?];
-        let next_slot = r.u32()?;
-        let n = r.count()?;
-        let free_slots = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
-        let n = r.count()?;
-        let mut listeners = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let fd = r.fd()?;
-            let inherited = r.u8()? != 0;
-            let name = match r.u8()? {
-                0 => None,
-                _ => Some(r.string()?),
-            };
-            listeners.push(CarriedListener {
-                fd,
-                inherited,
-                name,
-            });
-        }
-        let n = r.count()?;
-        let mut workers = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let pid = r.u32()? as i32;
-            let age_ms = r.u64()?;
-            let key = u128::from_le_bytes(r.take(16)?.try_into().expect("16 bytes"));
-            let slot = r.u32()?;
-            let peer = r.meta()?.peer;
-            workers.push(CarriedWorker {
-                pid,
-                peer,
-                age_ms,
-                key,
-                slot,
-            });
-        }
-        let n = r.count()?;
-        let mut conns = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let fd = r.fd()?;
-            let meta = r.meta()?;
-            let file = r.fd()?;
-            let spec = BodySpec {
-                head_len: r.u32()?,
-                raw_len: r.u32()?,
-                chunked: r.u8()? != 0,
-                length: r.u64()?,
-            };
-            conns.push(CarriedConn {
-                fd,
-                meta,
-                file,
-                spec,
-            });
-        }
+        let mut s = State::default();
+        s.decode_image(&mut r)?;
+        s.decode_carried(&mut r)?;
         if r.at != b.len() {
             return Err("trailing bytes in the upgrade record".into());
         }
-        Ok(State {
-            from_version,
-            daemon,
-            counters,
-            stop_reader,
-            stop_writer,
-            park_rx,
-            park_tx,
-            scoreboard,
-            next_slot,
-            free_slots,
-            listeners,
-            workers,
-            conns,
-        })
+        Ok(s)
+    }
+
+    fn decode_image(&mut self, r: &mut Reader) -> Result<(), String> {
+        self.from_version = r.string()?;
+        self.daemon = r.flag()?;
+        for c in &mut self.counters {
+            *c = r.u64()?;
+        }
+        Ok(())
+    }
+
+    fn decode_carried(&mut self, r: &mut Reader) -> Result<(), String> {
+        [
+            self.stop_reader,
+            self.stop_writer,
+            self.park_rx,
+            self.park_tx,
+            self.scoreboard,
+        ] = [r.fd()?, r.fd()?, r.fd()?, r.fd()?, r.fd()?];
+        self.next_slot = r.u32()?;
+        self.free_slots = r.list(Reader::u32)?;
+        self.listeners = r.list(|r| {
+            Ok(CarriedListener {
+                fd: r.fd()?,
+                inherited: r.flag()?,
+                name: r.opt(Reader::string)?,
+            })
+        })?;
+        self.workers = r.list(|r| {
+            Ok(CarriedWorker {
+                pid: r.u32()? as i32,
+                age_ms: r.u64()?,
+                key: r.u128()?,
+                slot: r.u32()?,
+                peer: r.meta()?.peer,
+            })
+        })?;
+        self.conns = r.list(|r| {
+            Ok(CarriedConn {
+                fd: r.fd()?,
+                meta: r.meta()?,
+                file: r.fd()?,
+                spec: BodySpec {
+                    head_len: r.u32()?,
+                    raw_len: r.u32()?,
+                    chunked: r.flag()?,
+                    length: r.u64()?,
+                },
+            })
+        })?;
+        Ok(())
     }
 
     /// The record in a memfd that survives the exec (not close-on-exec).
@@ -306,76 +288,6 @@ fn peer_meta(peer: Peer) -> Meta {
         served: 0,
         kind: crate::handoff::Kind::New,
         since_ms: 0,
-    }
-}
-
-fn put_u32(w: &mut Vec<u8>, v: u32) {
-    w.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_u64(w: &mut Vec<u8>, v: u64) {
-    w.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_str(w: &mut Vec<u8>, s: &str) {
-    put_u32(w, s.len() as u32);
-    w.extend_from_slice(s.as_bytes());
-}
-
-fn put_meta(w: &mut Vec<u8>, m: &Meta) {
-    let at = w.len();
-    w.resize(at + META_LEN, 0);
-    m.encode(&mut w[at..]);
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let s = self
-            .b
-            .get(self.at..self.at + n)
-            .ok_or("the upgrade record is cut short")?;
-        self.at += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-
-    fn fd(&mut self) -> Result<RawFd, String> {
-        Ok(self.u32()? as i32)
-    }
-
-    fn count(&mut self) -> Result<u32, String> {
-        let n = self.u32()?;
-        if n > MAX_ITEMS {
-            return Err(format!("the upgrade record lists {n} items"));
-        }
-        Ok(n)
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        let n = self.u32()? as usize;
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| "a name in the upgrade record is not UTF-8".into())
-    }
-
-    fn meta(&mut self) -> Result<Meta, String> {
-        Meta::decode(self.take(META_LEN)?).ok_or_else(|| "a bad connection record".into())
     }
 }
 
