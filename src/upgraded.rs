@@ -45,6 +45,8 @@ pub fn take_over(
     if let Err(e) = log::configure_access(&cfg.log.access) {
         crate::error!("{e}; no access log");
     }
+    // The filters the images before attached stay: none twice.
+    crate::sandbox::attached_before(&state.filters);
     let io = match loop_io(&cfg, listeners, notifier) {
         Ok(io) => io,
         Err(code) => return code,

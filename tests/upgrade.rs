@@ -220,3 +220,44 @@ respond = { status = 200, body = "activated\n" }
         );
     }
 }
+
+/// The kernel's count of the seccomp filters a process runs under (`None`
+/// where /proc/PID/status does not say).
+fn seccomp_filters(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn upgrades_in_a_row_attach_the_shared_filter_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let d = Daemon::with_config(CONFIG)
+        .dirs(&["www"])
+        .binary(&bin)
+        .start();
+    let Some(first) = seccomp_filters(d.pid) else {
+        skip_or_fail("this kernel does not say Seccomp_filters in /proc/PID/status");
+        return;
+    };
+    assert_eq!(first, 1, "the shared filter, once:\n{}", d.logs());
+    for n in 1..=3 {
+        replace(&bin);
+        d.signal(Signal::SIGUSR2);
+        assert!(
+            wait_for(DEADLINE, || d.count_log("upgraded in place from") == n),
+            "{}",
+            d.logs()
+        );
+        assert_eq!(seccomp_filters(d.pid), Some(1), "after upgrade {n}");
+    }
+    // What the last image forks inherits the same one filter.
+    let gate = d.wait_gate();
+    assert_eq!(seccomp_filters(gate), Some(1), "the gate");
+    assert_eq!(get(d.addr(), "/").status, 200);
+    let logs = d.logs();
+    assert!(!logs.contains("error:"), "{logs}");
+}

@@ -271,6 +271,7 @@ impl Supervisor {
         let now = Instant::now();
         State {
             from_version: crate::VERSION.into(),
+            filters: crate::sandbox::attached(),
             daemon: self.daemon,
             counters: [c.served, c.parked, self.lost_lines],
             stop_reader: self.stop_reader.as_raw_fd(),

@@ -19,6 +19,8 @@
 //!
 //! The record is versioned ([`FORMAT`]); the old image asks the new binary,
 //! in its check, whether it reads that version, before anything changes.
+//! It also says which seccomp filters the process runs under (the kernel
+//! keeps them across `execve`), so that none is attached twice.
 //! Everything that can fail comes before the exec: after it, the new image
 //! only ever logs and carries on.
 
@@ -33,8 +35,8 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 /// and the messages on the park channel, which carried workers go on using:
 /// 2 is the scoreboard with the status page's slots and counters (a binary
 /// of format 1, lbaws 0.2.0, is replaced by a restart, not in place); 3
-/// adds fair admission's counters, the time in each `Meta`, and the slot's
-/// owed access line (0.4.0).
+/// adds fair admission's counters, the time in each `Meta`, the slot's
+/// owed access line, and the filters attached (0.4.0).
 pub const FORMAT: u32 = 3;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
@@ -77,6 +79,8 @@ pub struct CarriedConn {
 pub struct State {
     /// The version that wrote it, for the log.
     pub from_version: String,
+    /// The seccomp filters the process runs under (`sandbox::attached`).
+    pub filters: Vec<u64>,
     /// Started with `--daemon` (logs to syslog, a pid file to remove).
     pub daemon: bool,
     /// Workers ended (served), connections parked, access-log lines lost.
@@ -128,6 +132,10 @@ impl State {
     /// What the image is.
     fn encode_image(&self, w: &mut Writer) {
         w.str(&self.from_version);
+        w.count(self.filters.len());
+        for f in &self.filters {
+            w.u64(*f);
+        }
         w.flag(self.daemon);
         for c in self.counters {
             w.u64(c);
@@ -198,6 +206,7 @@ impl State {
 
     fn decode_image(&mut self, r: &mut Reader) -> Result<(), String> {
         self.from_version = r.string()?;
+        self.filters = r.list(Reader::u64)?;
         self.daemon = r.flag()?;
         for c in &mut self.counters {
             *c = r.u64()?;
@@ -299,6 +308,7 @@ mod tests {
     fn sample() -> State {
         State {
             from_version: "0.2.0".into(),
+            filters: vec![u64::MAX, 7],
             daemon: true,
             counters: [1, 2, 3],
             stop_reader: 5,
