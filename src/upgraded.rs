@@ -28,6 +28,9 @@ pub fn take_over(
         }
     };
     let notifier = notify::Notifier::from_env();
+    // The watchdog's clock carries across the exec: a ping at once (the
+    // regular ones start from READY=1, which pings too).
+    notifier.watchdog();
     sys::raise_nofile();
     let mut listeners = Vec::with_capacity(state.listeners.len());
     let mut taken = Vec::new();

@@ -261,3 +261,40 @@ fn upgrades_in_a_row_attach_the_shared_filter_once() {
     let logs = d.logs();
     assert!(!logs.contains("error:"), "{logs}");
 }
+
+#[test]
+fn two_upgrades_within_a_watchdog_interval_ping_across_each_exec() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let notify_dir = tempfile::tempdir().unwrap();
+    let sock = notify_dir.path().join("notify.sock");
+    let mut mgr = Manager::bind(&sock);
+    // An interval the test never waits out: every WATCHDOG=1 seen is one
+    // an upgrade sent, not the regular ping (at half the interval). Both
+    // upgrades happen well within one interval.
+    let d = Daemon::with_config(CONFIG)
+        .dirs(&["www"])
+        .binary(&bin)
+        .env("NOTIFY_SOCKET", sock.to_str().unwrap())
+        .env("WATCHDOG_USEC", "120000000")
+        .start();
+    let ready = mgr.expect(&["READY=1"]);
+    assert!(ready.lines().any(|l| l == "WATCHDOG=1"), "{ready}");
+    for n in 1..=2 {
+        replace(&bin);
+        d.signal(Signal::SIGUSR2);
+        mgr.expect(&["RELOADING=1"]);
+        // Up to the new image's READY=1: the old image pinged right before
+        // its exec, the new one as soon as it ran, and READY=1 pings too.
+        let seen = mgr.until(&["READY=1"]);
+        let pings = seen
+            .iter()
+            .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+            .count();
+        assert!(pings >= 3, "upgrade {n}: {seen:?}");
+        let ready = seen.last().unwrap();
+        assert!(ready.lines().any(|l| l == "WATCHDOG=1"), "{ready}");
+        assert!(wait_for(DEADLINE, || d.count_log("upgraded in place from") == n));
+    }
+    assert_eq!(get(d.addr(), "/").status, 200);
+}

@@ -261,6 +261,8 @@ impl Supervisor {
             state.conns.len(),
             state.listeners.len()
         );
+        // The watchdog's clock goes on across the exec.
+        self.notifier.watchdog();
         let e = nix::unistd::execve(&exe, &argv, &env).unwrap_err();
         Err(format!("execve {}: {e}", self.image.exe.display()))
     }
