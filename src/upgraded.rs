@@ -1,37 +1,95 @@
 //! The start of an image that an upgrade in place executed
-//! (`supervisor::upgrade`, which has the whole story). `main` sends a
+//! (`supervisor::upgrade`, which has the whole story): the upgrade's check
+//! and the take-over. `main` sends a
 //! server start here when the environment names an upgrade record.
 
-use super::{finish, loop_io, EX_OSERR};
-use crate::{config::Config, listen, log, notify, supervisor, sys};
+use super::{enter_sandbox_mode, finish, say, EX_CONFIG, EX_OSERR, VERSION};
+use crate::{alloc, config, http, listen, log, notify, sandbox, signals, supervisor, sys};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// The image an upgrade in place started: take over what the previous one
-/// carried (see `upgrade`). No binding, no daemonizing, no privilege drop:
-/// all done already, by the same process. A failure here can only be
-/// logged: the previous image is gone.
-pub fn take_over(
-    cfg: Config,
-    path: Option<std::path::PathBuf>,
-    state: Result<supervisor::upgrade::State, String>,
+/// A start by an upgrade in place (`supervisor::upgrade`): its check, or
+/// the take-over.
+pub fn start(
+    record: Result<supervisor::upgrade::State, String>,
     pid_file: Option<&Path>,
     image: supervisor::Image,
 ) -> ExitCode {
-    let daemon = state.as_ref().is_ok_and(|s| s.daemon);
-    log::configure(cfg.log.level, cfg.log.target, daemon);
-    let state = match state {
-        Ok(s) => s,
+    use supervisor::upgrade::Purpose;
+    match record {
+        Ok(state) if state.purpose == Purpose::Check => check_take_over(state),
+        Ok(state) => take_over(state, pid_file, image),
         Err(e) => {
-            crate::error!("cannot take over after an upgrade in place: {e}");
-            return ExitCode::from(EX_OSERR);
+            // (A record in another format: the check's answer too.)
+            log::startup_error(format_args!(
+                "cannot take over after an upgrade in place: {e}"
+            ));
+            ExitCode::from(EX_OSERR)
+        }
+    }
+}
+
+/// The upgrade's check: this binary, run with the arguments and the
+/// environment it will be executed with, does with the carried
+/// configuration what [`take_over`] does before it holds a descriptor
+/// (but move into a cgroup), and says it would take over.
+fn check_take_over(state: supervisor::upgrade::State) -> ExitCode {
+    let cfg = match state.config.parse() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
         }
     };
+    sandbox::attached_before(&state.filters);
+    if let Err((code, why)) = enter_sandbox_mode(&cfg, false) {
+        eprintln!("{why}");
+        return ExitCode::from(code);
+    }
+    say(format_args!(
+        "{}: lbaws {VERSION} takes over from lbaws {} (format {})",
+        supervisor::upgrade::PASSED,
+        state.from_version,
+        supervisor::upgrade::FORMAT
+    ));
+    ExitCode::SUCCESS
+}
+
+/// The image an upgrade in place executed: take over what the previous one
+/// carried (see `supervisor::upgrade`). No binding, no daemonizing, no
+/// privilege drop: all done already, by the same process. The check did
+/// all this image does before it holds the carried descriptors, with the
+/// same binary, arguments and configuration text: one of these steps fails
+/// only if the system changed meanwhile, and then (as after them, for
+/// memory) a failure here can only be logged: the previous image is gone.
+fn take_over(
+    state: supervisor::upgrade::State,
+    pid_file: Option<&Path>,
+    mut image: supervisor::Image,
+) -> ExitCode {
+    use supervisor::upgrade::own;
+    log::configure(config::Level::Info, config::LogTarget::Auto, state.daemon);
     let notifier = notify::Notifier::from_env();
-    // The watchdog's clock carries across the exec: a ping at once (the
-    // regular ones start from READY=1, which pings too).
+    // The watchdog's clock carries across the exec: a ping at once.
     notifier.watchdog();
+    if state.exe_fd >= 0 {
+        drop(own(state.exe_fd)); // left open for a script (/dev/fd/N)
+    }
+    image.exe = state.exe.clone();
+    let cfg = match state.config.parse() {
+        Ok(c) => c,
+        Err(e) => return cannot(e.to_string()),
+    };
+    log::configure(cfg.log.level, cfg.log.target, state.daemon);
     sys::raise_nofile();
+    sandbox::attached_before(&state.filters);
+    if let Err((_, why)) = enter_sandbox_mode(&cfg, true) {
+        return cannot(why);
+    }
+    let signal_fd = match signals::open() {
+        Ok(s) => s,
+        Err(e) => return cannot(format!("cannot open signalfd: {e}")),
+    };
     let mut listeners = Vec::with_capacity(state.listeners.len());
     let mut taken = Vec::new();
     for l in &state.listeners {
@@ -48,12 +106,12 @@ pub fn take_over(
     if let Err(e) = log::configure_access(&cfg.log.access) {
         crate::error!("{e}; no access log");
     }
-    // The filters the images before attached stay: none twice.
-    crate::sandbox::attached_before(&state.filters);
-    let io = match loop_io(&cfg, listeners, notifier) {
-        Ok(io) => io,
-        Err(code) => return code,
-    };
+    http::warm_up(&cfg);
+    alloc::reserve_worker_arena();
+    listen::tune(&mut listeners, &cfg.limits);
+    let daemon = state.daemon;
+    let path = state.config.path.clone();
+    let io = (listeners, signal_fd, notifier);
     let sup = match supervisor::Supervisor::resume(cfg, path, io, image, state) {
         Ok(s) => s,
         Err(e) => {
@@ -62,4 +120,10 @@ pub fn take_over(
         }
     };
     finish(sup.run(), daemon.then_some(pid_file).flatten())
+}
+
+/// The new image cannot take over: said, and the end.
+fn cannot(why: String) -> ExitCode {
+    crate::error!("cannot take over after an upgrade in place: {why}");
+    ExitCode::from(EX_OSERR)
 }

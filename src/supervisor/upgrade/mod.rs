@@ -6,31 +6,42 @@
 //! (systemd's MainPID, the pid file and every worker's parent stay).
 //!
 //! ```text
-//!   SIGUSR2 -> RELOADING=1
-//!   Checking   `NEW check [--config F] --upgrade-format N`, a child whose
-//!              end is reaped in the loop like any other (30 s at most);
-//!              it fails: logged with its output, STATUS says so, READY=1,
-//!              the running image goes on as if nothing happened
+//!   SIGUSR2 -> RELOADING=1; the binary opened (O_PATH), the configuration
+//!              file read: what is checked is what runs, whatever happens
+//!              to either file from here on
+//!   Checking   the binary run from that descriptor with the very arguments
+//!              and environment of the exec, and a record of purpose Check
+//!              (`record::Purpose`): it does what taking over does but hold
+//!              the descriptors (parse the carried text, build the sandbox,
+//!              attach the filter the process lacks) and says so; a child
+//!              reaped in the loop like any other (30 s at most); it fails:
+//!              logged with its output, STATUS says so, READY=1, the running
+//!              image goes on as if nothing happened
 //!   Handover   accepting pauses (the backlog keeps what comes); the gate
 //!              sends every connection back and exits; parked connections
 //!              and complete heads are collected too (5 s at most)
 //!   exec       the record (`record::State`) in a memfd, close-on-exec
-//!              cleared on what it names, execve(NEW, same argv, same env +
-//!              NOTIFY_SOCKET/WATCHDOG_*) -- if execve itself fails: a new
-//!              gate takes the connections back, and serving goes on
+//!              cleared on what it names, WATCHDOG=1, execveat(the binary's
+//!              descriptor, same argv, same env + NOTIFY_SOCKET/WATCHDOG_*)
+//!              -- if that fails: a new gate takes the connections back, and
+//!              serving goes on
+//!   new image  WATCHDOG=1 at once; the carried configuration, the sandbox,
+//!              the signalfd, the descriptors; READY=1 with WATCHDOG=1
 //! ```
 //!
 //! Workers are not told anything: each keeps serving its connection, parks
 //! it on the same channel and is reaped by the new image, which has the
-//! table of them. Everything that can fail comes before the exec (the check
-//! runs the new binary on the configuration and asks it whether it reads
-//! this record's format); after it, the new image only logs and carries on.
+//! table of them. What the new image does before it holds the descriptors
+//! was done by the check with the same binary, arguments, environment,
+//! configuration text and filters: it fails only if the system changed in
+//! between.
 //!
 //! The whole upgrade is this module: the state machine here (signal,
 //! hand-over, exec), the check (`check.rs`), the record it hands over
 //! (`record.rs`, its bytes in `wire.rs`), and the new image's side
 //! (`resume.rs`: `Supervisor::resume`, which `upgraded::take_over` in
-//! src/upgraded.rs calls after opening the logs and the signalfd).
+//! src/upgraded.rs calls after the configuration, the sandbox, the signalfd
+//! and the logs).
 
 mod check;
 mod record;
@@ -41,11 +52,14 @@ use super::gate_link::Pending;
 use super::workers::Worker;
 use super::Supervisor;
 use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-pub use record::{take, CarriedConn, CarriedListener, CarriedWorker, State, ENV, FORMAT};
+pub use record::{
+    take, Carried, CarriedConn, CarriedListener, CarriedWorker, Purpose, State, ENV, FORMAT, PASSED,
+};
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -54,7 +68,6 @@ use std::time::{Duration, Instant};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the gate may take to hand its connections back.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// What this process was started as: an upgrade executes the file at `exe`
 /// again (which a package upgrade has replaced) with the same arguments.
 #[derive(Debug, Clone)]
@@ -86,9 +99,18 @@ pub(super) enum Upgrade {
         pid: Pid,
         output: OwnedFd,
         deadline: Instant,
+        next: Next,
     },
     /// The gate sends its connections back.
-    Handover { deadline: Instant },
+    Handover { deadline: Instant, next: Next },
+}
+
+/// What the check runs and the exec runs, taken once at the signal: the
+/// binary, open, so that a file replaced again meanwhile changes nothing
+/// (`O_PATH`: it needs no read permission), and the configuration's text.
+pub(super) struct Next {
+    pub(super) exe: OwnedFd,
+    pub(super) config: Carried,
 }
 
 impl Supervisor {
@@ -106,23 +128,51 @@ impl Supervisor {
             "SIGUSR2: upgrading in place to {}; checking it first",
             self.image.exe.display()
         );
-        match self.spawn_check() {
+        let next = match self.next() {
+            Ok(n) => n,
+            Err(e) => return self.upgrade_refused(&e),
+        };
+        match self.spawn_check(&next) {
             Ok((pid, output)) => {
                 self.upgrade = Some(Upgrade::Checking {
                     pid,
                     output,
                     deadline: Instant::now() + CHECK_TIMEOUT,
+                    next,
                 });
             }
             Err(e) => self.upgrade_refused(&format!("cannot run the check: {e}")),
         }
     }
 
+    /// The binary at the path, open, and the configuration file's text.
+    fn next(&self) -> Result<Next, String> {
+        let exe = &self.image.exe;
+        let fd = nix::fcntl::open(
+            exe,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+        let text = match &self.cfg_path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: cannot read: {e}", p.display()))?,
+            None => crate::config::BUILTIN.to_string(),
+        };
+        Ok(Next {
+            exe: fd,
+            config: Carried {
+                path: self.cfg_path.clone(),
+                text,
+            },
+        })
+    }
+
     pub(super) fn handing_over(&self) -> bool {
         matches!(self.upgrade, Some(Upgrade::Handover { .. }))
     }
 
-    pub(super) fn begin_handover(&mut self) {
+    pub(super) fn begin_handover(&mut self, next: Next) {
         crate::info!(
             "upgrade: {} accepts the configuration; taking the waiting connections back from the gate",
             self.image.exe.display()
@@ -133,6 +183,7 @@ impl Supervisor {
         }
         self.upgrade = Some(Upgrade::Handover {
             deadline: Instant::now() + HANDOVER_TIMEOUT,
+            next,
         });
         if self.link.is_up() {
             self.link.handover();
@@ -151,21 +202,19 @@ impl Supervisor {
 
     /// The upgrade's deadlines (the check, the hand-over).
     pub(super) fn upgrade_timers(&mut self, now: Instant) {
-        match &self.upgrade {
+        match &mut self.upgrade {
             Some(Upgrade::Checking { pid, deadline, .. }) if now >= *deadline => {
                 crate::warn!("upgrade: the check takes over {CHECK_TIMEOUT:?}: killing it");
                 let _ = kill(*pid, Signal::SIGKILL);
             }
-            Some(Upgrade::Handover { deadline }) if now >= *deadline => {
+            Some(Upgrade::Handover { deadline, .. }) if now >= *deadline => {
                 if let Some(pid) = self.link.pid() {
                     crate::warn!(
                         "upgrade: the gate took over {HANDOVER_TIMEOUT:?} to hand its connections back: killing it"
                     );
                     let _ = kill(pid, Signal::SIGKILL);
                 }
-                self.upgrade = Some(Upgrade::Handover {
-                    deadline: now + HANDOVER_TIMEOUT,
-                });
+                *deadline = now + HANDOVER_TIMEOUT;
             }
             _ => {}
         }
@@ -173,7 +222,7 @@ impl Supervisor {
 
     pub(super) fn upgrade_deadline(&self) -> Option<Instant> {
         match &self.upgrade {
-            Some(Upgrade::Checking { deadline, .. }) | Some(Upgrade::Handover { deadline }) => {
+            Some(Upgrade::Checking { deadline, .. }) | Some(Upgrade::Handover { deadline, .. }) => {
                 Some(*deadline)
             }
             None => None,
@@ -217,42 +266,10 @@ impl Supervisor {
     /// The gate has handed everything back and ended (or was killed):
     /// replace this image.
     pub(super) fn exec_upgrade(&mut self) {
-        let state = self.upgrade_state();
-        let fds = state.fds();
-        for &fd in &fds {
-            crate::sys::set_cloexec(fd, false);
-        }
-        let why = match self.exec_with(&state) {
-            Ok(never) => match never {},
-            Err(e) => e,
+        let Some(Upgrade::Handover { next, .. }) = self.upgrade.take() else {
+            return;
         };
-        for &fd in &fds {
-            crate::sys::set_cloexec(fd, true);
-        }
-        crate::error!("upgrade failed: {why}; the running version goes on serving");
-        self.upgrade = None;
-        self.upgrade_error = Some(format!("upgrade failed: {why}"));
-        // A new gate of this version takes the connections back.
-        self.spawn_gate();
-        for p in std::mem::take(&mut self.carried) {
-            self.hand_to_gate(p);
-        }
-        self.ready_again();
-    }
-
-    fn exec_with(&self, state: &State) -> Result<std::convert::Infallible, String> {
-        let record = state.to_memfd().map_err(|e| format!("memfd: {e}"))?;
-        let exe = cstring(self.image.exe.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-        let argv = self
-            .image
-            .args
-            .iter()
-            .map(|a| cstring(a.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let mut extra = self.notifier.env();
-        extra.push((ENV.into(), record.as_raw_fd().to_string().into()));
-        let env = environment(&extra).map_err(|e| e.to_string())?;
+        let state = self.upgrade_state(&next);
         crate::info!(
             "upgrade: executing {} (pid {} stays): {} worker(s), {} connection(s), {} listener(s) carried over",
             self.image.exe.display(),
@@ -263,16 +280,32 @@ impl Supervisor {
         );
         // The watchdog's clock goes on across the exec.
         self.notifier.watchdog();
-        let e = nix::unistd::execve(&exe, &argv, &env).unwrap_err();
-        Err(format!("execve {}: {e}", self.image.exe.display()))
+        let why = execute(
+            next.exe.as_fd(),
+            &self.image.args,
+            &state,
+            self.notifier.env(),
+        );
+        crate::error!("upgrade failed: {why}; the running version goes on serving");
+        self.upgrade_error = Some(format!("upgrade failed: {why}"));
+        // A new gate of this version takes the connections back.
+        self.spawn_gate();
+        for p in std::mem::take(&mut self.carried) {
+            self.hand_to_gate(p);
+        }
+        self.ready_again();
     }
 
     /// What the new image takes over.
-    fn upgrade_state(&self) -> State {
+    fn upgrade_state(&self, next: &Next) -> State {
         let c = &self.counters;
         let now = Instant::now();
         State {
+            purpose: Purpose::TakeOver,
             from_version: crate::VERSION.into(),
+            exe: self.image.exe.clone(),
+            exe_fd: next.exe.as_raw_fd(),
+            config: next.config.clone(),
             filters: crate::sandbox::attached(),
             daemon: self.daemon,
             counters: [c.served, c.parked, self.lost_lines],
@@ -318,6 +351,44 @@ impl Supervisor {
     }
 }
 
+/// Replace this image with the binary open at `exe`, run with `argv` and
+/// this environment plus `notify` (the service manager's variables) and the
+/// record of `state`, whose descriptors stay open across it (and `exe`
+/// itself where the record names it: a script is run as /dev/fd/N).
+/// Returns only if that fails (why), with everything as it was.
+pub fn execute(
+    exe: BorrowedFd<'_>,
+    argv: &[OsString],
+    state: &State,
+    notify: Vec<(OsString, OsString)>,
+) -> String {
+    let record = match state.to_memfd() {
+        Ok(r) => r,
+        Err(e) => return format!("memfd: {e}"),
+    };
+    let (argv, env) = match (cstrings(argv), {
+        let mut extra = notify;
+        extra.push((ENV.into(), record.as_raw_fd().to_string().into()));
+        environment(&extra)
+    }) {
+        (Ok(a), Ok(e)) => (a, e),
+        (Err(e), _) | (_, Err(e)) => return e.to_string(),
+    };
+    let mut fds = state.fds();
+    fds.push(record.as_raw_fd());
+    if state.exe_fd == exe.as_raw_fd() {
+        fds.push(state.exe_fd);
+    }
+    for &fd in &fds {
+        crate::sys::set_cloexec(fd, false);
+    }
+    let e = nix::unistd::execveat(exe, c"", &argv, &env, AtFlags::AT_EMPTY_PATH).unwrap_err();
+    for &fd in &fds {
+        crate::sys::set_cloexec(fd, true);
+    }
+    format!("execveat {}: {e}", state.exe.display())
+}
+
 /// A carried worker, back in the table of the new image.
 pub(super) fn worker_of(w: &CarriedWorker, now: Instant) -> Worker {
     Worker {
@@ -336,6 +407,10 @@ pub(super) fn cstring(b: &[u8]) -> Result<CString, Errno> {
     CString::new(b).map_err(|_| Errno::EINVAL)
 }
 
+pub(super) fn cstrings(v: &[OsString]) -> Result<Vec<CString>, Errno> {
+    v.iter().map(|a| cstring(a.as_bytes())).collect()
+}
+
 /// This process's environment (what is left of it: lbaws removed systemd's
 /// variables at start) and `extra`.
 pub(super) fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
@@ -349,8 +424,8 @@ pub(super) fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>
     Ok(env)
 }
 
-/// The carried listening sockets' descriptors (close-on-exec again).
-pub(super) fn own(fd: RawFd) -> OwnedFd {
+/// A carried descriptor, this image's (close-on-exec again).
+pub fn own(fd: RawFd) -> OwnedFd {
     crate::sys::set_cloexec(fd, true);
     // SAFETY: handed over open by the previous image, for this one to own.
     unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }

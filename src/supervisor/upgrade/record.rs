@@ -7,27 +7,35 @@
 //!
 //! ```text
 //!   the old image (upgrade/mod.rs)               the new image (upgrade/resume.rs)
-//!   SIGUSR2 -> RELOADING=1
-//!   run `NEW check --upgrade-format N`
+//!   SIGUSR2 -> RELOADING=1, NEW opened, the
+//!   configuration file read
+//!   NEW run with the exec's argv and env and
+//!   a record of purpose Check ---------------->  parse, sandbox, filter: "passed"
 //!   the gate hands its connections back
-//!   State -> memfd, execve(NEW) --------------->  State <- memfd
+//!   State -> memfd, execveat(NEW) ------------->  State <- memfd
 //!                                                 listeners, pipes, scoreboard,
 //!                                                 workers adopted (reaped later)
 //!                                                 a new gate takes the connections
 //!                                                 READY=1, STATUS "lbaws VERSION ..."
 //! ```
 //!
-//! The record is versioned ([`FORMAT`]); the old image asks the new binary,
-//! in its check, whether it reads that version, before anything changes.
-//! It also says which seccomp filters the process runs under (the kernel
-//! keeps them across `execve`), so that none is attached twice.
-//! Everything that can fail comes before the exec: after it, the new image
-//! only ever logs and carries on.
+//! The record is versioned ([`FORMAT`]). The upgrade's check is a record
+//! too ([`Purpose::Check`], naming no descriptor): the new binary, run with
+//! the arguments and the environment it will be executed with, reads it and
+//! does what taking over would do but hold the descriptors, so that what it
+//! refuses, it refuses before anything changes. A binary that reads another
+//! format refuses it (this one says "cannot take over from this lbaws", as
+//! `check --upgrade-format N` does; 0.2.0 and 0.3.0 exit 71 with "upgrade
+//! record format 3, this binary reads N"). The record carries the
+//! configuration's text that the check read, so that the new image runs
+//! what was checked whatever happens to the file, and the seccomp filters
+//! the process runs under, so that none is attached twice.
 
 use super::wire::{Reader, Writer};
 use crate::handoff::{BodySpec, Meta, META_LEN};
 use crate::listen::Peer;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 /// The version of this record. A binary that cannot read a version refuses
 /// `check --upgrade-format N`, which refuses the upgrade. It also covers the
@@ -36,10 +44,17 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 /// 2 is the scoreboard with the status page's slots and counters (a binary
 /// of format 1, lbaws 0.2.0, is replaced by a restart, not in place); 3
 /// adds fair admission's counters, the time in each `Meta`, the slot's
-/// owed access line, and the filters attached (0.4.0).
+/// owed access line, the filters attached, the check as a record and the
+/// configuration's text (0.4.0).
 pub const FORMAT: u32 = 3;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
+/// What the check says when it would take over (the old image looks for
+/// it: a program that is no lbaws and exits 0 is refused too).
+pub const PASSED: &str = "upgrade check passed";
+/// What a binary says of a record in a format it does not read (postinst
+/// restarts the service then, rather than upgrade in place).
+pub const OTHER: &str = "cannot take over from this lbaws";
 const MAGIC: &[u8; 8] = b"LBAWSUP\0";
 
 /// A listening socket.
@@ -74,11 +89,38 @@ pub struct CarriedConn {
     pub spec: BodySpec,
 }
 
+/// What a record is for (the byte after its format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// The image executed takes over.
+    #[default]
+    TakeOver,
+    /// The upgrade's check: say whether this binary would take over (and
+    /// exit), holding nothing; the record names no descriptor.
+    Check,
+}
+
+/// The configuration an image runs: its file (`None`: the built-in one)
+/// and the text read from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Carried {
+    pub path: Option<PathBuf>,
+    pub text: String,
+}
+
 /// Everything the new image takes over.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct State {
+    pub purpose: Purpose,
     /// The version that wrote it, for the log.
     pub from_version: String,
+    /// The path upgrades run (what the first image was started from).
+    pub exe: PathBuf,
+    /// The descriptor the new binary was executed from (`execveat`), open
+    /// in the new image when that was a script (-1: none).
+    pub exe_fd: RawFd,
+    /// The configuration to run: the text the check read.
+    pub config: Carried,
     /// The seccomp filters the process runs under (`sandbox::attached`).
     pub filters: Vec<u64>,
     /// Started with `--daemon` (logs to syslog, a pid file to remove).
@@ -98,8 +140,20 @@ pub struct State {
     pub conns: Vec<CarriedConn>,
 }
 
+impl Carried {
+    /// The configuration, as `config::load` would read it from the file.
+    pub fn parse(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let name = match &self.path {
+            Some(p) => p.display().to_string(),
+            None => crate::config::BUILTIN_NAME.to_string(),
+        };
+        crate::config::parse(&self.text, &name)
+    }
+}
+
 impl State {
-    /// Every descriptor the record names (to keep open across the exec).
+    /// Every descriptor the record names (to keep open across the exec;
+    /// `exe_fd` apart).
     pub fn fds(&self) -> Vec<RawFd> {
         let mut v = vec![
             self.stop_reader,
@@ -118,7 +172,8 @@ impl State {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(
-            128 + self.listeners.len() * 64
+            256 + self.config.text.len()
+                + self.listeners.len() * 64
                 + self.workers.len() * (META_LEN + 40)
                 + self.conns.len() * (META_LEN + 29),
         ));
@@ -129,9 +184,17 @@ impl State {
         w.0
     }
 
-    /// What the image is.
+    /// What the image is and runs.
     fn encode_image(&self, w: &mut Writer) {
+        w.u8(match self.purpose {
+            Purpose::TakeOver => 0,
+            Purpose::Check => 1,
+        });
         w.str(&self.from_version);
+        w.path(&self.exe);
+        w.fd(self.exe_fd);
+        w.opt(self.config.path.as_ref(), |w, p| w.path(p));
+        w.str(&self.config.text);
         w.count(self.filters.len());
         for f in &self.filters {
             w.u64(*f);
@@ -192,7 +255,7 @@ impl State {
         let format = r.u32()?;
         if format != FORMAT {
             return Err(format!(
-                "upgrade record format {format}, this binary reads {FORMAT}"
+                "{OTHER}: it hands over format {format}, this binary reads {FORMAT}"
             ));
         }
         let mut s = State::default();
@@ -205,7 +268,18 @@ impl State {
     }
 
     fn decode_image(&mut self, r: &mut Reader) -> Result<(), String> {
+        self.purpose = match r.u8()? {
+            0 => Purpose::TakeOver,
+            1 => Purpose::Check,
+            n => return Err(format!("an upgrade record for purpose {n}")),
+        };
         self.from_version = r.string()?;
+        self.exe = r.path()?;
+        self.exe_fd = r.fd()?;
+        self.config = Carried {
+            path: r.opt(Reader::path)?,
+            text: r.string()?,
+        };
         self.filters = r.list(Reader::u64)?;
         self.daemon = r.flag()?;
         for c in &mut self.counters {
@@ -256,10 +330,11 @@ impl State {
         Ok(())
     }
 
-    /// The record in a memfd that survives the exec (not close-on-exec).
+    /// The record in a memfd (close-on-exec: cleared right before the
+    /// exec that hands it over).
     pub fn to_memfd(&self) -> Result<OwnedFd, nix::errno::Errno> {
         use nix::sys::memfd::{memfd_create, MFdFlags};
-        let fd = memfd_create(c"lbaws-upgrade", MFdFlags::empty())?;
+        let fd = memfd_create(c"lbaws-upgrade", MFdFlags::MFD_CLOEXEC)?;
         let bytes = self.encode();
         let mut at = 0;
         while at < bytes.len() {
@@ -271,8 +346,8 @@ impl State {
 }
 
 /// In a freshly started image: the record, if this start is an upgrade in
-/// place (the variable is removed from the environment either way, and the
-/// record's descriptor closed).
+/// place or its check (the variable is removed from the environment either
+/// way, and the record's descriptor closed).
 pub fn take() -> Option<Result<State, String>> {
     let v = std::env::var(ENV).ok()?;
     // SAFETY: single-threaded start-up.
@@ -307,7 +382,14 @@ mod tests {
 
     fn sample() -> State {
         State {
+            purpose: Purpose::TakeOver,
             from_version: "0.2.0".into(),
+            exe: "/usr/sbin/lbaws".into(),
+            exe_fd: 13,
+            config: Carried {
+                path: Some("/etc/lbaws/config.toml".into()),
+                text: "[server]\nmax_connections = 8\n".into(),
+            },
             filters: vec![u64::MAX, 7],
             daemon: true,
             counters: [1, 2, 3],
@@ -363,6 +445,12 @@ mod tests {
         assert_eq!(s.fds(), vec![5, 7, 8, 9, 6, 3, 4, 10, 11]);
         let empty = State::default();
         assert_eq!(State::decode(&empty.encode()), Ok(empty));
+        let check = State {
+            purpose: Purpose::Check,
+            config: Carried::default(),
+            ..s
+        };
+        assert_eq!(State::decode(&check.encode()), Ok(check));
     }
 
     #[test]
@@ -373,7 +461,12 @@ mod tests {
         }
         let mut other = b.clone();
         other[8] = 99; // another format
-        assert!(State::decode(&other).unwrap_err().contains("format 99"));
+        let e = State::decode(&other).unwrap_err();
+        assert!(e.contains("cannot take over from this lbaws"), "{e}");
+        assert!(e.contains("format 99"), "{e}");
+        let mut purpose = b.clone();
+        purpose[12] = 7;
+        assert!(State::decode(&purpose).is_err());
         let mut longer = b;
         longer.push(0);
         assert!(State::decode(&longer).is_err());

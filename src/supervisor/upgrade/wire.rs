@@ -3,7 +3,10 @@
 //! itself, across one `execve`; read with bounds all the same.
 
 use crate::handoff::{Meta, META_LEN};
+use std::ffi::OsStr;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// Sanity bound for a count in a record.
 const MAX_ITEMS: u32 = 1 << 22;
@@ -11,6 +14,10 @@ const MAX_ITEMS: u32 = 1 << 22;
 pub(super) struct Writer(pub Vec<u8>);
 
 impl Writer {
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+
     pub fn flag(&mut self, v: bool) {
         self.0.push(u8::from(v));
     }
@@ -42,6 +49,10 @@ impl Writer {
 
     pub fn str(&mut self, s: &str) {
         self.bytes(s.as_bytes());
+    }
+
+    pub fn path(&mut self, p: &Path) {
+        self.bytes(p.as_os_str().as_bytes());
     }
 
     /// A flag, then `v` written by `put` if it is there.
@@ -127,6 +138,10 @@ impl<'a> Reader<'a> {
     pub fn string(&mut self) -> Result<String, String> {
         String::from_utf8(self.bytes()?.to_vec())
             .map_err(|_| "a text in the upgrade record is not UTF-8".into())
+    }
+
+    pub fn path(&mut self) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(OsStr::from_bytes(self.bytes()?)))
     }
 
     /// What [`Writer::opt`] wrote.
