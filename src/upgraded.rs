@@ -1,6 +1,6 @@
 //! The start of an image that an upgrade in place executed
-//! (`supervisor::upgrade`, which has the whole story): the upgrade's check
-//! and the take-over. `main` sends a
+//! (`supervisor::upgrade`, which has the whole story): the upgrade's check,
+//! the take-over, and the way back to the image before. `main` sends a
 //! server start here when the environment names an upgrade record.
 
 use super::{enter_sandbox_mode, finish, say, EX_CONFIG, EX_OSERR, VERSION};
@@ -59,11 +59,12 @@ fn check_take_over(state: supervisor::upgrade::State) -> ExitCode {
 /// carried (see `supervisor::upgrade`). No binding, no daemonizing, no
 /// privilege drop: all done already, by the same process. The check did
 /// all this image does before it holds the carried descriptors, with the
-/// same binary, arguments and configuration text: one of these steps fails
-/// only if the system changed meanwhile, and then (as after them, for
-/// memory) a failure here can only be logged: the previous image is gone.
+/// same binary, arguments and configuration text: should one of these
+/// steps fail all the same (the system changed meanwhile), the image
+/// before takes over again ([`fall_back`]). After them, only memory for the
+/// supervisor's tables can fail, which ends the process.
 fn take_over(
-    state: supervisor::upgrade::State,
+    mut state: supervisor::upgrade::State,
     pid_file: Option<&Path>,
     mut image: supervisor::Image,
 ) -> ExitCode {
@@ -75,21 +76,27 @@ fn take_over(
     if state.exe_fd >= 0 {
         drop(own(state.exe_fd)); // left open for a script (/dev/fd/N)
     }
+    let back = state.previous.take().map(|p| (own(p.exe), p.text));
     image.exe = state.exe.clone();
     let cfg = match state.config.parse() {
         Ok(c) => c,
-        Err(e) => return cannot(e.to_string()),
+        Err(e) => return fall_back(state, back, &notifier, &image, e.to_string()),
     };
     log::configure(cfg.log.level, cfg.log.target, state.daemon);
     sys::raise_nofile();
     sandbox::attached_before(&state.filters);
     if let Err((_, why)) = enter_sandbox_mode(&cfg, true) {
-        return cannot(why);
+        return fall_back(state, back, &notifier, &image, why);
     }
     let signal_fd = match signals::open() {
         Ok(s) => s,
-        Err(e) => return cannot(format!("cannot open signalfd: {e}")),
+        Err(e) => {
+            let why = format!("cannot open signalfd: {e}");
+            return fall_back(state, back, &notifier, &image, why);
+        }
     };
+    // From here on the carried descriptors are this image's.
+    drop(back);
     let mut listeners = Vec::with_capacity(state.listeners.len());
     let mut taken = Vec::new();
     for l in &state.listeners {
@@ -122,8 +129,32 @@ fn take_over(
     finish(sup.run(), daemon.then_some(pid_file).flatten())
 }
 
-/// The new image cannot take over: said, and the end.
-fn cannot(why: String) -> ExitCode {
-    crate::error!("cannot take over after an upgrade in place: {why}");
+/// The new image cannot take over (`why`): the image before does, from
+/// the same record, with the configuration it ran (its binary was carried
+/// open, even if the file was replaced); it says why the upgrade failed.
+fn fall_back(
+    mut state: supervisor::upgrade::State,
+    back: Option<(std::os::fd::OwnedFd, String)>,
+    notifier: &notify::Notifier,
+    image: &supervisor::Image,
+    why: String,
+) -> ExitCode {
+    use std::os::fd::AsFd;
+    let Some((exe, text)) = back else {
+        crate::error!("cannot take over after an upgrade in place: {why}");
+        return ExitCode::from(EX_OSERR);
+    };
+    crate::error!(
+        "cannot take over after an upgrade in place: {why}; back to lbaws {}, with the configuration it ran",
+        state.from_version
+    );
+    state.fell_back = Some(format!("lbaws {VERSION} could not take over: {why}"));
+    state.from_version = VERSION.into();
+    state.config.text = text;
+    state.exe_fd = -1;
+    state.filters = sandbox::attached();
+    notifier.watchdog();
+    let e = supervisor::upgrade::execute(exe.as_fd(), &image.args, &state, notifier.env());
+    crate::error!("cannot go back to the image before: {e}");
     ExitCode::from(EX_OSERR)
 }

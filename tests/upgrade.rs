@@ -427,3 +427,49 @@ fn a_next_version_that_rejects_a_flag_is_refused_before_the_exec() {
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(get(addr, "/").body_str(), "running\n");
 }
+
+#[test]
+fn a_take_over_that_fails_after_the_exec_falls_back_to_the_version_before() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let mut d = Daemon::with_config(CONFIG)
+        .dirs(&["www", "cgi", "spool"])
+        .binary(&bin)
+        .start();
+    let addr = d.addr();
+    let cfg = d.path("config.toml");
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    // The next configuration has CGI request bodies go to spool/, which
+    // is taken away between the check and the exec.
+    let spool = d.path("spool");
+    let next = format!(
+        "[server]\ntemp_dir = \"{}\"\n{}\n[[route]]\nprefix = \"/cgi/\"\ncgi = {{ dir = \"{}\" }}\n",
+        spool.display(),
+        before.replace("Hello, World!", "Hello again!"),
+        d.path("cgi").display()
+    );
+    std::fs::write(&cfg, &next).unwrap();
+    stand_in(&bin, "", &format!("rmdir {}", spool.display()));
+    let pid = d.pid;
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgrade failed:");
+    assert!(d.alive(), "{}", d.logs());
+    assert_eq!(d.pid, pid);
+    // The version before, with the configuration that ran before.
+    assert_eq!(get(addr, "/").body_str(), "Hello, World!\n");
+    let logs = d.logs();
+    assert!(logs.contains("no such directory"), "{logs}");
+    assert!(
+        logs.contains("with the configuration that ran before"),
+        "{logs}"
+    );
+    assert_eq!(d.count_log("info: ready:"), 2, "{logs}");
+    assert!(!logs.contains("upgraded in place from"), "{logs}");
+
+    // Once spool/ is back, the upgrade goes through.
+    std::fs::create_dir(&spool).unwrap();
+    replace(&bin);
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgraded in place from");
+    assert_eq!(get(addr, "/").body_str(), "Hello again!\n");
+}

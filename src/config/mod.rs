@@ -340,6 +340,9 @@ pub struct Route {
 pub struct Config {
     /// Where it came from: a path, or [`BUILTIN_NAME`].
     pub source: String,
+    /// The text it was read from (an upgrade in place carries the running
+    /// one, for the new image to fall back to).
+    pub text: String,
     pub server: Server,
     pub listen: Vec<ListenSpec>,
     pub log: LogConfig,
@@ -461,6 +464,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| at(e.span(), clean(e.message())))?;
     let (mut cfg, warnings) = validate::validate(raw).map_err(|(span, msg)| at(Some(span), msg))?;
     cfg.source = file.to_string();
+    cfg.text = text.to_string();
     cfg.warnings = warnings
         .into_iter()
         .map(|(span, msg)| at(Some(span), msg).to_string())

@@ -26,7 +26,12 @@
 //!              -- if that fails: a new gate takes the connections back, and
 //!              serving goes on
 //!   new image  WATCHDOG=1 at once; the carried configuration, the sandbox,
-//!              the signalfd, the descriptors; READY=1 with WATCHDOG=1
+//!              the signalfd; if any of these fails (something outside lbaws
+//!              changed since the check, e.g. a directory the configuration
+//!              names is gone): execveat of the image before (its binary
+//!              carried open) with the same record and the configuration it
+//!              ran, which takes over and says why ("upgrade failed: ...");
+//!              then the descriptors, and READY=1 with WATCHDOG=1
 //! ```
 //!
 //! Workers are not told anything: each keeps serving its connection, parks
@@ -34,14 +39,15 @@
 //! table of them. What the new image does before it holds the descriptors
 //! was done by the check with the same binary, arguments, environment,
 //! configuration text and filters: it fails only if the system changed in
-//! between.
+//! between, and then the image before takes over again. What is left after
+//! that is memory for the new image's tables (as at any start).
 //!
 //! The whole upgrade is this module: the state machine here (signal,
 //! hand-over, exec), the check (`check.rs`), the record it hands over
 //! (`record.rs`, its bytes in `wire.rs`), and the new image's side
 //! (`resume.rs`: `Supervisor::resume`, which `upgraded::take_over` in
 //! src/upgraded.rs calls after the configuration, the sandbox, the signalfd
-//! and the logs).
+//! and the logs, falling back with [`execute`] where one of these fails).
 
 mod check;
 mod record;
@@ -56,7 +62,8 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 pub use record::{
-    take, Carried, CarriedConn, CarriedListener, CarriedWorker, Purpose, State, ENV, FORMAT, PASSED,
+    take, Carried, CarriedConn, CarriedListener, CarriedWorker, Previous, Purpose, State, ENV,
+    FORMAT, PASSED,
 };
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -269,7 +276,22 @@ impl Supervisor {
         let Some(Upgrade::Handover { next, .. }) = self.upgrade.take() else {
             return;
         };
-        let state = self.upgrade_state(&next);
+        // The way back, should the new image not take over after all: this
+        // image's binary (even replaced, its file stays while open) and the
+        // configuration it runs.
+        let back = nix::fcntl::open(
+            "/proc/self/exe",
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        if let Err(e) = &back {
+            crate::warn!("upgrade: no way back should the new image fail (/proc/self/exe: {e})");
+        }
+        let previous = back.as_ref().ok().map(|fd| Previous {
+            exe: fd.as_raw_fd(),
+            text: self.cfg.text.clone(),
+        });
+        let state = self.upgrade_state(&next, previous);
         crate::info!(
             "upgrade: executing {} (pid {} stays): {} worker(s), {} connection(s), {} listener(s) carried over",
             self.image.exe.display(),
@@ -297,7 +319,7 @@ impl Supervisor {
     }
 
     /// What the new image takes over.
-    fn upgrade_state(&self, next: &Next) -> State {
+    fn upgrade_state(&self, next: &Next, previous: Option<Previous>) -> State {
         let c = &self.counters;
         let now = Instant::now();
         State {
@@ -306,6 +328,8 @@ impl Supervisor {
             exe: self.image.exe.clone(),
             exe_fd: next.exe.as_raw_fd(),
             config: next.config.clone(),
+            previous,
+            fell_back: None,
             filters: crate::sandbox::attached(),
             daemon: self.daemon,
             counters: [c.served, c.parked, self.lost_lines],
@@ -355,7 +379,8 @@ impl Supervisor {
 /// this environment plus `notify` (the service manager's variables) and the
 /// record of `state`, whose descriptors stay open across it (and `exe`
 /// itself where the record names it: a script is run as /dev/fd/N).
-/// Returns only if that fails (why), with everything as it was.
+/// Returns only if that fails (why), with everything as it was. Used by an
+/// upgrade in place, and by a new image that falls back to the one before.
 pub fn execute(
     exe: BorrowedFd<'_>,
     argv: &[OsString],

@@ -28,8 +28,10 @@
 //! `check --upgrade-format N` does; 0.2.0 and 0.3.0 exit 71 with "upgrade
 //! record format 3, this binary reads N"). The record carries the
 //! configuration's text that the check read, so that the new image runs
-//! what was checked whatever happens to the file, and the seccomp filters
-//! the process runs under, so that none is attached twice.
+//! what was checked whatever happens to the file; the image before (its
+//! binary open, its configuration's text), for the new image to fall back
+//! to if it cannot take over after all; and the seccomp filters the process
+//! runs under, so that none is attached twice.
 
 use super::wire::{Reader, Writer};
 use crate::handoff::{BodySpec, Meta, META_LEN};
@@ -44,8 +46,8 @@ use std::path::PathBuf;
 /// 2 is the scoreboard with the status page's slots and counters (a binary
 /// of format 1, lbaws 0.2.0, is replaced by a restart, not in place); 3
 /// adds fair admission's counters, the time in each `Meta`, the slot's
-/// owed access line, the filters attached, the check as a record and the
-/// configuration's text (0.4.0).
+/// owed access line, the check as a record, the configuration's text, the
+/// image to fall back to and the filters attached (0.4.0).
 pub const FORMAT: u32 = 3;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
@@ -108,6 +110,15 @@ pub struct Carried {
     pub text: String,
 }
 
+/// The image before an upgrade, for the new one to fall back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// Its executable, open (`O_PATH`), even if the file was replaced.
+    pub exe: RawFd,
+    /// The text of the configuration it ran (from `Carried::path`).
+    pub text: String,
+}
+
 /// Everything the new image takes over.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct State {
@@ -121,6 +132,11 @@ pub struct State {
     pub exe_fd: RawFd,
     /// The configuration to run: the text the check read.
     pub config: Carried,
+    /// The image to fall back to (`None`: this is the fallback, or there
+    /// was no way back).
+    pub previous: Option<Previous>,
+    /// Set by an image that fell back: why the upgrade failed.
+    pub fell_back: Option<String>,
     /// The seccomp filters the process runs under (`sandbox::attached`).
     pub filters: Vec<u64>,
     /// Started with `--daemon` (logs to syslog, a pid file to remove).
@@ -167,12 +183,14 @@ impl State {
         v.extend(self.listeners.iter().map(|l| l.fd));
         v.extend(self.conns.iter().map(|c| c.fd));
         v.extend(self.conns.iter().map(|c| c.file).filter(|&f| f >= 0));
+        v.extend(self.previous.as_ref().map(|p| p.exe).filter(|&f| f >= 0));
         v
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(
             256 + self.config.text.len()
+                + self.previous.as_ref().map_or(0, |p| p.text.len())
                 + self.listeners.len() * 64
                 + self.workers.len() * (META_LEN + 40)
                 + self.conns.len() * (META_LEN + 29),
@@ -195,6 +213,11 @@ impl State {
         w.fd(self.exe_fd);
         w.opt(self.config.path.as_ref(), |w, p| w.path(p));
         w.str(&self.config.text);
+        w.opt(self.previous.as_ref(), |w, p| {
+            w.fd(p.exe);
+            w.str(&p.text);
+        });
+        w.opt(self.fell_back.as_ref(), |w, why| w.str(why));
         w.count(self.filters.len());
         for f in &self.filters {
             w.u64(*f);
@@ -280,6 +303,13 @@ impl State {
             path: r.opt(Reader::path)?,
             text: r.string()?,
         };
+        self.previous = r.opt(|r| {
+            Ok(Previous {
+                exe: r.fd()?,
+                text: r.string()?,
+            })
+        })?;
+        self.fell_back = r.opt(Reader::string)?;
         self.filters = r.list(Reader::u64)?;
         self.daemon = r.flag()?;
         for c in &mut self.counters {
@@ -390,6 +420,11 @@ mod tests {
                 path: Some("/etc/lbaws/config.toml".into()),
                 text: "[server]\nmax_connections = 8\n".into(),
             },
+            previous: Some(Previous {
+                exe: 12,
+                text: "# the one before\n".into(),
+            }),
+            fell_back: Some("why".into()),
             filters: vec![u64::MAX, 7],
             daemon: true,
             counters: [1, 2, 3],
@@ -442,12 +477,14 @@ mod tests {
     fn records_round_trip() {
         let s = sample();
         assert_eq!(State::decode(&s.encode()), Ok(s.clone()));
-        assert_eq!(s.fds(), vec![5, 7, 8, 9, 6, 3, 4, 10, 11]);
+        assert_eq!(s.fds(), vec![5, 7, 8, 9, 6, 3, 4, 10, 11, 12]);
         let empty = State::default();
         assert_eq!(State::decode(&empty.encode()), Ok(empty));
         let check = State {
             purpose: Purpose::Check,
             config: Carried::default(),
+            previous: None,
+            fell_back: None,
             ..s
         };
         assert_eq!(State::decode(&check.encode()), Ok(check));
