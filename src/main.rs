@@ -11,7 +11,10 @@
 //! 5. open the signalfd and hand everything to the supervisor, which starts
 //!    the gate and sends READY=1 (invariant 5).
 //!
-//! Layering (imports point down): `main` -> `supervisor` -> `gate`, `child` ->
+//! An image that an upgrade in place executed starts in `upgraded` instead
+//! (the configuration, listeners and privileges are those it was handed).
+//!
+//! Layering (imports point down): `main` (and `upgraded`) -> `supervisor` -> `gate`, `child` ->
 //! `http::{worker, request, response}` -> leaves `config`, `listen`, `handoff`,
 //! `scoreboard`, `signals`, `notify`, `log`, `cli`, `alloc`, `users`, `sys`,
 //! `status_cmd` (the `lbaws status` client),
@@ -40,6 +43,7 @@ mod signals;
 mod status_cmd;
 mod supervisor;
 mod sys;
+mod upgraded;
 mod users;
 
 /// This build's version, as `--version`, the log and STATUS say it.
@@ -90,6 +94,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
             image.args = args.server_argv(&image.args[0]);
+            // Executed by an upgrade in place (or run as its check): the
+            // configuration is the text the record carries, not the file.
+            if let Some(record) = supervisor::upgrade::take() {
+                return upgraded::start(record, args.pid_file.as_deref(), image);
+            }
         }
         _ => {}
     }
@@ -132,16 +141,14 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_UNAVAILABLE)
             }
         },
-        _ => match supervisor::upgrade::take() {
-            Some(state) => take_over(cfg, path, state, args.pid_file.as_deref(), image),
-            None => run(cfg, path, args.daemon, args.pid_file.as_deref(), image),
-        },
+        _ => run(cfg, path, args.daemon, args.pid_file.as_deref(), image),
     }
 }
 
 /// `lbaws check`: the configuration is valid; with `--upgrade-format N`,
 /// also that this binary can take over from an lbaws handing over a record
-/// of that format (what an upgrade in place asks before it executes it).
+/// of that format (what lbaws 0.2.0 and 0.3.0 ask before an upgrade in
+/// place; later versions run the check as the exec, see `upgraded`).
 fn check(cfg: &Config, upgrade_format: Option<u32>) -> ExitCode {
     if let Some(n) = upgrade_format {
         if n != supervisor::upgrade::FORMAT {
@@ -192,9 +199,8 @@ fn say(line: std::fmt::Arguments) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
-/// What a start and an upgraded image share once the listeners are there
-/// (and privileges dropped): the sandbox, the signalfd, the warm-up; the
-/// supervisor's I/O.
+/// What a start does once the listeners are there (and privileges
+/// dropped): the sandbox, the signalfd, the warm-up; the supervisor's I/O.
 fn loop_io(
     cfg: &Config,
     mut listeners: Vec<listen::Listener>,
@@ -207,7 +213,10 @@ fn loop_io(
     ),
     ExitCode,
 > {
-    enter_sandbox_mode(cfg)?;
+    enter_sandbox_mode(cfg, true).map_err(|(code, why)| {
+        error!("{why}");
+        ExitCode::from(code)
+    })?;
     let signal_fd = signals::open().map_err(|e| {
         error!("cannot open signalfd: {e}");
         ExitCode::from(EX_OSERR)
@@ -219,86 +228,32 @@ fn loop_io(
 }
 
 /// The sandbox `cfg` asks for, into use for every worker; logged once.
-/// First, before anything is forked: the cgroup layout for CGI limits,
-/// where lbaws runs in a delegated subtree.
-fn enter_sandbox_mode(cfg: &Config) -> Result<(), ExitCode> {
-    sandbox::settle_cgroup();
-    match sandbox::prepare(cfg) {
-        Ok(p) => {
-            info!("{}", p.summary);
-            if let Some(l) = &p.limits {
-                info!("{l}");
-            }
-            for m in &p.missing {
-                warn!("sandbox: {} does not exist: it grants nothing", m.display());
-            }
-            let _ = sandbox::install(p);
-            // Before the first fork (the gate's): everything inherits it.
-            if let Err(e) = sandbox::attach_shared() {
-                error!("cannot attach the seccomp filter: {e}");
-                if cfg.sandbox.mode == config::SandboxMode::Required {
-                    return Err(ExitCode::from(EX_OSERR));
-                }
-            }
-            Ok(())
-        }
-        Err(e) => {
-            error!("{e}; refusing to serve");
-            Err(ExitCode::from(EX_CONFIG))
-        }
+/// First, before anything is forked (`settle`, but in an upgrade's check,
+/// which forks nothing and must move nothing): the cgroup layout for CGI
+/// limits, where lbaws runs in a delegated subtree. An error: the exit
+/// code and why.
+fn enter_sandbox_mode(cfg: &Config, settle: bool) -> Result<(), (u8, String)> {
+    if settle {
+        sandbox::settle_cgroup();
     }
-}
-
-/// The image an upgrade in place started: take over what the previous one
-/// carried (see `upgrade`). No binding, no daemonizing, no privilege drop:
-/// all done already, by the same process. A failure here can only be
-/// logged: the previous image is gone.
-fn take_over(
-    cfg: Config,
-    path: Option<std::path::PathBuf>,
-    state: Result<supervisor::upgrade::State, String>,
-    pid_file: Option<&Path>,
-    image: supervisor::Image,
-) -> ExitCode {
-    let daemon = state.as_ref().is_ok_and(|s| s.daemon);
-    log::configure(cfg.log.level, cfg.log.target, daemon);
-    let state = match state {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot take over after an upgrade in place: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
-    };
-    let notifier = notify::Notifier::from_env();
-    sys::raise_nofile();
-    let mut listeners = Vec::with_capacity(state.listeners.len());
-    let mut taken = Vec::new();
-    for l in &state.listeners {
-        match listen::adopt(l.fd, l.inherited, l.name.clone(), &cfg.listen, &taken) {
-            Ok(l) => {
-                if let Some(spec) = &l.spec {
-                    taken.push(spec.address.clone());
-                }
-                listeners.push(l);
-            }
-            Err(e) => error!("after the upgrade: {e}"),
-        }
+    let p = sandbox::prepare(cfg).map_err(|e| (EX_CONFIG, format!("{e}; refusing to serve")))?;
+    info!("{}", p.summary);
+    if let Some(l) = &p.limits {
+        info!("{l}");
     }
-    if let Err(e) = log::configure_access(&cfg.log) {
-        error!("{e}; no access log");
+    for m in &p.missing {
+        warn!("sandbox: {} does not exist: it grants nothing", m.display());
     }
-    let io = match loop_io(&cfg, listeners, notifier) {
-        Ok(io) => io,
-        Err(code) => return code,
-    };
-    let sup = match supervisor::Supervisor::resume(cfg, path, io, image, state) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot set up the supervisor after the upgrade: {e}");
-            return ExitCode::from(EX_OSERR);
+    let _ = sandbox::install(p);
+    // Before the first fork (the gate's): everything inherits it.
+    if let Err(e) = sandbox::attach_shared() {
+        let why = format!("cannot attach the seccomp filter: {e}");
+        if cfg.sandbox.mode == config::SandboxMode::Required {
+            return Err((EX_OSERR, why));
         }
-    };
-    finish(sup.run(), daemon.then_some(pid_file).flatten())
+        error!("{why}");
+    }
+    Ok(())
 }
 
 /// The supervisor has stopped: the pid file goes, and the exit code.

@@ -15,13 +15,15 @@ pub struct Notifier {
     socket: Option<OsString>,
     /// How often to send WATCHDOG=1 (half of `WATCHDOG_USEC`), if asked to.
     pub watchdog: Option<Duration>,
+    /// `WATCHDOG_USEC` as it was given.
+    watchdog_usec: Option<u64>,
 }
 
 impl Notifier {
     /// Take `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID` from the environment.
     pub fn from_env() -> Notifier {
         let socket = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty());
-        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let interval = sd_notify::watchdog_enabled().filter(|d| d.as_micros() >= 2);
         // SAFETY: single-threaded (the supervisor never starts a thread).
         unsafe {
             std::env::remove_var("NOTIFY_SOCKET");
@@ -30,7 +32,8 @@ impl Notifier {
         }
         Notifier {
             socket,
-            watchdog: watchdog.filter(|d| !d.is_zero()),
+            watchdog: interval.map(|d| d / 2),
+            watchdog_usec: interval.map(|d| d.as_micros() as u64),
         }
     }
 
@@ -41,11 +44,8 @@ impl Notifier {
         if let Some(s) = &self.socket {
             v.push(("NOTIFY_SOCKET".into(), s.clone()));
         }
-        if let Some(d) = self.watchdog {
-            v.push((
-                "WATCHDOG_USEC".into(),
-                (d * 2).as_micros().to_string().into(),
-            ));
+        if let Some(usec) = self.watchdog_usec {
+            v.push(("WATCHDOG_USEC".into(), usec.to_string().into()));
             v.push(("WATCHDOG_PID".into(), std::process::id().to_string().into()));
         }
         v
@@ -72,8 +72,18 @@ impl Notifier {
         }
     }
 
+    /// READY=1 with the status line, and WATCHDOG=1 under a watchdog: an
+    /// image an upgrade in place started pings as it becomes ready, so
+    /// that the interval never lapses across the exec (see `watchdog`).
     pub fn ready(&self, status: &str) {
-        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        match self.watchdog {
+            Some(_) => self.send(&[
+                NotifyState::Ready,
+                NotifyState::Status(status),
+                NotifyState::Watchdog,
+            ]),
+            None => self.send(&[NotifyState::Ready, NotifyState::Status(status)]),
+        }
     }
 
     pub fn status(&self, status: &str) {
@@ -91,8 +101,14 @@ impl Notifier {
         self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
     }
 
+    /// WATCHDOG=1, under a watchdog. Besides every half interval, sent by
+    /// an image right before it executes the next one and by the next one
+    /// as soon as it runs: each image's own schedule starts from its
+    /// READY=1, and two upgrades within one interval must not let it lapse.
     pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        if self.watchdog.is_some() {
+            self.send(&[NotifyState::Watchdog]);
+        }
     }
 }
 

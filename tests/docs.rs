@@ -58,11 +58,15 @@ fn tables() -> Vec<(String, Vec<String>, Vec<String>)> {
     assert!(top.len() >= 5, "{top:?}");
     let mut found = Vec::new();
     for section in &top {
-        // A table, or an array of tables.
-        let (header, keys) = [format!("[{section}]"), format!("[[{section}]]")]
+        // A table, or an array of tables; else a key of the top level
+        // (`include`), documented before the tables, in DESCRIPTION.
+        let Some((header, keys)) = [format!("[{section}]"), format!("[[{section}]]")]
             .into_iter()
             .find_map(|h| Some((h.clone(), keys_of(dir, &format!("{h}\nbogus = 1\n"))?)))
-            .unwrap_or_else(|| panic!("{section}: neither a table nor an array of tables"));
+        else {
+            found.push(("DESCRIPTION".to_string(), Vec::new(), vec![section.clone()]));
+            continue;
+        };
         // Keys whose value is a table of keys of its own (e.g. a route's
         // `cgi = { ... }`), one level down (the file has no deeper ones).
         for key in &keys {
@@ -78,7 +82,9 @@ fn tables() -> Vec<(String, Vec<String>, Vec<String>)> {
 
 /// The text of the man page's section `.SH "HEADER"`, up to the next `.SH`.
 fn man_section<'a>(page: &'a str, header: &str) -> Option<&'a str> {
-    let start = page.find(&format!(".SH \"{header}\"\n"))?;
+    let start = page
+        .find(&format!(".SH \"{header}\"\n"))
+        .or_else(|| page.find(&format!(".SH {header}\n")))?;
     let body = &page[start + 1..];
     let end = body.find("\n.SH ").map_or(body.len(), |e| e + 1);
     Some(&body[..end])

@@ -42,6 +42,12 @@
 #  11. logrotate: the access log is rotated and lbaws writes to the new file
 #  12. idle exit: with exit_idle_after, lbaws.service ends by itself (success)
 #      and the next connection starts a new one
+#  watchdog. two upgrades in place within one watchdog interval under the
+#      packaged unit (WatchdogSec=30s), placed so that an image that waited
+#      half the interval before its first ping would have been killed: each
+#      new image pings at once (WatchdogTimestamp moves), the service lives
+#      on a whole interval later with the same MainPID, and the supervisor
+#      runs under as many seccomp filters as before
 #  13. remove, then install again: lbaws.socket listens, the inetd pair can be
 #      enabled; purge
 #  14. policy-rc.d forbids (exit 101): installing starts nothing, an upgrade
@@ -877,6 +883,49 @@ EOF
 	check "the site is gone: its names get the default site" wait_for 10 e2e_gone
 }
 step_sites
+
+# --- two upgrades in place within one watchdog interval (issue 18) -------------------
+# The packaged unit's WatchdogSec=30s: lbaws pings every 15 s. The upgrades
+# come 13 s and 26 s after a regular ping, both within one interval. An
+# image that waited half the interval before its first ping (lbaws 0.3.0)
+# would have left the watchdog without a ping from then until 41 s: killed
+# at 30 s (SIGABRT). Here each new image pings at once.
+step_watchdog() {
+	step watchdog "two upgrades in place within one watchdog interval"
+	check "the unit's watchdog: WatchdogSec=30s" test "$(prop lbaws.service WatchdogUSec)" = 30s
+	check "a connection is served" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+	check "lbaws.service active" wait_for 10 active lbaws.service
+	local pid restarts n_up filters t0 before i
+	pid=$(prop lbaws.service MainPID)
+	restarts=$(prop lbaws.service NRestarts)
+	n_up=$(upgraded_count)
+	seccomp_filters() { c sed -n 's/^Seccomp_filters:[[:space:]]*//p' "/proc/$pid/status"; }
+	filters=$(seccomp_filters)
+	last_ping() { prop lbaws.service WatchdogTimestampMonotonic; }
+	before=$(last_ping)
+	pinged() { [ "$(last_ping)" != "$before" ]; }
+	check "a regular WATCHDOG=1 (WatchdogTimestamp moves)" wait_for 20 pinged
+	t0=$(date +%s%N)
+	for i in 1 2; do
+		# The schedule is the point here: 13 s, then 26 s after that ping.
+		sleep "$(awk -v t0="$t0" -v now="$(date +%s%N)" -v at=$((13 * i)) \
+			'BEGIN { d = at - (now - t0) / 1e9; print (d > 0 ? d : 0) }')"
+		before=$(last_ping)
+		check "upgrade $i: systemctl kill -s USR2 --kill-whom=main lbaws" \
+			c systemctl kill -s USR2 --kill-whom=main lbaws
+		up() { [ "$(upgraded_count)" = $((n_up + i)) ] && active lbaws.service; }
+		wait_for 10 up
+		check "upgrade $i: upgraded in place, $((($(date +%s%N) - t0) / 1000000)) ms after the ping" up
+		check "upgrade $i: the new image pinged at once (WatchdogTimestamp moved)" pinged
+	done
+	same() { [ "$(prop lbaws.service MainPID)/$(prop lbaws.service NRestarts)" = "$pid/$restarts" ] && active lbaws.service; }
+	say "       watching lbaws.service for 35 s (past the interval after the last regular ping)"
+	check "for 35 s: active, the same MainPID ($pid), no restart" holds 35 same
+	check "journal: no watchdog timeout" not c sh -c 'journalctl -u lbaws --no-pager -o cat | grep -qi "watchdog timeout"'
+	check "the supervisor runs under as many seccomp filters as before ($filters)" test "$(seccomp_filters)" = "$filters"
+	check "it serves" body_is http://127.0.0.1:8080/ /var/www/lbaws/index.html
+}
+step_watchdog
 
 # --- 13 ------------------------------------------------------------------------------
 step 13 "remove, then install again"

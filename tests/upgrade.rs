@@ -220,3 +220,256 @@ respond = { status = 200, body = "activated\n" }
         );
     }
 }
+
+/// A stand-in for the next version, put at `bin` the way dpkg replaces a
+/// file: a script that runs the real binary. Its first run is the upgrade's
+/// check, after which `after_check` runs; its second is the exec, before
+/// which `before_exec` runs (shell commands; empty: nothing).
+fn stand_in(bin: &Path, after_check: &str, before_exec: &str) {
+    let runs = bin.with_extension("runs");
+    let or_nothing = |s: &str| {
+        if s.is_empty() {
+            ":".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let (after_check, before_exec) = (or_nothing(after_check), or_nothing(before_exec));
+    let runs = runs.display();
+    put_script(
+        bin,
+        &format!(
+            "#!/bin/sh\n\
+             n=$(cat {runs} 2>/dev/null || echo 0)\n\
+             echo $((n + 1)) >{runs}\n\
+             if [ \"$n\" = 0 ]; then\n\
+             \t{BIN} \"$@\"\n\
+             \tcode=$?\n\
+             \t{after_check}\n\
+             \texit $code\n\
+             fi\n\
+             {before_exec}\n\
+             exec {BIN} \"$@\"\n"
+        ),
+    );
+}
+
+/// `text` as an executable file renamed over `path`.
+fn put_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let new = path.with_extension("new");
+    std::fs::write(&new, text).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+/// The kernel's count of the seccomp filters a process runs under (`None`
+/// where /proc/PID/status does not say).
+fn seccomp_filters(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn upgrades_in_a_row_attach_the_shared_filter_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let d = Daemon::with_config(CONFIG)
+        .dirs(&["www"])
+        .binary(&bin)
+        .start();
+    let Some(first) = seccomp_filters(d.pid) else {
+        skip_or_fail("this kernel does not say Seccomp_filters in /proc/PID/status");
+        return;
+    };
+    assert_eq!(first, 1, "the shared filter, once:\n{}", d.logs());
+    for n in 1..=3 {
+        replace(&bin);
+        d.signal(Signal::SIGUSR2);
+        assert!(
+            wait_for(DEADLINE, || d.count_log("upgraded in place from") == n),
+            "{}",
+            d.logs()
+        );
+        assert_eq!(seccomp_filters(d.pid), Some(1), "after upgrade {n}");
+    }
+    // What the last image forks inherits the same one filter.
+    let gate = d.wait_gate();
+    assert_eq!(seccomp_filters(gate), Some(1), "the gate");
+    assert_eq!(get(d.addr(), "/").status, 200);
+    let logs = d.logs();
+    assert!(!logs.contains("error:"), "{logs}");
+}
+
+#[test]
+fn two_upgrades_within_a_watchdog_interval_ping_across_each_exec() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let notify_dir = tempfile::tempdir().unwrap();
+    let sock = notify_dir.path().join("notify.sock");
+    let mut mgr = Manager::bind(&sock);
+    // An interval the test never waits out: every WATCHDOG=1 seen is one
+    // an upgrade sent, not the regular ping (at half the interval). Both
+    // upgrades happen well within one interval.
+    let d = Daemon::with_config(CONFIG)
+        .dirs(&["www"])
+        .binary(&bin)
+        .env("NOTIFY_SOCKET", sock.to_str().unwrap())
+        .env("WATCHDOG_USEC", "120000000")
+        .start();
+    let ready = mgr.expect(&["READY=1"]);
+    assert!(ready.lines().any(|l| l == "WATCHDOG=1"), "{ready}");
+    for n in 1..=2 {
+        replace(&bin);
+        d.signal(Signal::SIGUSR2);
+        mgr.expect(&["RELOADING=1"]);
+        // Up to the new image's READY=1: the old image pinged right before
+        // its exec, the new one as soon as it ran, and READY=1 pings too.
+        let seen = mgr.until(&["READY=1"]);
+        let pings = seen
+            .iter()
+            .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+            .count();
+        assert!(pings >= 3, "upgrade {n}: {seen:?}");
+        let ready = seen.last().unwrap();
+        assert!(ready.lines().any(|l| l == "WATCHDOG=1"), "{ready}");
+        assert!(wait_for(DEADLINE, || d.count_log("upgraded in place from") == n));
+    }
+    assert_eq!(get(d.addr(), "/").status, 200);
+}
+
+#[test]
+fn the_configuration_checked_is_the_one_the_new_image_runs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let mut d = Daemon::with_config(CONFIG)
+        .dirs(&["www"])
+        .binary(&bin)
+        .start();
+    let addr = d.addr();
+    let cfg = d.path("config.toml");
+    let next = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("Hello, World!", "Hello again!");
+    std::fs::write(&cfg, &next).unwrap();
+    // An edit that races the upgrade: the file breaks right after the
+    // new version's check passed, before the exec.
+    stand_in(&bin, &format!("printf 'bogus\\n' >>{}", cfg.display()), "");
+    let pid = d.pid;
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgraded in place from");
+    assert!(d.alive());
+    assert_eq!(d.pid, pid);
+    assert_eq!(
+        get(addr, "/").body_str(),
+        "Hello again!\n",
+        "what was checked"
+    );
+    // The file as it is now: a reload refuses it and keeps what runs.
+    d.signal(Signal::SIGHUP);
+    d.wait_log("reload failed");
+    assert!(d.logs().contains("config.toml:"), "{}", d.logs());
+    assert_eq!(get(addr, "/").body_str(), "Hello again!\n");
+}
+
+#[test]
+fn a_next_version_that_rejects_a_flag_is_refused_before_the_exec() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (dir, bin) = binary_copy();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nprefix = \"/\"\nrespond = { status = 200, body = \"running\\n\" }\n",
+    )
+    .unwrap();
+    let sock = dir.path().join("notify.sock");
+    let mut mgr = Manager::bind(&sock);
+    let pid_file = dir.path().join("lbaws.pid");
+    let out = std::process::Command::new(&bin)
+        .arg("--daemon")
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--config")
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    mgr.expect(&["READY=1"]);
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    let addr = wait_tcp_listen_addr(pid);
+    assert_eq!(get(addr, "/").body_str(), "running\n");
+
+    // The next version renamed --daemon: it refuses to start with it.
+    put_script(
+        &bin,
+        &format!(
+            "#!/bin/sh\n\
+             for a; do\n\
+             \tif [ \"$a\" = --daemon ]; then echo \"lbaws: unknown option '--daemon'\" >&2; exit 64; fi\n\
+             done\n\
+             exec {BIN} \"$@\"\n"
+        ),
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR2).unwrap();
+    mgr.expect(&["RELOADING=1"]);
+    let ready = mgr.expect(&["READY=1"]);
+    assert!(ready.contains("upgrade refused"), "{ready}");
+    assert!(ready.contains("unknown option '--daemon'"), "{ready}");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(get(addr, "/").body_str(), "running\n");
+}
+
+#[test]
+fn a_take_over_that_fails_after_the_exec_falls_back_to_the_version_before() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bindir, bin) = binary_copy();
+    let mut d = Daemon::with_config(CONFIG)
+        .dirs(&["www", "cgi", "spool"])
+        .binary(&bin)
+        .start();
+    let addr = d.addr();
+    let cfg = d.path("config.toml");
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    // The next configuration has CGI request bodies go to spool/, which
+    // is taken away between the check and the exec.
+    let spool = d.path("spool");
+    let next = format!(
+        "[server]\ntemp_dir = \"{}\"\n{}\n[[route]]\nprefix = \"/cgi/\"\ncgi = {{ dir = \"{}\" }}\n",
+        spool.display(),
+        before.replace("Hello, World!", "Hello again!"),
+        d.path("cgi").display()
+    );
+    std::fs::write(&cfg, &next).unwrap();
+    stand_in(&bin, "", &format!("rmdir {}", spool.display()));
+    let pid = d.pid;
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgrade failed:");
+    assert!(d.alive(), "{}", d.logs());
+    assert_eq!(d.pid, pid);
+    // The version before, with the configuration that ran before.
+    assert_eq!(get(addr, "/").body_str(), "Hello, World!\n");
+    let logs = d.logs();
+    assert!(logs.contains("no such directory"), "{logs}");
+    assert!(
+        logs.contains("with the configuration that ran before"),
+        "{logs}"
+    );
+    assert_eq!(d.count_log("info: ready:"), 2, "{logs}");
+    assert!(!logs.contains("upgraded in place from"), "{logs}");
+
+    // Once spool/ is back, the upgrade goes through.
+    std::fs::create_dir(&spool).unwrap();
+    replace(&bin);
+    d.signal(Signal::SIGUSR2);
+    d.wait_log("upgraded in place from");
+    assert_eq!(get(addr, "/").body_str(), "Hello again!\n");
+}

@@ -412,6 +412,9 @@ pub struct Hit<'c> {
 pub struct Config {
     /// Where it came from: a path, or [`BUILTIN_NAME`].
     pub source: String,
+    /// The text it was read from (an upgrade in place carries the running
+    /// one, for the new image to fall back to).
+    pub text: String,
     pub server: Server,
     pub listen: Vec<ListenSpec>,
     pub log: LogConfig,
@@ -584,6 +587,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let (mut cfg, warnings) =
         validate::validate(&raw).map_err(|(span, msg)| at(Some(span), msg))?;
     cfg.source = file.to_string();
+    cfg.text = text.to_string();
     cfg.warnings = warnings
         .into_iter()
         .map(|(span, msg)| at(Some(span), msg).to_string())

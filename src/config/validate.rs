@@ -51,6 +51,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<(Config, Vec<Invalid>), Invali
 
     let cfg = Config {
         source: String::new(),
+        text: String::new(),
         warnings: Vec::new(),
         server: Server {
             user,

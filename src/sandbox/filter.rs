@@ -181,6 +181,24 @@ pub struct Filter {
     pub program: Program,
 }
 
+impl Filter {
+    /// What names this program across images (FNV-1a over its
+    /// instructions): an upgrade in place hands the digests of the filters
+    /// attached on to the image it executes, which the kernel keeps them
+    /// for, so that none is attached twice.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for i in &self.program {
+            let [c0, c1] = i.code.to_le_bytes();
+            let [k0, k1, k2, k3] = i.k.to_le_bytes();
+            for b in [c0, c1, i.jt, i.jf, k0, k1, k2, k3] {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+}
+
 /// The shared deny-list; an error where seccomp filters are not built for
 /// this architecture.
 pub fn shared() -> Result<Filter, String> {
@@ -435,6 +453,16 @@ mod tests {
             // BPF_MAXINSNS
             assert!(f.program.len() < 4096, "{}", f.program.len());
         }
+    }
+
+    #[test]
+    fn a_digest_names_a_program() {
+        let (a, b) = (shared().unwrap(), worker_allow_list().unwrap());
+        assert_eq!(a.digest(), shared().unwrap().digest());
+        assert_ne!(a.digest(), b.digest());
+        let mut c = shared().unwrap();
+        c.program[3].k ^= 1;
+        assert_ne!(a.digest(), c.digest());
     }
 
     #[test]

@@ -107,8 +107,10 @@ thread_local! {
     /// The sandbox in force (the supervisor is single-threaded; a forked
     /// worker reads its copy).
     static CURRENT: RefCell<Option<Prepared>> = const { RefCell::new(None) };
-    /// This process attached the shared filter already.
-    static SHARED_ATTACHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The filters lbaws attached to this process (their digests), in this
+    /// image or one before it: a filter stays across `execve`, and an
+    /// upgrade in place says which ([`attached_before`]).
+    static ATTACHED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The Landlock ABI the pinned rights need in full.
@@ -422,22 +424,37 @@ fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [b
 }
 
 /// In the supervisor, before it forks anything (and after each reload):
-/// attach the shared filter, once per process image. It stays for the life
-/// of the process, a reload that turns the sandbox off included.
+/// attach the shared filter, unless this process has it already (from this
+/// image or, after an upgrade in place, from one before it). It stays for
+/// the life of the process, a reload that turns the sandbox off included.
 pub fn attach_shared() -> Result<(), Errno> {
-    if SHARED_ATTACHED.with(std::cell::Cell::get) {
-        return Ok(());
-    }
     CURRENT.with(
         |c| match c.borrow().as_ref().and_then(|p| p.shared.as_ref()) {
             Some(f) => {
+                let digest = f.digest();
+                if ATTACHED.with(|a| a.borrow().contains(&digest)) {
+                    return Ok(());
+                }
                 crate::sys::seccomp_filter(&f.program)?;
-                SHARED_ATTACHED.with(|a| a.set(true));
+                ATTACHED.with(|a| a.borrow_mut().push(digest));
                 Ok(())
             }
             None => Ok(()),
         },
     )
+}
+
+/// The filters attached to this process (digests), for the image an
+/// upgrade in place executes.
+pub fn attached() -> Vec<u64> {
+    ATTACHED.with(|a| a.borrow().clone())
+}
+
+/// In an image an upgrade in place started, before [`attach_shared`]: the
+/// filters the images before it attached, which this process still runs
+/// under.
+pub fn attached_before(digests: &[u64]) {
+    ATTACHED.with(|a| *a.borrow_mut() = digests.to_vec());
 }
 
 /// In the supervisor: take `p` into use for the workers forked from now on.

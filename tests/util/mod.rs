@@ -927,6 +927,12 @@ impl Manager {
 
     /// Wait for a datagram containing every one of `keys`; returns it.
     pub fn expect(&mut self, keys: &[&str]) -> String {
+        self.until(keys).pop().unwrap()
+    }
+
+    /// Wait for a datagram containing every one of `keys`; returns every
+    /// datagram not yet looked at, up to and including that one.
+    pub fn until(&mut self, keys: &[&str]) -> Vec<String> {
         let mut buf = [0u8; 4096];
         let found = wait_for(DEADLINE, || {
             if let Ok(n) = self.sock.recv(&mut buf) {
@@ -944,9 +950,7 @@ impl Manager {
             .position(|m| keys.iter().all(|k| m.lines().any(|l| l.starts_with(k))))
             .unwrap();
         // Later expectations only look at what came after this one.
-        let m = self.seen[i].clone();
-        self.seen.drain(..=i);
-        m
+        self.seen.drain(..=i).collect()
     }
 }
 

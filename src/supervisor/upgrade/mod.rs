@@ -6,43 +6,67 @@
 //! (systemd's MainPID, the pid file and every worker's parent stay).
 //!
 //! ```text
-//!   SIGUSR2 -> RELOADING=1
-//!   Checking   `NEW check [--config F] --upgrade-format N`, a child whose
-//!              end is reaped in the loop like any other (30 s at most);
-//!              it fails: logged with its output, STATUS says so, READY=1,
-//!              the running image goes on as if nothing happened
+//!   SIGUSR2 -> RELOADING=1; the binary opened (O_PATH), the configuration
+//!              file read: what is checked is what runs, whatever happens
+//!              to either file from here on
+//!   Checking   the binary run from that descriptor with the very arguments
+//!              and environment of the exec, and a record of purpose Check
+//!              (`record::Purpose`): it does what taking over does but hold
+//!              the descriptors (parse the carried text, build the sandbox,
+//!              attach the filter the process lacks) and says so; a child
+//!              reaped in the loop like any other (30 s at most); it fails:
+//!              logged with its output, STATUS says so, READY=1, the running
+//!              image goes on as if nothing happened
 //!   Handover   accepting pauses (the backlog keeps what comes); the gate
 //!              sends every connection back and exits; parked connections
 //!              and complete heads are collected too (5 s at most)
 //!   exec       the record (`record::State`) in a memfd, close-on-exec
-//!              cleared on what it names, execve(NEW, same argv, same env +
-//!              NOTIFY_SOCKET/WATCHDOG_*) -- if execve itself fails: a new
-//!              gate takes the connections back, and serving goes on
+//!              cleared on what it names, WATCHDOG=1, execveat(the binary's
+//!              descriptor, same argv, same env + NOTIFY_SOCKET/WATCHDOG_*)
+//!              -- if that fails: a new gate takes the connections back, and
+//!              serving goes on
+//!   new image  WATCHDOG=1 at once; the carried configuration, the sandbox,
+//!              the signalfd; if any of these fails (something outside lbaws
+//!              changed since the check, e.g. a directory the configuration
+//!              names is gone): execveat of the image before (its binary
+//!              carried open) with the same record and the configuration it
+//!              ran, which takes over and says why ("upgrade failed: ...");
+//!              then the descriptors, and READY=1 with WATCHDOG=1
 //! ```
 //!
 //! Workers are not told anything: each keeps serving its connection, parks
 //! it on the same channel and is reaped by the new image, which has the
-//! table of them. Everything that can fail comes before the exec (the check
-//! runs the new binary on the configuration and asks it whether it reads
-//! this record's format); after it, the new image only logs and carries on.
+//! table of them. What the new image does before it holds the descriptors
+//! was done by the check with the same binary, arguments, environment,
+//! configuration text and filters: it fails only if the system changed in
+//! between, and then the image before takes over again. What is left after
+//! that is memory for the new image's tables (as at any start).
 //!
-//! The whole upgrade is this module: the state machine here (signal, check,
-//! hand-over, exec), the record it hands over (`record.rs`), and the new
-//! image's side (`resume.rs`: `Supervisor::resume`; `main::take_over` calls
-//! it after opening the logs and the signalfd).
+//! The whole upgrade is this module: the state machine here (signal,
+//! hand-over, exec), the check (`check.rs`), the record it hands over
+//! (`record.rs`, its bytes in `wire.rs`), and the new image's side
+//! (`resume.rs`: `Supervisor::resume`, which `upgraded::take_over` in
+//! src/upgraded.rs calls after the configuration, the sandbox, the signalfd
+//! and the logs, falling back with [`execute`] where one of these fails).
 
+mod check;
 mod record;
 mod resume;
+mod wire;
 
 use super::gate_link::Pending;
 use super::workers::Worker;
 use super::Supervisor;
 use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{fork, ForkResult, Pid};
-pub use record::{take, CarriedConn, CarriedListener, CarriedWorker, State, ENV, FORMAT};
+use nix::unistd::Pid;
+pub use record::{
+    take, Carried, CarriedConn, CarriedListener, CarriedWorker, Previous, Purpose, State, ENV,
+    FORMAT, PASSED,
+};
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -51,9 +75,6 @@ use std::time::{Duration, Instant};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the gate may take to hand its connections back.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most of the check's output kept for the log.
-const CHECK_OUTPUT: usize = 4096;
-
 /// What this process was started as: an upgrade executes the file at `exe`
 /// again (which a package upgrade has replaced) with the same arguments.
 #[derive(Debug, Clone)]
@@ -85,9 +106,18 @@ pub(super) enum Upgrade {
         pid: Pid,
         output: OwnedFd,
         deadline: Instant,
+        next: Next,
     },
     /// The gate sends its connections back.
-    Handover { deadline: Instant },
+    Handover { deadline: Instant, next: Next },
+}
+
+/// What the check runs and the exec runs, taken once at the signal: the
+/// binary, open, so that a file replaced again meanwhile changes nothing
+/// (`O_PATH`: it needs no read permission), and the configuration's text.
+pub(super) struct Next {
+    pub(super) exe: OwnedFd,
+    pub(super) config: Carried,
 }
 
 impl Supervisor {
@@ -105,91 +135,51 @@ impl Supervisor {
             "SIGUSR2: upgrading in place to {}; checking it first",
             self.image.exe.display()
         );
-        match self.spawn_check() {
+        let next = match self.next() {
+            Ok(n) => n,
+            Err(e) => return self.upgrade_refused(&e),
+        };
+        match self.spawn_check(&next) {
             Ok((pid, output)) => {
                 self.upgrade = Some(Upgrade::Checking {
                     pid,
                     output,
                     deadline: Instant::now() + CHECK_TIMEOUT,
+                    next,
                 });
             }
             Err(e) => self.upgrade_refused(&format!("cannot run the check: {e}")),
         }
     }
 
-    /// Whether `pid` is the upgrade's check (a child, but no worker).
-    pub(super) fn is_upgrade_check(&self, pid: Pid) -> bool {
-        matches!(self.upgrade, Some(Upgrade::Checking { pid: p, .. }) if p == pid)
+    /// The binary at the path, open, and the configuration file's text.
+    fn next(&self) -> Result<Next, String> {
+        let exe = &self.image.exe;
+        let fd = nix::fcntl::open(
+            exe,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+        let text = match &self.cfg_path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: cannot read: {e}", p.display()))?,
+            None => crate::config::BUILTIN.to_string(),
+        };
+        Ok(Next {
+            exe: fd,
+            config: Carried {
+                path: self.cfg_path.clone(),
+                text,
+            },
+        })
     }
 
     pub(super) fn handing_over(&self) -> bool {
         matches!(self.upgrade, Some(Upgrade::Handover { .. }))
     }
 
-    /// `NEW check [--config F] --upgrade-format N`, its output (stdout and
-    /// stderr) into a pipe read when it ends.
-    fn spawn_check(&self) -> Result<(Pid, OwnedFd), Errno> {
-        use nix::fcntl::OFlag;
-        let exe = cstring(self.image.exe.as_os_str().as_bytes())?;
-        let mut argv = vec![exe.clone(), cstring(b"check")?];
-        if let Some(p) = &self.cfg_path {
-            argv.push(cstring(b"--config")?);
-            argv.push(cstring(p.as_os_str().as_bytes())?);
-        }
-        argv.push(cstring(b"--upgrade-format")?);
-        argv.push(cstring(FORMAT.to_string().as_bytes())?);
-        let env = environment(&[])?;
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        // SAFETY: single-threaded; the child only moves descriptors, resets
-        // signals and execs (or _exits), all prepared before the fork.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
-                let w = w.as_raw_fd();
-                // SAFETY: plain system calls on our own descriptors.
-                unsafe {
-                    libc::dup2(w, 1);
-                    libc::dup2(w, 2);
-                }
-                crate::sys::close_all_but(&mut [0, 1, 2]);
-                let _ = crate::signals::reset_in_child();
-                let _ = nix::unistd::execve(&exe, &argv, &env);
-                // SAFETY: _exit is always safe.
-                unsafe { libc::_exit(127) }
-            }
-            ForkResult::Parent { child } => {
-                drop(w);
-                Ok((child, r))
-            }
-        }
-    }
-
-    /// The check ended (reaped): on to the hand-over, or refused.
-    pub(super) fn check_ended(&mut self, code: i32, signal: Option<Signal>) {
-        let Some(Upgrade::Checking { output, .. }) = self.upgrade.take() else {
-            return;
-        };
-        let mut buf = [0u8; CHECK_OUTPUT];
-        let n = nix::unistd::read(&output, &mut buf).unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let text = text.trim().replace('\n', "; ");
-        match (code, signal) {
-            (0, None) => self.begin_handover(),
-            (127, None) if text.is_empty() => self.upgrade_refused(&format!(
-                "{} could not be executed",
-                self.image.exe.display()
-            )),
-            (code, None) => self.upgrade_refused(&format!(
-                "{} check exited with code {code}: {text}",
-                self.image.exe.display()
-            )),
-            (_, Some(sig)) => self.upgrade_refused(&format!(
-                "{} check was killed by {sig}",
-                self.image.exe.display()
-            )),
-        }
-    }
-
-    fn begin_handover(&mut self) {
+    pub(super) fn begin_handover(&mut self, next: Next) {
         crate::info!(
             "upgrade: {} accepts the configuration; taking the waiting connections back from the gate",
             self.image.exe.display()
@@ -200,6 +190,7 @@ impl Supervisor {
         }
         self.upgrade = Some(Upgrade::Handover {
             deadline: Instant::now() + HANDOVER_TIMEOUT,
+            next,
         });
         if self.link.is_up() {
             self.link.handover();
@@ -218,21 +209,19 @@ impl Supervisor {
 
     /// The upgrade's deadlines (the check, the hand-over).
     pub(super) fn upgrade_timers(&mut self, now: Instant) {
-        match &self.upgrade {
+        match &mut self.upgrade {
             Some(Upgrade::Checking { pid, deadline, .. }) if now >= *deadline => {
                 crate::warn!("upgrade: the check takes over {CHECK_TIMEOUT:?}: killing it");
                 let _ = kill(*pid, Signal::SIGKILL);
             }
-            Some(Upgrade::Handover { deadline }) if now >= *deadline => {
+            Some(Upgrade::Handover { deadline, .. }) if now >= *deadline => {
                 if let Some(pid) = self.link.pid() {
                     crate::warn!(
                         "upgrade: the gate took over {HANDOVER_TIMEOUT:?} to hand its connections back: killing it"
                     );
                     let _ = kill(pid, Signal::SIGKILL);
                 }
-                self.upgrade = Some(Upgrade::Handover {
-                    deadline: now + HANDOVER_TIMEOUT,
-                });
+                *deadline = now + HANDOVER_TIMEOUT;
             }
             _ => {}
         }
@@ -240,7 +229,7 @@ impl Supervisor {
 
     pub(super) fn upgrade_deadline(&self) -> Option<Instant> {
         match &self.upgrade {
-            Some(Upgrade::Checking { deadline, .. }) | Some(Upgrade::Handover { deadline }) => {
+            Some(Upgrade::Checking { deadline, .. }) | Some(Upgrade::Handover { deadline, .. }) => {
                 Some(*deadline)
             }
             None => None,
@@ -265,7 +254,7 @@ impl Supervisor {
         }
     }
 
-    fn upgrade_refused(&mut self, why: &str) {
+    pub(super) fn upgrade_refused(&mut self, why: &str) {
         crate::error!("upgrade refused: {why}; the running version keeps serving");
         self.upgrade = None;
         self.upgrade_error = Some(format!("upgrade refused: {why}"));
@@ -284,20 +273,42 @@ impl Supervisor {
     /// The gate has handed everything back and ended (or was killed):
     /// replace this image.
     pub(super) fn exec_upgrade(&mut self) {
-        let state = self.upgrade_state();
-        let fds = state.fds();
-        for &fd in &fds {
-            crate::sys::set_cloexec(fd, false);
-        }
-        let why = match self.exec_with(&state) {
-            Ok(never) => match never {},
-            Err(e) => e,
+        let Some(Upgrade::Handover { next, .. }) = self.upgrade.take() else {
+            return;
         };
-        for &fd in &fds {
-            crate::sys::set_cloexec(fd, true);
+        // The way back, should the new image not take over after all: this
+        // image's binary (even replaced, its file stays while open) and the
+        // configuration it runs.
+        let back = nix::fcntl::open(
+            "/proc/self/exe",
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        if let Err(e) = &back {
+            crate::warn!("upgrade: no way back should the new image fail (/proc/self/exe: {e})");
         }
+        let previous = back.as_ref().ok().map(|fd| Previous {
+            exe: fd.as_raw_fd(),
+            text: self.cfg.text.clone(),
+        });
+        let state = self.upgrade_state(&next, previous);
+        crate::info!(
+            "upgrade: executing {} (pid {} stays): {} worker(s), {} connection(s), {} listener(s) carried over",
+            self.image.exe.display(),
+            std::process::id(),
+            state.workers.len(),
+            state.conns.len(),
+            state.listeners.len()
+        );
+        // The watchdog's clock goes on across the exec.
+        self.notifier.watchdog();
+        let why = execute(
+            next.exe.as_fd(),
+            &self.image.args,
+            &state,
+            self.notifier.env(),
+        );
         crate::error!("upgrade failed: {why}; the running version goes on serving");
-        self.upgrade = None;
         self.upgrade_error = Some(format!("upgrade failed: {why}"));
         // A new gate of this version takes the connections back.
         self.spawn_gate();
@@ -307,37 +318,19 @@ impl Supervisor {
         self.ready_again();
     }
 
-    fn exec_with(&self, state: &State) -> Result<std::convert::Infallible, String> {
-        let record = state.to_memfd().map_err(|e| format!("memfd: {e}"))?;
-        let exe = cstring(self.image.exe.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-        let argv = self
-            .image
-            .args
-            .iter()
-            .map(|a| cstring(a.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let mut extra = self.notifier.env();
-        extra.push((ENV.into(), record.as_raw_fd().to_string().into()));
-        let env = environment(&extra).map_err(|e| e.to_string())?;
-        crate::info!(
-            "upgrade: executing {} (pid {} stays): {} worker(s), {} connection(s), {} listener(s) carried over",
-            self.image.exe.display(),
-            std::process::id(),
-            state.workers.len(),
-            state.conns.len(),
-            state.listeners.len()
-        );
-        let e = nix::unistd::execve(&exe, &argv, &env).unwrap_err();
-        Err(format!("execve {}: {e}", self.image.exe.display()))
-    }
-
     /// What the new image takes over.
-    fn upgrade_state(&self) -> State {
+    fn upgrade_state(&self, next: &Next, previous: Option<Previous>) -> State {
         let c = &self.counters;
         let now = Instant::now();
         State {
+            purpose: Purpose::TakeOver,
             from_version: crate::VERSION.into(),
+            exe: self.image.exe.clone(),
+            exe_fd: next.exe.as_raw_fd(),
+            config: next.config.clone(),
+            previous,
+            fell_back: None,
+            filters: crate::sandbox::attached(),
             daemon: self.daemon,
             counters: [c.served, c.parked, self.lost_lines],
             stop_reader: self.stop_reader.as_raw_fd(),
@@ -387,6 +380,45 @@ impl Supervisor {
     }
 }
 
+/// Replace this image with the binary open at `exe`, run with `argv` and
+/// this environment plus `notify` (the service manager's variables) and the
+/// record of `state`, whose descriptors stay open across it (and `exe`
+/// itself where the record names it: a script is run as /dev/fd/N).
+/// Returns only if that fails (why), with everything as it was. Used by an
+/// upgrade in place, and by a new image that falls back to the one before.
+pub fn execute(
+    exe: BorrowedFd<'_>,
+    argv: &[OsString],
+    state: &State,
+    notify: Vec<(OsString, OsString)>,
+) -> String {
+    let record = match state.to_memfd() {
+        Ok(r) => r,
+        Err(e) => return format!("memfd: {e}"),
+    };
+    let (argv, env) = match (cstrings(argv), {
+        let mut extra = notify;
+        extra.push((ENV.into(), record.as_raw_fd().to_string().into()));
+        environment(&extra)
+    }) {
+        (Ok(a), Ok(e)) => (a, e),
+        (Err(e), _) | (_, Err(e)) => return e.to_string(),
+    };
+    let mut fds = state.fds();
+    fds.push(record.as_raw_fd());
+    if state.exe_fd == exe.as_raw_fd() {
+        fds.push(state.exe_fd);
+    }
+    for &fd in &fds {
+        crate::sys::set_cloexec(fd, false);
+    }
+    let e = nix::unistd::execveat(exe, c"", &argv, &env, AtFlags::AT_EMPTY_PATH).unwrap_err();
+    for &fd in &fds {
+        crate::sys::set_cloexec(fd, true);
+    }
+    format!("execveat {}: {e}", state.exe.display())
+}
+
 /// A carried worker, back in the table of the new image.
 pub(super) fn worker_of(w: &CarriedWorker, now: Instant) -> Worker {
     Worker {
@@ -401,13 +433,17 @@ pub(super) fn worker_of(w: &CarriedWorker, now: Instant) -> Worker {
     }
 }
 
-fn cstring(b: &[u8]) -> Result<CString, Errno> {
+pub(super) fn cstring(b: &[u8]) -> Result<CString, Errno> {
     CString::new(b).map_err(|_| Errno::EINVAL)
+}
+
+pub(super) fn cstrings(v: &[OsString]) -> Result<Vec<CString>, Errno> {
+    v.iter().map(|a| cstring(a.as_bytes())).collect()
 }
 
 /// This process's environment (what is left of it: lbaws removed systemd's
 /// variables at start) and `extra`.
-fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
+pub(super) fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
     let mut env = Vec::new();
     for (k, v) in std::env::vars_os().chain(extra.iter().cloned()) {
         let mut kv = k.as_bytes().to_vec();
@@ -418,8 +454,8 @@ fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>, Errno> {
     Ok(env)
 }
 
-/// The carried listening sockets' descriptors (close-on-exec again).
-pub(super) fn own(fd: RawFd) -> OwnedFd {
+/// A carried descriptor, this image's (close-on-exec again).
+pub fn own(fd: RawFd) -> OwnedFd {
     crate::sys::set_cloexec(fd, true);
     // SAFETY: handed over open by the previous image, for this one to own.
     unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }

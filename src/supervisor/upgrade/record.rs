@@ -7,24 +7,37 @@
 //!
 //! ```text
 //!   the old image (upgrade/mod.rs)               the new image (upgrade/resume.rs)
-//!   SIGUSR2 -> RELOADING=1
-//!   run `NEW check --upgrade-format N`
+//!   SIGUSR2 -> RELOADING=1, NEW opened, the
+//!   configuration file read
+//!   NEW run with the exec's argv and env and
+//!   a record of purpose Check ---------------->  parse, sandbox, filter: "passed"
 //!   the gate hands its connections back
-//!   State -> memfd, execve(NEW) --------------->  State <- memfd
+//!   State -> memfd, execveat(NEW) ------------->  State <- memfd
 //!                                                 listeners, pipes, scoreboard,
 //!                                                 workers adopted (reaped later)
 //!                                                 a new gate takes the connections
 //!                                                 READY=1, STATUS "lbaws VERSION ..."
 //! ```
 //!
-//! The record is versioned ([`FORMAT`]); the old image asks the new binary,
-//! in its check, whether it reads that version, before anything changes.
-//! Everything that can fail comes before the exec: after it, the new image
-//! only ever logs and carries on.
+//! The record is versioned ([`FORMAT`]). The upgrade's check is a record
+//! too ([`Purpose::Check`], naming no descriptor): the new binary, run with
+//! the arguments and the environment it will be executed with, reads it and
+//! does what taking over would do but hold the descriptors, so that what it
+//! refuses, it refuses before anything changes. A binary that reads another
+//! format refuses it (this one says "cannot take over from this lbaws", as
+//! `check --upgrade-format N` does; 0.2.0 and 0.3.0 exit 71 with "upgrade
+//! record format 3, this binary reads N"). The record carries the
+//! configuration's text that the check read, so that the new image runs
+//! what was checked whatever happens to the file; the image before (its
+//! binary open, its configuration's text), for the new image to fall back
+//! to if it cannot take over after all; and the seccomp filters the process
+//! runs under, so that none is attached twice.
 
+use super::wire::{Reader, Writer};
 use crate::handoff::{BodySpec, Meta, BODY_LEN, META_LEN};
 use crate::listen::Peer;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 /// The version of this record. A binary that cannot read a version refuses
 /// `check --upgrade-format N`, which refuses the upgrade. It also covers the
@@ -33,14 +46,19 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 /// 2 is the scoreboard with the status page's slots and counters (a binary
 /// of format 1, lbaws 0.2.0, is replaced by a restart, not in place); 3
 /// adds fair admission's counters, the time in each `Meta`, the slot's
-/// owed access line, the sites' rows and the hand-offs of bodies and tails
-/// (0.4.0).
+/// owed access line, the sites' rows, the hand-offs of bodies and tails,
+/// the check as a record, the configuration's text, the image to fall back
+/// to and the filters attached (0.4.0).
 pub const FORMAT: u32 = 3;
 /// The environment variable naming the record's descriptor.
 pub const ENV: &str = "LBAWS_UPGRADE_FD";
+/// What the check says when it would take over (the old image looks for
+/// it: a program that is no lbaws and exits 0 is refused too).
+pub const PASSED: &str = "upgrade check passed";
+/// What a binary says of a record in a format it does not read (postinst
+/// restarts the service then, rather than upgrade in place).
+pub const OTHER: &str = "cannot take over from this lbaws";
 const MAGIC: &[u8; 8] = b"LBAWSUP\0";
-/// Sanity bounds for decoding (a record is written by lbaws itself).
-const MAX_ITEMS: u32 = 1 << 22;
 
 /// A listening socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +94,54 @@ pub struct CarriedConn {
     pub spec: BodySpec,
 }
 
+/// What a record is for (the byte after its format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// The image executed takes over.
+    #[default]
+    TakeOver,
+    /// The upgrade's check: say whether this binary would take over (and
+    /// exit), holding nothing; the record names no descriptor.
+    Check,
+}
+
+/// The configuration an image runs: its file (`None`: the built-in one)
+/// and the text read from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Carried {
+    pub path: Option<PathBuf>,
+    pub text: String,
+}
+
+/// The image before an upgrade, for the new one to fall back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// Its executable, open (`O_PATH`), even if the file was replaced.
+    pub exe: RawFd,
+    /// The text of the configuration it ran (from `Carried::path`).
+    pub text: String,
+}
+
 /// Everything the new image takes over.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct State {
+    pub purpose: Purpose,
     /// The version that wrote it, for the log.
     pub from_version: String,
+    /// The path upgrades run (what the first image was started from).
+    pub exe: PathBuf,
+    /// The descriptor the new binary was executed from (`execveat`), open
+    /// in the new image when that was a script (-1: none).
+    pub exe_fd: RawFd,
+    /// The configuration to run: the text the check read.
+    pub config: Carried,
+    /// The image to fall back to (`None`: this is the fallback, or there
+    /// was no way back).
+    pub previous: Option<Previous>,
+    /// Set by an image that fell back: why the upgrade failed.
+    pub fell_back: Option<String>,
+    /// The seccomp filters the process runs under (`sandbox::attached`).
+    pub filters: Vec<u64>,
     /// Started with `--daemon` (logs to syslog, a pid file to remove).
     pub daemon: bool,
     /// Workers ended (served), connections parked, access-log lines lost.
@@ -98,8 +159,20 @@ pub struct State {
     pub conns: Vec<CarriedConn>,
 }
 
+impl Carried {
+    /// The configuration, as `config::load` would read it from the file.
+    pub fn parse(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let name = match &self.path {
+            Some(p) => p.display().to_string(),
+            None => crate::config::BUILTIN_NAME.to_string(),
+        };
+        crate::config::parse(&self.text, &name)
+    }
+}
+
 impl State {
-    /// Every descriptor the record names (to keep open across the exec).
+    /// Every descriptor the record names (to keep open across the exec;
+    /// `exe_fd` apart).
     pub fn fds(&self) -> Vec<RawFd> {
         let mut v = vec![
             self.stop_reader,
@@ -118,22 +191,53 @@ impl State {
                 .flat_map(|c| [c.file, c.file2])
                 .filter(|&f| f >= 0),
         );
+        v.extend(self.previous.as_ref().map(|p| p.exe).filter(|&f| f >= 0));
         v
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(
-            128 + self.listeners.len() * 64
+        let mut w = Writer(Vec::with_capacity(
+            256 + self.config.text.len()
+                + self.previous.as_ref().map_or(0, |p| p.text.len())
+                + self.listeners.len() * 64
                 + self.workers.len() * (META_LEN + 40)
                 + self.conns.len() * (META_LEN + 12 + BODY_LEN),
-        );
-        w.extend_from_slice(MAGIC);
-        put_u32(&mut w, FORMAT);
-        put_str(&mut w, &self.from_version);
-        w.push(u8::from(self.daemon));
-        for c in self.counters {
-            put_u64(&mut w, c);
+        ));
+        w.0.extend_from_slice(MAGIC);
+        w.u32(FORMAT);
+        self.encode_image(&mut w);
+        self.encode_carried(&mut w);
+        w.0
+    }
+
+    /// What the image is and runs.
+    fn encode_image(&self, w: &mut Writer) {
+        w.u8(match self.purpose {
+            Purpose::TakeOver => 0,
+            Purpose::Check => 1,
+        });
+        w.str(&self.from_version);
+        w.path(&self.exe);
+        w.fd(self.exe_fd);
+        w.opt(self.config.path.as_ref(), |w, p| w.path(p));
+        w.str(&self.config.text);
+        w.opt(self.previous.as_ref(), |w, p| {
+            w.fd(p.exe);
+            w.str(&p.text);
+        });
+        w.opt(self.fell_back.as_ref(), |w, why| w.str(why));
+        w.count(self.filters.len());
+        for f in &self.filters {
+            w.u64(*f);
         }
+        w.flag(self.daemon);
+        for c in self.counters {
+            w.u64(c);
+        }
+    }
+
+    /// What it takes over: descriptors, workers, connections.
+    fn encode_carried(&self, w: &mut Writer) {
         for fd in [
             self.stop_reader,
             self.stop_writer,
@@ -141,44 +245,37 @@ impl State {
             self.park_tx,
             self.scoreboard,
         ] {
-            put_u32(&mut w, fd as u32);
+            w.fd(fd);
         }
-        put_u32(&mut w, self.next_slot);
-        put_u32(&mut w, self.free_slots.len() as u32);
+        w.u32(self.next_slot);
+        w.count(self.free_slots.len());
         for s in &self.free_slots {
-            put_u32(&mut w, *s);
+            w.u32(*s);
         }
-        put_u32(&mut w, self.listeners.len() as u32);
+        w.count(self.listeners.len());
         for l in &self.listeners {
-            put_u32(&mut w, l.fd as u32);
-            w.push(u8::from(l.inherited));
-            match &l.name {
-                Some(n) => {
-                    w.push(1);
-                    put_str(&mut w, n);
-                }
-                None => w.push(0),
-            }
+            w.fd(l.fd);
+            w.flag(l.inherited);
+            w.opt(l.name.as_ref(), |w, n| w.str(n));
         }
-        put_u32(&mut w, self.workers.len() as u32);
+        w.count(self.workers.len());
         for wk in &self.workers {
-            put_u32(&mut w, wk.pid as u32);
-            put_u64(&mut w, wk.age_ms);
-            w.extend_from_slice(&wk.key.to_le_bytes());
-            put_u32(&mut w, wk.slot);
-            put_meta(&mut w, &peer_meta(wk.peer));
+            w.u32(wk.pid as u32);
+            w.u64(wk.age_ms);
+            w.u128(wk.key);
+            w.u32(wk.slot);
+            w.meta(&peer_meta(wk.peer));
         }
-        put_u32(&mut w, self.conns.len() as u32);
+        w.count(self.conns.len());
         for c in &self.conns {
-            put_u32(&mut w, c.fd as u32);
-            put_meta(&mut w, &c.meta);
-            put_u32(&mut w, c.file as u32);
-            put_u32(&mut w, c.file2 as u32);
-            let at = w.len();
-            w.resize(at + BODY_LEN, 0);
-            c.spec.encode(&mut w[at..]);
+            w.fd(c.fd);
+            w.meta(&c.meta);
+            w.fd(c.file);
+            w.fd(c.file2);
+            let mut spec = [0u8; BODY_LEN];
+            c.spec.encode(&mut spec);
+            w.0.extend_from_slice(&spec);
         }
-        w
     }
 
     pub fn decode(b: &[u8]) -> Result<State, String> {
@@ -189,91 +286,89 @@ impl State {
         let format = r.u32()?;
         if format != FORMAT {
             return Err(format!(
-                "upgrade record format {format}, this binary reads {FORMAT}"
+                "{OTHER}: it hands over format {format}, this binary reads {FORMAT}"
             ));
         }
-        let from_version = r.string()?;
-        let daemon = r.u8()? != 0;
-        let mut counters = [0u64; 3];
-        for c in &mut counters {
-            *c = r.u64()?;
-        }
-        let [stop_reader, stop_writer, park_rx, park_tx, scoreboard] =
-            [r.fd()?, r.fd()?, r.fd()?, r.fd()?, r.fd()?];
-        let next_slot = r.u32()?;
-        let n = r.count()?;
-        let free_slots = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
-        let n = r.count()?;
-        let mut listeners = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let fd = r.fd()?;
-            let inherited = r.u8()? != 0;
-            let name = match r.u8()? {
-                0 => None,
-                _ => Some(r.string()?),
-            };
-            listeners.push(CarriedListener {
-                fd,
-                inherited,
-                name,
-            });
-        }
-        let n = r.count()?;
-        let mut workers = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let pid = r.u32()? as i32;
-            let age_ms = r.u64()?;
-            let key = u128::from_le_bytes(r.take(16)?.try_into().expect("16 bytes"));
-            let slot = r.u32()?;
-            let peer = r.meta()?.peer;
-            workers.push(CarriedWorker {
-                pid,
-                peer,
-                age_ms,
-                key,
-                slot,
-            });
-        }
-        let n = r.count()?;
-        let mut conns = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let fd = r.fd()?;
-            let meta = r.meta()?;
-            let file = r.fd()?;
-            let file2 = r.fd()?;
-            let spec = BodySpec::decode(r.take(BODY_LEN)?).ok_or("a bad connection record")?;
-            conns.push(CarriedConn {
-                fd,
-                meta,
-                file,
-                file2,
-                spec,
-            });
-        }
+        let mut s = State::default();
+        s.decode_image(&mut r)?;
+        s.decode_carried(&mut r)?;
         if r.at != b.len() {
             return Err("trailing bytes in the upgrade record".into());
         }
-        Ok(State {
-            from_version,
-            daemon,
-            counters,
-            stop_reader,
-            stop_writer,
-            park_rx,
-            park_tx,
-            scoreboard,
-            next_slot,
-            free_slots,
-            listeners,
-            workers,
-            conns,
-        })
+        Ok(s)
     }
 
-    /// The record in a memfd that survives the exec (not close-on-exec).
+    fn decode_image(&mut self, r: &mut Reader) -> Result<(), String> {
+        self.purpose = match r.u8()? {
+            0 => Purpose::TakeOver,
+            1 => Purpose::Check,
+            n => return Err(format!("an upgrade record for purpose {n}")),
+        };
+        self.from_version = r.string()?;
+        self.exe = r.path()?;
+        self.exe_fd = r.fd()?;
+        self.config = Carried {
+            path: r.opt(Reader::path)?,
+            text: r.string()?,
+        };
+        self.previous = r.opt(|r| {
+            Ok(Previous {
+                exe: r.fd()?,
+                text: r.string()?,
+            })
+        })?;
+        self.fell_back = r.opt(Reader::string)?;
+        self.filters = r.list(Reader::u64)?;
+        self.daemon = r.flag()?;
+        for c in &mut self.counters {
+            *c = r.u64()?;
+        }
+        Ok(())
+    }
+
+    fn decode_carried(&mut self, r: &mut Reader) -> Result<(), String> {
+        [
+            self.stop_reader,
+            self.stop_writer,
+            self.park_rx,
+            self.park_tx,
+            self.scoreboard,
+        ] = [r.fd()?, r.fd()?, r.fd()?, r.fd()?, r.fd()?];
+        self.next_slot = r.u32()?;
+        self.free_slots = r.list(Reader::u32)?;
+        self.listeners = r.list(|r| {
+            Ok(CarriedListener {
+                fd: r.fd()?,
+                inherited: r.flag()?,
+                name: r.opt(Reader::string)?,
+            })
+        })?;
+        self.workers = r.list(|r| {
+            Ok(CarriedWorker {
+                pid: r.u32()? as i32,
+                age_ms: r.u64()?,
+                key: r.u128()?,
+                slot: r.u32()?,
+                peer: r.meta()?.peer,
+            })
+        })?;
+        self.conns = r.list(|r| {
+            Ok(CarriedConn {
+                fd: r.fd()?,
+                meta: r.meta()?,
+                file: r.fd()?,
+                file2: r.fd()?,
+                spec: BodySpec::decode(r.take(BODY_LEN)?).ok_or("a bad connection record")?,
+            })
+        })?;
+        Ok(())
+    }
+
+    /// The record in a memfd (close-on-exec: cleared right before the
+    /// exec that hands it over).
     pub fn to_memfd(&self) -> Result<OwnedFd, nix::errno::Errno> {
         use nix::sys::memfd::{memfd_create, MFdFlags};
-        let fd = memfd_create(c"lbaws-upgrade", MFdFlags::empty())?;
+        let fd = memfd_create(c"lbaws-upgrade", MFdFlags::MFD_CLOEXEC)?;
         let bytes = self.encode();
         let mut at = 0;
         while at < bytes.len() {
@@ -285,8 +380,8 @@ impl State {
 }
 
 /// In a freshly started image: the record, if this start is an upgrade in
-/// place (the variable is removed from the environment either way, and the
-/// record's descriptor closed).
+/// place or its check (the variable is removed from the environment either
+/// way, and the record's descriptor closed).
 pub fn take() -> Option<Result<State, String>> {
     let v = std::env::var(ENV).ok()?;
     // SAFETY: single-threaded start-up.
@@ -314,76 +409,6 @@ fn peer_meta(peer: Peer) -> Meta {
     }
 }
 
-fn put_u32(w: &mut Vec<u8>, v: u32) {
-    w.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_u64(w: &mut Vec<u8>, v: u64) {
-    w.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_str(w: &mut Vec<u8>, s: &str) {
-    put_u32(w, s.len() as u32);
-    w.extend_from_slice(s.as_bytes());
-}
-
-fn put_meta(w: &mut Vec<u8>, m: &Meta) {
-    let at = w.len();
-    w.resize(at + META_LEN, 0);
-    m.encode(&mut w[at..]);
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let s = self
-            .b
-            .get(self.at..self.at + n)
-            .ok_or("the upgrade record is cut short")?;
-        self.at += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-
-    fn fd(&mut self) -> Result<RawFd, String> {
-        Ok(self.u32()? as i32)
-    }
-
-    fn count(&mut self) -> Result<u32, String> {
-        let n = self.u32()?;
-        if n > MAX_ITEMS {
-            return Err(format!("the upgrade record lists {n} items"));
-        }
-        Ok(n)
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        let n = self.u32()? as usize;
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| "a name in the upgrade record is not UTF-8".into())
-    }
-
-    fn meta(&mut self) -> Result<Meta, String> {
-        Meta::decode(self.take(META_LEN)?).ok_or_else(|| "a bad connection record".into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +416,20 @@ mod tests {
 
     fn sample() -> State {
         State {
+            purpose: Purpose::TakeOver,
             from_version: "0.2.0".into(),
+            exe: "/usr/sbin/lbaws".into(),
+            exe_fd: 13,
+            config: Carried {
+                path: Some("/etc/lbaws/config.toml".into()),
+                text: "[server]\nmax_connections = 8\n".into(),
+            },
+            previous: Some(Previous {
+                exe: 12,
+                text: "# the one before\n".into(),
+            }),
+            fell_back: Some("why".into()),
+            filters: vec![u64::MAX, 7],
             daemon: true,
             counters: [1, 2, 3],
             stop_reader: 5,
@@ -445,9 +483,17 @@ mod tests {
     fn records_round_trip() {
         let s = sample();
         assert_eq!(State::decode(&s.encode()), Ok(s.clone()));
-        assert_eq!(s.fds(), vec![5, 7, 8, 9, 6, 3, 4, 10, 11]);
+        assert_eq!(s.fds(), vec![5, 7, 8, 9, 6, 3, 4, 10, 11, 12]);
         let empty = State::default();
         assert_eq!(State::decode(&empty.encode()), Ok(empty));
+        let check = State {
+            purpose: Purpose::Check,
+            config: Carried::default(),
+            previous: None,
+            fell_back: None,
+            ..s
+        };
+        assert_eq!(State::decode(&check.encode()), Ok(check));
     }
 
     #[test]
@@ -458,7 +504,12 @@ mod tests {
         }
         let mut other = b.clone();
         other[8] = 99; // another format
-        assert!(State::decode(&other).unwrap_err().contains("format 99"));
+        let e = State::decode(&other).unwrap_err();
+        assert!(e.contains("cannot take over from this lbaws"), "{e}");
+        assert!(e.contains("format 99"), "{e}");
+        let mut purpose = b.clone();
+        purpose[12] = 7;
+        assert!(State::decode(&purpose).is_err());
         let mut longer = b;
         longer.push(0);
         assert!(State::decode(&longer).is_err());

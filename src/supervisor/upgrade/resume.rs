@@ -79,13 +79,26 @@ impl Supervisor {
         if let Err(e) = sup.follow_listeners(&cfg) {
             crate::error!("after the upgrade: {e}; serving on the listeners carried over");
         }
-        crate::info!(
-            "upgraded in place from {} to {}: {} worker(s) and {} connection(s) taken over",
-            state.from_version,
-            crate::VERSION,
-            carried_workers,
-            state.conns.len()
-        );
+        match &state.fell_back {
+            // The image executed could not take over: this one, the image
+            // before, did again (see `upgraded::take_over`).
+            Some(why) => {
+                crate::error!(
+                    "upgrade failed: {why}; lbaws {} serves again, with the configuration that ran before: {} worker(s) and {} connection(s) taken back",
+                    crate::VERSION,
+                    carried_workers,
+                    state.conns.len()
+                );
+                sup.upgrade_error = Some(format!("upgrade failed: {why}"));
+            }
+            None => crate::info!(
+                "upgraded in place from {} to {}: {} worker(s) and {} connection(s) taken over",
+                state.from_version,
+                crate::VERSION,
+                carried_workers,
+                state.conns.len()
+            ),
+        }
         Ok(sup)
     }
 }
