@@ -12,8 +12,12 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+mod fd;
+mod process;
 mod sandbox;
 mod script;
+pub use fd::*;
+pub use process::*;
 pub use sandbox::*;
 pub use script::*;
 
@@ -352,88 +356,6 @@ pub fn set_timeout(fd: BorrowedFd<'_>, send: bool, t: Duration) -> Result<(), Er
         )
     };
     Errno::result(rc).map(drop)
-}
-
-/// `RLIMIT_NOFILE`: (soft, hard).
-pub fn nofile() -> (u64, u64) {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap_or((1024, 1024))
-}
-
-/// Raise the soft `RLIMIT_NOFILE` to the hard one; returns the new soft limit.
-/// (A CGI script gets its route's `open_files` instead.)
-pub fn raise_nofile() -> u64 {
-    use nix::sys::resource::{setrlimit, Resource};
-    let (soft, hard) = nofile();
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
-    }
-    soft
-}
-
-/// This process gets `sig` when its parent ends (`PR_SET_PDEATHSIG`).
-pub fn die_with_parent(sig: libc::c_int) {
-    // SAFETY: prctl with an integer argument.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
-}
-
-/// Orphaned descendants of this process are reparented to it rather than
-/// to init (`PR_SET_CHILD_SUBREAPER`), so it can end and reap them.
-pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-}
-
-/// The pids of this process's children (`/proc/thread-self/children`; the
-/// process is single-threaded), into `out`, at most `out.len()`; how many.
-/// 0 where /proc cannot tell.
-pub fn children(out: &mut [libc::pid_t]) -> usize {
-    let Ok(text) = std::fs::read_to_string("/proc/thread-self/children") else {
-        return 0;
-    };
-    let mut n = 0;
-    for pid in text.split_ascii_whitespace().filter_map(|p| p.parse().ok()) {
-        if n == out.len() {
-            break;
-        }
-        out[n] = pid;
-        n += 1;
-    }
-    n
-}
-
-/// This thread's name (`PR_SET_NAME`: what `ps -o comm`, `top` and
-/// `/proc/PID/stat` show; at most 15 bytes).
-pub fn set_name(name: &std::ffi::CStr) {
-    // SAFETY: prctl reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
-}
-
-/// Close every descriptor from 3 up but those in `keep` (sorted here, in
-/// place): one `close_range` per gap between them. A forked child does this
-/// first, so that nothing of its parent's it was not given stays open in it,
-/// whatever the parent happened to hold at the fork.
-pub fn close_all_but(keep: &mut [RawFd]) {
-    keep.sort_unstable();
-    let mut from: u32 = 3;
-    for &k in keep.iter().filter(|&&k| k >= 3) {
-        let k = k as u32;
-        if k > from {
-            // SAFETY: closes descriptors of this process only.
-            unsafe { libc::close_range(from, k - 1, 0) };
-        }
-        from = from.max(k + 1);
-    }
-    // SAFETY: as above.
-    unsafe { libc::close_range(from, u32::MAX, 0) };
-}
-
-/// Set or clear close-on-exec (an upgrade in place keeps a few descriptors
-/// open across `execve`). Harmless on a descriptor that is not open.
-pub fn set_cloexec(fd: RawFd, on: bool) {
-    let flag = if on { libc::FD_CLOEXEC } else { 0 };
-    // SAFETY: fcntl on a descriptor number of this process.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
 }
 
 /// `poll(2)` on a caller-owned array (reused across calls: no allocation).
