@@ -65,7 +65,7 @@ pub fn run(
         .park
         .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
     if crate::signals::set_up_child().is_err() {
-        exit(http::EXIT_OSERR);
+        crate::sys::exit_now(http::EXIT_OSERR);
     }
     // From here on, allocations come from a fresh arena, not from the
     // supervisor's (copy-on-write) heap.
@@ -74,7 +74,7 @@ pub fn run(
     // Its own Landlock domain and seccomp filter (prepared by the
     // supervisor; two system calls here), before it reads a byte.
     if crate::sandbox::enter_worker().is_err() {
-        exit(http::EXIT_OSERR);
+        crate::sys::exit_now(http::EXIT_OSERR);
     }
     let ctx = worker::Ctx {
         stop: Some(stop),
@@ -88,11 +88,6 @@ pub fn run(
     }))
     .unwrap_or(http::EXIT_SOFTWARE);
     drop(conn);
-    exit(code)
-}
-
-/// `_exit(2)`: no atexit handlers, no destructors of inherited state.
-pub fn exit(code: i32) -> ! {
-    // SAFETY: _exit is always safe to call.
-    unsafe { libc::_exit(code) }
+    // `_exit(2)`: no atexit handlers, no destructors of inherited state.
+    crate::sys::exit_now(code)
 }

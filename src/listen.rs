@@ -75,12 +75,10 @@ fn take_env() -> Option<(listenfd::ListenFd, Vec<Option<String>>)> {
         .map(|v| v.split(':').map(String::from).collect())
         .unwrap_or_default();
     // SAFETY: single-threaded start-up.
-    unsafe { std::env::remove_var("LISTEN_FDNAMES") };
+    crate::sys::remove_env("LISTEN_FDNAMES");
     if !ours {
-        unsafe {
-            std::env::remove_var("LISTEN_PID");
-            std::env::remove_var("LISTEN_FDS");
-        }
+        crate::sys::remove_env("LISTEN_PID");
+        crate::sys::remove_env("LISTEN_FDS");
         return None;
     }
     // listenfd reads LISTEN_FDS (and removes LISTEN_PID and LISTEN_FDS).

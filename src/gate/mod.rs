@@ -165,7 +165,7 @@ pub fn run(link: OwnedFd, limits: GateLimits, temp_dir: Option<OwnedFd>) -> ! {
         }
     };
     // SAFETY: _exit is always safe; nothing of the supervisor's may run here.
-    unsafe { libc::_exit(code) }
+    crate::sys::exit_now(code)
 }
 
 impl Gate {

@@ -393,7 +393,7 @@ pub fn root_changed(path: &Path, opened: BorrowedFd) -> bool {
 fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [bool; 4] {
     use nix::sys::wait::{waitpid, WaitStatus};
     // SAFETY: the child makes a few system calls and _exits.
-    match unsafe { nix::unistd::fork() } {
+    match crate::sys::fork() {
         Ok(nix::unistd::ForkResult::Child) => {
             let mut code = 0;
             if ruleset.is_none_or(|fd| crate::sys::landlock_restrict(fd.as_raw_fd()).is_ok()) {
@@ -408,7 +408,7 @@ fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [b
                 }
             }
             // SAFETY: nothing of the parent's runs in this copy.
-            unsafe { libc::_exit(code) }
+            crate::sys::exit_now(code)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => loop {
             match waitpid(child, None) {

@@ -12,7 +12,7 @@ use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
 use crate::listen::Peer;
 use crate::scoreboard::Sup;
 use nix::errno::Errno;
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::ForkResult;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -238,7 +238,7 @@ impl Supervisor {
         crate::scoreboard::assign(slot as usize, meta.peer, meta.served);
         crate::sandbox::follow_paths(); // a root a deploy swapped: new rules
                                         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
-        match unsafe { fork() } {
+        match crate::sys::fork() {
             Ok(ForkResult::Child) => {
                 let inherited = child::Inherited {
                     slot: slot as usize,

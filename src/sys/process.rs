@@ -1,5 +1,59 @@
-//! The process itself: its resource limits, its name, what happens to it
-//! when its parent ends, and its children.
+//! The process itself: `fork`, `_exit` and the environment, which Rust
+//! calls `unsafe` because they are sound only in a single-threaded
+//! process; its resource limits, its name, what happens to it when its
+//! parent ends, and its children.
+//!
+//! lbaws never starts a thread: the supervisor, the gate, every worker and
+//! every CGI child is a single-threaded process (a forked copy of a
+//! threaded one would be unsafe, and no async runtime is used). That is
+//! what makes [`fork`], [`set_env`] and [`remove_env`] safe to call here.
+//! The unit tests are the exception: they run on the test harness's
+//! threads, so a test that forks lets its child do no more than system
+//! calls and [`exit_now`] or an exec, and none changes the environment.
+
+use nix::unistd::ForkResult;
+use std::ffi::OsStr;
+
+/// `fork(2)`: the child is a copy of this process, its only thread the one
+/// that called, and continues with `Ok(ForkResult::Child)`; the parent gets
+/// the child's pid.
+///
+/// Safe to call (`nix::unistd::fork` is `unsafe`) because lbaws's processes
+/// are single-threaded (see the module's doc): no other thread can hold a
+/// lock (the allocator's, stdio's) that the child would wait on forever, so
+/// the child is a complete copy that may run any code. The child must
+/// leave through [`exit_now`] or an exec, never by returning into its
+/// parent's loop; that is its caller's to keep (`child.rs`, `gate/mod.rs`).
+pub fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: single-threaded process, as documented above.
+    unsafe { nix::unistd::fork() }
+}
+
+/// `_exit(2)`: the process ends at once with `code`: no atexit handlers, no
+/// destructors, nothing flushed. How a forked child leaves, so that nothing
+/// of its parent's state (a buffer, a Unix socket to unlink) is acted on
+/// twice.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Set an environment variable (`std::env::set_var`).
+///
+/// Safe to call (`std::env::set_var` is `unsafe`) because lbaws's processes
+/// are single-threaded (see the module's doc): no other thread reads the
+/// environment while it changes.
+pub fn set_env(key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) {
+    // SAFETY: single-threaded process: no other thread reads the environment.
+    unsafe { std::env::set_var(key, value) }
+}
+
+/// Remove an environment variable (`std::env::remove_var`); safe for the
+/// same reason as [`set_env`].
+pub fn remove_env(key: impl AsRef<OsStr>) {
+    // SAFETY: single-threaded process: no other thread reads the environment.
+    unsafe { std::env::remove_var(key) }
+}
 
 /// `RLIMIT_NOFILE`: (soft, hard).
 pub fn nofile() -> (u64, u64) {

@@ -10,7 +10,7 @@ use crate::supervisor::Supervisor;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::signal::Signal;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Most of the check's output read (its pipe holds 64 KiB).
@@ -36,7 +36,7 @@ impl Supervisor {
         let exe = next.exe.as_raw_fd();
         // SAFETY: single-threaded; the child only moves descriptors, resets
         // signals and execs (or _exits), all prepared before the fork.
-        match unsafe { fork() }? {
+        match crate::sys::fork()? {
             ForkResult::Child => {
                 let w = w.as_raw_fd();
                 // SAFETY: plain system calls on our own descriptors.
@@ -57,7 +57,7 @@ impl Supervisor {
                     AtFlags::AT_EMPTY_PATH,
                 );
                 // SAFETY: _exit is always safe.
-                unsafe { libc::_exit(127) }
+                crate::sys::exit_now(127)
             }
             ForkResult::Parent { child } => {
                 drop(w);

@@ -385,7 +385,7 @@ impl State {
 pub fn take() -> Option<Result<State, String>> {
     let v = std::env::var(ENV).ok()?;
     // SAFETY: single-threaded start-up.
-    unsafe { std::env::remove_var(ENV) };
+    crate::sys::remove_env(ENV);
     let Ok(fd) = v.parse::<RawFd>() else {
         return Some(Err(format!("{ENV}={v:?} is not a descriptor")));
     };
