@@ -540,12 +540,6 @@ fn peek_room(l: &GateLimits) -> usize {
     l.max_header_bytes.max(lbaws::proto::proxy::MAX_HEADER)
 }
 
-/// `buf[..n]` after a `peek` into it.
-fn peeked(buf: &[MaybeUninit<u8>], n: usize) -> &[u8] {
-    // SAFETY: peek initialised the first n bytes.
-    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) }
-}
-
 fn raw(h: &Held) -> i32 {
     h.fd.as_raw_fd()
 }

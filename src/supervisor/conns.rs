@@ -116,12 +116,8 @@ impl Supervisor {
         let room = spare.len().min(proxy::MAX_HEADER);
         let buf = &mut spare[..room];
         let parsed = match crate::sys::peek(conn.as_raw_fd(), buf) {
-            Ok(0) => return, // closed before a word: a TCP health check
-            Ok(n) => {
-                // SAFETY: peek initialised the first n bytes.
-                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                proxy::parse(bytes)
-            }
+            Ok([]) => return, // closed before a word: a TCP health check
+            Ok(bytes) => proxy::parse(bytes),
             Err(Errno::EAGAIN) => Ok(Parsed::Incomplete),
             Err(_) => return, // reset already
         };
@@ -187,12 +183,8 @@ impl Supervisor {
         };
         let buf = &mut self.peek.spare()[..bounds.max_header_bytes];
         let complete = match crate::sys::peek(conn.as_raw_fd(), buf) {
-            Ok(0) => return, // already closed: nothing to serve
-            Ok(n) => {
-                // SAFETY: peek initialised the first n bytes.
-                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                head::complete(bytes, 0, bounds)
-            }
+            Ok([]) => return, // already closed: nothing to serve
+            Ok(bytes) => head::complete(bytes, 0, bounds),
             // Held by TCP_DEFER_ACCEPT until it ran out: silent for that long.
             // (One that a SYN cookie completed has not waited: to the gate.)
             Err(Errno::EAGAIN) if deferred && crate::sys::syn_ack_resent(conn.as_raw_fd()) => {
@@ -317,9 +309,7 @@ impl Supervisor {
         let fd = conn.as_raw_fd();
         let scratch = self.peek.spare();
         let look = 64.min(scratch.len());
-        if let Ok(n @ 1..) = crate::sys::peek(fd, &mut scratch[..look]) {
-            // SAFETY: peek initialised the first n bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+        if let Ok(bytes @ [_, ..]) = crate::sys::peek(fd, &mut scratch[..look]) {
             let answer = match lbaws::proto::head::begins_head_request(bytes) {
                 true => RESPONSE_503_HEAD,
                 false => RESPONSE_503,

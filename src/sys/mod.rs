@@ -70,18 +70,44 @@ fn socket_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Sock
 }
 
 /// Look at what has arrived on a connection without taking it off the
-/// socket (`MSG_PEEK`), without waiting. `Ok(0)` is end of stream.
-pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
+/// socket (`MSG_PEEK`), without waiting: the bytes that have (the start of
+/// `buf`, which the call initialised). Empty is end of stream.
+pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<&[u8], Errno> {
     recv_nowait(fd, buf, libc::MSG_PEEK)
 }
 
 /// Read and drop whatever has arrived, without waiting; `Ok(0)` is end of
 /// stream, `Err(EAGAIN)` nothing (more) to read.
 pub fn discard(fd: RawFd, scratch: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
-    recv_nowait(fd, scratch, 0)
+    recv_nowait(fd, scratch, 0).map(<[u8]>::len)
 }
 
-fn recv_nowait(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: libc::c_int) -> Result<usize, Errno> {
+/// Read what has arrived, without waiting: the bytes read (the start of
+/// `buf`, which the call initialised). Empty is end of stream,
+/// `Err(EAGAIN)` nothing (more) to read.
+pub fn recv_now(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<&[u8], Errno> {
+    recv_nowait(fd, buf, 0)
+}
+
+/// One `recv(2)` with `flags` into `buf`'s spare capacity (none: room for
+/// nothing), which grows `buf` by the bytes that came: how many; `Ok(0)` is
+/// end of stream. An interrupted call is the caller's to retry (`EINTR`).
+pub fn recv_append(fd: RawFd, buf: &mut Vec<u8>, flags: libc::c_int) -> Result<usize, Errno> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv writes at most spare.len() bytes into the spare capacity.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let n = (n as usize).min(spare.len());
+    // SAFETY: the n bytes after the length are initialised now (recv
+    // reports no more than it was given room for; `min` makes sure), and
+    // within the capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+fn recv_nowait(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: libc::c_int) -> Result<&[u8], Errno> {
     loop {
         // SAFETY: recv writes at most buf.len() bytes into buf.
         let n = unsafe {
@@ -93,7 +119,10 @@ fn recv_nowait(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: libc::c_int) -> Re
             )
         };
         if n >= 0 {
-            return Ok(n as usize);
+            let n = (n as usize).min(buf.len());
+            // SAFETY: recv initialised the first n bytes of buf (it reports
+            // no more than it was given room for; `min` makes sure).
+            return Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) });
         }
         match Errno::last() {
             Errno::EINTR => continue,
