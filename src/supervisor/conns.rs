@@ -235,9 +235,8 @@ impl Supervisor {
                 let inherited = child::Inherited {
                     slot: slot as usize,
                     logs: self.log_fds,
-                    stop_reader: self.stop_reader.as_raw_fd(),
-                    park: (self.link.is_up() && self.stop.is_none())
-                        .then(|| self.park_tx.as_raw_fd()),
+                    stop_reader: self.stop_reader.as_fd(),
+                    park: (self.link.is_up() && self.stop.is_none()).then(|| self.park_tx.as_fd()),
                     stopping: self.stop.is_some(),
                 };
                 let body = body.map(|a| (a.file, a.spec));
