@@ -558,9 +558,9 @@ pub fn seal_script(slot: usize, limits: &crate::config::CgiLimits) -> Result<(),
 }
 
 /// `SIGSYS` from the static filter: record the call, die of the signal.
-extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+extern "C" fn on_sigsys(_: libc::c_int, info: &libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel's siginfo_t for an SA_SIGINFO handler.
-    let nr = unsafe { crate::sys::sigsys_syscall(info) };
+    let nr = crate::sys::sigsys_syscall(info);
     crate::scoreboard::denied(nr);
     // SA_RESETHAND restored the default action: this ends the worker.
     crate::sys::raise(libc::SIGSYS);

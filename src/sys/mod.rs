@@ -16,10 +16,12 @@ mod fd;
 mod process;
 mod sandbox;
 mod script;
+mod signal;
 pub use fd::*;
 pub use process::*;
 pub use sandbox::*;
 pub use script::*;
+pub use signal::*;
 
 /// `accept4(SOCK_CLOEXEC)`: the connection and its peer's address (`None`
 /// for a Unix socket's peer).

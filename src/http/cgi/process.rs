@@ -192,12 +192,12 @@ fn set_up_child(
     // cgroup.procs are among the descriptors closed below).
     let leaf = p.leaf.as_ref().map(|(_, procs)| procs);
     crate::sandbox::enter_script(p.sandbox, &p.limits, leaf)?;
-    for (to, fd) in stdio.iter().enumerate() {
-        // SAFETY: plain descriptor calls in a single-threaded child.
-        if unsafe { libc::dup2(fd.as_raw_fd(), to as libc::c_int) } < 0 {
-            return Err(Errno::last());
-        }
-    }
+    // SAFETY: plain descriptor calls in a single-threaded child; nix's
+    // dup2_std* replace only descriptors 0-2, the process's stdio.
+    let [stdin, stdout, stderr] = stdio;
+    nix::unistd::dup2_stdin(stdin)?;
+    nix::unistd::dup2_stdout(stdout)?;
+    nix::unistd::dup2_stderr(stderr)?;
     // Everything above 2 goes, except what the exec itself needs, all
     // close-on-exec: the status pipe, the script and its directory.
     sys::close_all_but(&mut [status.as_raw_fd(), p.file.as_raw_fd(), p.dir.as_raw_fd()]);

@@ -38,12 +38,10 @@ impl Supervisor {
         // signals and execs (or _exits), all prepared before the fork.
         match crate::sys::fork()? {
             ForkResult::Child => {
-                let w = w.as_raw_fd();
-                // SAFETY: plain system calls on our own descriptors.
-                unsafe {
-                    libc::dup2(w, 1);
-                    libc::dup2(w, 2);
-                }
+                // SAFETY: plain system calls on our own descriptors; nix's
+                // dup2_std* replace only descriptors 1 and 2.
+                let _ = nix::unistd::dup2_stdout(&w);
+                let _ = nix::unistd::dup2_stderr(&w);
                 crate::sys::close_all_but(&mut [0, 1, 2, record.as_raw_fd(), exe]);
                 crate::sys::set_cloexec(record.as_raw_fd(), false);
                 // A script (`#!`) is run as /dev/fd/N: N stays open.
