@@ -16,6 +16,7 @@ mod fd;
 mod process;
 mod sandbox;
 mod script;
+pub mod shared;
 mod signal;
 pub use fd::*;
 pub use process::*;
@@ -387,6 +388,17 @@ pub fn set_timeout(fd: BorrowedFd<'_>, send: bool, t: Duration) -> Result<(), Er
         )
     };
     Errno::result(rc).map(drop)
+}
+
+/// `clock_gettime(2)` of clock `id` (zero where the kernel refuses it).
+pub fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// `poll(2)` on a caller-owned array (reused across calls: no allocation).
