@@ -3,6 +3,14 @@
 //! keep every descriptor close-on-exec (invariant 3). The `unsafe` they need
 //! is kept here, each block with the reason it is sound.
 //!
+//! And every other `unsafe` of lbaws but the allocator's (`crate::alloc`),
+//! behind safe functions whose docs say what they check and what they
+//! trust their caller for: `fork`, `_exit` and the environment
+//! (`process.rs`, safe because no lbaws process has a second thread), the
+//! descriptors a process is handed (`fd.rs`: `adopt_fd`), signal
+//! dispositions (`signal.rs`), the scoreboard's shared memory
+//! (`shared.rs`), a peek's or a read's initialised bytes (here).
+//!
 //! Nothing here knows about HTTP or about lbaws's processes: descriptors,
 //! bytes and addresses in, results out.
 
@@ -390,17 +398,6 @@ pub fn set_timeout(fd: BorrowedFd<'_>, send: bool, t: Duration) -> Result<(), Er
     Errno::result(rc).map(drop)
 }
 
-/// `clock_gettime(2)` of clock `id` (zero where the kernel refuses it).
-pub fn clock(id: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// `poll(2)` on a caller-owned array (reused across calls: no allocation).
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, Errno> {
     // SAFETY: fds is a valid array of pollfd of the given length.
@@ -439,16 +436,19 @@ mod tests {
             0 => {
                 let mut keep = [d.as_raw_fd(), -1, b.as_raw_fd()];
                 close_all_but(&mut keep);
+                // SAFETY: fcntl on a descriptor number; no memory passed.
                 let open = |fd: RawFd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
                 let ok = open(b.as_raw_fd())
                     && open(d.as_raw_fd())
                     && !open(a.as_raw_fd())
                     && !open(c.as_raw_fd())
                     && open(2);
+                // SAFETY: _exit has no preconditions.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) }
             }
             pid => {
                 let mut status = 0;
+                // SAFETY: waitpid writes one int.
                 unsafe { libc::waitpid(pid, &mut status, 0) };
                 assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
             }

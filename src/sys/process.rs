@@ -1,7 +1,7 @@
-//! The process itself: `fork`, `_exit` and the environment, which Rust
-//! calls `unsafe` because they are sound only in a single-threaded
-//! process; its resource limits, its name, what happens to it when its
-//! parent ends, and its children.
+//! The process itself: `fork` and the environment, which Rust calls
+//! `unsafe` because they are sound only in a single-threaded process;
+//! `_exit`; its resource limits, its name, its clocks, what happens to it
+//! when its parent ends, and its children.
 //!
 //! lbaws never starts a thread: the supervisor, the gate, every worker and
 //! every CGI child is a single-threaded process (a forked copy of a
@@ -13,6 +13,7 @@
 
 use nix::unistd::ForkResult;
 use std::ffi::OsStr;
+use std::time::Duration;
 
 /// `fork(2)`: the child is a copy of this process, its only thread the one
 /// that called, and continues with `Ok(ForkResult::Child)`; the parent gets
@@ -108,4 +109,15 @@ pub fn children(out: &mut [libc::pid_t]) -> usize {
 pub fn set_name(name: &std::ffi::CStr) {
     // SAFETY: prctl reads a NUL-terminated string of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// `clock_gettime(2)` of clock `id` (zero where the kernel refuses it).
+pub fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
