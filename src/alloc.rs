@@ -20,6 +20,17 @@
 //! Only a forked worker (single-threaded by construction) ever switches to
 //! the arena; until [`enter_worker`] every call goes straight to the system
 //! allocator, which keeps the allocator sound in multi-threaded unit tests.
+//!
+//! Why this module has `unsafe` of its own, outside `sys` (which holds
+//! lbaws's other `unsafe`, issue 21): a global allocator is an
+//! `unsafe impl GlobalAlloc` that hands out raw memory, the arena is a
+//! thread-local `UnsafeCell` and address arithmetic over its reservation,
+//! and [`SupervisorTable`] is a vector over a mapping of its own. What
+//! makes them sound are the allocator's own invariants (one thread in a
+//! worker, no reentrancy, every block within its mapping and handed out
+//! once), not a system call's contract that a safe wrapper in `sys` could
+//! state; moving them would move the same `unsafe`. Each block says why it
+//! holds.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, UnsafeCell};
@@ -232,6 +243,9 @@ impl Arena {
     }
 }
 
+// SAFETY: the arena hands out aligned blocks of at least the size asked,
+// within its own mapping, none twice while live, to the one thread of a
+// worker (see the module's doc); everything else is the system allocator's.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if in_worker() {
@@ -240,6 +254,7 @@ unsafe impl GlobalAlloc for Allocator {
                 return p;
             }
         }
+        // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires.
         unsafe { System.alloc(layout) }
     }
 
@@ -249,6 +264,7 @@ unsafe impl GlobalAlloc for Allocator {
         {
             return;
         }
+        // SAFETY: not the arena's, so the system allocator's, with `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
 
@@ -270,13 +286,18 @@ unsafe impl GlobalAlloc for Allocator {
             }
             // SAFETY: the layout is valid (same align, non-zero size by contract).
             let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            // SAFETY: the layout just made.
             let q = unsafe { self.alloc(new_layout) };
             if !q.is_null() {
+                // SAFETY: both blocks are live and at least this long, and
+                // a new block never overlaps a live one.
                 unsafe { std::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size)) };
+                // SAFETY: `ptr` is ours, allocated with `layout`.
                 unsafe { self.dealloc(ptr, layout) };
             }
             return q;
         }
+        // SAFETY: not the arena's, so the system allocator's, with `layout`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

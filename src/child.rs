@@ -24,15 +24,15 @@ use crate::http::{self, worker};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// What a worker gets of the supervisor's descriptors and state.
-pub struct Inherited {
+pub struct Inherited<'a> {
     /// This worker's scoreboard slot.
     pub slot: usize,
     /// The logs' descriptors (`log::descriptors`; -1: none).
     pub logs: [RawFd; 2],
     /// The stop pipe's read end, watched while idle.
-    pub stop_reader: RawFd,
+    pub stop_reader: BorrowedFd<'a>,
     /// The park channel, when the connection may be handed back while idle.
-    pub park: Option<RawFd>,
+    pub park: Option<BorrowedFd<'a>>,
     /// The supervisor is stopping: answer with `Connection: close`.
     pub stopping: bool,
 }
@@ -44,14 +44,14 @@ pub fn run(
     meta: Meta,
     body: Option<(OwnedFd, BodySpec)>,
     cfg: &Config,
-    inherited: Inherited,
+    inherited: Inherited<'_>,
 ) -> ! {
     const SITE_LOGS: usize = crate::config::MAX_SITE_LOGS;
     let mut keep = [-1; 7 + SITE_LOGS + crate::config::MAX_CGI_ROUTES];
     keep[..6].copy_from_slice(&[
         conn.as_raw_fd(),
-        inherited.stop_reader,
-        inherited.park.unwrap_or(-1),
+        inherited.stop_reader.as_raw_fd(),
+        inherited.park.map_or(-1, |p| p.as_raw_fd()),
         inherited.logs[0],
         inherited.logs[1],
         body.as_ref().map_or(-1, |(f, _)| f.as_raw_fd()),
@@ -59,13 +59,8 @@ pub fn run(
     crate::log::site_descriptors(&mut keep[6..6 + SITE_LOGS]);
     crate::sandbox::keep(&mut keep[6 + SITE_LOGS..]);
     crate::sys::close_all_but(&mut keep);
-    // SAFETY: these stay open for the whole life of this process.
-    let stop = unsafe { BorrowedFd::borrow_raw(inherited.stop_reader) };
-    let park = inherited
-        .park
-        .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
     if crate::signals::set_up_child().is_err() {
-        exit(http::EXIT_OSERR);
+        crate::sys::exit_now(http::EXIT_OSERR);
     }
     // From here on, allocations come from a fresh arena, not from the
     // supervisor's (copy-on-write) heap.
@@ -74,11 +69,13 @@ pub fn run(
     // Its own Landlock domain and seccomp filter (prepared by the
     // supervisor; two system calls here), before it reads a byte.
     if crate::sandbox::enter_worker().is_err() {
-        exit(http::EXIT_OSERR);
+        crate::sys::exit_now(http::EXIT_OSERR);
     }
+    // Borrowed from the supervisor's descriptors, which this copy of it
+    // keeps (above) and never closes: it leaves through _exit.
     let ctx = worker::Ctx {
-        stop: Some(stop),
-        park,
+        stop: Some(inherited.stop_reader),
+        park: inherited.park,
         served: meta.served,
         stopping: inherited.stopping,
         prepared: body,
@@ -88,11 +85,6 @@ pub fn run(
     }))
     .unwrap_or(http::EXIT_SOFTWARE);
     drop(conn);
-    exit(code)
-}
-
-/// `_exit(2)`: no atexit handlers, no destructors of inherited state.
-pub fn exit(code: i32) -> ! {
-    // SAFETY: _exit is always safe to call.
-    unsafe { libc::_exit(code) }
+    // `_exit(2)`: no atexit handlers, no destructors of inherited state.
+    crate::sys::exit_now(code)
 }

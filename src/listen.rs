@@ -14,7 +14,7 @@ use nix::sys::socket::{
     self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage,
 };
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 pub struct Listener {
@@ -75,12 +75,10 @@ fn take_env() -> Option<(listenfd::ListenFd, Vec<Option<String>>)> {
         .map(|v| v.split(':').map(String::from).collect())
         .unwrap_or_default();
     // SAFETY: single-threaded start-up.
-    unsafe { std::env::remove_var("LISTEN_FDNAMES") };
+    crate::sys::remove_env("LISTEN_FDNAMES");
     if !ours {
-        unsafe {
-            std::env::remove_var("LISTEN_PID");
-            std::env::remove_var("LISTEN_FDS");
-        }
+        crate::sys::remove_env("LISTEN_PID");
+        crate::sys::remove_env("LISTEN_FDS");
         return None;
     }
     // listenfd reads LISTEN_FDS (and removes LISTEN_PID and LISTEN_FDS).
@@ -94,12 +92,7 @@ fn take_env() -> Option<(listenfd::ListenFd, Vec<Option<String>>)> {
 /// Whether a descriptor is a listening stream socket (the loose check
 /// sd_is_socket(3) recommends: no insisting on a port or a family).
 fn is_listening_stream(fd: RawFd) -> bool {
-    // SAFETY: fd is borrowed for the duration of the calls only.
-    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    matches!(
-        socket::getsockopt(&b, sockopt::SockType),
-        Ok(SockType::Stream)
-    ) && matches!(socket::getsockopt(&b, sockopt::AcceptConn), Ok(true))
+    crate::sys::socket_type(fd) == Ok(libc::SOCK_STREAM) && crate::sys::is_listening(fd)
 }
 
 /// Listening sockets passed by systemd, matched to `[[listen]]` entries by name.
@@ -175,11 +168,13 @@ pub fn adopt(
     specs: &[ListenSpec],
     taken: &[ListenAddr],
 ) -> Result<Listener, String> {
-    // SAFETY: handed over open by the previous image, for this one to own.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let not_listening = || format!("carried fd {fd} is not a listening socket");
+    // SAFETY: handed over open by the previous image, for this one to own;
+    // nothing else in this image holds it (the record names it once).
+    let owned = crate::sys::adopt_fd(fd).map_err(|_| not_listening())?;
     crate::sys::set_cloexec(fd, true);
     if !is_listening_stream(fd) {
-        return Err(format!("carried fd {fd} is not a listening socket"));
+        return Err(not_listening());
     }
     let local = local_addr(&owned).ok_or_else(|| format!("carried fd {fd}: no address"))?;
     let spec = (!inherited)
@@ -226,19 +221,17 @@ pub fn inherited_connection() -> Result<OwnedFd, String> {
             ))
         }
     };
-    // SAFETY: fd is ours to own: passed to this process for this purpose.
-    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    match socket::getsockopt(&b, sockopt::SockType) {
-        Ok(SockType::Stream) => {}
-        _ => return Err(format!("--inetd: fd {fd} is not a connected stream socket")),
+    let not_stream = || format!("--inetd: fd {fd} is not a connected stream socket");
+    if crate::sys::socket_type(fd) != Ok(libc::SOCK_STREAM) {
+        return Err(not_stream());
     }
     if fd != 0 {
-        let _ = nix::fcntl::fcntl(
-            b,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
+        crate::sys::set_cloexec(fd, true);
     }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // SAFETY: fd is ours to own: passed to this process for this purpose
+    // (listenfd let go of it; fd 0 is inetd's connection, read by nothing
+    // else here).
+    crate::sys::adopt_fd(fd).map_err(|_| not_stream())
 }
 
 // ---------------------------------------------------------------------------

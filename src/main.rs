@@ -512,5 +512,5 @@ fn inetd(cfg: Config) -> ExitCode {
     let peer = listen::Peer::of(&conn);
     let code = http::worker::serve(&conn, peer, &cfg, http::worker::Ctx::default());
     drop(conn);
-    child::exit(code)
+    sys::exit_now(code)
 }

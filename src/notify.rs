@@ -25,11 +25,9 @@ impl Notifier {
         let socket = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty());
         let interval = sd_notify::watchdog_enabled().filter(|d| d.as_micros() >= 2);
         // SAFETY: single-threaded (the supervisor never starts a thread).
-        unsafe {
-            std::env::remove_var("NOTIFY_SOCKET");
-            std::env::remove_var("WATCHDOG_USEC");
-            std::env::remove_var("WATCHDOG_PID");
-        }
+        crate::sys::remove_env("NOTIFY_SOCKET");
+        crate::sys::remove_env("WATCHDOG_USEC");
+        crate::sys::remove_env("WATCHDOG_PID");
         Notifier {
             socket,
             watchdog: interval.map(|d| d / 2),
@@ -62,9 +60,9 @@ impl Notifier {
         } else {
             // The crate reads the variable itself; hand it back for the call.
             // SAFETY: single-threaded, see above.
-            unsafe { std::env::set_var("NOTIFY_SOCKET", path) };
+            crate::sys::set_env("NOTIFY_SOCKET", path);
             let r = sd_notify::notify(states);
-            unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+            crate::sys::remove_env("NOTIFY_SOCKET");
             r
         };
         if let Err(e) = result {

@@ -77,18 +77,6 @@ pub fn next(fd: &SignalFd) -> Option<Signal> {
 /// every signal counts as changed.
 static NOT_DEFAULT: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// A kernel `struct sigaction` (x86_64 and aarch64 layout): handler, flags,
-/// restorer, mask. All zero is SIG_DFL.
-type KernelSigaction = [u64; 4];
-
-fn rt_sigaction(sig: i32, new: Option<&KernelSigaction>, old: Option<&mut KernelSigaction>) -> i64 {
-    let new = new.map_or(std::ptr::null(), |n| n.as_ptr());
-    let old = old.map_or(std::ptr::null_mut(), |o| o.as_mut_ptr());
-    // SAFETY: valid pointers to kernel sigaction structs or null; installing
-    // SIG_DFL (the only change made) runs no code of ours.
-    unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, new, old, 8usize) }
-}
-
 /// Note which signals are not at their default (start-up, before any fork):
 /// SIGPIPE, which the Rust runtime ignores, and whatever was inherited
 /// ignored. A worker then resets just those, in a few system calls rather
@@ -96,8 +84,7 @@ fn rt_sigaction(sig: i32, new: Option<&KernelSigaction>, old: Option<&mut Kernel
 pub fn scan_dispositions() {
     let mut bits = 0u64;
     for sig in 1..=libc::SIGRTMAX().min(64) {
-        let mut old: KernelSigaction = [0; 4];
-        if rt_sigaction(sig, None, Some(&mut old)) == 0 && old[0] != 0 {
+        if crate::sys::signal_handler(sig).is_some_and(|h| h != 0) {
             bits |= 1 << (sig - 1);
         }
     }
@@ -148,9 +135,8 @@ pub fn reset_in_worker() -> nix::Result<()> {
 pub fn set_up_child() -> nix::Result<()> {
     // Fails only for a session leader, which a forked child is not.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-    let ign: KernelSigaction = [libc::SIG_IGN as u64, 0, 0, 0];
     for sig in NOT_FOR_CHILDREN {
-        rt_sigaction(sig, Some(&ign), None);
+        let _ = crate::sys::set_signal(sig, true);
     }
     reset(not_default() & !ignored_by_children(), true)
 }
@@ -166,18 +152,16 @@ fn ignored_by_children() -> u64 {
 /// The signals in `bits` go back to the default (SIGPIPE is ignored instead
 /// if `keep_sigpipe_ignored`); the mask opens.
 fn reset(bits: u64, keep_sigpipe_ignored: bool) -> nix::Result<()> {
-    let dfl: KernelSigaction = [0; 4];
     for sig in 1..=libc::SIGRTMAX().min(64) {
         let keep = keep_sigpipe_ignored && sig == libc::SIGPIPE;
         if bits & bit(sig) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP && !keep {
-            rt_sigaction(sig, Some(&dfl), None);
+            let _ = crate::sys::set_signal(sig, false);
         }
     }
     if keep_sigpipe_ignored && bits & bit(libc::SIGPIPE) == 0 {
         // Started with SIGPIPE at its default (the Rust runtime ignores it):
         // ignore it here.
-        let ign: KernelSigaction = [libc::SIG_IGN as u64, 0, 0, 0];
-        rt_sigaction(libc::SIGPIPE, Some(&ign), None);
+        let _ = crate::sys::set_signal(libc::SIGPIPE, true);
     }
     signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }

@@ -62,7 +62,7 @@ pub(super) fn refuse_now(
     scratch: &mut [MaybeUninit<u8>],
 ) {
     match crate::sys::peek(fd, &mut scratch[..1]) {
-        Ok(1) => answer_on(fd, peer, status, server_header, scratch),
+        Ok([_]) => answer_on(fd, peer, status, server_header, scratch),
         _ => return,
     }
     for _ in 0..4 {
@@ -77,8 +77,8 @@ pub(super) fn refuse_now(
 /// has no body (RFC 9110 9.3.2), even a 408 or 503.
 fn begins_head(fd: i32, scratch: &mut [MaybeUninit<u8>]) -> bool {
     let limit = 64.min(scratch.len());
-    let n = crate::sys::peek(fd, &mut scratch[..limit]).unwrap_or(0);
-    lbaws::proto::head::begins_head_request(peeked(scratch, n))
+    let bytes = crate::sys::peek(fd, &mut scratch[..limit]).unwrap_or(&[]);
+    lbaws::proto::head::begins_head_request(bytes)
 }
 
 /// "HTTP/1.1 408 Request Timeout" with `Date`, a one-line body (none for

@@ -272,9 +272,9 @@ impl Rx {
         match self.decoder.is_some() {
             // Chunked: look, decode what belongs to the body, take that.
             true => match crate::sys::peek(fd, scratch) {
-                Ok(0) => Err(None),
-                Ok(n) => {
-                    let used = self.take(peeked(scratch, n)).map_err(Some)?;
+                Ok([]) => Err(None),
+                Ok(bytes) => {
+                    let used = self.take(bytes).map_err(Some)?;
                     match crate::sys::discard(fd, &mut scratch[..used]) {
                         Ok(got) if got == used => {
                             crate::scoreboard::bytes_received(got);
@@ -288,11 +288,11 @@ impl Rx {
             },
             false => {
                 let want = (scratch.len() as u64).min(self.left) as usize;
-                match crate::sys::discard(fd, &mut scratch[..want]) {
-                    Ok(0) => Err(None),
-                    Ok(n) => {
-                        crate::scoreboard::bytes_received(n);
-                        self.take(peeked(scratch, n)).map_err(Some)?;
+                match crate::sys::recv_now(fd, &mut scratch[..want]) {
+                    Ok([]) => Err(None),
+                    Ok(bytes) => {
+                        crate::scoreboard::bytes_received(bytes.len());
+                        self.take(bytes).map_err(Some)?;
                         Ok(true)
                     }
                     Err(Errno::EAGAIN) => Ok(false),

@@ -11,18 +11,18 @@ impl Gate {
             return self.look_proxy(slot, ev);
         }
         let limit = self.limits.max_header_bytes.min(self.peek.len());
-        let n = match crate::sys::peek(raw(self.held(slot)), &mut self.peek[..limit]) {
-            Ok(0) => return self.close(slot), // closed before a complete head: nothing to answer
-            Ok(n) => n,
-            Err(Errno::EAGAIN) if !hung_up(ev) => return,
-            Err(_) => return self.close(slot),
-        };
         let bounds = head::Bounds {
             max_header_bytes: self.limits.max_header_bytes,
             max_line_bytes: self.limits.max_line_bytes,
         };
         let seen = self.held(slot).seen;
-        if head::complete(peeked(&self.peek, n), seen, bounds) {
+        let (n, complete) = match crate::sys::peek(raw(self.held(slot)), &mut self.peek[..limit]) {
+            Ok([]) => return self.close(slot), // closed before a complete head: nothing to answer
+            Ok(bytes) => (bytes.len(), head::complete(bytes, seen, bounds)),
+            Err(Errno::EAGAIN) if !hung_up(ev) => return,
+            Err(_) => return self.close(slot),
+        };
+        if complete {
             return self.queue(slot);
         }
         if hung_up(ev) {
@@ -65,13 +65,13 @@ impl Gate {
         let fd = raw(self.held(slot));
         let room = self.peek.len().min(proxy::MAX_HEADER);
         let buf = &mut self.peek[..room];
-        let n = match crate::sys::peek(fd, buf) {
-            Ok(0) => return self.close(slot), // a balancer's TCP check: connect, close
-            Ok(n) => n,
+        let parsed = match crate::sys::peek(fd, buf) {
+            Ok([]) => return self.close(slot), // a balancer's TCP check: connect, close
+            Ok(bytes) => proxy::parse(bytes),
             Err(Errno::EAGAIN) if !hung_up(ev) => return,
             Err(_) => return self.close(slot),
         };
-        match proxy::parse(peeked(buf, n)) {
+        match parsed {
             Ok(Parsed::Incomplete) if !hung_up(ev) => {}
             Ok(Parsed::Incomplete) | Err(_) => self.close_as(slot, Note::ProxyRefused),
             Ok(Parsed::Done { consumed, source }) => {

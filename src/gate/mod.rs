@@ -165,7 +165,7 @@ pub fn run(link: OwnedFd, limits: GateLimits, temp_dir: Option<OwnedFd>) -> ! {
         }
     };
     // SAFETY: _exit is always safe; nothing of the supervisor's may run here.
-    unsafe { libc::_exit(code) }
+    crate::sys::exit_now(code)
 }
 
 impl Gate {
@@ -538,12 +538,6 @@ fn hung_up(ev: EpollFlags) -> bool {
 /// The peek buffer: a whole head, or the longest PROXY header.
 fn peek_room(l: &GateLimits) -> usize {
     l.max_header_bytes.max(lbaws::proto::proxy::MAX_HEADER)
-}
-
-/// `buf[..n]` after a `peek` into it.
-fn peeked(buf: &[MaybeUninit<u8>], n: usize) -> &[u8] {
-    // SAFETY: peek initialised the first n bytes.
-    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) }
 }
 
 fn raw(h: &Held) -> i32 {

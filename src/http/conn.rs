@@ -320,33 +320,19 @@ impl<'a> Conn<'a> {
     /// `SO_RCVTIMEO` passed); `Err(Closed)` at the end of the stream.
     fn recv_once(&mut self, flags: libc::c_int) -> Result<usize, ReadErr> {
         loop {
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: recv writes at most spare.len() bytes into the spare
-            // capacity; only the bytes it reports are marked initialised.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    flags,
-                )
-            };
-            match n {
-                0 => return Err(ReadErr::Closed),
-                n if n > 0 => {
-                    let n = n as usize;
-                    unsafe { self.buf.set_len(self.end + n) };
+            // `buf` holds exactly the bytes up to `end`: the new ones follow.
+            match crate::sys::recv_append(self.fd.as_raw_fd(), &mut self.buf, flags) {
+                Ok(0) => return Err(ReadErr::Closed),
+                Ok(n) => {
                     self.end += n;
                     crate::scoreboard::progress();
                     crate::scoreboard::bytes_in(n);
                     return Ok(n);
                 }
-                _ => match Errno::last() {
-                    Errno::EINTR => continue,
-                    Errno::EAGAIN => return Ok(0),
-                    Errno::ECONNRESET => return Err(ReadErr::Closed),
-                    e => return Err(ReadErr::Io(e)),
-                },
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(0),
+                Err(Errno::ECONNRESET) => return Err(ReadErr::Closed),
+                Err(e) => return Err(ReadErr::Io(e)),
             }
         }
     }
@@ -537,7 +523,10 @@ impl<'a> Conn<'a> {
     pub fn has_pending_input(&self) -> bool {
         let mut byte = [std::mem::MaybeUninit::uninit()];
         self.start < self.end
-            || matches!(crate::sys::peek(self.fd.as_raw_fd(), &mut byte), Ok(n) if n > 0)
+            || matches!(
+                crate::sys::peek(self.fd.as_raw_fd(), &mut byte),
+                Ok([_, ..])
+            )
     }
 }
 

@@ -104,7 +104,7 @@ pub fn prepare(cfg: &Config) -> Containment {
 fn trial_userns(user: Option<(u32, u32)>) -> Result<(), Errno> {
     use nix::sys::wait::{waitpid, WaitStatus};
     // SAFETY: the child makes a few system calls and _exits.
-    match unsafe { nix::unistd::fork() } {
+    match crate::sys::fork() {
         Ok(nix::unistd::ForkResult::Child) => {
             let r = user
                 .map_or(Ok(()), |(uid, gid)| crate::sys::become_user(uid, gid))
@@ -114,7 +114,7 @@ fn trial_userns(user: Option<(u32, u32)>) -> Result<(), Errno> {
                 Err(e) => e as i32,
             };
             // SAFETY: nothing of the parent's runs in this copy.
-            unsafe { libc::_exit(code) }
+            crate::sys::exit_now(code)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => loop {
             match waitpid(child, None) {

@@ -393,7 +393,7 @@ pub fn root_changed(path: &Path, opened: BorrowedFd) -> bool {
 fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [bool; 4] {
     use nix::sys::wait::{waitpid, WaitStatus};
     // SAFETY: the child makes a few system calls and _exits.
-    match unsafe { nix::unistd::fork() } {
+    match crate::sys::fork() {
         Ok(nix::unistd::ForkResult::Child) => {
             let mut code = 0;
             if ruleset.is_none_or(|fd| crate::sys::landlock_restrict(fd.as_raw_fd()).is_ok()) {
@@ -408,7 +408,7 @@ fn trial(ruleset: Option<&OwnedFd>, filters: [Option<&filter::Filter>; 2]) -> [b
                 }
             }
             // SAFETY: nothing of the parent's runs in this copy.
-            unsafe { libc::_exit(code) }
+            crate::sys::exit_now(code)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => loop {
             match waitpid(child, None) {
@@ -558,9 +558,9 @@ pub fn seal_script(slot: usize, limits: &crate::config::CgiLimits) -> Result<(),
 }
 
 /// `SIGSYS` from the static filter: record the call, die of the signal.
-extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+extern "C" fn on_sigsys(_: libc::c_int, info: &libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel's siginfo_t for an SA_SIGINFO handler.
-    let nr = unsafe { crate::sys::sigsys_syscall(info) };
+    let nr = crate::sys::sigsys_syscall(info);
     crate::scoreboard::denied(nr);
     // SA_RESETHAND restored the default action: this ends the worker.
     crate::sys::raise(libc::SIGSYS);

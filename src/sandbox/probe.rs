@@ -35,8 +35,8 @@ pub fn run() {
             }
             "fork" => {
                 // SAFETY: the child only _exits.
-                match unsafe { nix::unistd::fork() } {
-                    Ok(nix::unistd::ForkResult::Child) => unsafe { libc::_exit(0) },
+                match crate::sys::fork() {
+                    Ok(nix::unistd::ForkResult::Child) => crate::sys::exit_now(0),
                     Ok(nix::unistd::ForkResult::Parent { child }) => {
                         let _ = nix::sys::wait::waitpid(child, None);
                         Ok(())

@@ -37,6 +37,9 @@
 //! only pages that hold live slots are ever touched; a fork copies none of
 //! it (shared mappings are faulted in, not copied). A worker writes only its
 //! own slot and the header's counters, with atomics; the supervisor reads.
+//! The mapping and the typed references into it are `sys::shared`'s: the
+//! header, the slots and the site rows are declared with its
+//! `shared_struct!`, which refuses a field that is not an atomic.
 
 mod owed;
 mod read;
@@ -46,6 +49,8 @@ pub use read::{sites, totals, workers, SiteTotals, Totals, Worker};
 use sites::{label_of, set_label, site_row, SITES};
 pub use sites::{label_sites, OTHER, SITE_ROWS};
 
+use crate::sys::shared::Mapping;
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Upper bounds of the request duration histogram's buckets, microseconds
@@ -110,6 +115,7 @@ pub enum Sup {
 }
 const SUP_COUNT: usize = Sup::GatePid as usize + 1;
 
+crate::sys::shared::shared_struct! {
 #[repr(C)]
 struct Header {
     /// Access-log lines not written (whole), and the last error's errno.
@@ -138,6 +144,7 @@ struct Header {
     lost_total: AtomicU64,
     /// Site rows with a label (row 0, `other`, included).
     site_rows: AtomicU32,
+}
 }
 
 /// What a worker is doing, in its slot.
@@ -208,6 +215,7 @@ impl State {
 /// Bytes of the request line a slot keeps (longer ones are cut).
 pub const LINE_BYTES: usize = 128;
 
+crate::sys::shared::shared_struct! {
 #[repr(C, align(64))]
 struct Slot {
     /// CLOCK_MONOTONIC, milliseconds, of the worker's last progress.
@@ -243,13 +251,14 @@ struct Slot {
     body_from: AtomicU64,
     line: [AtomicU64; LINE_BYTES / 8],
 }
+}
 
 const HEADER: usize = 1024;
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
 const _: () = assert!(std::mem::size_of::<Slot>() == 256);
 
-/// The mapping's address (0: none yet).
-static BASE: AtomicUsize = AtomicUsize::new(0);
+/// The mapping (none yet: no scoreboard).
+static MAP: std::sync::OnceLock<Mapping> = std::sync::OnceLock::new();
 static SLOTS: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -273,54 +282,45 @@ pub fn create(slots: usize) -> bool {
     if nix::unistd::ftruncate(&fd, bytes as i64).is_err() {
         return false;
     }
-    map(std::os::fd::IntoRawFd::into_raw_fd(fd), slots)
+    map(fd, slots)
 }
 
 /// In an image started by an upgrade in place: the scoreboard the previous
 /// image made (and its workers still write to), from its memfd.
-pub fn adopt(fd: std::os::fd::RawFd) -> bool {
-    let Ok(st) = nix::sys::stat::fstat(
-        // SAFETY: borrowed for the call; the descriptor was handed over open.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-    ) else {
+pub fn adopt(fd: RawFd) -> bool {
+    // SAFETY: the descriptor was handed over open, for this image to own;
+    // the record names it once.
+    let Ok(fd) = crate::sys::adopt_fd(fd) else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(&fd) else {
         return false;
     };
     let slots = (st.st_size as usize).saturating_sub(HEADER + SITES) / std::mem::size_of::<Slot>();
     let _ = nix::fcntl::fcntl(
-        // SAFETY: as above.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        &fd,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
     map(fd, slots)
 }
 
 /// The memfd behind the scoreboard, for an upgrade in place.
-pub fn fd() -> std::os::fd::RawFd {
+pub fn fd() -> RawFd {
     FD.load(Ordering::Relaxed)
 }
 
-fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
+/// Map the memfd (closed if it cannot be), once per process: zero-filled
+/// where never written, which is a valid state for every atomic in it.
+fn map(fd: OwnedFd, slots: usize) -> bool {
     let bytes = HEADER + SITES + slots * std::mem::size_of::<Slot>();
-    // SAFETY: a shared mapping of our own memfd; zero-filled where never
-    // written, which is a valid state for every atomic in it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_NORESERVE,
-            fd,
-            0,
-        )
+    let Ok(mapping) = Mapping::new(fd.as_fd(), bytes) else {
+        return false; // the memfd closes here
     };
-    if p == libc::MAP_FAILED {
-        // SAFETY: ours, unused.
-        unsafe { libc::close(fd) };
-        return false;
+    if MAP.set(mapping).is_err() {
+        return false; // mapped already
     }
-    FD.store(fd, Ordering::Relaxed);
+    FD.store(fd.into_raw_fd(), Ordering::Relaxed);
     SLOTS.store(slots, Ordering::Relaxed);
-    BASE.store(p as usize, Ordering::Relaxed);
     if let (Some(h), Some(other)) = (header(), site_row(0)) {
         if h.site_rows.load(Ordering::Relaxed) == 0 {
             set_label(other, OTHER);
@@ -330,19 +330,18 @@ fn map(fd: std::os::fd::RawFd, slots: usize) -> bool {
     true
 }
 
+/// The mapping starts with the header.
 fn header() -> Option<&'static Header> {
-    let base = BASE.load(Ordering::Relaxed);
-    // SAFETY: the mapping lives as long as the process and starts with a Header.
-    (base != 0).then(|| unsafe { &*(base as *const Header) })
+    MAP.get()?.get(0)
 }
 
+/// The slots follow the header and the site rows.
 fn slot(i: usize) -> Option<&'static Slot> {
-    let base = BASE.load(Ordering::Relaxed);
-    if base == 0 || i >= SLOTS.load(Ordering::Relaxed) {
+    if i >= SLOTS.load(Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: within the mapping; zero or written by our atomics only.
-    Some(unsafe { &*((base + HEADER + SITES + i * std::mem::size_of::<Slot>()) as *const Slot) })
+    MAP.get()?
+        .get(HEADER + SITES + i * std::mem::size_of::<Slot>())
 }
 
 /// Milliseconds of CLOCK_MONOTONIC (coarse: a tick's precision, no system
@@ -358,13 +357,7 @@ pub fn now_us() -> u64 {
 }
 
 fn clock(id: libc::clockid_t) -> std::time::Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    crate::sys::clock(id)
 }
 
 fn mine() -> Option<&'static Slot> {

@@ -4,7 +4,7 @@
 //! gives each site of a configuration its row ([`label_sites`]); workers
 //! count into the row their slot names.
 
-use super::{header, BASE, BUCKETS_US, HEADER};
+use super::{header, BUCKETS_US, HEADER, MAP};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Rows of per-site counters (row 0 is `other`).
@@ -14,6 +14,7 @@ pub const LABEL_BYTES: usize = 256;
 /// The label of row 0.
 pub const OTHER: &str = "other";
 
+crate::sys::shared::shared_struct! {
 /// One site's counters.
 #[repr(C, align(64))]
 pub(super) struct SiteRow {
@@ -25,16 +26,16 @@ pub(super) struct SiteRow {
     pub(super) duration_us: AtomicU64,
     pub(super) buckets: [AtomicU64; BUCKETS_US.len() + 1],
 }
+}
 pub(super) const SITES: usize = SITE_ROWS * std::mem::size_of::<SiteRow>();
 const _: () = assert!(std::mem::size_of::<SiteRow>() <= 512);
 
+/// The site rows follow the header.
 pub(super) fn site_row(i: usize) -> Option<&'static SiteRow> {
-    let base = BASE.load(Ordering::Relaxed);
-    if base == 0 || i >= SITE_ROWS {
+    if i >= SITE_ROWS {
         return None;
     }
-    // SAFETY: within the mapping; zero or written by our atomics only.
-    Some(unsafe { &*((base + HEADER + i * std::mem::size_of::<SiteRow>()) as *const SiteRow) })
+    MAP.get()?.get(HEADER + i * std::mem::size_of::<SiteRow>())
 }
 
 pub(super) fn set_label(row: &SiteRow, label: &str) {

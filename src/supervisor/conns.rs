@@ -12,7 +12,7 @@ use crate::handoff::{self, Kind, Meta, Msg, NO_KEY};
 use crate::listen::Peer;
 use crate::scoreboard::Sup;
 use nix::errno::Errno;
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::ForkResult;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -116,12 +116,8 @@ impl Supervisor {
         let room = spare.len().min(proxy::MAX_HEADER);
         let buf = &mut spare[..room];
         let parsed = match crate::sys::peek(conn.as_raw_fd(), buf) {
-            Ok(0) => return, // closed before a word: a TCP health check
-            Ok(n) => {
-                // SAFETY: peek initialised the first n bytes.
-                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                proxy::parse(bytes)
-            }
+            Ok([]) => return, // closed before a word: a TCP health check
+            Ok(bytes) => proxy::parse(bytes),
             Err(Errno::EAGAIN) => Ok(Parsed::Incomplete),
             Err(_) => return, // reset already
         };
@@ -187,12 +183,8 @@ impl Supervisor {
         };
         let buf = &mut self.peek.spare()[..bounds.max_header_bytes];
         let complete = match crate::sys::peek(conn.as_raw_fd(), buf) {
-            Ok(0) => return, // already closed: nothing to serve
-            Ok(n) => {
-                // SAFETY: peek initialised the first n bytes.
-                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                head::complete(bytes, 0, bounds)
-            }
+            Ok([]) => return, // already closed: nothing to serve
+            Ok(bytes) => head::complete(bytes, 0, bounds),
             // Held by TCP_DEFER_ACCEPT until it ran out: silent for that long.
             // (One that a SYN cookie completed has not waited: to the gate.)
             Err(Errno::EAGAIN) if deferred && crate::sys::syn_ack_resent(conn.as_raw_fd()) => {
@@ -238,14 +230,13 @@ impl Supervisor {
         crate::scoreboard::assign(slot as usize, meta.peer, meta.served);
         crate::sandbox::follow_paths(); // a root a deploy swapped: new rules
                                         // SAFETY: lbaws is single-threaded, so the child is a complete copy.
-        match unsafe { fork() } {
+        match crate::sys::fork() {
             Ok(ForkResult::Child) => {
                 let inherited = child::Inherited {
                     slot: slot as usize,
                     logs: self.log_fds,
-                    stop_reader: self.stop_reader.as_raw_fd(),
-                    park: (self.link.is_up() && self.stop.is_none())
-                        .then(|| self.park_tx.as_raw_fd()),
+                    stop_reader: self.stop_reader.as_fd(),
+                    park: (self.link.is_up() && self.stop.is_none()).then(|| self.park_tx.as_fd()),
                     stopping: self.stop.is_some(),
                 };
                 let body = body.map(|a| (a.file, a.spec));
@@ -317,9 +308,7 @@ impl Supervisor {
         let fd = conn.as_raw_fd();
         let scratch = self.peek.spare();
         let look = 64.min(scratch.len());
-        if let Ok(n @ 1..) = crate::sys::peek(fd, &mut scratch[..look]) {
-            // SAFETY: peek initialised the first n bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+        if let Ok(bytes @ [_, ..]) = crate::sys::peek(fd, &mut scratch[..look]) {
             let answer = match lbaws::proto::head::begins_head_request(bytes) {
                 true => RESPONSE_503_HEAD,
                 false => RESPONSE_503,

@@ -23,7 +23,7 @@
 use crate::alloc::SupervisorTable;
 use crate::handoff::{self, BodySpec, GateLimits, Kind, Meta, Msg, Note};
 use nix::errno::Errno;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -218,7 +218,7 @@ impl GateLink {
         let dir = open_dir(temp_dir);
         // SAFETY: single-threaded; the child only closes descriptors, resets
         // signals and runs the gate's loop, leaving through _exit.
-        match unsafe { fork() } {
+        match crate::sys::fork() {
             Ok(ForkResult::Child) => {
                 // Everything of the supervisor's goes but the gate's end and
                 // the logs (connections the supervisor held too).
@@ -231,7 +231,7 @@ impl GateLink {
                 std::mem::forget(ours); // closed just now
                 if crate::signals::set_up_child().is_err() {
                     // SAFETY: _exit is always safe.
-                    unsafe { libc::_exit(crate::http::EXIT_OSERR) };
+                    crate::sys::exit_now(crate::http::EXIT_OSERR);
                 }
                 crate::gate::run(theirs, limits, dir)
             }

@@ -3,6 +3,14 @@
 //! keep every descriptor close-on-exec (invariant 3). The `unsafe` they need
 //! is kept here, each block with the reason it is sound.
 //!
+//! And every other `unsafe` of lbaws but the allocator's (`crate::alloc`),
+//! behind safe functions whose docs say what they check and what they
+//! trust their caller for: `fork`, `_exit` and the environment
+//! (`process.rs`, safe because no lbaws process has a second thread), the
+//! descriptors a process is handed (`fd.rs`: `adopt_fd`), signal
+//! dispositions (`signal.rs`), the scoreboard's shared memory
+//! (`shared.rs`), a peek's or a read's initialised bytes (here).
+//!
 //! Nothing here knows about HTTP or about lbaws's processes: descriptors,
 //! bytes and addresses in, results out.
 
@@ -12,10 +20,17 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+mod fd;
+mod process;
 mod sandbox;
 mod script;
+pub mod shared;
+mod signal;
+pub use fd::*;
+pub use process::*;
 pub use sandbox::*;
 pub use script::*;
+pub use signal::*;
 
 /// `accept4(SOCK_CLOEXEC)`: the connection and its peer's address (`None`
 /// for a Unix socket's peer).
@@ -66,18 +81,44 @@ fn socket_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Sock
 }
 
 /// Look at what has arrived on a connection without taking it off the
-/// socket (`MSG_PEEK`), without waiting. `Ok(0)` is end of stream.
-pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
+/// socket (`MSG_PEEK`), without waiting: the bytes that have (the start of
+/// `buf`, which the call initialised). Empty is end of stream.
+pub fn peek(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<&[u8], Errno> {
     recv_nowait(fd, buf, libc::MSG_PEEK)
 }
 
 /// Read and drop whatever has arrived, without waiting; `Ok(0)` is end of
 /// stream, `Err(EAGAIN)` nothing (more) to read.
 pub fn discard(fd: RawFd, scratch: &mut [MaybeUninit<u8>]) -> Result<usize, Errno> {
-    recv_nowait(fd, scratch, 0)
+    recv_nowait(fd, scratch, 0).map(<[u8]>::len)
 }
 
-fn recv_nowait(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: libc::c_int) -> Result<usize, Errno> {
+/// Read what has arrived, without waiting: the bytes read (the start of
+/// `buf`, which the call initialised). Empty is end of stream,
+/// `Err(EAGAIN)` nothing (more) to read.
+pub fn recv_now(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Result<&[u8], Errno> {
+    recv_nowait(fd, buf, 0)
+}
+
+/// One `recv(2)` with `flags` into `buf`'s spare capacity (none: room for
+/// nothing), which grows `buf` by the bytes that came: how many; `Ok(0)` is
+/// end of stream. An interrupted call is the caller's to retry (`EINTR`).
+pub fn recv_append(fd: RawFd, buf: &mut Vec<u8>, flags: libc::c_int) -> Result<usize, Errno> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv writes at most spare.len() bytes into the spare capacity.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let n = (n as usize).min(spare.len());
+    // SAFETY: the n bytes after the length are initialised now (recv
+    // reports no more than it was given room for; `min` makes sure), and
+    // within the capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+fn recv_nowait(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: libc::c_int) -> Result<&[u8], Errno> {
     loop {
         // SAFETY: recv writes at most buf.len() bytes into buf.
         let n = unsafe {
@@ -89,7 +130,10 @@ fn recv_nowait(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: libc::c_int) -> Re
             )
         };
         if n >= 0 {
-            return Ok(n as usize);
+            let n = (n as usize).min(buf.len());
+            // SAFETY: recv initialised the first n bytes of buf (it reports
+            // no more than it was given room for; `min` makes sure).
+            return Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) });
         }
         match Errno::last() {
             Errno::EINTR => continue,
@@ -354,88 +398,6 @@ pub fn set_timeout(fd: BorrowedFd<'_>, send: bool, t: Duration) -> Result<(), Er
     Errno::result(rc).map(drop)
 }
 
-/// `RLIMIT_NOFILE`: (soft, hard).
-pub fn nofile() -> (u64, u64) {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap_or((1024, 1024))
-}
-
-/// Raise the soft `RLIMIT_NOFILE` to the hard one; returns the new soft limit.
-/// (A CGI script gets its route's `open_files` instead.)
-pub fn raise_nofile() -> u64 {
-    use nix::sys::resource::{setrlimit, Resource};
-    let (soft, hard) = nofile();
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
-    }
-    soft
-}
-
-/// This process gets `sig` when its parent ends (`PR_SET_PDEATHSIG`).
-pub fn die_with_parent(sig: libc::c_int) {
-    // SAFETY: prctl with an integer argument.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
-}
-
-/// Orphaned descendants of this process are reparented to it rather than
-/// to init (`PR_SET_CHILD_SUBREAPER`), so it can end and reap them.
-pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-}
-
-/// The pids of this process's children (`/proc/thread-self/children`; the
-/// process is single-threaded), into `out`, at most `out.len()`; how many.
-/// 0 where /proc cannot tell.
-pub fn children(out: &mut [libc::pid_t]) -> usize {
-    let Ok(text) = std::fs::read_to_string("/proc/thread-self/children") else {
-        return 0;
-    };
-    let mut n = 0;
-    for pid in text.split_ascii_whitespace().filter_map(|p| p.parse().ok()) {
-        if n == out.len() {
-            break;
-        }
-        out[n] = pid;
-        n += 1;
-    }
-    n
-}
-
-/// This thread's name (`PR_SET_NAME`: what `ps -o comm`, `top` and
-/// `/proc/PID/stat` show; at most 15 bytes).
-pub fn set_name(name: &std::ffi::CStr) {
-    // SAFETY: prctl reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
-}
-
-/// Close every descriptor from 3 up but those in `keep` (sorted here, in
-/// place): one `close_range` per gap between them. A forked child does this
-/// first, so that nothing of its parent's it was not given stays open in it,
-/// whatever the parent happened to hold at the fork.
-pub fn close_all_but(keep: &mut [RawFd]) {
-    keep.sort_unstable();
-    let mut from: u32 = 3;
-    for &k in keep.iter().filter(|&&k| k >= 3) {
-        let k = k as u32;
-        if k > from {
-            // SAFETY: closes descriptors of this process only.
-            unsafe { libc::close_range(from, k - 1, 0) };
-        }
-        from = from.max(k + 1);
-    }
-    // SAFETY: as above.
-    unsafe { libc::close_range(from, u32::MAX, 0) };
-}
-
-/// Set or clear close-on-exec (an upgrade in place keeps a few descriptors
-/// open across `execve`). Harmless on a descriptor that is not open.
-pub fn set_cloexec(fd: RawFd, on: bool) {
-    let flag = if on { libc::FD_CLOEXEC } else { 0 };
-    // SAFETY: fcntl on a descriptor number of this process.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
-}
-
 /// `poll(2)` on a caller-owned array (reused across calls: no allocation).
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, Errno> {
     // SAFETY: fds is a valid array of pollfd of the given length.
@@ -474,16 +436,19 @@ mod tests {
             0 => {
                 let mut keep = [d.as_raw_fd(), -1, b.as_raw_fd()];
                 close_all_but(&mut keep);
+                // SAFETY: fcntl on a descriptor number; no memory passed.
                 let open = |fd: RawFd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
                 let ok = open(b.as_raw_fd())
                     && open(d.as_raw_fd())
                     && !open(a.as_raw_fd())
                     && !open(c.as_raw_fd())
                     && open(2);
+                // SAFETY: _exit has no preconditions.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) }
             }
             pid => {
                 let mut status = 0;
+                // SAFETY: waitpid writes one int.
                 unsafe { libc::waitpid(pid, &mut status, 0) };
                 assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
             }

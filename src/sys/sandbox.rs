@@ -77,21 +77,30 @@ pub fn seccomp_filter(program: &[libc::sock_filter]) -> Result<(), Errno> {
 /// The system call a `SIGSYS` from a seccomp filter reports (`si_syscall`,
 /// which libc's `siginfo_t` does not name: after the signal number, errno,
 /// code and padding, the faulting address, then the call's number).
-///
-/// # Safety
-/// `info` is the `siginfo_t` the kernel passed to an `SA_SIGINFO` handler.
-pub unsafe fn sigsys_syscall(info: *const libc::siginfo_t) -> i32 {
+pub fn sigsys_syscall(info: &libc::siginfo_t) -> i32 {
     const SI_SYSCALL_OFFSET: usize = 16 + size_of::<usize>();
-    // SAFETY: within the 128-byte siginfo_t, per the caller's promise.
-    unsafe { std::ptr::read_unaligned((info as *const u8).add(SI_SYSCALL_OFFSET) as *const i32) }
+    const _: () = assert!(SI_SYSCALL_OFFSET + 4 <= size_of::<libc::siginfo_t>());
+    let at = info as *const libc::siginfo_t as *const u8;
+    // SAFETY: 4 bytes within the siginfo_t `info` refers to (asserted
+    // above), read unaligned; any bits are a valid i32.
+    unsafe { std::ptr::read_unaligned(at.add(SI_SYSCALL_OFFSET) as *const i32) }
 }
+
+/// A `SIGSYS` handler: the signal, the `siginfo_t` the kernel passes an
+/// `SA_SIGINFO` handler, its context.
+pub type SigsysHandler = extern "C" fn(libc::c_int, &libc::siginfo_t, *mut libc::c_void);
 
 /// Install `handler` for `SIGSYS`, once: it runs with `SIGSYS` unblocked
 /// and the default disposition already restored, so that a `SIGSYS` it
-/// raises ends the process.
-pub fn on_sigsys(handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)) {
+/// raises ends the process. The kernel calls an `SA_SIGINFO` handler with
+/// a pointer to a `siginfo_t` that is valid while it runs, never null: the
+/// reference the handler's type takes. The handler runs in a signal's
+/// context: it must do only what is safe there (atomics, system calls, no
+/// allocation), which its caller sees to, as with any handler.
+pub fn on_sigsys(handler: SigsysHandler) {
     // SAFETY: a zeroed sigaction is valid (empty mask); the handler is a
-    // plain function.
+    // plain function, whose reference argument the kernel's pointer
+    // satisfies (see above).
     unsafe {
         let mut sa: libc::sigaction = zeroed();
         sa.sa_sigaction = handler as usize;

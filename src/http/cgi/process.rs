@@ -53,7 +53,7 @@ use crate::sys;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::fstat;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
@@ -112,7 +112,7 @@ pub fn spawn(mut p: Program, stdin: OwnedFd, name: String) -> Result<Running, Sp
     let worker = nix::unistd::getpid();
     // SAFETY: the worker is single-threaded; the child only sets up
     // descriptors and execs (or writes errno and _exits).
-    let pid = match unsafe { fork() } {
+    let pid = match sys::fork() {
         Ok(ForkResult::Child) => exec_child(worker, [&stdin, &out_w, &err_w], &st_w, &p),
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return Err(SpawnErr::Setup("fork", e)),
@@ -140,7 +140,7 @@ fn exec_child(worker: Pid, stdio: [&OwnedFd; 3], status: &OwnedFd, p: &Program) 
     let fail = |e: i32| -> ! {
         let _ = nix::unistd::write(status, &e.to_ne_bytes());
         // SAFETY: _exit runs nothing of the worker's in this copy of it.
-        unsafe { libc::_exit(127) }
+        sys::exit_now(127)
     };
     set_up_child(worker, stdio, status, p).unwrap_or_else(|e| fail(e as i32));
     let e = match &p.interpreter {
@@ -192,12 +192,12 @@ fn set_up_child(
     // cgroup.procs are among the descriptors closed below).
     let leaf = p.leaf.as_ref().map(|(_, procs)| procs);
     crate::sandbox::enter_script(p.sandbox, &p.limits, leaf)?;
-    for (to, fd) in stdio.iter().enumerate() {
-        // SAFETY: plain descriptor calls in a single-threaded child.
-        if unsafe { libc::dup2(fd.as_raw_fd(), to as libc::c_int) } < 0 {
-            return Err(Errno::last());
-        }
-    }
+    // SAFETY: plain descriptor calls in a single-threaded child; nix's
+    // dup2_std* replace only descriptors 0-2, the process's stdio.
+    let [stdin, stdout, stderr] = stdio;
+    nix::unistd::dup2_stdin(stdin)?;
+    nix::unistd::dup2_stdout(stdout)?;
+    nix::unistd::dup2_stderr(stderr)?;
     // Everything above 2 goes, except what the exec itself needs, all
     // close-on-exec: the status pipe, the script and its directory.
     sys::close_all_but(&mut [status.as_raw_fd(), p.file.as_raw_fd(), p.dir.as_raw_fd()]);

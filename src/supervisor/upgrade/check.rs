@@ -10,7 +10,7 @@ use crate::supervisor::Supervisor;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::signal::Signal;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Most of the check's output read (its pipe holds 64 KiB).
@@ -36,14 +36,12 @@ impl Supervisor {
         let exe = next.exe.as_raw_fd();
         // SAFETY: single-threaded; the child only moves descriptors, resets
         // signals and execs (or _exits), all prepared before the fork.
-        match unsafe { fork() }? {
+        match crate::sys::fork()? {
             ForkResult::Child => {
-                let w = w.as_raw_fd();
-                // SAFETY: plain system calls on our own descriptors.
-                unsafe {
-                    libc::dup2(w, 1);
-                    libc::dup2(w, 2);
-                }
+                // SAFETY: plain system calls on our own descriptors; nix's
+                // dup2_std* replace only descriptors 1 and 2.
+                let _ = nix::unistd::dup2_stdout(&w);
+                let _ = nix::unistd::dup2_stderr(&w);
                 crate::sys::close_all_but(&mut [0, 1, 2, record.as_raw_fd(), exe]);
                 crate::sys::set_cloexec(record.as_raw_fd(), false);
                 // A script (`#!`) is run as /dev/fd/N: N stays open.
@@ -57,7 +55,7 @@ impl Supervisor {
                     AtFlags::AT_EMPTY_PATH,
                 );
                 // SAFETY: _exit is always safe.
-                unsafe { libc::_exit(127) }
+                crate::sys::exit_now(127)
             }
             ForkResult::Parent { child } => {
                 drop(w);

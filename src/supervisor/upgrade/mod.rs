@@ -454,9 +454,12 @@ pub(super) fn environment(extra: &[(OsString, OsString)]) -> Result<Vec<CString>
     Ok(env)
 }
 
-/// A carried descriptor, this image's (close-on-exec again).
+/// A carried descriptor, this image's (close-on-exec again). One the
+/// record names that is not open is a broken record: a panic, rather than
+/// an `OwnedFd` of nothing.
 pub fn own(fd: RawFd) -> OwnedFd {
     crate::sys::set_cloexec(fd, true);
-    // SAFETY: handed over open by the previous image, for this one to own.
-    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+    // SAFETY: handed over open by the previous image, for this one to own;
+    // the record names each descriptor once.
+    crate::sys::adopt_fd(fd).unwrap_or_else(|e| panic!("carried fd {fd}: {e}"))
 }

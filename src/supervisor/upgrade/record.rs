@@ -36,7 +36,7 @@
 use super::wire::{Reader, Writer};
 use crate::handoff::{BodySpec, Meta, BODY_LEN, META_LEN};
 use crate::listen::Peer;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 /// The version of this record. A binary that cannot read a version refuses
@@ -385,12 +385,19 @@ impl State {
 pub fn take() -> Option<Result<State, String>> {
     let v = std::env::var(ENV).ok()?;
     // SAFETY: single-threaded start-up.
-    unsafe { std::env::remove_var(ENV) };
+    crate::sys::remove_env(ENV);
     let Ok(fd) = v.parse::<RawFd>() else {
         return Some(Err(format!("{ENV}={v:?} is not a descriptor")));
     };
-    // SAFETY: the descriptor was left open for this image by the one before.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the descriptor was left open for this image by the one before,
+    // and nothing else here holds it (the variable names it, once).
+    let fd = match crate::sys::adopt_fd(fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            return Some(Err(format!("reading the upgrade record: {e}")));
+        }
+    };
     let mut file = std::fs::File::from(fd);
     let mut bytes = Vec::new();
     if let Err(e) = std::io::Read::read_to_end(&mut file, &mut bytes) {
