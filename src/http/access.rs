@@ -44,15 +44,11 @@ fn log_line(peer: Peer, req: Option<&Request>, site: Option<&Site>, sent: Sent, 
         return;
     };
     let client = client(peer);
-    let version: &[u8] = match req.map(|r| r.version) {
-        Some(0) => b"HTTP/1.0",
-        _ => b"HTTP/1.1",
-    };
     let entry = Entry {
         client: &client,
         site: site.map(|s| s.label.as_str()),
         host: req.and_then(|r| r.host.as_deref()).map(str::as_bytes),
-        request: req.map(|r| [r.method.as_bytes(), r.target.as_bytes(), version]),
+        request: req.map(|r| [r.method.as_bytes(), r.target.as_bytes(), r.protocol()]),
         referer: req.and_then(|r| r.header("referer")),
         user_agent: req.and_then(|r| r.header("user-agent")),
         status: sent.status,

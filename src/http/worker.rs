@@ -177,12 +177,7 @@ impl Session<'_, '_> {
             req.framing = Framing::None;
         }
         self.conn.consume(req.head_len);
-        let version: &[u8] = if req.version == 0 {
-            b"HTTP/1.0"
-        } else {
-            b"HTTP/1.1"
-        };
-        scoreboard::request_line(&[req.method.as_bytes(), req.target.as_bytes(), version]);
+        scoreboard::request_line(&[req.method.as_bytes(), req.target.as_bytes(), req.protocol()]);
         self.served += 1;
         self.handled += 1;
         if cgi {
@@ -242,20 +237,8 @@ impl Session<'_, '_> {
                 return false;
             }
         };
-        let msg = Msg::Park {
-            pid: std::process::id(),
-            meta: Meta {
-                peer: self.peer,
-                served: self.served.min(u32::MAX as u64) as u32,
-                kind: Kind::Body,
-                since_ms: scoreboard::now_ms(),
-            },
-            body: Some(spec),
-        };
-        let mut buf = [0u8; handoff::CONN_MSG];
-        let n = handoff::encode(&msg, &mut buf);
-        let fds = [self.conn.raw_fd(), std::os::fd::AsRawFd::as_raw_fd(&file)];
-        match crate::sys::send_with_fds(park, &buf[..n], &fds) {
+        use std::os::fd::AsRawFd as _;
+        match self.send_park(park, Kind::Body, Some(spec), &[file.as_raw_fd()]) {
             Ok(()) => true,
             Err(e) => {
                 crate::debug!("{}: cannot hand the body to the gate ({e})", self.peer);
@@ -318,26 +301,39 @@ impl Session<'_, '_> {
         }
     }
 
+    /// Send the connection to the supervisor (for the gate) as `kind`, with
+    /// `files` and their `body` spec after it.
+    fn send_park(
+        &self,
+        park: std::os::fd::BorrowedFd<'_>,
+        kind: Kind,
+        body: Option<BodySpec>,
+        files: &[std::os::fd::RawFd],
+    ) -> Result<(), Errno> {
+        let msg = Msg::Park {
+            pid: std::process::id(),
+            meta: Meta {
+                peer: self.peer,
+                served: self.served.min(u32::MAX as u64) as u32,
+                kind,
+                since_ms: scoreboard::now_ms(),
+            },
+            body,
+        };
+        let mut buf = [0u8; handoff::CONN_MSG];
+        let n = handoff::encode(&msg, &mut buf);
+        let mut fds = [self.conn.raw_fd(); 3];
+        fds[1..1 + files.len()].copy_from_slice(files);
+        crate::sys::send_with_fds(park, &buf[..n], &fds[..1 + files.len()])
+    }
+
     /// Park: send the idle connection to the supervisor. False if it could
     /// not be sent (the worker then keeps it).
     fn hand_back(&mut self) -> bool {
         let Some(park) = self.park else {
             return false;
         };
-        let meta = Meta {
-            peer: self.peer,
-            served: self.served.min(u32::MAX as u64) as u32,
-            kind: Kind::Parked,
-            since_ms: scoreboard::now_ms(),
-        };
-        let msg = Msg::Park {
-            pid: std::process::id(),
-            meta,
-            body: None,
-        };
-        let mut buf = [0u8; handoff::CONN_MSG];
-        let n = handoff::encode(&msg, &mut buf);
-        match crate::sys::send_with_fd(park, &buf[..n], Some(self.conn.raw_fd())) {
+        match self.send_park(park, Kind::Parked, None, &[]) {
             Ok(()) => true,
             Err(e) => {
                 crate::debug!("{}: cannot park ({e}); keeping the connection", self.peer);
@@ -363,11 +359,6 @@ impl Session<'_, '_> {
         let (Some(park), Some((status, sent))) = (self.park, self.conn.response_so_far()) else {
             return self.send_rest(file, offset, left);
         };
-        let version: &[u8] = if req.version == 0 {
-            b"HTTP/1.0"
-        } else {
-            b"HTTP/1.1"
-        };
         let dest = match hit.site.access {
             SiteLog::Main => String::new(),
             SiteLog::Off => "off".into(),
@@ -377,7 +368,7 @@ impl Session<'_, '_> {
             super::access::client(self.peer).as_bytes(),
             req.method.as_bytes(),
             req.target.as_bytes(),
-            version,
+            req.protocol(),
             req.header("referer").unwrap_or(b""),
             req.header("user-agent").unwrap_or(b""),
             req.host.as_deref().unwrap_or("").as_bytes(),
@@ -390,28 +381,17 @@ impl Session<'_, '_> {
             return self.send_rest(file, offset, left);
         };
         let keep_alive = persist != Persist::Close && !self.conn.has_pending_input();
-        let msg = Msg::Park {
-            pid: std::process::id(),
-            meta: Meta {
-                peer: self.peer,
-                served: self.served.min(u32::MAX as u64) as u32,
-                kind: Kind::Tail,
-                since_ms: scoreboard::now_ms(),
-            },
-            body: Some(BodySpec {
-                offset: offset as u64,
-                length: left,
-                sent,
-                status,
-                keep_alive,
-                ..Default::default()
-            }),
+        let spec = BodySpec {
+            offset: offset as u64,
+            length: left,
+            sent,
+            status,
+            keep_alive,
+            ..Default::default()
         };
-        let mut buf = [0u8; handoff::CONN_MSG];
-        let n = handoff::encode(&msg, &mut buf);
         use std::os::fd::AsRawFd as _;
-        let fds = [self.conn.raw_fd(), file.as_raw_fd(), log.as_raw_fd()];
-        match crate::sys::send_with_fds(park, &buf[..n], &fds) {
+        let files = [file.as_raw_fd(), log.as_raw_fd()];
+        match self.send_park(park, Kind::Tail, Some(spec), &files) {
             Ok(()) => None,
             Err(e) => {
                 crate::debug!("{}: cannot hand the response to the gate ({e})", self.peer);

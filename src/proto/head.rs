@@ -71,6 +71,14 @@ impl Request {
     pub fn is_head(&self) -> bool {
         self.method == "HEAD"
     }
+
+    /// The protocol as lines show it: `HTTP/1.0`, or `HTTP/1.1`.
+    pub fn protocol(&self) -> &'static [u8] {
+        match self.version {
+            0 => b"HTTP/1.0",
+            _ => b"HTTP/1.1",
+        }
+    }
 }
 
 /// Methods lbaws knows (RFC 9110 9 and PATCH); others get 501.
